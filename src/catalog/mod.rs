@@ -1,0 +1,420 @@
+//! The catalog: a SQLite database (WAL, `synchronous=NORMAL`) that caches each vault's
+//! inventory as a tree of nodes, so that browsing never waits on the network.
+//!
+//! Concurrency follows DESIGN.md §2: one writer thread owns the only write connection and runs
+//! queued operations in short, batched transactions (each operation in its own savepoint, so one
+//! failure does not undo its neighbours); FUSE threads read through a pool of read-only
+//! connections. Nothing here runs on a tokio worker: async callers use [`Catalog::write_async`].
+
+pub mod nodes;
+pub mod schema;
+pub mod vaults;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
+
+pub use nodes::{Kind, Node};
+pub use schema::ROOT_INO;
+pub use vaults::VaultRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("catalog I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the catalog was written by a newer glacierfs (schema {found}, this build reads up to {supported})")]
+    TooNew { found: u32, supported: u32 },
+    #[error("this catalog belongs to {recorded}, not {requested}; use another --cache-dir for it")]
+    WrongIdentity { recorded: String, requested: String },
+    #[error("catalog commit failed: {0}")]
+    CommitFailed(String),
+    #[error("the catalog writer has stopped")]
+    WriterGone,
+    #[error("no such entry")]
+    NotFound,
+    #[error("an entry with that name exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Which Glacier a catalog mirrors. A catalog is bound to one identity for life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The endpoint URL, or empty for AWS's own endpoint.
+    pub endpoint: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let endpoint = if self.endpoint.is_empty() {
+            "the AWS endpoint"
+        } else {
+            &self.endpoint
+        };
+        write!(
+            f,
+            "{endpoint} (region {}, account {})",
+            self.region, self.account
+        )
+    }
+}
+
+/// What an operation leaves to do once its transaction has committed (or failed to).
+type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
+type WriteOp = Box<dyn FnOnce(&Transaction<'_>) -> Reply + Send>;
+
+/// Handle to the catalog; cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+const DB_FILE: &str = "catalog.db";
+/// Operations run per transaction at most; bounds how long one commit holds the writer.
+const MAX_BATCH: usize = 256;
+
+impl Catalog {
+    /// Opens (creating and migrating as needed) the catalog in `dir`.
+    pub fn open(dir: &Path) -> Result<Catalog, CatalogError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            // Create it 0600 ourselves: SQLite gives the -wal and -shm files the same mode.
+            create_private_file(&path)?;
+        }
+        let mut conn = open_write_connection(&path)?;
+        schema::migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<WriteOp>();
+        let handle = thread::Builder::new()
+            .name("catalog-writer".into())
+            .spawn(move || writer_loop(conn, rx))?;
+        Ok(Catalog {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(handle)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in the writer thread, in a transaction shared with other queued operations but
+    /// in a savepoint of its own, and waits for its result.
+    pub fn write<T, F>(&self, f: F) -> Result<T, CatalogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, CatalogError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.submit(f, move |r| {
+            let _ = reply_tx.send(r);
+        })?;
+        reply_rx.recv().map_err(|_| CatalogError::WriterGone)?
+    }
+
+    /// [`Catalog::write`] for async callers: the tokio worker awaits instead of blocking.
+    pub async fn write_async<T, F>(&self, f: F) -> Result<T, CatalogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, CatalogError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        self.submit(f, move |r| {
+            let _ = reply_tx.send(r);
+        })?;
+        reply_rx.await.map_err(|_| CatalogError::WriterGone)?
+    }
+
+    fn submit<T, F, R>(&self, f: F, reply: R) -> Result<(), CatalogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, CatalogError> + Send + 'static,
+        R: FnOnce(Result<T, CatalogError>) + Send + 'static,
+    {
+        let op: WriteOp = Box::new(move |tx: &Transaction<'_>| {
+            let result = run_in_savepoint(tx, f);
+            // The caller hears of its result only after the commit, so "done" means committed.
+            Box::new(move |commit_error: Option<&rusqlite::Error>| match commit_error {
+                None => reply(result),
+                Some(e) => reply(Err(CatalogError::CommitFailed(e.to_string()))),
+            }) as Reply
+        });
+        let guard = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .ok_or(CatalogError::WriterGone)?
+            .send(op)
+            .map_err(|_| CatalogError::WriterGone)
+    }
+
+    /// Runs `f` with a read-only connection from the pool.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, CatalogError>,
+    ) -> Result<T, CatalogError> {
+        let conn = {
+            let mut pool = self.inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+            pool.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => open_read_connection(&self.inner.path)?,
+        };
+        let result = f(&conn);
+        self.inner
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        result
+    }
+
+    /// Records the identity on first use, and refuses another one afterwards.
+    pub fn bind_identity(&self, id: &Identity) -> Result<(), CatalogError> {
+        let id = id.clone();
+        self.write(move |tx| {
+            let get = |k: &str| -> Result<Option<String>, CatalogError> {
+                Ok(tx
+                    .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional()?)
+            };
+            match (get("endpoint")?, get("region")?, get("account")?) {
+                (Some(endpoint), Some(region), Some(account)) => {
+                    let recorded = Identity {
+                        endpoint,
+                        region,
+                        account,
+                    };
+                    if recorded != id {
+                        return Err(CatalogError::WrongIdentity {
+                            recorded: recorded.to_string(),
+                            requested: id.to_string(),
+                        });
+                    }
+                }
+                _ => {
+                    for (k, v) in [
+                        ("endpoint", &id.endpoint),
+                        ("region", &id.region),
+                        ("account", &id.account),
+                    ] {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                            [k, v.as_str()],
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The recorded identity, if any.
+    pub fn identity(&self) -> Result<Option<Identity>, CatalogError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+            let mut get = |k: &str| -> Result<Option<String>, CatalogError> {
+                Ok(stmt.query_row([k], |r| r.get(0)).optional()?)
+            };
+            Ok(match (get("endpoint")?, get("region")?, get("account")?) {
+                (Some(endpoint), Some(region), Some(account)) => Some(Identity {
+                    endpoint,
+                    region,
+                    account,
+                }),
+                _ => None,
+            })
+        })
+    }
+
+    /// Stops the writer after the queued operations, and checkpoints the WAL.
+    pub fn close(&self) {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = self
+            .inner
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run_in_savepoint<T>(
+    tx: &Transaction<'_>,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
+) -> Result<T, CatalogError> {
+    tx.execute_batch("SAVEPOINT op")?;
+    match f(tx) {
+        Ok(v) => {
+            tx.execute_batch("RELEASE op")?;
+            Ok(v)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        match conn.transaction() {
+            Ok(tx) => {
+                let replies: Vec<Reply> = batch.into_iter().map(|op| op(&tx)).collect();
+                let committed = tx.commit();
+                if let Err(e) = &committed {
+                    log::error!("catalog commit failed: {e}");
+                }
+                for reply in replies {
+                    reply(committed.as_ref().err());
+                }
+            }
+            Err(e) => log::error!("catalog transaction could not start: {e}"),
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        log::warn!("catalog checkpoint at close failed: {e}");
+    }
+}
+
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
+fn open_write_connection(path: &Path) -> Result<Connection, CatalogError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -32768;",
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(conn)
+}
+
+fn open_read_connection(path: &Path) -> Result<Connection, CatalogError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.execute_batch("PRAGMA cache_size = -16384;")?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(endpoint: &str) -> Identity {
+        Identity {
+            endpoint: endpoint.into(),
+            region: "us-east-1".into(),
+            account: "-".into(),
+        }
+    }
+
+    #[test]
+    fn identity_is_recorded_once_and_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        cat.bind_identity(&id("http://127.0.0.1:1")).unwrap();
+        cat.bind_identity(&id("http://127.0.0.1:1")).unwrap();
+        let err = cat.bind_identity(&id("http://127.0.0.1:2")).unwrap_err();
+        assert!(matches!(err, CatalogError::WrongIdentity { .. }), "{err}");
+        assert_eq!(cat.identity().unwrap(), Some(id("http://127.0.0.1:1")));
+    }
+
+    #[test]
+    fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        cat.bind_identity(&id("")).unwrap();
+        let mode = std::fs::metadata(cat.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_failed_operation_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let ok = cat.write(|tx| {
+            tx.execute("INSERT INTO meta VALUES ('a', '1')", [])?;
+            Ok(())
+        });
+        let bad: Result<(), _> = cat.write(|tx| {
+            tx.execute("INSERT INTO meta VALUES ('b', '1')", [])?;
+            Err(CatalogError::Exists)
+        });
+        assert!(ok.is_ok() && bad.is_err());
+        let keys: Vec<String> = cat
+            .read(|c| {
+                let mut s = c.prepare("SELECT key FROM meta ORDER BY key")?;
+                let rows = s.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert_eq!(keys, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn schema_from_the_future_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Catalog::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Catalog::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, CatalogError::TooNew { found: 99, .. }));
+    }
+}

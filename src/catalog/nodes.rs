@@ -1,0 +1,339 @@
+//! Nodes: the directory tree of the catalog (root, vaults, directories, files), and the queries
+//! on it. Readers take a `&Connection`, writers a `&Transaction`, so the same functions serve
+//! the FUSE threads' read pool and the writer thread.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{CatalogError, ROOT_INO};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Root,
+    Vault,
+    Dir,
+    File,
+}
+
+impl Kind {
+    fn code(self) -> i64 {
+        match self {
+            Kind::Root => 0,
+            Kind::Vault => 1,
+            Kind::Dir => 2,
+            Kind::File => 3,
+        }
+    }
+
+    fn from_code(c: i64) -> Kind {
+        match c {
+            0 => Kind::Root,
+            1 => Kind::Vault,
+            2 => Kind::Dir,
+            _ => Kind::File,
+        }
+    }
+
+    pub fn is_dir(self) -> bool {
+        !matches!(self, Kind::File)
+    }
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    pub kind: Kind,
+    /// Ino of the vault directory the node lives in; 0 for the root and for vaults themselves.
+    pub vault: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub archive_id: Option<String>,
+    pub tree_hash: Option<String>,
+    pub description: Option<String>,
+    pub created_s: Option<i64>,
+}
+
+impl Node {
+    /// The vault a node belongs to (a vault belongs to itself).
+    pub fn vault_ino(&self) -> u64 {
+        if self.kind == Kind::Vault {
+            self.ino
+        } else {
+            self.vault
+        }
+    }
+}
+
+const COLUMNS: &str = "ino, parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
+                       archive_id, tree_hash, description, created_s";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
+    Ok(Node {
+        ino: r.get::<_, i64>(0)? as u64,
+        parent: r.get::<_, i64>(1)? as u64,
+        name: r.get(2)?,
+        kind: Kind::from_code(r.get(3)?),
+        vault: r.get::<_, i64>(4)? as u64,
+        size: r.get::<_, i64>(5)? as u64,
+        mtime_ns: r.get(6)?,
+        ctime_ns: r.get(7)?,
+        mode: r.get(8)?,
+        uid: r.get(9)?,
+        gid: r.get(10)?,
+        archive_id: r.get(11)?,
+        tree_hash: r.get(12)?,
+        description: r.get(13)?,
+        created_s: r.get(14)?,
+    })
+}
+
+pub fn get(conn: &Connection, ino: u64) -> Result<Option<Node>, CatalogError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM nodes WHERE ino = ?1"))?;
+    Ok(stmt.query_row([ino as i64], from_row).optional()?)
+}
+
+pub fn lookup(conn: &Connection, parent: u64, name: &str) -> Result<Option<Node>, CatalogError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM nodes WHERE parent = ?1 AND name = ?2 AND ino != ?1"
+    ))?;
+    Ok(stmt
+        .query_row(params![parent as i64, name], from_row)
+        .optional()?)
+}
+
+/// Up to `limit` children of `parent` with ino greater than `after`, in ino order: a keyset page.
+pub fn children(
+    conn: &Connection,
+    parent: u64,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Node>, CatalogError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM nodes WHERE parent = ?1 AND ino > ?2 AND ino != ?1 \
+         ORDER BY ino LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![parent as i64, after as i64, limit as i64],
+        from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn has_children(conn: &Connection, parent: u64) -> Result<bool, CatalogError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT 1 FROM nodes WHERE parent = ?1 AND ino != ?1 LIMIT 1")?;
+    Ok(stmt.exists([parent as i64])?)
+}
+
+/// Number of files in a vault, and their total size.
+pub fn vault_usage(conn: &Connection, vault: u64) -> Result<(u64, u64), CatalogError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes WHERE vault = ?1 AND kind = 3",
+    )?;
+    Ok(stmt.query_row([vault as i64], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+    })?)
+}
+
+/// Total bytes of all files in the catalog.
+pub fn total_bytes(conn: &Connection) -> Result<u64, CatalogError> {
+    let mut stmt = conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM nodes WHERE kind = 3")?;
+    Ok(stmt.query_row([], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// The '/'-joined path of a node relative to its vault (empty for a vault itself).
+pub fn vault_relative_path(conn: &Connection, ino: u64) -> Result<String, CatalogError> {
+    let mut parts = Vec::new();
+    let mut cur = get(conn, ino)?.ok_or(CatalogError::NotFound)?;
+    while cur.kind != Kind::Vault && cur.kind != Kind::Root {
+        parts.push(cur.name.clone());
+        cur = get(conn, cur.parent)?.ok_or(CatalogError::NotFound)?;
+    }
+    parts.reverse();
+    Ok(parts.join("/"))
+}
+
+/// What a new node holds; the catalog assigns its ino.
+#[derive(Debug, Clone, Default)]
+pub struct NewNode<'a> {
+    pub parent: u64,
+    pub name: &'a str,
+    pub vault: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub archive_id: Option<&'a str>,
+    pub tree_hash: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub created_s: Option<i64>,
+}
+
+/// Inserts a node, failing with [`CatalogError::Exists`] if the name is taken.
+pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, CatalogError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO nodes (parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
+         archive_id, tree_hash, description, created_s) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    let result = stmt.execute(params![
+        n.parent as i64,
+        n.name,
+        kind.code(),
+        n.vault as i64,
+        n.size as i64,
+        n.mtime_ns,
+        n.mode,
+        n.uid,
+        n.gid,
+        n.archive_id,
+        n.tree_hash,
+        n.description,
+        n.created_s,
+    ]);
+    match result {
+        Ok(_) => Ok(conn.last_insert_rowid() as u64),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(CatalogError::Exists)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a node that has no children.
+pub fn remove(conn: &Connection, ino: u64) -> Result<(), CatalogError> {
+    if ino == ROOT_INO {
+        return Err(CatalogError::NotFound);
+    }
+    if has_children(conn, ino)? {
+        return Err(CatalogError::NotEmpty);
+    }
+    let n = conn.execute("DELETE FROM nodes WHERE ino = ?1", [ino as i64])?;
+    if n == 0 {
+        return Err(CatalogError::NotFound);
+    }
+    Ok(())
+}
+
+/// Attribute changes kept in the catalog (setattr).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime_ns: Option<i64>,
+}
+
+pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), CatalogError> {
+    let n = conn.execute(
+        "UPDATE nodes SET mode = COALESCE(?2, mode), uid = COALESCE(?3, uid), \
+         gid = COALESCE(?4, gid), mtime_ns = COALESCE(?5, mtime_ns), ctime_ns = ?6 \
+         WHERE ino = ?1",
+        params![
+            ino as i64,
+            c.mode,
+            c.uid,
+            c.gid,
+            c.mtime_ns,
+            super::now_ns()
+        ],
+    )?;
+    if n == 0 {
+        return Err(CatalogError::NotFound);
+    }
+    Ok(())
+}
+
+/// Moves `ino` to `new_parent`/`new_name`. The caller has checked kinds and replacement rules.
+pub fn rename(conn: &Connection, ino: u64, new_parent: u64, new_name: &str) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE nodes SET parent = ?2, name = ?3, ctime_ns = ?4 WHERE ino = ?1",
+        params![ino as i64, new_parent as i64, new_name, super::now_ns()],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn dir(parent: u64, name: &str, vault: u64) -> NewNode<'_> {
+        NewNode {
+            parent,
+            name,
+            vault,
+            mtime_ns: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tree_operations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(tmp.path()).unwrap();
+        let (v, a, f) = cat
+            .write(|tx| {
+                let v = insert(tx, Kind::Vault, &dir(ROOT_INO, "v", 0))?;
+                let a = insert(tx, Kind::Dir, &dir(v, "a", v))?;
+                let f = insert(
+                    tx,
+                    Kind::File,
+                    &NewNode {
+                        size: 10,
+                        ..dir(a, "f", v)
+                    },
+                )?;
+                Ok((v, a, f))
+            })
+            .unwrap();
+        cat.read(|c| {
+            assert_eq!(lookup(c, v, "a")?.map(|n| n.ino), Some(a));
+            assert_eq!(vault_relative_path(c, f)?, "a/f");
+            assert_eq!(vault_usage(c, v)?, (1, 10));
+            assert_eq!(children(c, ROOT_INO, 0, 10)?.len(), 1, "root lists only the vault");
+            assert!(lookup(c, ROOT_INO, "")?.is_none(), "root is not its own child");
+            Ok(())
+        })
+        .unwrap();
+        let dup = cat.write(move |tx| insert(tx, Kind::File, &dir(a, "f", v)));
+        assert!(matches!(dup, Err(CatalogError::Exists)));
+        let busy = cat.write(move |tx| remove(tx, a));
+        assert!(matches!(busy, Err(CatalogError::NotEmpty)));
+    }
+
+    #[test]
+    fn keyset_pages_cover_every_child_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(tmp.path()).unwrap();
+        let v = cat
+            .write(|tx| {
+                let v = insert(tx, Kind::Vault, &dir(ROOT_INO, "v", 0))?;
+                for i in 0..250 {
+                    insert(tx, Kind::Dir, &dir(v, &format!("d{i}"), v))?;
+                }
+                Ok(v)
+            })
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = cat.read(|c| children(c, v, after, 64)).unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.ino;
+            seen.extend(page.into_iter().map(|n| n.name));
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 250);
+    }
+}

@@ -1,0 +1,131 @@
+//! Vaults in the catalog: each is a node under the root plus a row of what Glacier last said
+//! about it (ARN, inventory date, counts) and what the catalog holds (the merged inventory's
+//! date).
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::nodes::{self, Kind, NewNode};
+use super::{now_ns, CatalogError, ROOT_INO};
+use crate::glacier::VaultDesc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRow {
+    pub ino: u64,
+    pub name: String,
+    pub arn: Option<String>,
+    pub last_inventory_date: Option<String>,
+    pub remote_count: Option<u64>,
+    pub remote_size: Option<u64>,
+    pub inventory_date: Option<String>,
+    pub inventory_checked_s: Option<i64>,
+    pub state: String,
+}
+
+const COLUMNS: &str = "ino, name, arn, last_inventory_date, remote_count, remote_size, \
+                       inventory_date, inventory_checked_s, state";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<VaultRow> {
+    Ok(VaultRow {
+        ino: r.get::<_, i64>(0)? as u64,
+        name: r.get(1)?,
+        arn: r.get(2)?,
+        last_inventory_date: r.get(3)?,
+        remote_count: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        remote_size: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        inventory_date: r.get(6)?,
+        inventory_checked_s: r.get(7)?,
+        state: r.get(8)?,
+    })
+}
+
+pub fn by_ino(conn: &Connection, ino: u64) -> Result<Option<VaultRow>, CatalogError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM vaults WHERE ino = ?1"))?;
+    Ok(stmt.query_row([ino as i64], from_row).optional()?)
+}
+
+pub fn by_name(conn: &Connection, name: &str) -> Result<Option<VaultRow>, CatalogError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM vaults WHERE name = ?1"))?;
+    Ok(stmt.query_row([name], from_row).optional()?)
+}
+
+pub fn all(conn: &Connection) -> Result<Vec<VaultRow>, CatalogError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM vaults ORDER BY name"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Adds a vault (node and row) in `state`, or returns the existing one.
+pub fn ensure(conn: &Connection, name: &str, state: &str) -> Result<VaultRow, CatalogError> {
+    if let Some(v) = by_name(conn, name)? {
+        return Ok(v);
+    }
+    let ino = nodes::insert(
+        conn,
+        Kind::Vault,
+        &NewNode {
+            parent: ROOT_INO,
+            name,
+            vault: 0,
+            mtime_ns: now_ns(),
+            ..Default::default()
+        },
+    )?;
+    conn.execute(
+        "INSERT INTO vaults (ino, name, state) VALUES (?1, ?2, ?3)",
+        params![ino as i64, name, state],
+    )?;
+    by_ino(conn, ino)?.ok_or(CatalogError::NotFound)
+}
+
+/// Records what ListVaults or DescribeVault said.
+pub fn record_remote(conn: &Connection, d: &VaultDesc) -> Result<VaultRow, CatalogError> {
+    let v = ensure(conn, &d.name, "present")?;
+    conn.execute(
+        "UPDATE vaults SET arn = ?2, remote_created = ?3, last_inventory_date = ?4, \
+         remote_count = ?5, remote_size = ?6, \
+         state = CASE state WHEN 'creating' THEN 'present' ELSE state END WHERE ino = ?1",
+        params![
+            v.ino as i64,
+            d.arn,
+            d.creation_date,
+            d.last_inventory_date,
+            d.number_of_archives as i64,
+            d.size_in_bytes as i64
+        ],
+    )?;
+    by_ino(conn, v.ino)?.ok_or(CatalogError::NotFound)
+}
+
+pub fn set_state(conn: &Connection, ino: u64, state: &str) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE vaults SET state = ?2 WHERE ino = ?1",
+        params![ino as i64, state],
+    )?;
+    Ok(())
+}
+
+pub fn set_checked(conn: &Connection, ino: u64, secs: i64) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE vaults SET inventory_checked_s = ?2 WHERE ino = ?1",
+        params![ino as i64, secs],
+    )?;
+    Ok(())
+}
+
+pub fn set_inventory_date(conn: &Connection, ino: u64, date: &str) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE vaults SET inventory_date = ?2 WHERE ino = ?1",
+        params![ino as i64, date],
+    )?;
+    Ok(())
+}
+
+/// Forgets a vault entirely: its row, its subtree, its tombstones and jobs.
+pub fn forget(conn: &Connection, ino: u64) -> Result<(), CatalogError> {
+    conn.execute("DELETE FROM nodes WHERE vault = ?1", [ino as i64])?;
+    conn.execute("DELETE FROM nodes WHERE ino = ?1", [ino as i64])?;
+    conn.execute("DELETE FROM vaults WHERE ino = ?1", [ino as i64])?;
+    conn.execute("DELETE FROM tombstones WHERE vault = ?1", [ino as i64])?;
+    conn.execute("DELETE FROM jobs WHERE vault = ?1", [ino as i64])?;
+    Ok(())
+}

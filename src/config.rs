@@ -1,0 +1,332 @@
+//! The command line: clap definitions, typed option values (sizes, durations, tiers) with their
+//! validation, and the defaults DESIGN.md §1 promises.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::glacier::Tier;
+
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
+pub const GIB: u64 = 1 << 30;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "glacierfs",
+    version,
+    about = "A file system for Amazon Glacier vaults: vaults are directories, archives are files"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount Glacier vaults at MOUNTPOINT
+    Mount(MountArgs),
+    /// Show uploads, jobs and cache use; works while mounted
+    Status(StatusArgs),
+    /// Load vault inventories
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    /// Request retrieval of files or whole subtrees of a running mount
+    Retrieve(RetrieveArgs),
+    /// Upload staged files now, optionally waiting until they are in the vault
+    Sync(SyncArgs),
+    /// Copy a vault or subtree out of Glacier to a local directory
+    Export(ExportArgs),
+    /// Print the SHA-256 tree hash of local files
+    Treehash(TreehashArgs),
+}
+
+/// Options shared by every command that opens a catalog.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Catalog, staging and retrieved data [default: $XDG_CACHE_HOME/glacierfs, else ~/.cache/glacierfs]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.cache_dir {
+            return Ok(dir.clone());
+        }
+        if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(xdg).join("glacierfs"));
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(home) => Ok(PathBuf::from(home).join(".cache").join("glacierfs")),
+            None => Err("cannot find a cache directory: set --cache-dir, XDG_CACHE_HOME or HOME".into()),
+        }
+    }
+}
+
+/// Where the vaults are and who we are there.
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    /// AWS region [default: the AWS config chain]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// AWS profile
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// A Glacier-compatible endpoint (tests, VPC endpoints)
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Account id ("-" means the account of the credentials)
+    #[arg(long, value_name = "ID", default_value = "-")]
+    pub account_id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// Where to mount
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Bound on retrieved data kept (LRU)
+    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Retrieval tier
+    #[arg(long, value_name = "TIER", default_value = "standard", value_parser = parse_tier)]
+    pub tier: Tier,
+    /// Multipart part size, a power of two from 1MiB to 4GiB; a file no larger goes up in one request
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_part_size)]
+    pub part_size: u64,
+    /// Parts and files in flight (lowered to fit --memory-budget)
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub upload_concurrency: u32,
+    /// Bound on upload bodies held in memory
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
+    pub memory_budget: u64,
+    /// Quiet time after the last close before an upload
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub write_back_delay: Duration,
+    /// Time a delete waits in the queue (cancellable)
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub delete_delay: Duration,
+    /// How often running jobs are checked
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Look for a newer inventory when the last one is older than this
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub inventory_max_age: Duration,
+    /// Opening a cold file returns EAGAIN without starting a retrieval job
+    #[arg(long)]
+    pub no_auto_retrieve: bool,
+    /// Most bytes that open-triggered retrievals may ask for per 24 h
+    #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+    pub retrieval_budget: u64,
+    /// Refuse every write with EROFS
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users see the mount (turns on kernel permission checks)
+    #[arg(long, conflicts_with = "allow_root")]
+    pub allow_other: bool,
+    /// Let root see the mount
+    #[arg(long)]
+    pub allow_root: bool,
+    /// Owner shown for files [default: the mounting user]
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group shown for files [default: the mounting user's group]
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Stay attached instead of returning once the mount is ready
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// More logging (repeatable)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Load an inventory file (JSON or CSV) you already have into the catalog
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// The vault the inventory belongs to
+    pub vault: String,
+    /// The inventory file
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetrieveArgs {
+    /// Retrieval tier [default: the mount's]
+    #[arg(long, value_parser = parse_tier)]
+    pub tier: Option<Tier>,
+    /// Files or directories inside a running mount
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// Return only once the files are in the vault
+    #[arg(long)]
+    pub wait: bool,
+    /// Files or directories inside a running mount [default: everything staged]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_parser = parse_tier)]
+    pub tier: Option<Tier>,
+    /// Bound on retrievals started but not yet downloaded
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_bytes_in_flight: Option<u64>,
+    /// Machine-readable progress
+    #[arg(long)]
+    pub json: bool,
+    /// A vault, or a subtree inside a running mount
+    pub path: PathBuf,
+    /// The local directory to copy into
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TreehashArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Parses sizes like `4096`, `16MiB`, `1GiB`, `10G`, `512k`. Binary units throughout: a
+/// storage tool's "G" means GiB to almost everyone who types it.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit like 16MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => KIB,
+        "m" | "mb" | "mib" => MIB,
+        "g" | "gb" | "gib" => GIB,
+        "t" | "tb" | "tib" => GIB << 10,
+        other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+/// Parses durations: plain seconds, or a number with s, m, h or d.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected seconds or a value like 5s, 10m, 24h"))?;
+    let secs = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+}
+
+/// A part size must be 2^k MiB with k in 0..=12 (GLACIER-API.md §4).
+pub fn parse_part_size(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n.is_power_of_two() && (MIB..=4 * GIB).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("invalid part size {s:?}: must be a power of two from 1MiB to 4GiB"))
+    }
+}
+
+pub fn parse_tier(s: &str) -> Result<Tier, String> {
+    Tier::parse(s).ok_or_else(|| format!("invalid tier {s:?}: use expedited, standard or bulk"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16MiB"), Ok(16 * MIB));
+        assert_eq!(parse_size("1GiB"), Ok(GIB));
+        assert_eq!(parse_size("10G"), Ok(10 * GIB));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn part_sizes() {
+        assert_eq!(parse_part_size("1MiB"), Ok(MIB));
+        assert_eq!(parse_part_size("4GiB"), Ok(4 * GIB));
+        assert!(parse_part_size("3MiB").is_err());
+        assert!(parse_part_size("512KiB").is_err());
+        assert!(parse_part_size("8GiB").is_err());
+    }
+
+    #[test]
+    fn mount_defaults_match_the_design() {
+        let cli = Cli::try_parse_from(["glacierfs", "mount", "/mnt"]).expect("parses");
+        let Command::Mount(m) = cli.command else {
+            panic!("not a mount")
+        };
+        assert_eq!(m.cache_size, 10 * GIB);
+        assert_eq!(m.part_size, 16 * MIB);
+        assert_eq!(m.upload_concurrency, 4);
+        assert_eq!(m.memory_budget, 512 * MIB);
+        assert_eq!(m.write_back_delay, Duration::from_secs(5));
+        assert_eq!(m.poll_interval, Duration::from_secs(60));
+        assert_eq!(m.inventory_max_age, Duration::from_secs(86400));
+        assert_eq!(m.tier, Tier::Standard);
+        assert_eq!(m.aws.account_id, "-");
+    }
+}

@@ -1,0 +1,397 @@
+//! The file-system semantics of DESIGN.md §1, independent of the kernel: what each operation
+//! means for vaults, directories and archives. The fuser adapter (`crate::fuse`) only
+//! translates to and from these calls, so everything here is testable without a mount.
+//!
+//! Requests are answered from the catalog and local files only. Work that must wait on Glacier
+//! (creating and deleting vaults) is handed to the background runtime together with a
+//! completion, so no FUSE thread ever blocks on the network.
+
+pub mod error;
+mod vaults;
+mod xattr;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use error::{FsError, FsResult};
+pub(crate) use vaults::spawn_delete as spawn_vault_delete;
+
+use crate::catalog::{self, nodes, Catalog, Kind, Node, ROOT_INO};
+use crate::glacier::GlacierClient;
+use crate::inventory::InventoryHandle;
+use crate::names;
+
+/// A request's completion: called exactly once, from whichever thread finishes the work.
+pub type Done<T> = Box<dyn FnOnce(FsResult<T>) + Send>;
+
+/// Mount-wide settings the semantics depend on.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub uid: u32,
+    pub gid: u32,
+    pub read_only: bool,
+    pub cache_dir: PathBuf,
+    /// How long a refused DeleteVault waits before it is tried again.
+    pub retry_interval: Duration,
+}
+
+/// What the semantics need from the rest of the daemon.
+#[derive(Clone)]
+pub struct Services {
+    pub runtime: tokio::runtime::Handle,
+    pub client: Arc<dyn GlacierClient>,
+    pub inventory: InventoryHandle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    RegularFile,
+}
+
+/// Attributes of one inode, in the file system's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+}
+
+/// One directory entry for readdir(plus); `cookie` resumes the listing after it.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub attr: Attr,
+    pub cookie: u64,
+}
+
+/// statfs figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_available: u64,
+    pub files: u64,
+}
+
+// readdir cookies: 1 and 2 are "." and ".."; a catalog child resumes after ino = cookie - 2.
+const DOT_COOKIE: u64 = 1;
+const DOTDOT_COOKIE: u64 = 2;
+const COOKIE_BASE: u64 = 2;
+
+pub struct GlacierFs {
+    catalog: Catalog,
+    options: FsOptions,
+    services: Services,
+}
+
+fn time_from_ns(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+impl GlacierFs {
+    pub fn new(catalog: Catalog, options: FsOptions, services: Services) -> Self {
+        GlacierFs {
+            catalog,
+            options,
+            services,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn attr_of(&self, n: &Node) -> Attr {
+        let kind = if n.kind.is_dir() {
+            FileKind::Directory
+        } else {
+            FileKind::RegularFile
+        };
+        let default_perm = if n.kind.is_dir() { 0o755 } else { 0o644 };
+        Attr {
+            ino: n.ino,
+            size: if n.kind.is_dir() { 0 } else { n.size },
+            kind,
+            perm: n.mode.map(|m| (m & 0o7777) as u16).unwrap_or(default_perm),
+            // 1 tells find(1) not to count subdirectories from the link count.
+            nlink: 1,
+            uid: n.uid.unwrap_or(self.options.uid),
+            gid: n.gid.unwrap_or(self.options.gid),
+            mtime: time_from_ns(n.mtime_ns),
+            ctime: time_from_ns(n.ctime_ns),
+        }
+    }
+
+    /// A node as the user may see it: vaults being deleted are already gone from view.
+    fn visible(&self, n: Option<Node>) -> FsResult<Node> {
+        let n = n.ok_or(FsError::NotFound)?;
+        if n.kind == Kind::Vault {
+            let hidden = self
+                .catalog
+                .read(|c| Ok(catalog::vaults::by_ino(c, n.ino)?.map(|v| v.state == "deleting")))?;
+            if hidden == Some(true) {
+                return Err(FsError::NotFound);
+            }
+        }
+        Ok(n)
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Node> {
+        let n = self.catalog.read(|c| nodes::get(c, ino))?;
+        self.visible(n)
+    }
+
+    /// First access to a vault's contents asks the inventory worker to make sure the catalog
+    /// has its inventory; the worker decides whether a job is needed.
+    fn touch_vault(&self, n: &Node) {
+        let vault = n.vault_ino();
+        if vault != 0 {
+            self.services.inventory.request(vault, false);
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        Ok(self.attr_of(&self.node(ino)?))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
+        let p = self.node(parent)?;
+        if !p.kind.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        self.touch_vault(&p);
+        let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
+        let n = self.catalog.read(|c| nodes::lookup(c, parent, name))?;
+        Ok(self.attr_of(&self.visible(n)?))
+    }
+
+    /// Up to `max` entries after `offset` (a cookie from an earlier entry, or 0).
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirEntry>> {
+        let dir = self.node(ino)?;
+        if !dir.kind.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        self.touch_vault(&dir);
+        let mut out = Vec::with_capacity(max.min(1024));
+        if offset < DOT_COOKIE {
+            out.push(DirEntry {
+                name: b".".to_vec(),
+                attr: self.attr_of(&dir),
+                cookie: DOT_COOKIE,
+            });
+        }
+        if offset < DOTDOT_COOKIE {
+            let parent = if ino == ROOT_INO {
+                dir.clone()
+            } else {
+                self.node(dir.parent)?
+            };
+            out.push(DirEntry {
+                name: b"..".to_vec(),
+                attr: self.attr_of(&parent),
+                cookie: DOTDOT_COOKIE,
+            });
+        }
+        let after = offset.saturating_sub(COOKIE_BASE);
+        let want = max.saturating_sub(out.len());
+        if want == 0 {
+            return Ok(out);
+        }
+        let (children, hidden) = self.catalog.read(|c| {
+            let kids = nodes::children(c, ino, after, want)?;
+            let hidden: Vec<u64> = if ino == ROOT_INO {
+                catalog::vaults::all(c)?
+                    .into_iter()
+                    .filter(|v| v.state == "deleting")
+                    .map(|v| v.ino)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok((kids, hidden))
+        })?;
+        for n in children {
+            let cookie = n.ino + COOKIE_BASE;
+            if hidden.contains(&n.ino) {
+                continue;
+            }
+            out.push(DirEntry {
+                name: n.name.as_bytes().to_vec(),
+                attr: self.attr_of(&n),
+                cookie,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32, done: Done<Attr>) {
+        if self.options.read_only {
+            return done(Err(FsError::ReadOnly));
+        }
+        let p = match self.node(parent) {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        if p.kind == Kind::Root {
+            return self.create_vault(name, done);
+        }
+        done(self.mkdir_in_vault(&p, name, mode, uid, gid))
+    }
+
+    fn mkdir_in_vault(
+        &self,
+        parent: &Node,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Attr> {
+        if !parent.kind.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        let name = checked_name(name)?;
+        let vault = parent.vault_ino();
+        let rel = self.catalog.read(|c| nodes::vault_relative_path(c, parent.ino))?;
+        let path = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        // A directory's own path must leave room for files in it, so the check is the same one
+        // a file would get: its mt2 description must fit.
+        if !names::fits(&path, 0) {
+            return Err(FsError::NameTooLong(path));
+        }
+        if parent.kind == Kind::Vault && names::is_reserved(&name) {
+            return Err(FsError::Exists);
+        }
+        let parent_ino = parent.ino;
+        let (uid, gid) = self.owner(uid, gid);
+        let node = self.catalog.write(move |tx| {
+            let ino = nodes::insert(
+                tx,
+                Kind::Dir,
+                &nodes::NewNode {
+                    parent: parent_ino,
+                    name: &name,
+                    vault,
+                    mtime_ns: catalog::now_ns(),
+                    mode: Some(mode & 0o7777),
+                    uid,
+                    gid,
+                    ..Default::default()
+                },
+            )?;
+            nodes::get(tx, ino)?.ok_or(catalog::CatalogError::NotFound)
+        })?;
+        Ok(self.attr_of(&node))
+    }
+
+    /// Owners are recorded only when they differ from the mount's, so a catalog moved to
+    /// another user keeps showing that user's files as theirs.
+    fn owner(&self, uid: u32, gid: u32) -> (Option<u32>, Option<u32>) {
+        (
+            (uid != self.options.uid).then_some(uid),
+            (gid != self.options.gid).then_some(gid),
+        )
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr, done: Done<()>) {
+        if self.options.read_only {
+            return done(Err(FsError::ReadOnly));
+        }
+        if parent == ROOT_INO {
+            return self.delete_vault(name, done);
+        }
+        let result = (|| {
+            let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
+            let n = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, name))?)?;
+            if n.kind != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            self.catalog.write(move |tx| nodes::remove(tx, n.ino))?;
+            Ok(())
+        })();
+        done(result)
+    }
+
+    pub fn statfs(&self) -> FsResult<StatFs> {
+        let used = self.catalog.read(nodes::total_bytes)?;
+        let disk = disk_space(&self.options.cache_dir)?;
+        let block_size = 4096u64;
+        let free_blocks = disk.available / block_size;
+        Ok(StatFs {
+            block_size: block_size as u32,
+            blocks: used.div_ceil(block_size) + free_blocks,
+            blocks_free: free_blocks,
+            blocks_available: free_blocks,
+            files: 0,
+        })
+    }
+
+    /// Opening for data: archived files need a retrieval first.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<()> {
+        let n = self.node(ino)?;
+        if n.kind.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        if write {
+            return Err(if self.options.read_only {
+                FsError::ReadOnly
+            } else {
+                FsError::NotImplemented("writing files")
+            });
+        }
+        if n.archive_id.is_some() {
+            return Err(FsError::NotYetAvailable(format!(
+                "{} is in Glacier and has not been retrieved",
+                n.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A user-given name for a new entry, checked.
+fn checked_name(name: &OsStr) -> FsResult<String> {
+    names::check_user_segment(name.as_bytes())
+        .map(str::to_owned)
+        .map_err(|e| match e {
+            names::NameError::TooLong => FsError::NameTooLong(name.to_string_lossy().into_owned()),
+            other => FsError::Invalid(format!("{other}")),
+        })
+}
+
+struct DiskSpace {
+    available: u64,
+}
+
+fn disk_space(path: &std::path::Path) -> FsResult<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| FsError::Invalid("cache path holds NUL".into()))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(FsError::Io(std::io::Error::last_os_error()));
+    }
+    Ok(DiskSpace {
+        available: st.f_bavail as u64 * st.f_frsize as u64,
+    })
+}

@@ -1,0 +1,107 @@
+//! Extended attributes: the read-only `user.glacier.*` view of files and vaults (DESIGN.md §1).
+//!
+//! Names outside `user.glacier.` get EOPNOTSUPP rather than ENODATA, which tells `ls -l` and
+//! friends to stop asking for SELinux labels and ACLs on every file.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use super::{FsError, FsResult, GlacierFs};
+use crate::catalog::{nodes, vaults, Kind, Node};
+
+const PREFIX: &str = "user.glacier.";
+
+const FILE_ATTRS: &[&str] = &[
+    "user.glacier.state",
+    "user.glacier.archive_id",
+    "user.glacier.tree_hash",
+    "user.glacier.description",
+];
+const VAULT_ATTRS: &[&str] = &[
+    "user.glacier.vault_arn",
+    "user.glacier.inventory_date",
+    "user.glacier.archive_count",
+];
+
+/// What the data of a file is doing: `cold` archives must be retrieved before they are read.
+fn file_state(n: &Node) -> &'static str {
+    if n.archive_id.is_some() {
+        "cold"
+    } else {
+        // Local-only files (the empty ones) have all their data here.
+        "cached"
+    }
+}
+
+impl GlacierFs {
+    /// The value of one attribute.
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> FsResult<Vec<u8>> {
+        let name = name.to_str().ok_or(FsError::NotSupported)?;
+        if !name.starts_with(PREFIX) {
+            return Err(FsError::NotSupported);
+        }
+        let n = self.node(ino)?;
+        let value: Option<String> = match (n.kind, name) {
+            (Kind::File, "user.glacier.state") => Some(file_state(&n).to_owned()),
+            (Kind::File, "user.glacier.archive_id") => n.archive_id.clone(),
+            (Kind::File, "user.glacier.tree_hash") => n.tree_hash.clone(),
+            (Kind::File, "user.glacier.description") => n.description.clone(),
+            (Kind::Vault, attr) if VAULT_ATTRS.contains(&attr) => self.vault_attr(&n, attr)?,
+            _ => None,
+        };
+        value.map(String::into_bytes).ok_or(FsError::NoAttr)
+    }
+
+    fn vault_attr(&self, n: &Node, attr: &str) -> FsResult<Option<String>> {
+        let ino = n.ino;
+        let row = self.catalog.read(|c| vaults::by_ino(c, ino))?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(match attr {
+            "user.glacier.vault_arn" => row.arn,
+            "user.glacier.inventory_date" => row.inventory_date,
+            "user.glacier.archive_count" => {
+                let (files, _) = self.catalog.read(|c| nodes::vault_usage(c, ino))?;
+                Some(files.to_string())
+            }
+            _ => None,
+        })
+    }
+
+    /// NUL-separated names of the attributes this inode has.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let n = self.node(ino)?;
+        let candidates: &[&str] = match n.kind {
+            Kind::File => FILE_ATTRS,
+            Kind::Vault => VAULT_ATTRS,
+            Kind::Root | Kind::Dir => &[],
+        };
+        let mut out = Vec::new();
+        for name in candidates {
+            if self.getxattr(ino, OsStr::new(name)).is_ok() {
+                out.extend_from_slice(name.as_bytes());
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, _value: &[u8]) -> FsResult<()> {
+        self.node(ino)?;
+        let name = name.as_bytes();
+        if !name.starts_with(PREFIX.as_bytes()) {
+            return Err(FsError::NotSupported);
+        }
+        if name == b"user.glacier.retrieve" {
+            return Err(FsError::NotImplemented("explicit retrieval"));
+        }
+        Err(FsError::NotPermitted("user.glacier attributes are read-only"))
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
+        self.node(ino)?;
+        if !name.as_bytes().starts_with(PREFIX.as_bytes()) {
+            return Err(FsError::NotSupported);
+        }
+        Err(FsError::NotPermitted("user.glacier attributes are read-only"))
+    }
+}

@@ -1,0 +1,351 @@
+//! Keeping each vault's catalog in step with Glacier's inventory: deciding when an inventory
+//! job is needed, starting or reusing one, waiting for it, downloading its output and handing
+//! it to [`merge`]. Also the background refresh of the vault list (ListVaults).
+//!
+//! An inventory job takes hours and costs a request, so one is started only when the catalog
+//! has no inventory of the vault, or its inventory is older than `--inventory-max-age` and
+//! DescribeVault shows a newer one; a running or recent job that ListJobs shows is reused.
+
+pub mod merge;
+pub mod parse;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::catalog::{self, vaults, Catalog, CatalogError, VaultRow};
+use crate::glacier::{
+    GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest, JobStatus,
+};
+use crate::timefmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Glacier(#[from] GlacierError),
+    #[error("inventory is not valid: {0}")]
+    Parse(#[from] parse::ParseError),
+    #[error("inventory I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("inventory job {job_id} failed: {message}")]
+    JobFailed { job_id: String, message: String },
+}
+
+/// What the worker needs.
+#[derive(Clone)]
+pub struct InventoryConfig {
+    pub catalog: Catalog,
+    pub client: Arc<dyn GlacierClient>,
+    pub cache_dir: PathBuf,
+    pub max_age: Duration,
+    pub poll_interval: Duration,
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Asks the inventory worker to look at a vault. Cheap enough to call on every lookup.
+#[derive(Clone)]
+pub struct InventoryHandle {
+    inner: Option<Arc<HandleInner>>,
+}
+
+struct HandleInner {
+    config: InventoryConfig,
+    /// Vaults being looked at now, or already looked at by this mount.
+    seen: Mutex<HashSet<u64>>,
+}
+
+impl InventoryHandle {
+    pub fn new(config: InventoryConfig) -> Self {
+        InventoryHandle {
+            inner: Some(Arc::new(HandleInner {
+                config,
+                seen: Mutex::new(HashSet::new()),
+            })),
+        }
+    }
+
+    /// A handle that never does anything, for offline use and tests.
+    pub fn disabled() -> Self {
+        InventoryHandle { inner: None }
+    }
+
+    /// Makes sure the vault's inventory is being looked after. Without `force`, a vault is
+    /// checked once per mount on first access; later checks come from the periodic refresh.
+    pub fn request(&self, vault: u64, force: bool) {
+        let Some(inner) = &self.inner else { return };
+        {
+            let mut seen = inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !seen.insert(vault) && !force {
+                return;
+            }
+        }
+        let config = inner.config.clone();
+        inner.config.runtime.spawn(async move {
+            if let Err(e) = refresh_vault(&config, vault, force).await {
+                log::warn!("inventory of vault #{vault}: {e}");
+            }
+        });
+    }
+}
+
+fn now_s() -> i64 {
+    catalog::now_ns() / 1_000_000_000
+}
+
+fn date_s(d: Option<&str>) -> Option<i64> {
+    d.and_then(timefmt::parse_iso8601).map(|(s, _)| s)
+}
+
+/// Brings one vault's catalog up to date with Glacier's latest inventory, if it needs it.
+pub async fn refresh_vault(
+    config: &InventoryConfig,
+    vault: u64,
+    force: bool,
+) -> Result<(), InventoryError> {
+    let Some(row) = config.catalog.read(|c| vaults::by_ino(c, vault))? else {
+        return Ok(());
+    };
+    if row.state != "present" {
+        return Ok(());
+    }
+    let desc = config.client.describe_vault(&row.name).await?;
+    let row = config
+        .catalog
+        .write_async(move |tx| {
+            let r = vaults::record_remote(tx, &desc)?;
+            vaults::set_checked(tx, r.ino, now_s())?;
+            Ok(r)
+        })
+        .await?;
+    if !force && !needs_inventory(&row, config.max_age) {
+        return Ok(());
+    }
+    log::info!("vault {}: fetching its inventory", row.name);
+    let job = find_or_start_job(config, &row).await?;
+    let job = wait_for_job(config, &row, job).await?;
+    let file = download(config, &row, &job.job_id).await?;
+    let catalog = config.catalog.clone();
+    let fallback = row.last_inventory_date.clone();
+    let report = tokio::task::spawn_blocking(move || -> Result<_, InventoryError> {
+        let reader = std::io::BufReader::with_capacity(1 << 18, std::fs::File::open(&file)?);
+        let report = merge::import(&catalog, vault, reader, fallback)?;
+        let _ = std::fs::remove_file(&file);
+        Ok(report)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    log::info!(
+        "vault {}: inventory of {} taken in ({} archives, {} new, {} gone)",
+        row.name,
+        report.inventory_date.as_deref().unwrap_or("unknown date"),
+        report.archives,
+        report.added,
+        report.removed
+    );
+    Ok(())
+}
+
+/// DESIGN.md §1: a job only when the catalog has no inventory, or an old one that Glacier has
+/// replaced. A vault Glacier never inventoried needs none: the catalog is its whole view.
+fn needs_inventory(row: &VaultRow, max_age: Duration) -> bool {
+    let Some(remote) = date_s(row.last_inventory_date.as_deref()) else {
+        return false;
+    };
+    match date_s(row.inventory_date.as_deref()) {
+        None => true,
+        Some(local) => remote > local && now_s() - local > max_age.as_secs() as i64,
+    }
+}
+
+async fn find_or_start_job(
+    config: &InventoryConfig,
+    row: &VaultRow,
+) -> Result<JobDesc, InventoryError> {
+    let inventory_s = date_s(row.last_inventory_date.as_deref()).unwrap_or(0);
+    let jobs = config
+        .client
+        .list_jobs(&row.name, JobFilter::default())
+        .await?;
+    // A job started after the latest inventory returns that inventory; prefer the newest.
+    let reusable = jobs
+        .into_iter()
+        .filter(|j| j.action == JobAction::InventoryRetrieval && j.status != JobStatus::Failed)
+        .filter(|j| date_s(j.creation_date.as_deref()).unwrap_or(0) >= inventory_s)
+        .max_by_key(|j| date_s(j.creation_date.as_deref()).unwrap_or(0));
+    if let Some(job) = reusable {
+        log::info!("vault {}: reusing inventory job {}", row.name, job.job_id);
+        record_job(config, row.ino, &job).await?;
+        return Ok(job);
+    }
+    let vault = row.ino;
+    let intent = config
+        .catalog
+        .write_async(move |tx| {
+            tx.execute(
+                "INSERT INTO intents (kind, vault, created_s, updated_s) \
+                 VALUES ('inventory-job', ?1, ?2, ?2)",
+                rusqlite::params![vault as i64, now_s()],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+        .await?;
+    let request = JobRequest::Inventory {
+        format: "JSON".into(),
+        marker: None,
+        limit: None,
+        description: Some("glacierfs inventory".into()),
+    };
+    let job_id = config.client.initiate_job(&row.name, &request).await?;
+    let job = config.client.describe_job(&row.name, &job_id).await?;
+    record_job(config, row.ino, &job).await?;
+    config
+        .catalog
+        .write_async(move |tx| {
+            tx.execute(
+                "UPDATE intents SET state = 'done', payload = json_object('job_id', ?2), \
+                 updated_s = ?3 WHERE id = ?1",
+                rusqlite::params![intent, job_id, now_s()],
+            )?;
+            Ok(())
+        })
+        .await?;
+    log::info!("vault {}: started inventory job {}", row.name, job.job_id);
+    Ok(job)
+}
+
+async fn record_job(config: &InventoryConfig, vault: u64, job: &JobDesc) -> Result<(), CatalogError> {
+    let job = job.clone();
+    config
+        .catalog
+        .write_async(move |tx| {
+            tx.execute(
+                "INSERT INTO jobs (job_id, vault, action, status, message, created_s, completed_s, size) \
+                 VALUES (?1, ?2, 'InventoryRetrieval', ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT(job_id) DO UPDATE SET status = excluded.status, \
+                 message = excluded.message, completed_s = excluded.completed_s, size = excluded.size",
+                rusqlite::params![
+                    job.job_id,
+                    vault as i64,
+                    job.status.as_str(),
+                    job.status_message,
+                    date_s(job.creation_date.as_deref()).unwrap_or_else(now_s),
+                    date_s(job.completion_date.as_deref()),
+                    job.inventory_size.map(|s| s as i64),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+}
+
+async fn wait_for_job(
+    config: &InventoryConfig,
+    row: &VaultRow,
+    mut job: JobDesc,
+) -> Result<JobDesc, InventoryError> {
+    loop {
+        match job.status {
+            JobStatus::Succeeded => return Ok(job),
+            JobStatus::Failed => {
+                return Err(InventoryError::JobFailed {
+                    job_id: job.job_id.clone(),
+                    message: job.status_message.clone().unwrap_or_default(),
+                })
+            }
+            JobStatus::InProgress => {
+                tokio::time::sleep(config.poll_interval).await;
+                job = config.client.describe_job(&row.name, &job.job_id).await?;
+                record_job(config, row.ino, &job).await?;
+            }
+        }
+    }
+}
+
+/// Downloads the job's output into the cache directory and returns the file.
+async fn download(
+    config: &InventoryConfig,
+    row: &VaultRow,
+    job_id: &str,
+) -> Result<PathBuf, InventoryError> {
+    let dir = config.cache_dir.join("inventory");
+    tokio::fs::create_dir_all(&dir).await?;
+    let path = dir.join(format!("{}.inventory", row.ino));
+    let mut output = config.client.get_job_output(&row.name, job_id, None).await?;
+    let mut file = tokio::fs::File::create(&path).await?;
+    let copied = tokio::io::copy(&mut output.body, &mut file).await?;
+    file.flush().await?;
+    if let Some(expected) = output.content_length {
+        if copied != expected {
+            return Err(InventoryError::Io(std::io::Error::other(format!(
+                "inventory output cut short: {copied} of {expected} bytes"
+            ))));
+        }
+    }
+    Ok(path)
+}
+
+/// Records the vaults ListVaults shows, and forgets settled vaults it no longer shows.
+pub async fn refresh_vault_list(
+    catalog: &Catalog,
+    client: &dyn GlacierClient,
+) -> Result<usize, InventoryError> {
+    let list = client.list_vaults().await?;
+    let count = list.len();
+    catalog
+        .write_async(move |tx| {
+            let names: HashSet<String> = list.iter().map(|v| v.name.clone()).collect();
+            for v in &list {
+                vaults::record_remote(tx, v)?;
+            }
+            for v in vaults::all(tx)? {
+                // Only vaults known to exist upstream can vanish; ones being created or
+                // deleted by this mount are its own business.
+                if v.state == "present" && v.arn.is_some() && !names.contains(&v.name) {
+                    log::info!("vault {} is gone upstream", v.name);
+                    vaults::forget(tx, v.ino)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(remote: Option<&str>, local: Option<&str>) -> VaultRow {
+        VaultRow {
+            ino: 2,
+            name: "v".into(),
+            arn: None,
+            last_inventory_date: remote.map(Into::into),
+            remote_count: None,
+            remote_size: None,
+            inventory_date: local.map(Into::into),
+            inventory_checked_s: None,
+            state: "present".into(),
+        }
+    }
+
+    #[test]
+    fn inventory_jobs_only_when_needed() {
+        let day = Duration::from_secs(86400);
+        assert!(!needs_inventory(&row(None, None), day), "never inventoried");
+        assert!(needs_inventory(&row(Some("2020-01-01T00:00:00Z"), None), day));
+        assert!(!needs_inventory(
+            &row(Some("2020-01-01T00:00:00Z"), Some("2020-01-01T00:00:00Z")),
+            day
+        ));
+        assert!(needs_inventory(
+            &row(Some("2020-01-03T00:00:00Z"), Some("2020-01-01T00:00:00Z")),
+            day
+        ));
+    }
+}

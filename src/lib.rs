@@ -1,0 +1,15 @@
+//! glacierfs: a FUSE file system for Amazon Glacier vaults.
+//!
+//! Vaults are directories and archives are files. A SQLite catalog caches each vault's
+//! inventory so browsing never waits on the network; see DESIGN.md for the contract.
+
+pub mod catalog;
+pub mod config;
+pub mod daemon;
+pub mod fs;
+pub mod fuse;
+pub mod glacier;
+pub mod inventory;
+pub mod names;
+pub mod timefmt;
+pub mod treehash;

@@ -1,0 +1,565 @@
+//! A Glacier emulator for tests: an HTTP/1.1 server on 127.0.0.1 that speaks the Glacier REST
+//! API (2012-06-01) as `/work/shared/GLACIER-API.md` describes it, inside the test process.
+//!
+//! Tests drive the service through the real SDK and inspect or nudge it through [`Emulator`]'s
+//! methods: a clock that only moves on [`Emulator::advance`], inventory snapshots taken on
+//! demand, out-of-band changes, and fault injection. The daemon under test sees only the API.
+//!
+//! Layout: `http` (sockets and fault delivery), `router` (operations), `api` (dispatch and
+//! shared checks), one module per resource family (`vaults`, `archives`, `jobs`, `lock`,
+//! `extras`), `inventory` (job output), `state` (the model and clock), `faults`, `wire`
+//! (request/response/error shapes) and `util` (hashes, dates, ids).
+//!
+//! Signatures are not checked (any `Authorization` passes); `x-amz-glacier-version` is required.
+
+mod api;
+mod archives;
+mod extras;
+mod faults;
+mod http;
+mod inventory;
+mod jobs;
+mod lock;
+mod router;
+mod state;
+mod util;
+mod vaults;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+pub use faults::{FaultKind, FaultPlan};
+pub use router::Op;
+
+use faults::Faults;
+use state::{JobKind, LockState, State};
+use util::{iso_secs, MIB};
+use wire::OutputServed;
+
+/// 2026-01-01T00:00:00Z, the default start of the emulated clock.
+pub const DEFAULT_START_SECS: i64 = 1_767_225_600;
+
+/// Where the emulated clock starts. It never moves on its own either way.
+#[derive(Clone, Copy, Debug)]
+pub enum ClockStart {
+    /// Seconds since the Unix epoch.
+    Fixed(i64),
+    /// The real time at start-up.
+    RealNow,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmulatorOptions {
+    /// Address to listen on; port 0 picks a free one.
+    pub bind: SocketAddr,
+    pub clock: ClockStart,
+    pub region: String,
+    /// The numeric account id used in ARNs and `Location` headers.
+    pub account_id: String,
+    /// Time from initiation to completion of archive jobs, per tier.
+    pub expedited: Duration,
+    pub standard: Duration,
+    pub bulk: Duration,
+    /// Inventory jobs take this long regardless of tier.
+    pub inventory: Duration,
+    /// How long a completed job (and its output) stays available.
+    pub job_retention: Duration,
+    /// An inventory job's output is a snapshot taken at the job's completion.
+    pub auto_inventory: bool,
+    /// CSV inventories end lines with CRLF instead of LF.
+    pub csv_crlf: bool,
+    /// How long the `Timeout` faults hold a connection before dropping it.
+    pub stall: Duration,
+    /// Seeds the archive, upload, job and lock ids.
+    pub id_seed: u64,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        EmulatorOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            clock: ClockStart::Fixed(DEFAULT_START_SECS),
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            expedited: Duration::from_secs(3 * 60),
+            standard: Duration::from_secs(4 * 3600),
+            bulk: Duration::from_secs(8 * 3600),
+            inventory: Duration::from_secs(4 * 3600),
+            job_retention: Duration::from_secs(24 * 3600),
+            auto_inventory: false,
+            csv_crlf: false,
+            stall: Duration::from_secs(5),
+            id_seed: 0x6c61_6369_6572,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveInfo {
+    pub id: String,
+    pub description: String,
+    pub size: u64,
+    /// Lowercase hex.
+    pub tree_hash: String,
+    /// ISO-8601, seconds precision, as inventories show it.
+    pub creation_date: String,
+    pub creation_secs: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobInfo {
+    pub id: String,
+    /// `ArchiveRetrieval` or `InventoryRetrieval`.
+    pub action: String,
+    pub archive_id: Option<String>,
+    pub tier: String,
+    /// `InProgress`, `Succeeded` or `Failed`.
+    pub status: String,
+    /// Inclusive byte range retrieved, for archive jobs.
+    pub range: Option<(u64, u64)>,
+    pub description: Option<String>,
+    pub creation_secs: i64,
+    /// When the job completes (or completed).
+    pub completion_secs: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub id: String,
+    pub description: String,
+    pub part_size: u64,
+    pub creation_secs: i64,
+    pub last_activity_secs: i64,
+    /// Inclusive byte ranges of the parts received, sorted.
+    pub parts: Vec<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    pub lock_id: String,
+    /// `InProgress` or `Locked`.
+    pub state: String,
+    pub policy: String,
+    pub creation_secs: i64,
+    pub expiration_secs: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobOutputStats {
+    /// Inclusive ranges, relative to the job output, in the order served.
+    pub ranges: Vec<(u64, u64)>,
+    /// Body bytes actually written to the socket.
+    pub bytes_served: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Requests received per operation, faulted ones included.
+    pub requests: BTreeMap<Op, u64>,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<FaultKind, u64>,
+    pub job_output: BTreeMap<String, JobOutputStats>,
+}
+
+impl Stats {
+    pub fn requests_for(&self, op: Op) -> u64 {
+        self.requests.get(&op).copied().unwrap_or(0)
+    }
+
+    pub fn faults_injected(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    stats: Stats,
+    log: Vec<(Op, u16)>,
+}
+
+/// What the server threads share with the test-facing handle.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    faults: Mutex<Faults>,
+    record: Mutex<Record>,
+    stall: Mutex<Duration>,
+    shutdown: AtomicBool,
+    request_ids: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not take the emulator down with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        lock(&self.faults)
+    }
+
+    fn now_ms(&self) -> i64 {
+        lock(&self.state).now_ms
+    }
+
+    fn stall(&self) -> Duration {
+        *lock(&self.stall)
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
+        format!("EMU{n:012}-{:08x}", n.wrapping_mul(0x9e37_79b9) as u32)
+    }
+
+    /// Logs a request; status 0 means no response was sent.
+    fn record(&self, op: Op, status: u16) {
+        let mut r = lock(&self.record);
+        *r.stats.requests.entry(op).or_insert(0) += 1;
+        r.log.push((op, status));
+    }
+
+    fn count_fault(&self, kind: FaultKind) {
+        *lock(&self.record).stats.faults.entry(kind).or_insert(0) += 1;
+    }
+
+    fn record_output(&self, served: &OutputServed, bytes: u64) {
+        let mut r = lock(&self.record);
+        let entry = r.stats.job_output.entry(served.job_id.clone()).or_default();
+        entry.ranges.push((served.first, served.last));
+        entry.bytes_served += bytes;
+    }
+}
+
+/// A running emulator. The server stops when this is dropped.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: Option<JoinHandle<()>>,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        Emulator::start_with(EmulatorOptions::default())
+    }
+
+    pub fn start_with(opts: EmulatorOptions) -> Emulator {
+        let start_ms = match opts.clock {
+            ClockStart::Fixed(secs) => secs * 1000,
+            ClockStart::RealNow => {
+                SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
+            }
+        };
+        let config = state::Config {
+            region: opts.region.clone(),
+            account_id: opts.account_id.clone(),
+            expedited_ms: ms(opts.expedited),
+            standard_ms: ms(opts.standard),
+            bulk_ms: ms(opts.bulk),
+            inventory_ms: ms(opts.inventory),
+            job_retention_ms: ms(opts.job_retention),
+            auto_inventory: opts.auto_inventory,
+            csv_crlf: opts.csv_crlf,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(config, start_ms, StdRng::seed_from_u64(opts.id_seed))),
+            faults: Mutex::new(Faults::default()),
+            record: Mutex::new(Record::default()),
+            stall: Mutex::new(opts.stall),
+            shutdown: AtomicBool::new(false),
+            request_ids: AtomicU64::new(1),
+        });
+        let listener = TcpListener::bind(opts.bind).expect("bind the emulator's listener");
+        let addr = listener.local_addr().expect("listener address");
+        let server_shared = shared.clone();
+        let server = std::thread::Builder::new()
+            .name("glacier-emulator".into())
+            .spawn(move || http::serve(listener, server_shared))
+            .expect("spawn the emulator's accept thread");
+        Emulator { shared, addr, server: Some(server) }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared.state)
+    }
+
+    /// Emulated time, seconds since the Unix epoch.
+    pub fn now(&self) -> i64 {
+        self.state().now_ms.div_euclid(1000)
+    }
+
+    /// Moves the clock forward; jobs that come due complete (their output fixed as of then),
+    /// and expired jobs and locks go away.
+    pub fn advance(&self, d: Duration) {
+        self.state().advance(ms(d));
+    }
+
+    /// Creates a vault out of band (idempotent). Panics on an invalid name.
+    pub fn create_vault(&self, name: &str) {
+        assert!(util::valid_vault_name(name), "invalid vault name {name:?}");
+        let mut st = self.state();
+        let now = st.now_ms;
+        st.vaults.entry(name.to_string()).or_insert_with(|| state::Vault::new(name, now));
+    }
+
+    pub fn vault_names(&self) -> Vec<String> {
+        self.state().vaults.keys().cloned().collect()
+    }
+
+    /// Stores an archive directly, optionally backdated. Counts as a write to the vault.
+    pub fn put_archive(&self, vault: &str, description: &str, data: &[u8], creation_secs: Option<i64>) -> String {
+        assert!(!data.is_empty(), "an archive holds at least one byte");
+        let mut st = self.state();
+        assert!(st.vaults.contains_key(vault), "no vault {vault:?}");
+        let created = creation_secs.map_or(st.now_ms, |s| s * 1000);
+        st.add_archive(vault, description.to_string(), data.to_vec(), created)
+    }
+
+    /// Live archives (not the inventory), oldest first.
+    pub fn archives(&self, vault: &str) -> Vec<ArchiveInfo> {
+        let st = self.state();
+        let Some(v) = st.vaults.get(vault) else { return Vec::new() };
+        let mut list: Vec<_> = v.archives.values().collect();
+        list.sort_by_key(|a| (a.created_ms, a.seq));
+        list.iter()
+            .map(|a| ArchiveInfo {
+                id: a.id.clone(),
+                description: a.description.clone(),
+                size: a.size(),
+                tree_hash: hex::encode(a.tree_hash),
+                creation_date: iso_secs(a.created_ms),
+                creation_secs: a.created_ms.div_euclid(1000),
+            })
+            .collect()
+    }
+
+    pub fn archive_data(&self, vault: &str, id: &str) -> Option<Vec<u8>> {
+        let st = self.state();
+        st.vaults.get(vault)?.archives.get(id).map(|a| a.data.to_vec())
+    }
+
+    /// Deletes an archive behind the client's back (another tool, say).
+    pub fn delete_archive_direct(&self, vault: &str, id: &str) {
+        self.state().remove_archive(vault, id);
+    }
+
+    /// Takes an inventory snapshot at the current time: what later inventory jobs return and
+    /// what DescribeVault counts.
+    pub fn take_inventory(&self, vault: &str) {
+        let mut st = self.state();
+        let now = st.now_ms;
+        st.vaults.get_mut(vault).unwrap_or_else(|| panic!("no vault {vault:?}")).take_snapshot(now);
+    }
+
+    /// Date of the last inventory snapshot, seconds.
+    pub fn inventory_date(&self, vault: &str) -> Option<i64> {
+        let st = self.state();
+        st.vaults.get(vault)?.snapshot.as_ref().map(|s| s.date_ms.div_euclid(1000))
+    }
+
+    pub fn set_auto_inventory(&self, on: bool) {
+        self.state().config.auto_inventory = on;
+    }
+
+    /// Jobs still listed by the service (in progress, or completed and not yet expired).
+    pub fn jobs(&self, vault: &str) -> Vec<JobInfo> {
+        let st = self.state();
+        let Some(v) = st.vaults.get(vault) else { return Vec::new() };
+        v.jobs_in_order()
+            .into_iter()
+            .map(|j| {
+                let (archive_id, range) = match &j.kind {
+                    JobKind::Archive { archive, first, last } => (Some(archive.id.clone()), Some((*first, *last))),
+                    JobKind::Inventory { .. } => (None, None),
+                };
+                JobInfo {
+                    id: j.id.clone(),
+                    action: j.action().into(),
+                    archive_id,
+                    tier: j.tier.as_str().into(),
+                    status: j.status_code().into(),
+                    range,
+                    description: j.description.clone(),
+                    creation_secs: j.created_ms.div_euclid(1000),
+                    completion_secs: j.complete_ms.div_euclid(1000),
+                }
+            })
+            .collect()
+    }
+
+    /// Advances the clock just far enough for every running job to complete.
+    pub fn complete_all_jobs(&self) {
+        let mut st = self.state();
+        let now = st.now_ms;
+        let latest = st
+            .vaults
+            .values()
+            .flat_map(|v| v.jobs.values())
+            .filter(|j| j.outcome.is_none())
+            .map(|j| j.complete_ms)
+            .max();
+        if let Some(t) = latest {
+            st.advance((t - now).max(0));
+        }
+    }
+
+    pub fn multipart_uploads(&self, vault: &str) -> Vec<UploadInfo> {
+        let st = self.state();
+        let Some(v) = st.vaults.get(vault) else { return Vec::new() };
+        let mut list: Vec<_> = v.uploads.values().collect();
+        list.sort_by_key(|u| u.seq);
+        list.iter()
+            .map(|u| UploadInfo {
+                id: u.id.clone(),
+                description: u.description.clone(),
+                part_size: u.part_size,
+                creation_secs: u.created_ms.div_euclid(1000),
+                last_activity_secs: u.last_activity_ms.div_euclid(1000),
+                parts: u.parts.iter().map(|(s, p)| (*s, s + p.data.len() as u64 - 1)).collect(),
+            })
+            .collect()
+    }
+
+    /// Drops an upload as Glacier's idle reclaim would: afterwards it is simply unknown (404).
+    pub fn drop_upload(&self, vault: &str, upload_id: &str) {
+        if let Some(v) = self.state().vaults.get_mut(vault) {
+            v.uploads.remove(upload_id);
+        }
+    }
+
+    /// Drops every upload idle for at least `idle`; returns how many.
+    pub fn drop_idle_uploads(&self, idle: Duration) -> usize {
+        let mut st = self.state();
+        let cutoff = st.now_ms - ms(idle);
+        let mut dropped = 0;
+        for v in st.vaults.values_mut() {
+            let before = v.uploads.len();
+            v.uploads.retain(|_, u| u.last_activity_ms > cutoff);
+            dropped += before - v.uploads.len();
+        }
+        dropped
+    }
+
+    pub fn lock_state(&self, vault: &str) -> Option<LockInfo> {
+        let st = self.state();
+        let lock = st.vaults.get(vault)?.lock.as_ref()?;
+        let (state, expiration_secs) = match lock.state {
+            LockState::InProgress { expires_ms } => ("InProgress", Some(expires_ms.div_euclid(1000))),
+            LockState::Locked => ("Locked", None),
+        };
+        Some(LockInfo {
+            lock_id: lock.lock_id.clone(),
+            state: state.into(),
+            policy: lock.policy.clone(),
+            creation_secs: lock.created_ms.div_euclid(1000),
+            expiration_secs,
+        })
+    }
+
+    /// Installs a probabilistic fault plan (replacing any other) and restarts its counters.
+    pub fn set_faults(&self, plan: FaultPlan) {
+        self.shared.faults().set_plan(plan);
+    }
+
+    /// Removes the plan, scripted faults and pending output corruptions.
+    pub fn clear_faults(&self) {
+        self.shared.faults().clear();
+    }
+
+    /// The next `count` requests to `op` get `kind`, ahead of any plan.
+    pub fn fail_next(&self, op: Op, kind: FaultKind, count: usize) {
+        self.shared.faults().fail_next(op, kind, count);
+    }
+
+    /// Flips a byte in the next download of this job's output (every download if persistent).
+    pub fn corrupt_job_output(&self, job_id: &str, persistent: bool) {
+        self.shared.faults().corrupt_job(job_id, persistent);
+    }
+
+    /// How long `Timeout` faults stall.
+    pub fn set_stall(&self, d: Duration) {
+        *lock(&self.shared.stall) = d;
+    }
+
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.record).stats.clone()
+    }
+
+    /// Every request in arrival order with the status sent; 0 means no response (reset or
+    /// timeout fault).
+    pub fn request_log(&self) -> Vec<(Op, u16)> {
+        lock(&self.shared.record).log.clone()
+    }
+
+    pub fn reset_stats(&self) {
+        *lock(&self.shared.record) = Record::default();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag; connection threads notice within a poll.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+/// One MiB, for tests that build aligned ranges.
+pub const ONE_MIB: u64 = MIB;
+
+/// A ready SDK client for `endpoint`: dummy credentials, us-east-1, retries off (tests see raw
+/// behaviour), plain HTTP through the rustls-ring client (the crate has no default client).
+pub fn sdk_client(endpoint: &str) -> aws_sdk_glacier::Client {
+    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint, None))
+}
+
+/// Like [`sdk_client`], with an attempt timeout, so a stalled connection shows as a timeout.
+pub fn sdk_client_with_timeout(endpoint: &str, timeout: Duration) -> aws_sdk_glacier::Client {
+    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint, Some(timeout)))
+}
+
+fn sdk_config(endpoint: &str, timeout: Option<Duration>) -> aws_sdk_glacier::Config {
+    use aws_sdk_glacier::config::retry::RetryConfig;
+    use aws_sdk_glacier::config::timeout::TimeoutConfig;
+    use aws_sdk_glacier::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut timeouts = TimeoutConfig::builder().connect_timeout(Duration::from_secs(5));
+    if let Some(t) = timeout {
+        timeouts = timeouts.operation_attempt_timeout(t);
+    }
+    aws_sdk_glacier::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDEMULATOR", "emulator-secret", None, None, "emulator"))
+        .endpoint_url(endpoint)
+        .http_client(http)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts.build())
+        .build()
+}

@@ -1,0 +1,389 @@
+//! A small HTTP/1.1 server on std::net: a thread per connection, keep-alive, Content-Length and
+//! chunked request bodies, `Expect: 100-continue`. Written by hand, rather than on a server
+//! library, so that faults can be placed exactly: a reset before or after the service commits,
+//! a stall, a body cut short or corrupted.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use super::api;
+use super::faults::FaultKind;
+use super::router::{self, Op};
+use super::util::{http_date, percent_decode};
+use super::wire::{ApiError, Body, Request, Response};
+use super::Shared;
+
+/// How often an idle connection looks at the shutdown flag.
+const POLL: Duration = Duration::from_millis(100);
+/// An idle keep-alive connection is closed after this long.
+const IDLE_LIMIT: Duration = Duration::from_secs(120);
+/// Once a request has started, each read may wait this long.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_LINE: u64 = 16 * 1024;
+const MAX_HEADERS: usize = 200;
+/// Bodies beyond this are refused without being read: a single upload is at most 4 GiB, and a
+/// part at most 4 GiB, so nothing legitimate is larger.
+const MAX_BODY: u64 = (4 << 30) + (1 << 20);
+
+pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Ok(stream) = conn {
+            let shared = shared.clone();
+            thread::spawn(move || connection(stream, &shared));
+        }
+    }
+}
+
+enum Incoming {
+    Request(Request),
+    Closed,
+    Bad(String),
+}
+
+fn connection(stream: TcpStream, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::with_capacity(256 * 1024, stream);
+    loop {
+        let req = match read_request(&mut reader, &mut writer, shared) {
+            Incoming::Request(r) => r,
+            Incoming::Closed => return,
+            Incoming::Bad(msg) => {
+                let resp = ApiError::new(400, "BadRequest", msg).to_response();
+                let _ = send(&mut writer, shared, &resp, true, None);
+                return;
+            }
+        };
+        if !exchange(req, &mut writer, shared) {
+            return;
+        }
+    }
+}
+
+/// Handles one request with whatever fault it draws. Returns whether the connection stays open.
+fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
+    let keep_alive = wants_keep_alive(&req);
+    let route = match router::route(&req.method, &req.path, &req.query) {
+        Ok(route) => route,
+        Err(e) => {
+            shared.record(Op::Unknown, e.status);
+            return send(writer, shared, &e.to_response(), !keep_alive, None).is_ok() && keep_alive;
+        }
+    };
+    let op = route.op;
+    let fault = shared.faults().pick(op);
+    let handle = || api::handle(&shared.state, &req, &route);
+    match fault {
+        Some(kind @ (FaultKind::Throttle
+        | FaultKind::InternalError
+        | FaultKind::ServiceUnavailable
+        | FaultKind::RequestTimeout)) => {
+            shared.count_fault(kind);
+            let resp = fault_error(kind).to_response();
+            shared.record(op, resp.status);
+            send(writer, shared, &resp, !keep_alive, None).is_ok() && keep_alive
+        }
+        Some(kind @ (FaultKind::Reset | FaultKind::ResetAfterCommit)) => {
+            shared.count_fault(kind);
+            if kind == FaultKind::ResetAfterCommit {
+                handle();
+            }
+            shared.record(op, 0);
+            reset(writer);
+            false
+        }
+        Some(kind @ (FaultKind::Timeout | FaultKind::TimeoutAfterCommit)) => {
+            shared.count_fault(kind);
+            if kind == FaultKind::TimeoutAfterCommit {
+                handle();
+            }
+            shared.record(op, 0);
+            stall(shared);
+            false
+        }
+        output_fault => {
+            let mut resp = handle();
+            let has_output = op == Op::GetJobOutput && resp.served.is_some() && !resp.body.is_empty();
+            let marked = has_output
+                && resp.served.as_ref().is_some_and(|s| shared.faults().take_job_corruption(&s.job_id));
+            if has_output && (marked || output_fault == Some(FaultKind::CorruptOutput)) {
+                shared.count_fault(FaultKind::CorruptOutput);
+                let mut bytes = resp.body.as_slice().to_vec();
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0xff;
+                resp.body = Body::new(bytes);
+            }
+            let cut = match output_fault {
+                Some(kind @ (FaultKind::TruncateOutput | FaultKind::ResetMidBody)) if has_output => {
+                    shared.count_fault(kind);
+                    Some((resp.body.len() / 2, kind))
+                }
+                _ => None,
+            };
+            let close = !keep_alive || cut.is_some();
+            let written = send(writer, shared, &resp, close, cut.map(|c| c.0));
+            shared.record(op, resp.status);
+            if let Some(served) = &resp.served {
+                shared.record_output(served, *written.as_ref().unwrap_or(&0));
+            }
+            if let Some((_, FaultKind::ResetMidBody)) = cut {
+                reset(writer);
+                return false;
+            }
+            written.is_ok() && !close
+        }
+    }
+}
+
+fn fault_error(kind: FaultKind) -> ApiError {
+    match kind {
+        FaultKind::Throttle => ApiError::new(400, "ThrottlingException", "Rate exceeded"),
+        FaultKind::InternalError => {
+            ApiError::new(500, "ServiceUnavailableException", "Internal failure (injected)")
+        }
+        FaultKind::ServiceUnavailable => {
+            ApiError::new(503, "ServiceUnavailableException", "Service unavailable (injected)")
+        }
+        FaultKind::RequestTimeout => {
+            ApiError::new(408, "RequestTimeoutException", "Request timed out (injected)")
+        }
+        other => unreachable!("{other:?} is not an error-response fault"),
+    }
+}
+
+/// Holds the connection silent for the stall time, then drops it (FIN, no response).
+fn stall(shared: &Shared) {
+    let total = shared.stall();
+    let mut waited = Duration::ZERO;
+    while waited < total && !shared.shutdown.load(Ordering::SeqCst) {
+        let step = POLL.min(total - waited);
+        thread::sleep(step);
+        waited += step;
+    }
+}
+
+/// Closes with RST: SO_LINGER with a zero timeout makes close() abort the connection.
+fn reset(writer: &TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: the fd is a live socket owned by `writer`; the option value is a valid `linger`.
+    unsafe {
+        libc::setsockopt(
+            writer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    // The reader and writer are dups of one socket; the RST goes out when the connection
+    // thread drops both, right after this.
+}
+
+fn wants_keep_alive(req: &Request) -> bool {
+    let conn = req.header_str("connection").map(str::to_ascii_lowercase);
+    match conn.as_deref() {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => !req.http10,
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a response; with `cut`, only that many body bytes (after a full Content-Length).
+/// Returns the body bytes written.
+fn send(w: &mut TcpStream, shared: &Shared, resp: &Response, close: bool, cut: Option<usize>) -> io::Result<u64> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    head.push_str(&format!("x-amzn-RequestId: {}\r\n", shared.next_request_id()));
+    head.push_str(&format!("Date: {}\r\n", http_date(shared.now_ms())));
+    if resp.status != 204 {
+        head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    for (name, value) in &resp.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    let body = resp.body.as_slice();
+    let body = &body[..cut.unwrap_or(body.len()).min(body.len())];
+    let mut written = 0u64;
+    for chunk in body.chunks(1 << 20) {
+        if let Err(e) = w.write_all(chunk) {
+            return if written > 0 { Ok(written) } else { Err(e) };
+        }
+        written += chunk.len() as u64;
+    }
+    w.flush()?;
+    Ok(written)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request parsing.
+
+fn read_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
+    let mut buf = Vec::new();
+    r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;
+    if !buf.ends_with(b"\n") {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long or truncated"));
+    }
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    // Header values may carry any byte (a bad description is refused later, not here).
+    Ok(buf.into_iter().map(char::from).collect())
+}
+
+/// Waits for the next request on a keep-alive connection, polling so that shutdown is noticed.
+fn await_request(r: &mut BufReader<TcpStream>, shared: &Shared) -> bool {
+    let _ = r.get_ref().set_read_timeout(Some(POLL));
+    let mut idle = Duration::ZERO;
+    loop {
+        match r.fill_buf() {
+            Ok([]) => return false,
+            Ok(_) => break,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if shared.shutdown.load(Ordering::SeqCst) || idle >= IDLE_LIMIT {
+                    return false;
+                }
+                idle += POLL;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    let _ = r.get_ref().set_read_timeout(Some(IO_TIMEOUT));
+    true
+}
+
+fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream, shared: &Shared) -> Incoming {
+    if !await_request(r, shared) {
+        return Incoming::Closed;
+    }
+    match parse_request(r, w) {
+        Ok(Ok(req)) => Incoming::Request(req),
+        Ok(Err(msg)) => Incoming::Bad(msg),
+        Err(_) => Incoming::Closed,
+    }
+}
+
+/// Outer error: the connection failed. Inner error: the request was malformed.
+fn parse_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<Result<Request, String>> {
+    let line = read_line(r)?;
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Ok(Err(format!("Malformed request line '{line}'")));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Ok(Err(format!("Unsupported protocol '{version}'")));
+    }
+    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
+    loop {
+        let h = read_line(r)?;
+        if h.is_empty() {
+            break;
+        }
+        let Some((name, value)) = h.split_once(':') else {
+            return Ok(Err(format!("Malformed header line '{h}'")));
+        };
+        if headers.len() >= MAX_HEADERS {
+            return Ok(Err("Too many headers".into()));
+        }
+        let value: Vec<u8> = value.trim_matches([' ', '\t']).chars().map(|c| c as u8).collect();
+        headers.push((name.trim().to_ascii_lowercase(), value));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut pairs = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (percent_decode(k), percent_decode(v)) {
+            (Some(k), Some(v)) => pairs.push((k, v)),
+            _ => return Ok(Err(format!("Malformed query component '{pair}'"))),
+        }
+    }
+    let mut req = Request {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: pairs,
+        headers,
+        body: Vec::new(),
+        http10: version == "HTTP/1.0",
+    };
+    let chunked = req
+        .header_str("transfer-encoding")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+    let length = match req.header_str("content-length") {
+        None => None,
+        Some(l) => match l.parse::<u64>() {
+            Ok(n) if n <= MAX_BODY => Some(n),
+            _ => return Ok(Err(format!("Unacceptable Content-Length '{l}'"))),
+        },
+    };
+    if req.header_str("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    if chunked {
+        match read_chunked(r)? {
+            Ok(body) => req.body = body,
+            Err(msg) => return Ok(Err(msg)),
+        }
+    } else if let Some(n) = length {
+        let mut body = vec![0u8; n as usize];
+        r.read_exact(&mut body)?;
+        req.body = body;
+    }
+    Ok(Ok(req))
+}
+
+fn read_chunked(r: &mut BufReader<TcpStream>) -> io::Result<Result<Vec<u8>, String>> {
+    let mut body = Vec::new();
+    loop {
+        let line = read_line(r)?;
+        let size_field = line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = u64::from_str_radix(size_field, 16) else {
+            return Ok(Err(format!("Malformed chunk size '{line}'")));
+        };
+        if size == 0 {
+            // Trailers, up to the blank line.
+            while !read_line(r)?.is_empty() {}
+            return Ok(Ok(body));
+        }
+        if body.len() as u64 + size > MAX_BODY {
+            return Ok(Err("Chunked body too large".into()));
+        }
+        let old = body.len();
+        body.resize(old + size as usize, 0);
+        r.read_exact(&mut body[old..])?;
+        if !read_line(r)?.is_empty() {
+            return Ok(Err("Missing CRLF after a chunk".into()));
+        }
+    }
+}
