@@ -60,7 +60,9 @@ impl CacheArgs {
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             Some(home) => Ok(PathBuf::from(home).join(".cache").join("glacierfs")),
-            None => Err("cannot find a cache directory: set --cache-dir, XDG_CACHE_HOME or HOME".into()),
+            None => {
+                Err("cannot find a cache directory: set --cache-dir, XDG_CACHE_HOME or HOME".into())
+            }
         }
     }
 }
@@ -219,20 +221,22 @@ pub struct TreehashArgs {
 /// storage tool's "G" means GiB to almost everyone who types it.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit like 16MiB"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional unit like 16MiB")
+    })?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => KIB,
         "m" | "mb" | "mib" => MIB,
         "g" | "gb" | "gib" => GIB,
         "t" | "tb" | "tib" => GIB << 10,
-        other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB)")),
+        other => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("invalid size {s:?}: too large"))
@@ -241,19 +245,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Parses durations: plain seconds, or a number with s, m, h or d.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected seconds or a value like 5s, 10m, 24h"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected seconds or a value like 5s, 10m, 24h")
+    })?;
     let secs = match unit.trim() {
         "" | "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,
         "d" => 86400,
-        other => return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {other:?} (use s, m, h or d)"
+            ))
+        }
     };
     n.checked_mul(secs)
         .map(Duration::from_secs)
@@ -266,7 +272,9 @@ pub fn parse_part_size(s: &str) -> Result<u64, String> {
     if n.is_power_of_two() && (MIB..=4 * GIB).contains(&n) {
         Ok(n)
     } else {
-        Err(format!("invalid part size {s:?}: must be a power of two from 1MiB to 4GiB"))
+        Err(format!(
+            "invalid part size {s:?}: must be a power of two from 1MiB to 4GiB"
+        ))
     }
 }
 

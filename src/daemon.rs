@@ -107,7 +107,8 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
         Ok(m) if m.is_dir() => {}
         _ => return Err(MountError::NoMountpoint(path.to_owned())),
     }
-    let canonical = std::fs::canonicalize(path).map_err(|_| MountError::NoMountpoint(path.to_owned()))?;
+    let canonical =
+        std::fs::canonicalize(path).map_err(|_| MountError::NoMountpoint(path.to_owned()))?;
     if is_mount_point(&canonical) {
         return Err(MountError::Busy(canonical));
     }
@@ -133,7 +134,9 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) if b[i] == b'\\' => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -194,7 +197,8 @@ pub fn detach() -> std::io::Result<StartupReporter> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: both descriptors were just created and are owned here.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: single-threaded at this point (checked by the caller's contract).
     match unsafe { libc::fork() } {
         -1 => Err(std::io::Error::last_os_error()),
@@ -277,7 +281,8 @@ pub fn run(
         account: args.aws.account_id.clone(),
     })?;
     let raw: Arc<dyn GlacierClient> = Arc::new(aws);
-    let client: Arc<dyn GlacierClient> = Arc::new(Retrying::new(raw.clone(), RetryPolicy::default()));
+    let client: Arc<dyn GlacierClient> =
+        Arc::new(Retrying::new(raw.clone(), RetryPolicy::default()));
 
     // One plain attempt tells online from offline quickly; retries would only delay the verdict.
     match runtime.block_on(inventory::refresh_vault_list(&catalog, raw.as_ref())) {
@@ -303,7 +308,12 @@ pub fn run(
         runtime: runtime.handle().clone(),
     });
     resume_vault_work(&catalog, &client, runtime.handle(), retry_interval)?;
-    spawn_vault_list_refresh(&catalog, &client, runtime.handle(), retry_interval.max(Duration::from_secs(30)));
+    spawn_vault_list_refresh(
+        &catalog,
+        &client,
+        runtime.handle(),
+        retry_interval.max(Duration::from_secs(30)),
+    );
 
     let (uid, gid) = owner(args);
     let fs = GlacierFs::new(
@@ -344,7 +354,10 @@ pub fn run(
 
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -366,7 +379,11 @@ fn fuse_config(args: &MountArgs) -> Config {
         MountOption::Subtype("glacierfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
-        if args.read_only { MountOption::RO } else { MountOption::RW },
+        if args.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
     ];
     config.acl = if args.allow_other {
         // Other users see the mount, so the kernel must check permissions for them.
@@ -390,13 +407,22 @@ fn resume_vault_work(
 ) -> Result<(), MountError> {
     for v in catalog.read(vaults::all)? {
         match v.state.as_str() {
-            "deleting" => crate::fs::spawn_vault_delete(runtime, client.clone(), catalog.clone(), v.name, v.ino, retry_interval),
+            "deleting" => crate::fs::spawn_vault_delete(
+                runtime,
+                client.clone(),
+                catalog.clone(),
+                v.name,
+                v.ino,
+                retry_interval,
+            ),
             "creating" => {
                 let (client, catalog) = (client.clone(), catalog.clone());
                 runtime.spawn(async move {
                     match client.create_vault(&v.name).await {
                         Ok(()) => {
-                            let _ = catalog.write_async(move |tx| vaults::set_state(tx, v.ino, "present")).await;
+                            let _ = catalog
+                                .write_async(move |tx| vaults::set_state(tx, v.ino, "present"))
+                                .await;
                         }
                         Err(e) => log::warn!("re-creating vault {}: {e}", v.name),
                     }

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::fs::{Attr, FileKind, FsError, GlacierFs};
@@ -198,7 +198,14 @@ impl Filesystem for FuseAdapter {
                 for e in entries {
                     let name = OsStr::new(std::str::from_utf8(&e.name).unwrap_or("?"));
                     let attr = file_attr(&e.attr);
-                    if reply.add(INodeNo(e.attr.ino), e.cookie, name, &TTL, &attr, Generation(0)) {
+                    if reply.add(
+                        INodeNo(e.attr.ino),
+                        e.cookie,
+                        name,
+                        &TTL,
+                        &attr,
+                        Generation(0),
+                    ) {
                         break;
                     }
                 }
@@ -276,7 +283,10 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("symlink", &FsError::NotPermitted("archives cannot be symlinks")));
+        reply.error(errno(
+            "symlink",
+            &FsError::NotPermitted("archives cannot be symlinks"),
+        ));
     }
 
     fn link(
@@ -287,7 +297,10 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("link", &FsError::NotPermitted("archives cannot be hard links")));
+        reply.error(errno(
+            "link",
+            &FsError::NotPermitted("archives cannot be hard links"),
+        ));
     }
 
     fn mknod(
@@ -300,6 +313,9 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno("mknod", &FsError::NotPermitted("only regular files and directories")));
+        reply.error(errno(
+            "mknod",
+            &FsError::NotPermitted("only regular files and directories"),
+        ));
     }
 }

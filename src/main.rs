@@ -45,7 +45,9 @@ fn init_logging(verbose: u8, quiet: bool, file: Option<std::fs::File>) {
     };
     // The SDK's own crates are chatty and can echo request details; keep them at warn unless
     // RUST_LOG asks otherwise.
-    let default = format!("{level},aws_smithy_runtime=warn,aws_config=warn,hyper=warn,rustls=warn,fuser=warn");
+    let default = format!(
+        "{level},aws_smithy_runtime=warn,aws_config=warn,hyper=warn,rustls=warn,fuser=warn"
+    );
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
     builder.format_timestamp_millis();
@@ -140,16 +142,15 @@ fn try_import(args: &ImportArgs) -> Result<(), String> {
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o077) };
     daemon::prepare_cache_dir(&cache_dir).map_err(|e| e.to_string())?;
-    let _lock = daemon::CacheLock::acquire(&cache_dir).map_err(|e| {
-        format!("{e}; unmount it first, or let the mount fetch inventories itself")
-    })?;
+    let _lock = daemon::CacheLock::acquire(&cache_dir)
+        .map_err(|e| format!("{e}; unmount it first, or let the mount fetch inventories itself"))?;
     let catalog = Catalog::open(&cache_dir).map_err(|e| e.to_string())?;
     let vault = args.vault.clone();
     let row = catalog
         .write(move |tx| vaults::ensure(tx, &vault, "present"))
         .map_err(|e| e.to_string())?;
-    let file = std::fs::File::open(&args.file)
-        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let file =
+        std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let fallback = file_date(&args.file);
     let reader = std::io::BufReader::with_capacity(1 << 18, file);
     let started = std::time::Instant::now();

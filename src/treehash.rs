@@ -41,10 +41,22 @@ const LEAF: usize = MIB as usize;
 /// (one leaf takes roughly half a millisecond with SHA-NI).
 const PAR_MIN_LEAVES: usize = 4;
 
-/// Bytes read from a file or reader per step: a whole number of leaves, large enough to
-/// give every core several leaves, small enough that two of them (one being hashed, one
-/// being read) are a modest bound on memory.
-const READ_BLOCK: usize = 32 * LEAF;
+/// Bytes read from a file or reader per step, per hashing thread. Measured on 2 cores
+/// reading from the page cache: 8–16 MiB blocks beat 32–64 MiB ones (about 3.1 vs
+/// 2.8 GB/s), presumably because the block being hashed stays in cache.
+const READ_BLOCK_PER_THREAD: usize = 8 * LEAF;
+
+/// Bounds on the block size: at least a few leaves per thread on small machines, and at
+/// most 64 MiB on large ones, so the two blocks in flight never take over 128 MiB.
+const READ_BLOCK_MIN: usize = 16 * LEAF;
+const READ_BLOCK_MAX: usize = 64 * LEAF;
+
+/// The read block for `threads` threads: a whole number of leaves.
+fn read_block(threads: usize) -> usize {
+    READ_BLOCK_PER_THREAD
+        .saturating_mul(threads)
+        .clamp(READ_BLOCK_MIN, READ_BLOCK_MAX)
+}
 
 /// Lowercase hex, the form Glacier uses in `x-amz-sha256-tree-hash` and inventories.
 pub fn to_hex(d: &Digest) -> String {
@@ -272,10 +284,12 @@ impl std::fmt::Debug for TreeHasher {
 }
 
 impl TreeHasher {
+    /// An empty hasher; allocates nothing until data arrives.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Feeds the next bytes; any split of the input gives the same hash.
     pub fn update(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
         let data = self.fill_partial(data);
@@ -319,6 +333,7 @@ impl TreeHasher {
         self.bytes
     }
 
+    /// The tree hash of everything fed (`SHA256("")` if nothing was).
     pub fn finish(mut self) -> Digest {
         // The short last leaf; or the single empty leaf when nothing was fed.
         if !self.partial.is_empty() || self.done.is_empty() {
@@ -352,7 +367,7 @@ pub fn tree_hash(data: &[u8]) -> Digest {
 }
 
 /// A file, read in large blocks, leaves hashed in parallel across cores; bounded memory
-/// (two read blocks). Use [`tree_hash_file_range`] for a byte range of a file.
+/// (two read blocks, at most 128 MiB). Use [`tree_hash_file_range`] for a byte range of a file.
 pub fn tree_hash_file(path: &Path) -> io::Result<Digest> {
     tree_hash_reader(File::open(path)?)
 }
@@ -369,7 +384,7 @@ pub fn tree_hash_file_range(path: &Path, start: u64, end_exclusive: u64) -> io::
     };
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(start))?;
-    let (digest, read) = hash_stream(file.take(len), READ_BLOCK, parallelism())?;
+    let (digest, read) = hash_stream(file.take(len), parallelism())?;
     if read != len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -381,13 +396,21 @@ pub fn tree_hash_file_range(path: &Path, start: u64, end_exclusive: u64) -> io::
 
 /// Like [`tree_hash_file`], from any reader.
 pub fn tree_hash_reader(r: impl Read) -> io::Result<Digest> {
-    hash_stream(r, READ_BLOCK, parallelism()).map(|(digest, _)| digest)
+    hash_stream(r, parallelism()).map(|(digest, _)| digest)
+}
+
+/// Hashes a reader to its end; returns the hash and the number of bytes read.
+fn hash_stream(r: impl Read, threads: usize) -> io::Result<(Digest, u64)> {
+    hash_stream_in_blocks(r, read_block(threads), threads)
 }
 
 /// Reads `block`-byte blocks (a whole number of leaves) into two buffers in turn: while
-/// the helpers hash one, the calling thread reads the next. Returns the hash and the
-/// number of bytes read.
-fn hash_stream(mut r: impl Read, block: usize, threads: usize) -> io::Result<(Digest, u64)> {
+/// the helpers hash one, the calling thread reads the next.
+fn hash_stream_in_blocks(
+    mut r: impl Read,
+    block: usize,
+    threads: usize,
+) -> io::Result<(Digest, u64)> {
     debug_assert!(block > 0 && block % LEAF == 0);
     // vec![0; n] comes from calloc: untouched pages cost nothing for short inputs.
     let mut current = vec![0u8; block];
@@ -396,11 +419,17 @@ fn hash_stream(mut r: impl Read, block: usize, threads: usize) -> io::Result<(Di
     let mut done = SubtreeStack::default();
     let mut total = 0u64;
     let mut filled = read_full(&mut r, &mut current)?;
-    // Only the block that hits end of input can be short, so only the last leaf can be.
     while filled > 0 {
+        // A short block means end of input. Stop there even if the reader would yield more
+        // (a tty, a growing file): a short leaf anywhere but last would give a wrong hash.
+        let at_end = filled < block;
         let leaves = &mut digests[..leaf_count(filled)];
         let next_filled = hash_leaves_with(&current[..filled], leaves, threads, || {
-            read_full(&mut r, &mut next)
+            if at_end {
+                Ok(0)
+            } else {
+                read_full(&mut r, &mut next)
+            }
         })?;
         for d in leaves.iter() {
             done.push_leaf(*d);
@@ -695,10 +724,50 @@ mod tests {
         let expected = reference(&data);
         for block in [LEAF, 2 * LEAF, 4 * LEAF, 16 * LEAF] {
             for threads in [1, 2, 3] {
-                let (d, n) = hash_stream(data.as_slice(), block, threads).unwrap();
+                let (d, n) = hash_stream_in_blocks(data.as_slice(), block, threads).unwrap();
                 assert_eq!((d, n), (expected, data.len() as u64), "{block} {threads}");
             }
         }
+    }
+
+    #[test]
+    fn read_block_is_whole_leaves_within_bounds() {
+        for threads in [1, 2, 3, 8, 64, usize::MAX] {
+            let block = read_block(threads);
+            assert_eq!(block % LEAF, 0);
+            assert!(
+                (READ_BLOCK_MIN..=READ_BLOCK_MAX).contains(&block),
+                "{threads}"
+            );
+        }
+        assert_eq!(read_block(2), 16 * LEAF);
+    }
+
+    /// Ends, then has more to say, like a terminal after ^D.
+    struct EndsTwice<'a>(Vec<&'a [u8]>);
+
+    impl Read for EndsTwice<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(part) = self.0.first_mut() else {
+                return Ok(0);
+            };
+            if part.is_empty() {
+                self.0.remove(0);
+                return Ok(0);
+            }
+            let n = buf.len().min(part.len());
+            buf[..n].copy_from_slice(&part[..n]);
+            *part = &part[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn reader_stops_at_first_end_of_input() {
+        let data = pseudo_random(3 * LEAF + 10, 4);
+        let r = EndsTwice(vec![&data, b"more after the end"]);
+        let (d, n) = hash_stream_in_blocks(r, 2 * LEAF, 2).unwrap();
+        assert_eq!((d, n), (reference(&data), data.len() as u64));
     }
 
     /// Yields a few bytes at a time and is interrupted now and then, as pipes can be.
@@ -968,32 +1037,4 @@ mod tests {
             prop_assert_eq!(at, size);
         }
     }
-}
-
-// TEMPORARY experiment knobs (removed before hand-off).
-#[doc(hidden)]
-pub fn experiment_stream(
-    mut r: impl Read,
-    block: usize,
-    threads: usize,
-    overlap: bool,
-) -> io::Result<Digest> {
-    if overlap {
-        return hash_stream(r, block, threads).map(|(d, _)| d);
-    }
-    let mut buf = vec![0u8; block];
-    let mut digests = vec![[0u8; 32]; block / LEAF];
-    let mut done = SubtreeStack::default();
-    loop {
-        let filled = read_full(&mut r, &mut buf)?;
-        if filled == 0 {
-            break;
-        }
-        let leaves = &mut digests[..leaf_count(filled)];
-        hash_leaves_with(&buf[..filled], leaves, threads, || ());
-        for d in leaves.iter() {
-            done.push_leaf(*d);
-        }
-    }
-    Ok(done.root())
 }

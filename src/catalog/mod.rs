@@ -160,10 +160,12 @@ impl Catalog {
         let op: WriteOp = Box::new(move |tx: &Transaction<'_>| {
             let result = run_in_savepoint(tx, f);
             // The caller hears of its result only after the commit, so "done" means committed.
-            Box::new(move |commit_error: Option<&rusqlite::Error>| match commit_error {
-                None => reply(result),
-                Some(e) => reply(Err(CatalogError::CommitFailed(e.to_string()))),
-            }) as Reply
+            Box::new(
+                move |commit_error: Option<&rusqlite::Error>| match commit_error {
+                    None => reply(result),
+                    Some(e) => reply(Err(CatalogError::CommitFailed(e.to_string()))),
+                },
+            ) as Reply
         });
         let guard = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
         guard

@@ -118,10 +118,7 @@ pub fn children(
         "SELECT {COLUMNS} FROM nodes WHERE parent = ?1 AND ino > ?2 AND ino != ?1 \
          ORDER BY ino LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(
-        params![parent as i64, after as i64, limit as i64],
-        from_row,
-    )?;
+    let rows = stmt.query_map(params![parent as i64, after as i64, limit as i64], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -143,7 +140,8 @@ pub fn vault_usage(conn: &Connection, vault: u64) -> Result<(u64, u64), CatalogE
 
 /// Total bytes of all files in the catalog.
 pub fn total_bytes(conn: &Connection) -> Result<u64, CatalogError> {
-    let mut stmt = conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM nodes WHERE kind = 3")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM nodes WHERE kind = 3")?;
     Ok(stmt.query_row([], |r| r.get::<_, i64>(0))? as u64)
 }
 
@@ -254,7 +252,12 @@ pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), Catal
 }
 
 /// Moves `ino` to `new_parent`/`new_name`. The caller has checked kinds and replacement rules.
-pub fn rename(conn: &Connection, ino: u64, new_parent: u64, new_name: &str) -> Result<(), CatalogError> {
+pub fn rename(
+    conn: &Connection,
+    ino: u64,
+    new_parent: u64,
+    new_name: &str,
+) -> Result<(), CatalogError> {
     conn.execute(
         "UPDATE nodes SET parent = ?2, name = ?3, ctime_ns = ?4 WHERE ino = ?1",
         params![ino as i64, new_parent as i64, new_name, super::now_ns()],
@@ -300,8 +303,15 @@ mod tests {
             assert_eq!(lookup(c, v, "a")?.map(|n| n.ino), Some(a));
             assert_eq!(vault_relative_path(c, f)?, "a/f");
             assert_eq!(vault_usage(c, v)?, (1, 10));
-            assert_eq!(children(c, ROOT_INO, 0, 10)?.len(), 1, "root lists only the vault");
-            assert!(lookup(c, ROOT_INO, "")?.is_none(), "root is not its own child");
+            assert_eq!(
+                children(c, ROOT_INO, 0, 10)?.len(),
+                1,
+                "root lists only the vault"
+            );
+            assert!(
+                lookup(c, ROOT_INO, "")?.is_none(),
+                "root is not its own child"
+            );
             Ok(())
         })
         .unwrap();

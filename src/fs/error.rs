@@ -138,7 +138,10 @@ mod tests {
         assert_eq!(FsError::NotYetAvailable("x".into()).errno(), libc::EAGAIN);
         assert_eq!(FsError::BudgetSpent("x".into()).errno(), libc::EDQUOT);
         assert_eq!(FsError::NotSupported.errno(), libc::EOPNOTSUPP);
-        assert_eq!(FsError::Catalog(CatalogError::NotEmpty).errno(), libc::ENOTEMPTY);
+        assert_eq!(
+            FsError::Catalog(CatalogError::NotEmpty).errno(),
+            libc::ENOTEMPTY
+        );
         let g = GlacierError::new("CreateVault", ErrorKind::InvalidParameter, "bad");
         assert_eq!(FsError::Glacier(g).errno(), libc::EINVAL);
         let io = std::io::Error::from_raw_os_error(libc::ENOSPC);

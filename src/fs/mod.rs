@@ -239,7 +239,15 @@ impl GlacierFs {
         Ok(out)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, uid: u32, gid: u32, done: Done<Attr>) {
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        done: Done<Attr>,
+    ) {
         if self.options.read_only {
             return done(Err(FsError::ReadOnly));
         }
@@ -266,7 +274,9 @@ impl GlacierFs {
         }
         let name = checked_name(name)?;
         let vault = parent.vault_ino();
-        let rel = self.catalog.read(|c| nodes::vault_relative_path(c, parent.ino))?;
+        let rel = self
+            .catalog
+            .read(|c| nodes::vault_relative_path(c, parent.ino))?;
         let path = if rel.is_empty() {
             name.to_owned()
         } else {

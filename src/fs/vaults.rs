@@ -149,7 +149,11 @@ pub(crate) fn spawn_delete(
                 return;
             }
             match client.delete_vault(&name).await {
-                Ok(()) | Err(crate::glacier::GlacierError { kind: ErrorKind::NotFound, .. }) => {
+                Ok(())
+                | Err(crate::glacier::GlacierError {
+                    kind: ErrorKind::NotFound,
+                    ..
+                }) => {
                     log::info!("vault {name} deleted");
                     let r = catalog.write_async(move |tx| vaults::forget(tx, ino)).await;
                     if let Err(e) = r {

@@ -94,7 +94,9 @@ impl GlacierFs {
         if name == b"user.glacier.retrieve" {
             return Err(FsError::NotImplemented("explicit retrieval"));
         }
-        Err(FsError::NotPermitted("user.glacier attributes are read-only"))
+        Err(FsError::NotPermitted(
+            "user.glacier attributes are read-only",
+        ))
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
@@ -102,6 +104,8 @@ impl GlacierFs {
         if !name.as_bytes().starts_with(PREFIX.as_bytes()) {
             return Err(FsError::NotSupported);
         }
-        Err(FsError::NotPermitted("user.glacier attributes are read-only"))
+        Err(FsError::NotPermitted(
+            "user.glacier attributes are read-only",
+        ))
     }
 }

@@ -95,7 +95,10 @@ impl AwsGlacier {
 }
 
 /// Maps an SDK failure to [`GlacierError`], keeping the service's code, message and request id.
-fn sdk_err<E>(operation: &'static str, err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> GlacierError
+fn sdk_err<E>(
+    operation: &'static str,
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> GlacierError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -109,7 +112,11 @@ where
                 .message()
                 .map(str::to_owned)
                 .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
-            (GlacierError::classify(code.as_deref(), status), code, message)
+            (
+                GlacierError::classify(code.as_deref(), status),
+                code,
+                message,
+            )
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             let message = DisplayErrorContext(&err).to_string();
@@ -121,7 +128,11 @@ where
             };
             (kind, None, message)
         }
-        _ => (ErrorKind::Other, None, DisplayErrorContext(&err).to_string()),
+        _ => (
+            ErrorKind::Other,
+            None,
+            DisplayErrorContext(&err).to_string(),
+        ),
     };
     GlacierError {
         operation,
@@ -134,7 +145,11 @@ where
 }
 
 fn missing(operation: &'static str, what: &str) -> GlacierError {
-    GlacierError::new(operation, ErrorKind::Other, format!("response lacks {what}"))
+    GlacierError::new(
+        operation,
+        ErrorKind::Other,
+        format!("response lacks {what}"),
+    )
 }
 
 fn non_negative(v: i64) -> u64 {
@@ -696,7 +711,10 @@ mod tests {
 
     #[test]
     fn content_range_gives_the_body_length() {
-        assert_eq!(content_length(Some("bytes 0-1048575/8388608")), Some(1048576));
+        assert_eq!(
+            content_length(Some("bytes 0-1048575/8388608")),
+            Some(1048576)
+        );
         assert_eq!(content_length(Some("bytes 5-9/*")), Some(5));
         assert_eq!(content_length(None), None);
         assert_eq!(content_length(Some("garbage")), None);

@@ -60,11 +60,15 @@ pub struct GlacierError {
 }
 
 fn code_suffix(code: &Option<String>) -> String {
-    code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default()
+    code.as_deref()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
 }
 
 fn request_suffix(id: &Option<String>) -> String {
-    id.as_deref().map(|r| format!(" [request {r}]")).unwrap_or_default()
+    id.as_deref()
+        .map(|r| format!(" [request {r}]"))
+        .unwrap_or_default()
 }
 
 impl GlacierError {
@@ -86,7 +90,9 @@ impl GlacierError {
     /// The kind a service error code and HTTP status map to.
     pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
         match code {
-            Some("ThrottlingException" | "RequestTimeoutException" | "ServiceUnavailableException")
+            Some(
+                "ThrottlingException" | "RequestTimeoutException" | "ServiceUnavailableException",
+            )
             | Some("InternalFailure" | "InternalError" | "SlowDown") => ErrorKind::Transient,
             Some("ResourceNotFoundException" | "NoSuchVault" | "NotFound") => ErrorKind::NotFound,
             Some("InvalidParameterValueException" | "MissingParameterValueException")
@@ -369,12 +375,18 @@ mod tests {
         assert_eq!(c("LimitExceededException"), ErrorKind::LimitExceeded);
         assert_eq!(c("PolicyEnforcedException"), ErrorKind::PolicyEnforced);
         assert_eq!(c("ResourceNotFoundException"), ErrorKind::NotFound);
-        assert_eq!(c("InvalidParameterValueException"), ErrorKind::InvalidParameter);
+        assert_eq!(
+            c("InvalidParameterValueException"),
+            ErrorKind::InvalidParameter
+        );
         assert_eq!(
             GlacierError::classify(Some("InsufficientCapacityException"), Some(503)),
             ErrorKind::InsufficientCapacity
         );
-        assert_eq!(GlacierError::classify(None, Some(502)), ErrorKind::Transient);
+        assert_eq!(
+            GlacierError::classify(None, Some(502)),
+            ErrorKind::Transient
+        );
         assert_eq!(GlacierError::classify(None, Some(404)), ErrorKind::NotFound);
         assert_eq!(GlacierError::classify(None, None), ErrorKind::Other);
     }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use rand::Rng;
 
 use super::{
-    ArchiveCreated, BoxFut, GlacierClient, GlacierError, JobDesc, JobFilter, JobOutput,
-    JobRequest, LockDesc, PartsListing, UploadDesc, VaultDesc,
+    ArchiveCreated, BoxFut, GlacierClient, GlacierError, JobDesc, JobFilter, JobOutput, JobRequest,
+    LockDesc, PartsListing, UploadDesc, VaultDesc,
 };
 use crate::treehash::Digest;
 

@@ -70,7 +70,10 @@ pub fn import(
     fallback_date: Option<String>,
 ) -> Result<ImportReport, InventoryError> {
     catalog.write(move |tx| {
-        tx.execute("DELETE FROM inventory_import WHERE vault = ?1", [vault as i64])?;
+        tx.execute(
+            "DELETE FROM inventory_import WHERE vault = ?1",
+            [vault as i64],
+        )?;
         Ok(())
     })?;
     let mut batch = Vec::with_capacity(STAGE_BATCH);
@@ -134,7 +137,9 @@ fn merge(
     vault: u64,
     inventory_date: Option<&str>,
 ) -> Result<ImportReport, InventoryError> {
-    let inventory_s = inventory_date.and_then(timefmt::parse_iso8601).map(|(s, _)| s);
+    let inventory_s = inventory_date
+        .and_then(timefmt::parse_iso8601)
+        .map(|(s, _)| s);
     let removed = match inventory_s {
         Some(s) => catalog.write(move |tx| drop_gone_upstream(tx, vault, s))?,
         // Without a date there is no telling old from new: drop nothing.
@@ -177,7 +182,10 @@ fn merge(
     }
     let date = inventory_date.map(str::to_owned);
     catalog.write(move |tx| {
-        tx.execute("DELETE FROM inventory_import WHERE vault = ?1", [vault as i64])?;
+        tx.execute(
+            "DELETE FROM inventory_import WHERE vault = ?1",
+            [vault as i64],
+        )?;
         if let Some(d) = &date {
             vaults::set_inventory_date(tx, vault, d)?;
         }
@@ -193,11 +201,7 @@ fn merge(
 
 /// Removes archived files the inventory no longer lists, if they are older than it, and the
 /// tombstones the inventory confirms.
-fn drop_gone_upstream(
-    tx: &Connection,
-    vault: u64,
-    inventory_s: i64,
-) -> Result<u64, CatalogError> {
+fn drop_gone_upstream(tx: &Connection, vault: u64, inventory_s: i64) -> Result<u64, CatalogError> {
     let removed = tx.execute(
         "DELETE FROM nodes WHERE vault = ?1 AND kind = 3 AND archive_id IS NOT NULL \
          AND COALESCE(created_s, 0) < ?2 \
@@ -307,7 +311,14 @@ fn place_file(
         Some((p, n)) => (*dirs.get(p).ok_or(CatalogError::NotFound)?, n),
         None => (vault, row.path.as_str()),
     };
-    let name = free_name(tx, parent, parent == vault, name, row.created_s, &row.archive_id)?;
+    let name = free_name(
+        tx,
+        parent,
+        parent == vault,
+        name,
+        row.created_s,
+        &row.archive_id,
+    )?;
     nodes::insert(
         tx,
         Kind::File,
@@ -336,7 +347,8 @@ fn free_name(
     created_s: i64,
     archive_id: &str,
 ) -> Result<String, CatalogError> {
-    let free = |n: &str| -> Result<bool, CatalogError> { Ok(nodes::lookup(tx, parent, n)?.is_none()) };
+    let free =
+        |n: &str| -> Result<bool, CatalogError> { Ok(nodes::lookup(tx, parent, n)?.is_none()) };
     if !(at_vault_root && names::is_reserved(name)) && free(name)? {
         return Ok(name.to_owned());
     }
@@ -388,7 +400,10 @@ mod tests {
     fn setup() -> (tempfile::TempDir, Catalog, u64) {
         let dir = tempfile::tempdir().unwrap();
         let cat = Catalog::open(dir.path()).unwrap();
-        let v = cat.write(|tx| vaults::ensure(tx, "v", "present")).unwrap().ino;
+        let v = cat
+            .write(|tx| vaults::ensure(tx, "v", "present"))
+            .unwrap()
+            .ino;
         (dir, cat, v)
     }
 
@@ -483,6 +498,9 @@ mod tests {
         let r = import(&cat, v, inventory(&[]).as_bytes(), None).unwrap();
         assert_eq!(r.removed, 1);
         assert_eq!(sorted_tree(&cat, v), vec!["mine"]);
-        assert!(cat.read(|c| nodes::lookup(c, ROOT_INO, "v")).unwrap().is_some());
+        assert!(cat
+            .read(|c| nodes::lookup(c, ROOT_INO, "v"))
+            .unwrap()
+            .is_some());
     }
 }

@@ -218,7 +218,11 @@ async fn find_or_start_job(
     Ok(job)
 }
 
-async fn record_job(config: &InventoryConfig, vault: u64, job: &JobDesc) -> Result<(), CatalogError> {
+async fn record_job(
+    config: &InventoryConfig,
+    vault: u64,
+    job: &JobDesc,
+) -> Result<(), CatalogError> {
     let job = job.clone();
     config
         .catalog
@@ -275,7 +279,10 @@ async fn download(
     let dir = config.cache_dir.join("inventory");
     tokio::fs::create_dir_all(&dir).await?;
     let path = dir.join(format!("{}.inventory", row.ino));
-    let mut output = config.client.get_job_output(&row.name, job_id, None).await?;
+    let mut output = config
+        .client
+        .get_job_output(&row.name, job_id, None)
+        .await?;
     let mut file = tokio::fs::File::create(&path).await?;
     let copied = tokio::io::copy(&mut output.body, &mut file).await?;
     file.flush().await?;
@@ -338,7 +345,10 @@ mod tests {
     fn inventory_jobs_only_when_needed() {
         let day = Duration::from_secs(86400);
         assert!(!needs_inventory(&row(None, None), day), "never inventoried");
-        assert!(needs_inventory(&row(Some("2020-01-01T00:00:00Z"), None), day));
+        assert!(needs_inventory(
+            &row(Some("2020-01-01T00:00:00Z"), None),
+            day
+        ));
         assert!(!needs_inventory(
             &row(Some("2020-01-01T00:00:00Z"), Some("2020-01-01T00:00:00Z")),
             day

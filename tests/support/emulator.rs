@@ -256,9 +256,10 @@ impl Emulator {
     pub fn start_with(opts: EmulatorOptions) -> Emulator {
         let start_ms = match opts.clock {
             ClockStart::Fixed(secs) => secs * 1000,
-            ClockStart::RealNow => {
-                SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
-            }
+            ClockStart::RealNow => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_millis() as i64,
         };
         let config = state::Config {
             region: opts.region.clone(),
@@ -272,7 +273,11 @@ impl Emulator {
             csv_crlf: opts.csv_crlf,
         };
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(config, start_ms, StdRng::seed_from_u64(opts.id_seed))),
+            state: Mutex::new(State::new(
+                config,
+                start_ms,
+                StdRng::seed_from_u64(opts.id_seed),
+            )),
             faults: Mutex::new(Faults::default()),
             record: Mutex::new(Record::default()),
             stall: Mutex::new(opts.stall),
@@ -286,7 +291,11 @@ impl Emulator {
             .name("glacier-emulator".into())
             .spawn(move || http::serve(listener, server_shared))
             .expect("spawn the emulator's accept thread");
-        Emulator { shared, addr, server: Some(server) }
+        Emulator {
+            shared,
+            addr,
+            server: Some(server),
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -318,7 +327,9 @@ impl Emulator {
         assert!(util::valid_vault_name(name), "invalid vault name {name:?}");
         let mut st = self.state();
         let now = st.now_ms;
-        st.vaults.entry(name.to_string()).or_insert_with(|| state::Vault::new(name, now));
+        st.vaults
+            .entry(name.to_string())
+            .or_insert_with(|| state::Vault::new(name, now));
     }
 
     pub fn vault_names(&self) -> Vec<String> {
@@ -326,7 +337,13 @@ impl Emulator {
     }
 
     /// Stores an archive directly, optionally backdated. Counts as a write to the vault.
-    pub fn put_archive(&self, vault: &str, description: &str, data: &[u8], creation_secs: Option<i64>) -> String {
+    pub fn put_archive(
+        &self,
+        vault: &str,
+        description: &str,
+        data: &[u8],
+        creation_secs: Option<i64>,
+    ) -> String {
         assert!(!data.is_empty(), "an archive holds at least one byte");
         let mut st = self.state();
         assert!(st.vaults.contains_key(vault), "no vault {vault:?}");
@@ -337,7 +354,9 @@ impl Emulator {
     /// Live archives (not the inventory), oldest first.
     pub fn archives(&self, vault: &str) -> Vec<ArchiveInfo> {
         let st = self.state();
-        let Some(v) = st.vaults.get(vault) else { return Vec::new() };
+        let Some(v) = st.vaults.get(vault) else {
+            return Vec::new();
+        };
         let mut list: Vec<_> = v.archives.values().collect();
         list.sort_by_key(|a| (a.created_ms, a.seq));
         list.iter()
@@ -354,7 +373,11 @@ impl Emulator {
 
     pub fn archive_data(&self, vault: &str, id: &str) -> Option<Vec<u8>> {
         let st = self.state();
-        st.vaults.get(vault)?.archives.get(id).map(|a| a.data.to_vec())
+        st.vaults
+            .get(vault)?
+            .archives
+            .get(id)
+            .map(|a| a.data.to_vec())
     }
 
     /// Deletes an archive behind the client's back (another tool, say).
@@ -367,13 +390,20 @@ impl Emulator {
     pub fn take_inventory(&self, vault: &str) {
         let mut st = self.state();
         let now = st.now_ms;
-        st.vaults.get_mut(vault).unwrap_or_else(|| panic!("no vault {vault:?}")).take_snapshot(now);
+        st.vaults
+            .get_mut(vault)
+            .unwrap_or_else(|| panic!("no vault {vault:?}"))
+            .take_snapshot(now);
     }
 
     /// Date of the last inventory snapshot, seconds.
     pub fn inventory_date(&self, vault: &str) -> Option<i64> {
         let st = self.state();
-        st.vaults.get(vault)?.snapshot.as_ref().map(|s| s.date_ms.div_euclid(1000))
+        st.vaults
+            .get(vault)?
+            .snapshot
+            .as_ref()
+            .map(|s| s.date_ms.div_euclid(1000))
     }
 
     pub fn set_auto_inventory(&self, on: bool) {
@@ -383,12 +413,18 @@ impl Emulator {
     /// Jobs still listed by the service (in progress, or completed and not yet expired).
     pub fn jobs(&self, vault: &str) -> Vec<JobInfo> {
         let st = self.state();
-        let Some(v) = st.vaults.get(vault) else { return Vec::new() };
+        let Some(v) = st.vaults.get(vault) else {
+            return Vec::new();
+        };
         v.jobs_in_order()
             .into_iter()
             .map(|j| {
                 let (archive_id, range) = match &j.kind {
-                    JobKind::Archive { archive, first, last } => (Some(archive.id.clone()), Some((*first, *last))),
+                    JobKind::Archive {
+                        archive,
+                        first,
+                        last,
+                    } => (Some(archive.id.clone()), Some((*first, *last))),
                     JobKind::Inventory { .. } => (None, None),
                 };
                 JobInfo {
@@ -424,7 +460,9 @@ impl Emulator {
 
     pub fn multipart_uploads(&self, vault: &str) -> Vec<UploadInfo> {
         let st = self.state();
-        let Some(v) = st.vaults.get(vault) else { return Vec::new() };
+        let Some(v) = st.vaults.get(vault) else {
+            return Vec::new();
+        };
         let mut list: Vec<_> = v.uploads.values().collect();
         list.sort_by_key(|u| u.seq);
         list.iter()
@@ -434,7 +472,11 @@ impl Emulator {
                 part_size: u.part_size,
                 creation_secs: u.created_ms.div_euclid(1000),
                 last_activity_secs: u.last_activity_ms.div_euclid(1000),
-                parts: u.parts.iter().map(|(s, p)| (*s, s + p.data.len() as u64 - 1)).collect(),
+                parts: u
+                    .parts
+                    .iter()
+                    .map(|(s, p)| (*s, s + p.data.len() as u64 - 1))
+                    .collect(),
             })
             .collect()
     }
@@ -463,7 +505,9 @@ impl Emulator {
         let st = self.state();
         let lock = st.vaults.get(vault)?.lock.as_ref()?;
         let (state, expiration_secs) = match lock.state {
-            LockState::InProgress { expires_ms } => ("InProgress", Some(expires_ms.div_euclid(1000))),
+            LockState::InProgress { expires_ms } => {
+                ("InProgress", Some(expires_ms.div_euclid(1000)))
+            }
             LockState::Locked => ("Locked", None),
         };
         Some(LockInfo {
@@ -556,7 +600,13 @@ fn sdk_config(endpoint: &str, timeout: Option<Duration>) -> aws_sdk_glacier::Con
     aws_sdk_glacier::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDEMULATOR", "emulator-secret", None, None, "emulator"))
+        .credentials_provider(Credentials::new(
+            "AKIDEMULATOR",
+            "emulator-secret",
+            None,
+            None,
+            "emulator",
+        ))
         .endpoint_url(endpoint)
         .http_client(http)
         .retry_config(RetryConfig::disabled())

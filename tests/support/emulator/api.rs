@@ -23,7 +23,11 @@ impl BodyHashes {
     fn of(body: &[u8]) -> BodyHashes {
         let chunks = chunk_hashes(body);
         let tree = tree_of(&chunks);
-        BodyHashes { chunks, tree, linear: sha256(body) }
+        BodyHashes {
+            chunks,
+            tree,
+            linear: sha256(body),
+        }
     }
 }
 
@@ -37,14 +41,21 @@ pub(crate) fn handle(state: &Mutex<State>, req: &Request, route: &Route) -> Resp
 
 fn handle_inner(state: &Mutex<State>, req: &Request, route: &Route) -> ApiResult {
     match req.header_str("x-amz-glacier-version") {
-        None => return Err(ApiError::missing("Required header missing: x-amz-glacier-version")),
+        None => {
+            return Err(ApiError::missing(
+                "Required header missing: x-amz-glacier-version",
+            ))
+        }
         Some(API_VERSION) => {}
         Some(other) => {
-            return Err(ApiError::invalid(format!("Unsupported x-amz-glacier-version '{other}'")))
+            return Err(ApiError::invalid(format!(
+                "Unsupported x-amz-glacier-version '{other}'"
+            )))
         }
     }
     check_account(&route.account)?;
-    let hashes = matches!(route.op, Op::UploadArchive | Op::UploadPart).then(|| BodyHashes::of(&req.body));
+    let hashes =
+        matches!(route.op, Op::UploadArchive | Op::UploadPart).then(|| BodyHashes::of(&req.body));
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
     let result = call(&mut st, req, route, hashes.as_ref());
     st.settle();
@@ -97,7 +108,9 @@ fn call(st: &mut State, req: &Request, route: &Route, hashes: Option<&BodyHashes
 
 impl State {
     pub(crate) fn vault(&self, name: &str) -> Result<&Vault, ApiError> {
-        self.vaults.get(name).ok_or_else(|| self.vault_not_found(name))
+        self.vaults
+            .get(name)
+            .ok_or_else(|| self.vault_not_found(name))
     }
 
     pub(crate) fn vault_mut(&mut self, name: &str) -> Result<&mut Vault, ApiError> {

@@ -25,7 +25,9 @@ pub(crate) fn upload(st: &mut State, req: &Request, route: &Route, h: &BodyHashe
     let description = description_header(req)?;
     let size = req.body.len() as u64;
     if size == 0 {
-        return Err(ApiError::invalid("Invalid Content-Length: an archive holds at least 1 byte"));
+        return Err(ApiError::invalid(
+            "Invalid Content-Length: an archive holds at least 1 byte",
+        ));
     }
     if size > MAX_SINGLE_UPLOAD {
         return Err(ApiError::invalid(format!(
@@ -48,7 +50,10 @@ pub(crate) fn upload(st: &mut State, req: &Request, route: &Route, h: &BodyHashe
 pub(crate) fn delete(st: &mut State, route: &Route) -> ApiResult {
     st.vault(&route.vault)?;
     if !st.remove_archive(&route.vault, &route.id) {
-        return Err(ApiError::not_found(format!("Archive not found: {}", route.id)));
+        return Err(ApiError::not_found(format!(
+            "Archive not found: {}",
+            route.id
+        )));
     }
     Ok(Response::empty(204))
 }
@@ -81,7 +86,9 @@ pub(crate) fn initiate_multipart(st: &mut State, req: &Request, route: &Route) -
         parts: Default::default(),
     };
     let location = st.location(&format!("{}/multipart-uploads/{id}", route.vault));
-    st.vault_mut(&route.vault)?.uploads.insert(id.clone(), upload);
+    st.vault_mut(&route.vault)?
+        .uploads
+        .insert(id.clone(), upload);
     Ok(Response::empty(201)
         .with_header("Location", location)
         .with_header("x-amz-multipart-upload-id", id))
@@ -103,15 +110,24 @@ fn parse_content_range(raw: &str) -> Option<(u64, u64)> {
     (s <= e).then_some((s, e))
 }
 
-pub(crate) fn upload_part(st: &mut State, req: &Request, route: &Route, h: &BodyHashes) -> ApiResult {
+pub(crate) fn upload_part(
+    st: &mut State,
+    req: &Request,
+    route: &Route,
+    h: &BodyHashes,
+) -> ApiResult {
     let now = st.now_ms;
     let v = st.vault_mut(&route.vault)?;
-    let upload = v.uploads.get_mut(&route.id).ok_or_else(|| upload_not_found(&route.id))?;
+    let upload = v
+        .uploads
+        .get_mut(&route.id)
+        .ok_or_else(|| upload_not_found(&route.id))?;
     let raw = req
         .header_str("content-range")
         .ok_or_else(|| ApiError::missing("Required header missing: Content-Range"))?;
-    let (start, end) = parse_content_range(raw)
-        .ok_or_else(|| ApiError::invalid(format!("Invalid Content-Range '{raw}': use 'bytes S-E/*'")))?;
+    let (start, end) = parse_content_range(raw).ok_or_else(|| {
+        ApiError::invalid(format!("Invalid Content-Range '{raw}': use 'bytes S-E/*'"))
+    })?;
     let len = end - start + 1;
     let ps = upload.part_size;
     if start % ps != 0 || len > ps || start / ps >= MAX_PARTS {
@@ -130,7 +146,11 @@ pub(crate) fn upload_part(st: &mut State, req: &Request, route: &Route, h: &Body
     // A re-upload of the same range replaces the earlier part.
     upload.parts.insert(
         start,
-        Part { data: req.body.clone(), chunks: h.chunks.clone(), tree_hash: h.tree },
+        Part {
+            data: req.body.clone(),
+            chunks: h.chunks.clone(),
+            tree_hash: h.tree,
+        },
     );
     upload.last_activity_ms = now;
     Ok(Response::empty(204).with_header("x-amz-sha256-tree-hash", hex::encode(h.tree)))
@@ -141,7 +161,11 @@ pub(crate) fn complete_multipart(st: &mut State, req: &Request, route: &Route) -
     let Some(upload) = v.uploads.get(&route.id) else {
         // Completing again returns the archive the first Complete made.
         return match v.finished_uploads.get(&route.id) {
-            Some(Finished::Completed { archive_id, tree_hash, .. }) => {
+            Some(Finished::Completed {
+                archive_id,
+                tree_hash,
+                ..
+            }) => {
                 let (id, hash) = (archive_id.clone(), hex::encode(tree_hash));
                 Ok(archive_created(st, &route.vault, &id, &hash))
             }
@@ -185,7 +209,11 @@ pub(crate) fn complete_multipart(st: &mut State, req: &Request, route: &Route) -
         )));
     }
     // Non-last parts are whole MiBs, so their chunk hashes concatenate into the archive's.
-    let chunks: Vec<_> = upload.parts.values().flat_map(|p| p.chunks.iter().copied()).collect();
+    let chunks: Vec<_> = upload
+        .parts
+        .values()
+        .flat_map(|p| p.chunks.iter().copied())
+        .collect();
     let tree = tree_of(&chunks);
     let actual = hex::encode(tree);
     if !sent_hash.eq_ignore_ascii_case(&actual) {
@@ -204,7 +232,11 @@ pub(crate) fn complete_multipart(st: &mut State, req: &Request, route: &Route) -
     v.uploads.remove(&route.id);
     v.finished_uploads.insert(
         route.id.clone(),
-        Finished::Completed { archive_id: id.clone(), tree_hash: tree, at_ms: now },
+        Finished::Completed {
+            archive_id: id.clone(),
+            tree_hash: tree,
+            at_ms: now,
+        },
     );
     Ok(archive_created(st, &route.vault, &id, &actual))
 }
@@ -213,7 +245,8 @@ pub(crate) fn abort_multipart(st: &mut State, route: &Route) -> ApiResult {
     let now = st.now_ms;
     let v = st.vault_mut(&route.vault)?;
     if v.uploads.remove(&route.id).is_some() {
-        v.finished_uploads.insert(route.id.clone(), Finished::Aborted { at_ms: now });
+        v.finished_uploads
+            .insert(route.id.clone(), Finished::Aborted { at_ms: now });
         return Ok(Response::empty(204));
     }
     match v.finished_uploads.get(&route.id) {
@@ -236,12 +269,17 @@ fn upload_description(u: &Upload) -> Value {
 
 pub(crate) fn list_parts(st: &mut State, req: &Request, route: &Route) -> ApiResult {
     let v = st.vault(&route.vault)?;
-    let upload = v.uploads.get(&route.id).ok_or_else(|| upload_not_found(&route.id))?;
+    let upload = v
+        .uploads
+        .get(&route.id)
+        .ok_or_else(|| upload_not_found(&route.id))?;
     let limit = parse_limit(req, 50)?;
     // The marker is the start offset of the next part to list.
     let from = match req.query("marker") {
         None | Some("") => 0,
-        Some(m) => m.parse::<u64>().map_err(|_| ApiError::invalid(format!("Invalid marker '{m}'")))?,
+        Some(m) => m
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid(format!("Invalid marker '{m}'")))?,
     };
     let mut parts = upload.parts.range(from..);
     let page: Vec<Value> = parts
@@ -254,7 +292,9 @@ pub(crate) fn list_parts(st: &mut State, req: &Request, route: &Route) -> ApiRes
             })
         })
         .collect();
-    let marker = parts.next().map_or(Value::Null, |(start, _)| json!(start.to_string()));
+    let marker = parts
+        .next()
+        .map_or(Value::Null, |(start, _)| json!(start.to_string()));
     Ok(Response::json(
         200,
         &json!({
@@ -295,8 +335,11 @@ pub(crate) fn list_uploads(st: &mut State, req: &Request, route: &Route) -> ApiR
             })
         })
         .collect();
-    let marker = uploads
-        .get(limit)
-        .map_or(Value::Null, |u| json!(encode_marker(UPLOAD_MARKER, &[u.seq as i64])));
-    Ok(Response::json(200, &json!({ "Marker": marker, "UploadsList": page })))
+    let marker = uploads.get(limit).map_or(Value::Null, |u| {
+        json!(encode_marker(UPLOAD_MARKER, &[u.seq as i64]))
+    });
+    Ok(Response::json(
+        200,
+        &json!({ "Marker": marker, "UploadsList": page }),
+    ))
 }

@@ -18,13 +18,16 @@ fn body_or_missing(req: &Request, what: &str) -> Result<Map<String, Value>, ApiE
 
 pub(crate) fn handle(st: &mut State, req: &Request, route: &Route) -> ApiResult {
     match route.op {
-        Op::GetDataRetrievalPolicy => {
-            Ok(Response::json(200, &json!({ "Policy": st.data_retrieval_policy })))
-        }
+        Op::GetDataRetrievalPolicy => Ok(Response::json(
+            200,
+            &json!({ "Policy": st.data_retrieval_policy }),
+        )),
         Op::SetDataRetrievalPolicy => set_retrieval_policy(st, req),
         Op::PurchaseProvisionedCapacity => {
             if st.capacity.len() >= MAX_CAPACITY_UNITS {
-                return Err(ApiError::limit_exceeded("At most 2 provisioned capacity units"));
+                return Err(ApiError::limit_exceeded(
+                    "At most 2 provisioned capacity units",
+                ));
             }
             let id = st.new_id(24);
             let now = st.now_ms;
@@ -39,7 +42,10 @@ pub(crate) fn handle(st: &mut State, req: &Request, route: &Route) -> ApiResult 
                     json!({ "CapacityId": id, "StartDate": iso_ms(*s), "ExpirationDate": iso_ms(*e) })
                 })
                 .collect();
-            Ok(Response::json(200, &json!({ "ProvisionedCapacityList": list })))
+            Ok(Response::json(
+                200,
+                &json!({ "ProvisionedCapacityList": list }),
+            ))
         }
         _ => vault_extra(st, req, route),
     }
@@ -67,8 +73,13 @@ fn vault_extra(st: &mut State, req: &Request, route: &Route) -> ApiResult {
             let body = body_or_missing(req, "vaultNotificationConfig")?;
             if let Some(events) = body.get("Events").and_then(Value::as_array) {
                 let known = ["ArchiveRetrievalCompleted", "InventoryRetrievalCompleted"];
-                if let Some(bad) = events.iter().find(|e| !e.as_str().is_some_and(|e| known.contains(&e))) {
-                    return Err(ApiError::invalid(format!("Invalid notification event {bad}")));
+                if let Some(bad) = events
+                    .iter()
+                    .find(|e| !e.as_str().is_some_and(|e| known.contains(&e)))
+                {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid notification event {bad}"
+                    )));
                 }
             }
             v.notifications = Some(Value::Object(body));
@@ -91,7 +102,9 @@ fn vault_extra(st: &mut State, req: &Request, route: &Route) -> ApiResult {
             };
             let mut merged = v.tags.clone();
             for (k, val) in &tags {
-                let val = val.as_str().ok_or_else(|| ApiError::invalid("Tag values are strings"))?;
+                let val = val
+                    .as_str()
+                    .ok_or_else(|| ApiError::invalid("Tag values are strings"))?;
                 if k.is_empty() || k.len() > 128 || k.starts_with("aws:") || val.len() > 256 {
                     return Err(ApiError::invalid(format!("Invalid tag '{k}'")));
                 }
@@ -105,7 +118,12 @@ fn vault_extra(st: &mut State, req: &Request, route: &Route) -> ApiResult {
         }
         Op::RemoveTagsFromVault => {
             let body = json_body(req)?.unwrap_or_default();
-            for key in body.get("TagKeys").and_then(Value::as_array).into_iter().flatten() {
+            for key in body
+                .get("TagKeys")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(k) = key.as_str() {
                     v.tags.remove(k);
                 }
@@ -122,7 +140,9 @@ fn set_retrieval_policy(st: &mut State, req: &Request) -> ApiResult {
     let policy = body.get("Policy").cloned().unwrap_or(Value::Null);
     let rules = policy.get("Rules").and_then(Value::as_array);
     let Some([rule]) = rules.map(Vec::as_slice) else {
-        return Err(ApiError::invalid("The data retrieval policy takes exactly one rule"));
+        return Err(ApiError::invalid(
+            "The data retrieval policy takes exactly one rule",
+        ));
     };
     let strategy = rule.get("Strategy").and_then(Value::as_str);
     let bytes = rule.get("BytesPerHour");

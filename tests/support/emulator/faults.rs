@@ -44,7 +44,10 @@ pub enum FaultKind {
 impl FaultKind {
     /// Faults that act on the body of a GetJobOutput response.
     pub fn is_output_fault(self) -> bool {
-        matches!(self, FaultKind::ResetMidBody | FaultKind::CorruptOutput | FaultKind::TruncateOutput)
+        matches!(
+            self,
+            FaultKind::ResetMidBody | FaultKind::CorruptOutput | FaultKind::TruncateOutput
+        )
     }
 
     /// Whether this kind can hit `op`: output faults only make sense on GetJobOutput.
@@ -82,7 +85,10 @@ fn splitmix64(mut x: u64) -> u64 {
 
 impl Faults {
     pub fn set_plan(&mut self, plan: FaultPlan) {
-        assert!((0.0..=1.0).contains(&plan.rate), "fault rate must be within 0..=1");
+        assert!(
+            (0.0..=1.0).contains(&plan.rate),
+            "fault rate must be within 0..=1"
+        );
         self.plan = Some(plan);
         self.counters.clear();
     }
@@ -93,9 +99,15 @@ impl Faults {
     }
 
     pub fn fail_next(&mut self, op: Op, kind: FaultKind, count: usize) {
-        assert!(kind.applies_to(op), "{kind:?} only applies to GetJobOutput, not {op:?}");
+        assert!(
+            kind.applies_to(op),
+            "{kind:?} only applies to GetJobOutput, not {op:?}"
+        );
         if count > 0 {
-            self.scripted.entry(op).or_default().push_back((kind, count));
+            self.scripted
+                .entry(op)
+                .or_default()
+                .push_back((kind, count));
         }
     }
 
@@ -133,8 +145,12 @@ impl Faults {
         }
         let n = self.counters.entry(op).or_insert(0);
         *n += 1;
-        let applicable: Vec<FaultKind> =
-            plan.kinds.iter().copied().filter(|k| k.applies_to(op)).collect();
+        let applicable: Vec<FaultKind> = plan
+            .kinds
+            .iter()
+            .copied()
+            .filter(|k| k.applies_to(op))
+            .collect();
         if applicable.is_empty() {
             return None;
         }

@@ -51,7 +51,9 @@ enum Incoming {
 fn connection(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let Ok(mut writer) = stream.try_clone() else { return };
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     loop {
         let req = match read_request(&mut reader, &mut writer, shared) {
@@ -83,10 +85,12 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
     let fault = shared.faults().pick(op);
     let handle = || api::handle(&shared.state, &req, &route);
     match fault {
-        Some(kind @ (FaultKind::Throttle
-        | FaultKind::InternalError
-        | FaultKind::ServiceUnavailable
-        | FaultKind::RequestTimeout)) => {
+        Some(
+            kind @ (FaultKind::Throttle
+            | FaultKind::InternalError
+            | FaultKind::ServiceUnavailable
+            | FaultKind::RequestTimeout),
+        ) => {
             shared.count_fault(kind);
             let resp = fault_error(kind).to_response();
             shared.record(op, resp.status);
@@ -112,9 +116,13 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
         }
         output_fault => {
             let mut resp = handle();
-            let has_output = op == Op::GetJobOutput && resp.served.is_some() && !resp.body.is_empty();
+            let has_output =
+                op == Op::GetJobOutput && resp.served.is_some() && !resp.body.is_empty();
             let marked = has_output
-                && resp.served.as_ref().is_some_and(|s| shared.faults().take_job_corruption(&s.job_id));
+                && resp
+                    .served
+                    .as_ref()
+                    .is_some_and(|s| shared.faults().take_job_corruption(&s.job_id));
             if has_output && (marked || output_fault == Some(FaultKind::CorruptOutput)) {
                 shared.count_fault(FaultKind::CorruptOutput);
                 let mut bytes = resp.body.as_slice().to_vec();
@@ -123,7 +131,9 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
                 resp.body = Body::new(bytes);
             }
             let cut = match output_fault {
-                Some(kind @ (FaultKind::TruncateOutput | FaultKind::ResetMidBody)) if has_output => {
+                Some(kind @ (FaultKind::TruncateOutput | FaultKind::ResetMidBody))
+                    if has_output =>
+                {
                     shared.count_fault(kind);
                     Some((resp.body.len() / 2, kind))
                 }
@@ -147,15 +157,21 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
 fn fault_error(kind: FaultKind) -> ApiError {
     match kind {
         FaultKind::Throttle => ApiError::new(400, "ThrottlingException", "Rate exceeded"),
-        FaultKind::InternalError => {
-            ApiError::new(500, "ServiceUnavailableException", "Internal failure (injected)")
-        }
-        FaultKind::ServiceUnavailable => {
-            ApiError::new(503, "ServiceUnavailableException", "Service unavailable (injected)")
-        }
-        FaultKind::RequestTimeout => {
-            ApiError::new(408, "RequestTimeoutException", "Request timed out (injected)")
-        }
+        FaultKind::InternalError => ApiError::new(
+            500,
+            "ServiceUnavailableException",
+            "Internal failure (injected)",
+        ),
+        FaultKind::ServiceUnavailable => ApiError::new(
+            503,
+            "ServiceUnavailableException",
+            "Service unavailable (injected)",
+        ),
+        FaultKind::RequestTimeout => ApiError::new(
+            408,
+            "RequestTimeoutException",
+            "Request timed out (injected)",
+        ),
         other => unreachable!("{other:?} is not an error-response fault"),
     }
 }
@@ -173,7 +189,10 @@ fn stall(shared: &Shared) {
 
 /// Closes with RST: SO_LINGER with a zero timeout makes close() abort the connection.
 fn reset(writer: &TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: the fd is a live socket owned by `writer`; the option value is a valid `linger`.
     unsafe {
         libc::setsockopt(
@@ -217,9 +236,18 @@ fn reason(status: u16) -> &'static str {
 
 /// Writes a response; with `cut`, only that many body bytes (after a full Content-Length).
 /// Returns the body bytes written.
-fn send(w: &mut TcpStream, shared: &Shared, resp: &Response, close: bool, cut: Option<usize>) -> io::Result<u64> {
+fn send(
+    w: &mut TcpStream,
+    shared: &Shared,
+    resp: &Response,
+    close: bool,
+    cut: Option<usize>,
+) -> io::Result<u64> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    head.push_str(&format!("x-amzn-RequestId: {}\r\n", shared.next_request_id()));
+    head.push_str(&format!(
+        "x-amzn-RequestId: {}\r\n",
+        shared.next_request_id()
+    ));
     head.push_str(&format!("Date: {}\r\n", http_date(shared.now_ms())));
     if resp.status != 204 {
         head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
@@ -252,7 +280,10 @@ fn read_line(r: &mut BufReader<TcpStream>) -> io::Result<String> {
     let mut buf = Vec::new();
     r.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf)?;
     if !buf.ends_with(b"\n") {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long or truncated"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "line too long or truncated",
+        ));
     }
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
@@ -269,7 +300,12 @@ fn await_request(r: &mut BufReader<TcpStream>, shared: &Shared) -> bool {
         match r.fill_buf() {
             Ok([]) => return false,
             Ok(_) => break,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if shared.shutdown.load(Ordering::SeqCst) || idle >= IDLE_LIMIT {
                     return false;
                 }
@@ -295,10 +331,14 @@ fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream, shared: &Shared
 }
 
 /// Outer error: the connection failed. Inner error: the request was malformed.
-fn parse_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<Result<Request, String>> {
+fn parse_request(
+    r: &mut BufReader<TcpStream>,
+    w: &mut TcpStream,
+) -> io::Result<Result<Request, String>> {
     let line = read_line(r)?;
     let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Ok(Err(format!("Malformed request line '{line}'")));
     };
@@ -317,7 +357,11 @@ fn parse_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<
         if headers.len() >= MAX_HEADERS {
             return Ok(Err("Too many headers".into()));
         }
-        let value: Vec<u8> = value.trim_matches([' ', '\t']).chars().map(|c| c as u8).collect();
+        let value: Vec<u8> = value
+            .trim_matches([' ', '\t'])
+            .chars()
+            .map(|c| c as u8)
+            .collect();
         headers.push((name.trim().to_ascii_lowercase(), value));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -347,7 +391,10 @@ fn parse_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<
             _ => return Ok(Err(format!("Unacceptable Content-Length '{l}'"))),
         },
     };
-    if req.header_str("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) {
+    if req
+        .header_str("expect")
+        .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
         w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     if chunked {

@@ -24,7 +24,11 @@ pub(crate) fn render(
         .archives
         .iter()
         .filter(|a| in_window(a.created_ms))
-        .filter(|a| filter.marker.map_or(true, |pos| (a.created_ms, a.seq) >= pos));
+        .filter(|a| {
+            filter
+                .marker
+                .map_or(true, |pos| (a.created_ms, a.seq) >= pos)
+        });
     let limit = filter.limit.as_ref().map_or(usize::MAX, |(_, n)| *n);
     let page: Vec<_> = selected.by_ref().take(limit).collect();
     let next_marker = selected
@@ -54,7 +58,8 @@ pub(crate) fn render(
         }
         Format::Csv => {
             let eol = if crlf { "\r\n" } else { "\n" };
-            let mut out = format!("ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash{eol}");
+            let mut out =
+                format!("ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash{eol}");
             for a in &page {
                 out.push_str(&format!(
                     "{},{},{},{},{}{eol}",

@@ -19,7 +19,11 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
     st.vault(&route.vault)?;
     let params = match json_body(req)? {
         Some(map) if !map.is_empty() => map,
-        _ => return Err(ApiError::missing("Required parameter missing: Job Parameters")),
+        _ => {
+            return Err(ApiError::missing(
+                "Required parameter missing: Job Parameters",
+            ))
+        }
     };
     let kind = json_str(&params, "Type")?
         .ok_or_else(|| ApiError::missing("Required parameter missing: Type"))?;
@@ -30,7 +34,9 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
     let tier = match json_str(&params, "Tier")? {
         None => Tier::Standard,
         Some(t) => Tier::parse(t).ok_or_else(|| {
-            ApiError::invalid(format!("Invalid Tier '{t}': use Expedited, Standard or Bulk"))
+            ApiError::invalid(format!(
+                "Invalid Tier '{t}': use Expedited, Standard or Bulk"
+            ))
         })?,
     };
     let sns_topic = json_str(&params, "SNSTopic")?.map(str::to_string);
@@ -61,7 +67,11 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
             }
             (job, st.config.inventory_ms)
         }
-        "select" => return Err(ApiError::invalid("Select jobs are not supported by the emulator")),
+        "select" => {
+            return Err(ApiError::invalid(
+                "Select jobs are not supported by the emulator",
+            ))
+        }
         other => {
             return Err(ApiError::invalid(format!(
                 "Invalid job Type '{other}': use archive-retrieval or inventory-retrieval"
@@ -84,7 +94,9 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
     };
     let location = st.location(&format!("{}/jobs/{id}", route.vault));
     st.vault_mut(&route.vault)?.jobs.insert(id.clone(), job);
-    Ok(Response::empty(202).with_header("Location", location).with_header("x-amz-job-id", id))
+    Ok(Response::empty(202)
+        .with_header("Location", location)
+        .with_header("x-amz-job-id", id))
 }
 
 fn archive_job(
@@ -120,14 +132,22 @@ fn archive_job(
             }
         }
     };
-    Ok(JobKind::Archive { archive, first, last })
+    Ok(JobKind::Archive {
+        archive,
+        first,
+        last,
+    })
 }
 
 fn inventory_job(params: &Map<String, Value>) -> Result<JobKind, ApiError> {
     let format = match json_str(params, "Format")? {
         None | Some("JSON") => Format::Json,
         Some("CSV") => Format::Csv,
-        Some(f) => return Err(ApiError::invalid(format!("Invalid Format '{f}': use JSON or CSV"))),
+        Some(f) => {
+            return Err(ApiError::invalid(format!(
+                "Invalid Format '{f}': use JSON or CSV"
+            )))
+        }
     };
     let mut filter = InventoryFilter::default();
     match params.get("InventoryRetrievalParameters") {
@@ -136,9 +156,11 @@ fn inventory_job(params: &Map<String, Value>) -> Result<JobKind, ApiError> {
             let date = |key: &str| -> Result<Option<(String, i64)>, ApiError> {
                 match json_str(p, key)? {
                     None => Ok(None),
-                    Some(s) => parse_iso(s).map(|ms| Some((s.to_string(), ms))).ok_or_else(|| {
-                        ApiError::invalid(format!("Invalid {key} '{s}': use ISO 8601 UTC"))
-                    }),
+                    Some(s) => parse_iso(s)
+                        .map(|ms| Some((s.to_string(), ms)))
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!("Invalid {key} '{s}': use ISO 8601 UTC"))
+                        }),
                 }
             };
             filter.start = date("StartDate")?;
@@ -161,7 +183,11 @@ fn inventory_job(params: &Map<String, Value>) -> Result<JobKind, ApiError> {
                 }
             }
         }
-        Some(_) => return Err(ApiError::invalid("InventoryRetrievalParameters must be an object")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "InventoryRetrievalParameters must be an object",
+            ))
+        }
     }
     Ok(JobKind::Inventory { format, filter })
 }
@@ -198,13 +224,21 @@ pub(crate) fn job_json(st: &State, vault: &str, job: &Job) -> Value {
         "InventoryRetrievalParameters": Value::Null,
     });
     match &job.kind {
-        JobKind::Archive { archive, first, last } => {
+        JobKind::Archive {
+            archive,
+            first,
+            last,
+        } => {
             let size = archive.size();
             let whole = *first == 0 && *last + 1 == size;
             // The range hash is known up front for an aligned sub-range, but for the whole
             // archive Glacier only reports it once the job is done.
             let range_hash = if is_tree_aligned(*first, last + 1, size) && (done || !whole) {
-                json!(hex::encode(range_tree_hash(&archive.chunks, *first, last + 1)))
+                json!(hex::encode(range_tree_hash(
+                    &archive.chunks,
+                    *first,
+                    last + 1
+                )))
             } else {
                 Value::Null
             };
@@ -216,9 +250,12 @@ pub(crate) fn job_json(st: &State, vault: &str, job: &Job) -> Value {
         }
         JobKind::Inventory { format, filter } => {
             let (size, next) = match &job.outcome {
-                Some(Outcome::Succeeded { start, end, next_marker, .. }) => {
-                    (json!(end - start), opt(next_marker))
-                }
+                Some(Outcome::Succeeded {
+                    start,
+                    end,
+                    next_marker,
+                    ..
+                }) => (json!(end - start), opt(next_marker)),
                 _ => (Value::Null, Value::Null),
             };
             j["InventorySizeInBytes"] = size;
@@ -240,7 +277,10 @@ fn job_not_found(id: &str) -> ApiError {
 
 pub(crate) fn describe(st: &mut State, route: &Route) -> ApiResult {
     let v = st.vault(&route.vault)?;
-    let job = v.jobs.get(&route.id).ok_or_else(|| job_not_found(&route.id))?;
+    let job = v
+        .jobs
+        .get(&route.id)
+        .ok_or_else(|| job_not_found(&route.id))?;
     Ok(Response::json(200, &job_json(st, &route.vault, job)))
 }
 
@@ -260,7 +300,11 @@ pub(crate) fn list(st: &mut State, req: &Request, route: &Route) -> ApiResult {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(c) => return Err(ApiError::invalid(format!("Invalid completed '{c}': use true or false"))),
+        Some(c) => {
+            return Err(ApiError::invalid(format!(
+                "Invalid completed '{c}': use true or false"
+            )))
+        }
     };
     let from = match req.query("marker") {
         None | Some("") => 0,
@@ -276,11 +320,18 @@ pub(crate) fn list(st: &mut State, req: &Request, route: &Route) -> ApiResult {
         .filter(|j| status.map_or(true, |s| j.status_code() == s))
         .filter(|j| completed.map_or(true, |c| j.outcome.is_some() == c))
         .collect();
-    let page: Vec<Value> = matching.iter().take(limit).map(|j| job_json(st, &route.vault, j)).collect();
-    let marker = matching
-        .get(limit)
-        .map_or(Value::Null, |j| json!(encode_marker(JOB_MARKER, &[j.seq as i64])));
-    Ok(Response::json(200, &json!({ "JobList": page, "Marker": marker })))
+    let page: Vec<Value> = matching
+        .iter()
+        .take(limit)
+        .map(|j| job_json(st, &route.vault, j))
+        .collect();
+    let marker = matching.get(limit).map_or(Value::Null, |j| {
+        json!(encode_marker(JOB_MARKER, &[j.seq as i64]))
+    });
+    Ok(Response::json(
+        200,
+        &json!({ "JobList": page, "Marker": marker }),
+    ))
 }
 
 /// Parses `bytes=S-E` or `bytes=S-` against an output of `len` bytes; E is clamped as HTTP
@@ -298,20 +349,33 @@ fn parse_range(raw: &str, len: u64) -> Option<(u64, u64)> {
 
 pub(crate) fn output(st: &mut State, req: &Request, route: &Route) -> ApiResult {
     let v = st.vault(&route.vault)?;
-    let job = v.jobs.get(&route.id).ok_or_else(|| job_not_found(&route.id))?;
+    let job = v
+        .jobs
+        .get(&route.id)
+        .ok_or_else(|| job_not_found(&route.id))?;
     let (buf, start, end) = match &job.outcome {
-        None => return Err(ApiError::invalid("The job is not currently available for download")),
-        Some(Outcome::Failed(msg)) => {
-            return Err(ApiError::invalid(format!("The job failed and has no output: {msg}")))
+        None => {
+            return Err(ApiError::invalid(
+                "The job is not currently available for download",
+            ))
         }
-        Some(Outcome::Succeeded { output, start, end, .. }) => (output.clone(), *start, *end),
+        Some(Outcome::Failed(msg)) => {
+            return Err(ApiError::invalid(format!(
+                "The job failed and has no output: {msg}"
+            )))
+        }
+        Some(Outcome::Succeeded {
+            output, start, end, ..
+        }) => (output.clone(), *start, *end),
     };
     let len = (end - start) as u64;
     let (first, last, partial) = match req.header_str("range") {
         None => (0, len - 1, false),
         Some(raw) => {
             let (s, e) = parse_range(raw, len).ok_or_else(|| {
-                ApiError::invalid(format!("Invalid Range '{raw}' for an output of {len} bytes"))
+                ApiError::invalid(format!(
+                    "Invalid Range '{raw}' for an output of {len} bytes"
+                ))
             })?;
             (s, e, true)
         }
@@ -324,7 +388,11 @@ pub(crate) fn output(st: &mut State, req: &Request, route: &Route) -> ApiResult 
         resp = resp.with_header("Content-Range", format!("bytes {first}-{last}/{len}"));
     }
     match &job.kind {
-        JobKind::Archive { archive, first: r_first, last: r_last } => {
+        JobKind::Archive {
+            archive,
+            first: r_first,
+            last: r_last,
+        } => {
             resp = resp.with_header("Content-Type", "application/octet-stream");
             if !archive.description.is_empty() {
                 resp = resp.with_header("x-amz-archive-description", archive.description.clone());
@@ -333,7 +401,9 @@ pub(crate) fn output(st: &mut State, req: &Request, route: &Route) -> ApiResult 
             // range are nodes of the archive's tree.
             let size = archive.size();
             let (abs_first, abs_end) = (r_first + first, r_first + last + 1);
-            if is_tree_aligned(*r_first, r_last + 1, size) && is_tree_aligned(abs_first, abs_end, size) {
+            if is_tree_aligned(*r_first, r_last + 1, size)
+                && is_tree_aligned(abs_first, abs_end, size)
+            {
                 let hash = range_tree_hash(&archive.chunks, abs_first, abs_end);
                 resp = resp.with_header("x-amz-sha256-tree-hash", hex::encode(hash));
             }
@@ -346,6 +416,10 @@ pub(crate) fn output(st: &mut State, req: &Request, route: &Route) -> ApiResult 
             resp = resp.with_header("Content-Type", ct);
         }
     }
-    resp.served = Some(OutputServed { job_id: job.id.clone(), first, last });
+    resp.served = Some(OutputServed {
+        job_id: job.id.clone(),
+        first,
+        last,
+    });
     Ok(resp)
 }

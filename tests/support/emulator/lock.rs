@@ -18,20 +18,28 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
         .ok_or_else(|| ApiError::missing("Required parameter missing: Policy"))?
         .to_string();
     if policy.len() > MAX_POLICY_BYTES {
-        return Err(ApiError::invalid("The vault lock policy is larger than 20 KB"));
+        return Err(ApiError::invalid(
+            "The vault lock policy is larger than 20 KB",
+        ));
     }
     if !matches!(serde_json::from_str::<Value>(&policy), Ok(Value::Object(_))) {
-        return Err(ApiError::invalid("The vault lock policy is not a JSON policy document"));
+        return Err(ApiError::invalid(
+            "The vault lock policy is not a JSON policy document",
+        ));
     }
     let lock_id = st.new_id(24);
     let now = st.now_ms;
     let v = st.vault_mut(&route.vault)?;
     match v.lock.as_ref().map(|l| &l.state) {
         Some(LockState::InProgress { .. }) => {
-            return Err(ApiError::access_denied("A vault lock is already in progress"))
+            return Err(ApiError::access_denied(
+                "A vault lock is already in progress",
+            ))
         }
         Some(LockState::Locked) => {
-            return Err(ApiError::access_denied("The vault is locked; its lock policy cannot change"))
+            return Err(ApiError::access_denied(
+                "The vault is locked; its lock policy cannot change",
+            ))
         }
         None => {}
     }
@@ -39,14 +47,19 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
         lock_id: lock_id.clone(),
         policy,
         created_ms: now,
-        state: LockState::InProgress { expires_ms: now + DAY_MS },
+        state: LockState::InProgress {
+            expires_ms: now + DAY_MS,
+        },
     });
     Ok(Response::empty(201).with_header("x-amz-lock-id", lock_id))
 }
 
 pub(crate) fn get(st: &mut State, route: &Route) -> ApiResult {
     let v = st.vault(&route.vault)?;
-    let lock = v.lock.as_ref().ok_or_else(|| ApiError::not_found("No vault lock policy is set"))?;
+    let lock = v
+        .lock
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("No vault lock policy is set"))?;
     let (state, expiration) = match lock.state {
         LockState::InProgress { expires_ms } => ("InProgress", json!(iso_ms(expires_ms))),
         LockState::Locked => ("Locked", Value::Null),
@@ -72,9 +85,10 @@ pub(crate) fn complete(st: &mut State, route: &Route) -> ApiResult {
     match (&lock.state, same) {
         (LockState::Locked, true) => Ok(Response::empty(204)),
         (LockState::Locked, false) => Err(ApiError::access_denied("The vault is already locked")),
-        (LockState::InProgress { .. }, false) => {
-            Err(ApiError::invalid(format!("The lock ID '{}' does not match the lock in progress", route.id)))
-        }
+        (LockState::InProgress { .. }, false) => Err(ApiError::invalid(format!(
+            "The lock ID '{}' does not match the lock in progress",
+            route.id
+        ))),
         (LockState::InProgress { .. }, true) => {
             lock.state = LockState::Locked;
             Ok(Response::empty(204))
@@ -84,8 +98,14 @@ pub(crate) fn complete(st: &mut State, route: &Route) -> ApiResult {
 
 pub(crate) fn abort(st: &mut State, route: &Route) -> ApiResult {
     let v = st.vault_mut(&route.vault)?;
-    if let Some(Lock { state: LockState::Locked, .. }) = v.lock {
-        return Err(ApiError::access_denied("The vault is locked; its lock cannot be aborted"));
+    if let Some(Lock {
+        state: LockState::Locked,
+        ..
+    }) = v.lock
+    {
+        return Err(ApiError::access_denied(
+            "The vault is locked; its lock cannot be aborted",
+        ));
     }
     v.lock = None;
     Ok(Response::empty(204))

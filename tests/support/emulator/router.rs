@@ -81,7 +81,11 @@ pub(crate) struct Route {
 
 /// Routes a request. Only undecodable paths are an error here; an unmatched path routes to
 /// [`Op::Unknown`] so that it is still counted and logged.
-pub(crate) fn route(method: &str, path: &str, query: &[(String, String)]) -> Result<Route, ApiError> {
+pub(crate) fn route(
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+) -> Result<Route, ApiError> {
     let raw = path.strip_prefix('/').unwrap_or(path);
     let raw = raw.strip_suffix('/').unwrap_or(raw);
     let segs = raw
@@ -91,7 +95,10 @@ pub(crate) fn route(method: &str, path: &str, query: &[(String, String)]) -> Res
         .ok_or_else(|| ApiError::invalid("Malformed percent-encoding in the request path"))?;
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let account = s.first().copied().unwrap_or_default().to_string();
-    let tags_op = query.iter().find(|(k, _)| k == "operation").map(|(_, v)| v.as_str());
+    let tags_op = query
+        .iter()
+        .find(|(k, _)| k == "operation")
+        .map(|(_, v)| v.as_str());
 
     let (op, vault, id) = match (method, &s[..]) {
         ("GET", [_, "vaults"]) => (Op::ListVaults, "", ""),
@@ -126,7 +133,9 @@ pub(crate) fn route(method: &str, path: &str, query: &[(String, String)]) -> Res
         ("DELETE", [_, "vaults", v, "notification-configuration"]) => {
             (Op::DeleteVaultNotifications, *v, "")
         }
-        ("POST", [_, "vaults", v, "tags"]) if tags_op == Some("add") => (Op::AddTagsToVault, *v, ""),
+        ("POST", [_, "vaults", v, "tags"]) if tags_op == Some("add") => {
+            (Op::AddTagsToVault, *v, "")
+        }
         ("POST", [_, "vaults", v, "tags"]) if tags_op == Some("remove") => {
             (Op::RemoveTagsFromVault, *v, "")
         }
@@ -137,7 +146,12 @@ pub(crate) fn route(method: &str, path: &str, query: &[(String, String)]) -> Res
         ("GET", [_, "provisioned-capacity"]) => (Op::ListProvisionedCapacity, "", ""),
         _ => (Op::Unknown, "", ""),
     };
-    Ok(Route { op, account, vault: vault.to_string(), id: id.to_string() })
+    Ok(Route {
+        op,
+        account,
+        vault: vault.to_string(),
+        id: id.to_string(),
+    })
 }
 
 /// `-` or twelve digits. The emulator is a single account, so any twelve digits mean it.

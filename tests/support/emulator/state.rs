@@ -76,8 +76,14 @@ pub(crate) struct Upload {
 /// What became of an upload that is no longer open, kept for the documented idempotency:
 /// a repeat Complete returns the same archive, and a repeat Abort succeeds.
 pub(crate) enum Finished {
-    Completed { archive_id: String, tree_hash: Digest, at_ms: i64 },
-    Aborted { at_ms: i64 },
+    Completed {
+        archive_id: String,
+        tree_hash: Digest,
+        at_ms: i64,
+    },
+    Aborted {
+        at_ms: i64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,12 +129,24 @@ pub(crate) struct InventoryFilter {
 }
 
 pub(crate) enum JobKind {
-    Archive { archive: Arc<Archive>, first: u64, last: u64 },
-    Inventory { format: Format, filter: InventoryFilter },
+    Archive {
+        archive: Arc<Archive>,
+        first: u64,
+        last: u64,
+    },
+    Inventory {
+        format: Format,
+        filter: InventoryFilter,
+    },
 }
 
 pub(crate) enum Outcome {
-    Succeeded { output: Arc<Vec<u8>>, start: usize, end: usize, next_marker: Option<String> },
+    Succeeded {
+        output: Arc<Vec<u8>>,
+        start: usize,
+        end: usize,
+        next_marker: Option<String>,
+    },
     Failed(String),
 }
 
@@ -214,7 +232,11 @@ impl Vault {
     pub fn take_snapshot(&mut self, now_ms: i64) {
         let mut archives: Vec<Arc<Archive>> = self.archives.values().cloned().collect();
         archives.sort_by_key(|a| (a.created_ms, a.seq));
-        self.snapshot = Some(Snapshot { date_ms: now_ms, archives, write_seq: self.write_seq });
+        self.snapshot = Some(Snapshot {
+            date_ms: now_ms,
+            archives,
+            write_seq: self.write_seq,
+        });
     }
 
     /// Jobs ordered by initiation, the order ListJobs uses.
@@ -259,7 +281,10 @@ impl State {
     }
 
     pub fn vault_arn(&self, name: &str) -> String {
-        format!("arn:aws:glacier:{}:{}:vaults/{}", self.config.region, self.config.account_id, name)
+        format!(
+            "arn:aws:glacier:{}:{}:vaults/{}",
+            self.config.region, self.config.account_id, name
+        )
     }
 
     pub fn location(&self, rest: &str) -> String {
@@ -271,7 +296,13 @@ impl State {
     }
 
     /// Stores a new archive; the caller has checked everything. Returns its id.
-    pub fn add_archive(&mut self, vault: &str, description: String, data: Vec<u8>, created_ms: i64) -> String {
+    pub fn add_archive(
+        &mut self,
+        vault: &str,
+        description: String,
+        data: Vec<u8>,
+        created_ms: i64,
+    ) -> String {
         let chunks = chunk_hashes(&data);
         let tree_hash = tree_of(&chunks);
         self.add_archive_hashed(vault, description, data, chunks, tree_hash, created_ms)
@@ -297,7 +328,10 @@ impl State {
             created_ms,
             seq,
         };
-        let v = self.vaults.get_mut(vault).expect("caller checked the vault exists");
+        let v = self
+            .vaults
+            .get_mut(vault)
+            .expect("caller checked the vault exists");
         v.archives.insert(id.clone(), Arc::new(archive));
         v.write_seq += 1;
         id
@@ -306,7 +340,9 @@ impl State {
     /// Removes an archive. Jobs already prepared keep their output; jobs still running fail
     /// when they complete (see `settle`).
     pub fn remove_archive(&mut self, vault: &str, id: &str) -> bool {
-        let Some(v) = self.vaults.get_mut(vault) else { return false };
+        let Some(v) = self.vaults.get_mut(vault) else {
+            return false;
+        };
         let removed = v.archives.remove(id).is_some();
         if removed {
             v.write_seq += 1;
@@ -335,8 +371,14 @@ impl State {
             for id in due {
                 complete_job(vault, &id, &config);
             }
-            vault.jobs.retain(|_, j| j.outcome.is_none() || now < j.complete_ms + config.job_retention_ms);
-            if let Some(Lock { state: LockState::InProgress { expires_ms }, .. }) = &vault.lock {
+            vault.jobs.retain(|_, j| {
+                j.outcome.is_none() || now < j.complete_ms + config.job_retention_ms
+            });
+            if let Some(Lock {
+                state: LockState::InProgress { expires_ms },
+                ..
+            }) = &vault.lock
+            {
                 if now >= *expires_ms {
                     vault.lock = None;
                 }
@@ -355,7 +397,11 @@ impl State {
 fn complete_job(vault: &mut Vault, id: &str, config: &Config) {
     let complete_ms = vault.jobs[id].complete_ms;
     let outcome = match &vault.jobs[id].kind {
-        JobKind::Archive { archive, first, last } => {
+        JobKind::Archive {
+            archive,
+            first,
+            last,
+        } => {
             if vault.archives.contains_key(&archive.id) {
                 Outcome::Succeeded {
                     output: archive.data.clone(),
@@ -372,7 +418,10 @@ fn complete_job(vault: &mut Vault, id: &str, config: &Config) {
             if config.auto_inventory {
                 // The snapshot is dated at the job's completion; the live state is the state at
                 // that instant, since nothing changes while the clock jumps.
-                let newer = vault.snapshot.as_ref().map_or(true, |s| s.date_ms <= complete_ms);
+                let newer = vault
+                    .snapshot
+                    .as_ref()
+                    .map_or(true, |s| s.date_ms <= complete_ms);
                 if newer {
                     vault.take_snapshot(complete_ms);
                 }
@@ -380,10 +429,19 @@ fn complete_job(vault: &mut Vault, id: &str, config: &Config) {
             match &vault.snapshot {
                 None => Outcome::Failed("The vault has no inventory yet".into()),
                 Some(snap) => {
-                    let arn = format!("arn:aws:glacier:{}:{}:vaults/{}", config.region, config.account_id, vault.name);
-                    let (bytes, next_marker) = inventory::render(snap, &arn, format, &filter, config.csv_crlf);
+                    let arn = format!(
+                        "arn:aws:glacier:{}:{}:vaults/{}",
+                        config.region, config.account_id, vault.name
+                    );
+                    let (bytes, next_marker) =
+                        inventory::render(snap, &arn, format, &filter, config.csv_crlf);
                     let end = bytes.len();
-                    Outcome::Succeeded { output: Arc::new(bytes), start: 0, end, next_marker }
+                    Outcome::Succeeded {
+                        output: Arc::new(bytes),
+                        start: 0,
+                        end,
+                        next_marker,
+                    }
                 }
             }
         }

@@ -76,7 +76,10 @@ pub(crate) fn is_tree_aligned(start: u64, end_excl: u64, size: u64) -> bool {
 /// The retrieval-range rule of InitiateJob: S on a MiB boundary, and E+1 on one or E the last
 /// byte.
 pub(crate) fn is_mib_aligned(start: u64, end_incl: u64, size: u64) -> bool {
-    start % MIB == 0 && start <= end_incl && end_incl < size && ((end_incl + 1) % MIB == 0 || end_incl + 1 == size)
+    start % MIB == 0
+        && start <= end_incl
+        && end_incl < size
+        && ((end_incl + 1) % MIB == 0 || end_incl + 1 == size)
 }
 
 /// Tree hash of an aligned byte range, from the archive's chunk hashes.
@@ -109,7 +112,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 struct Civil {
@@ -152,14 +163,18 @@ pub(crate) fn iso_ms(ms: i64) -> String {
 /// `2026-01-01T00:00:00Z`, the form inventories use.
 pub(crate) fn iso_secs(ms: i64) -> String {
     let c = civil(ms);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", c.y, c.mo, c.d, c.h, c.mi, c.s)
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        c.y, c.mo, c.d, c.h, c.mi, c.s
+    )
 }
 
 /// RFC 7231 `Date` header value.
 pub(crate) fn http_date(ms: i64) -> String {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let c = civil(ms);
     format!(
         "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
@@ -221,7 +236,9 @@ const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 
 /// A random id over `[A-Za-z0-9_-]`, the alphabet of every id in Glacier's examples.
 pub(crate) fn random_id(rng: &mut StdRng, len: usize) -> String {
-    (0..len).map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Markers are opaque to clients; inside they name a position (`kind:a:b`) rather than an item,
@@ -274,15 +291,22 @@ pub(crate) fn check_description(raw: &[u8]) -> Result<String, String> {
     let start = raw.iter().position(|&c| c != b' ').unwrap_or(raw.len());
     let raw = &raw[start..];
     if raw.len() > 1024 {
-        return Err(format!("Invalid description: length {} exceeds 1024", raw.len()));
+        return Err(format!(
+            "Invalid description: length {} exceeds 1024",
+            raw.len()
+        ));
     }
     if let Some(bad) = raw.iter().find(|c| !(0x20..=0x7e).contains(*c)) {
-        return Err(format!("Invalid description: byte 0x{bad:02x} is not printable ASCII"));
+        return Err(format!(
+            "Invalid description: byte 0x{bad:02x} is not printable ASCII"
+        ));
     }
     Ok(String::from_utf8(raw.to_vec()).expect("printable ASCII is UTF-8"))
 }
 
 pub(crate) fn valid_vault_name(name: &str) -> bool {
     (1..=255).contains(&name.len())
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }

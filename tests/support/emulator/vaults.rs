@@ -39,7 +39,9 @@ pub(crate) fn create(st: &mut State, route: &Route) -> ApiResult {
     }
     if !st.vaults.contains_key(name) {
         if st.vaults.len() >= MAX_VAULTS {
-            return Err(ApiError::limit_exceeded("The maximum number of vaults has been reached"));
+            return Err(ApiError::limit_exceeded(
+                "The maximum number of vaults has been reached",
+            ));
         }
         let v = Vault::new(name, st.now_ms);
         st.vaults.insert(name.clone(), v);
@@ -60,7 +62,11 @@ pub(crate) fn list(st: &mut State, req: &Request) -> ApiResult {
             let prefix = st.vault_arn("");
             match m.strip_prefix(prefix.as_str()) {
                 Some(name) if !name.is_empty() => Some(name.to_string()),
-                _ => return Err(ApiError::invalid(format!("Invalid marker '{m}': not a vault ARN"))),
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid marker '{m}': not a vault ARN"
+                    )))
+                }
             }
         }
     };
@@ -71,12 +77,18 @@ pub(crate) fn list(st: &mut State, req: &Request) -> ApiResult {
         .filter(|n| after.as_ref().map_or(true, |a| n.as_str() > a.as_str()));
     let page: Vec<&String> = names.by_ref().take(limit).collect();
     let more = names.next().is_some();
-    let list: Vec<Value> = page.iter().map(|n| vault_json(st, &st.vaults[*n])).collect();
+    let list: Vec<Value> = page
+        .iter()
+        .map(|n| vault_json(st, &st.vaults[*n]))
+        .collect();
     let marker = match (more, page.last()) {
         (true, Some(last)) => json!(st.vault_arn(last)),
         _ => Value::Null,
     };
-    Ok(Response::json(200, &json!({ "VaultList": list, "Marker": marker })))
+    Ok(Response::json(
+        200,
+        &json!({ "VaultList": list, "Marker": marker }),
+    ))
 }
 
 pub(crate) fn delete(st: &mut State, route: &Route) -> ApiResult {
@@ -84,7 +96,9 @@ pub(crate) fn delete(st: &mut State, route: &Route) -> ApiResult {
     // Glacier decides from its inventory: the last one must show the vault empty, and nothing
     // may have been written since. A vault never written to has nothing to show.
     let deletable = v.write_seq == 0
-        || v.snapshot.as_ref().is_some_and(|s| s.archives.is_empty() && s.write_seq == v.write_seq);
+        || v.snapshot
+            .as_ref()
+            .is_some_and(|s| s.archives.is_empty() && s.write_seq == v.write_seq);
     if !deletable {
         return Err(ApiError::invalid(format!(
             "Vault not empty or recently written to: {}",

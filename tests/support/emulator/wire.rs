@@ -22,7 +22,10 @@ pub(crate) struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// A header as text; a value that is not UTF-8 reads as absent-but-present garbage, so
@@ -32,7 +35,10 @@ impl Request {
     }
 
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -48,7 +54,11 @@ pub(crate) struct Body {
 impl Body {
     pub fn new(bytes: Vec<u8>) -> Body {
         let end = bytes.len();
-        Body { buf: Arc::new(bytes), start: 0, end }
+        Body {
+            buf: Arc::new(bytes),
+            start: 0,
+            end,
+        }
     }
 
     pub fn slice(buf: Arc<Vec<u8>>, start: usize, end: usize) -> Body {
@@ -87,7 +97,12 @@ pub(crate) struct Response {
 
 impl Response {
     pub fn empty(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Body::default(), served: None }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Body::default(),
+            served: None,
+        }
     }
 
     pub fn json(status: u16, value: &Value) -> Response {
@@ -108,7 +123,10 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -122,7 +140,11 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> ApiError {
@@ -150,7 +172,11 @@ impl ApiError {
     }
 
     pub fn to_response(&self) -> Response {
-        let kind = if self.status >= 500 { "Server" } else { "Client" };
+        let kind = if self.status >= 500 {
+            "Server"
+        } else {
+            "Client"
+        };
         let body = serde_json::json!({ "code": self.code, "message": self.message, "type": kind });
         Response::json(self.status, &body).with_header("x-amzn-ErrorType", self.code)
     }
@@ -178,7 +204,9 @@ pub(crate) fn json_body(req: &Request) -> Result<Option<serde_json::Map<String, 
     }
     match serde_json::from_slice::<Value>(&req.body) {
         Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(_) => Err(ApiError::serialization("The request body must be a JSON object")),
+        Ok(_) => Err(ApiError::serialization(
+            "The request body must be a JSON object",
+        )),
         Err(e) => Err(ApiError::serialization(format!("Malformed JSON body: {e}"))),
     }
 }

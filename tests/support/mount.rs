@@ -1,0 +1,202 @@
+//! Running the glacierfs binary against an endpoint, mounted for real, for the tests. A
+//! [`Mount`] unmounts and stops its daemon when dropped, even when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary cargo built for these tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_glacierfs")
+}
+
+/// Whether FUSE mounts can run here. Under CI a missing /dev/fuse is an error, not a skip.
+pub fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && unsafe { libc::geteuid() } == 0;
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "FUSE tests need /dev/fuse and root, and CI=true says they must run"
+        );
+        eprintln!("skipping: FUSE tests need /dev/fuse and root");
+    }
+    ok
+}
+
+/// Environment for a glacierfs process: dummy credentials, no profile files, no IMDS.
+pub fn aws_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDTESTING")
+        .env("AWS_SECRET_ACCESS_KEY", "secret-for-tests")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+}
+
+/// Is `path` a glacierfs mount right now?
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let p = path.to_string_lossy();
+    info.lines().any(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        fields.get(4) == Some(&p.as_ref()) && l.contains("glacierfs")
+    })
+}
+
+/// Lazily unmounts `path` if anything is mounted there.
+pub fn force_unmount(path: &Path) {
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(path)
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits for `cond`, polling, up to `timeout`; false if it never held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// A running glacierfs mount.
+pub struct Mount {
+    pub mountpoint: PathBuf,
+    pub cache_dir: PathBuf,
+    child: Option<Child>,
+    /// The daemon's stderr; a file, not a pipe, so a chatty daemon can never block on it.
+    log: tempfile::NamedTempFile,
+    _mnt_dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Mounts with `--foreground` in a child process and waits until the mount is up.
+    /// `cache_dir` is kept by the caller so a test can remount on the same catalog.
+    pub fn start(endpoint: &str, cache_dir: &Path, extra: &[&str]) -> Mount {
+        Self::try_start(endpoint, cache_dir, extra).unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    pub fn try_start(endpoint: &str, cache_dir: &Path, extra: &[&str]) -> Result<Mount, String> {
+        let mnt_dir = tempfile::Builder::new()
+            .prefix("glacierfs-mnt")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mountpoint = mnt_dir.path().to_path_buf();
+        let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let log_out = log.reopen().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(binary());
+        aws_env(&mut cmd)
+            .arg("mount")
+            .arg("--foreground")
+            .arg("--endpoint-url")
+            .arg(endpoint)
+            .arg("--region")
+            .arg("us-east-1")
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .arg("--poll-interval")
+            .arg("1s")
+            .args(extra)
+            .arg(&mountpoint)
+            .env(
+                "RUST_LOG",
+                std::env::var("GLACIERFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_out));
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let up = wait_until(Duration::from_secs(30), || {
+            is_mounted(&mountpoint) || matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !up || !is_mounted(&mountpoint) {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = std::fs::read_to_string(log.path()).unwrap_or_default();
+            return Err(format!("glacierfs did not mount: {err}"));
+        }
+        Ok(Mount {
+            mountpoint,
+            cache_dir: cache_dir.to_owned(),
+            child: Some(child),
+            log,
+            _mnt_dir: mnt_dir,
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.mountpoint.clone()
+        } else {
+            self.mountpoint.join(rel)
+        }
+    }
+
+    /// What the daemon has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would; the stale mount stays behind.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and the daemon's exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// Unmounts and waits for the daemon to exit; returns its stderr.
+    pub fn unmount(mut self) -> String {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> String {
+        let _ = Command::new("umount").arg(&self.mountpoint).status();
+        if let Some(mut c) = self.child.take() {
+            let exited = wait_until(Duration::from_secs(20), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            });
+            if !exited {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        let err = self.log_text();
+        if is_mounted(&self.mountpoint) {
+            force_unmount(&self.mountpoint);
+        }
+        err
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let err = self.stop();
+        if std::thread::panicking() && !err.is_empty() {
+            eprintln!("--- glacierfs log ---\n{err}\n---");
+        }
+    }
+}
