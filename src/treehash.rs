@@ -367,7 +367,7 @@ pub fn tree_hash(data: &[u8]) -> Digest {
 }
 
 /// A file, read in large blocks, leaves hashed in parallel across cores; bounded memory
-/// (two read blocks, at most 128 MiB). Use [`tree_hash_file_range`] for a byte range of a file.
+/// (two read blocks, at most 128 MiB). [`tree_hash_file_range`] hashes part of a file.
 pub fn tree_hash_file(path: &Path) -> io::Result<Digest> {
     tree_hash_reader(File::open(path)?)
 }
@@ -473,8 +473,10 @@ pub fn is_mib_aligned(start: u64, end_inclusive: u64, size: u64) -> bool {
 /// The range `[start, end_exclusive)` is exactly one node of the archive's tree: in MiB
 /// units `[j*2^i, min((j+1)*2^i, size))`. The whole archive counts as aligned.
 ///
-/// Glacier sends `x-amz-sha256-tree-hash` for a retrieval or download only when its range
-/// passes this test, and the header is then the tree hash of the range's bytes.
+/// Glacier sends `x-amz-sha256-tree-hash` only for tree-aligned ranges, and the header is
+/// then the tree hash of the range's bytes. For `GetJobOutput` both ranges must pass: the
+/// retrieval range within the archive, and the download range within the retrieved bytes
+/// (with `size` = the retrieval's length).
 pub fn is_tree_aligned(start: u64, end_exclusive: u64, size: u64) -> bool {
     if start == 0 && end_exclusive == size {
         return true;

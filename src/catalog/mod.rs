@@ -335,8 +335,8 @@ fn open_write_connection(path: &Path) -> Result<Connection, CatalogError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
+         PRAGMA wal_autocheckpoint = 8192;
          PRAGMA foreign_keys = OFF;
-         PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32768;",
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;

@@ -70,6 +70,29 @@ impl Node {
     }
 }
 
+/// The 64-bit FNV-1a hash of an archive id, the key of the `nodes_by_archive` index. Queries
+/// match on the key and then on the id itself, so a collision costs nothing but a comparison.
+pub fn archive_key(archive_id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in archive_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Whether some node of `vault` refers to `archive_id`.
+pub fn archive_in_use(
+    conn: &Connection,
+    vault: u64,
+    archive_id: &str,
+) -> Result<bool, CatalogError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT 1 FROM nodes WHERE archive_key = ?1 AND archive_id = ?2 AND vault = ?3 LIMIT 1",
+    )?;
+    Ok(stmt.exists(params![archive_key(archive_id), archive_id, vault as i64])?)
+}
+
 const COLUMNS: &str = "ino, parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
                        archive_id, tree_hash, description, created_s";
 
@@ -178,8 +201,8 @@ pub struct NewNode<'a> {
 pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, CatalogError> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO nodes (parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
-         archive_id, tree_hash, description, created_s) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         archive_id, tree_hash, description, created_s, archive_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     let result = stmt.execute(params![
         n.parent as i64,
@@ -195,6 +218,7 @@ pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, Cat
         n.tree_hash,
         n.description,
         n.created_s,
+        n.archive_id.map(archive_key),
     ]);
     match result {
         Ok(_) => Ok(conn.last_insert_rowid() as u64),

@@ -11,10 +11,10 @@
 //!   inventory always gives the same tree: the newest takes the free name, the others get a
 //!   `~date` (then `~id`) suffix, directories win over files, and `.jobs`/`.lock` are reserved.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::BufRead;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::parse::{self, InventoryArchive};
 use super::InventoryError;
@@ -61,6 +61,9 @@ fn stage_row(a: InventoryArchive) -> Staged {
     }
 }
 
+/// One import at a time per process: they share the side table.
+static IMPORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Parses an inventory (JSON or CSV, detected) and merges it into `vault`.
 /// `fallback_date` stands in for the inventory's date when the file does not carry one (CSV).
 pub fn import(
@@ -69,13 +72,8 @@ pub fn import(
     reader: impl BufRead,
     fallback_date: Option<String>,
 ) -> Result<ImportReport, InventoryError> {
-    catalog.write(move |tx| {
-        tx.execute(
-            "DELETE FROM inventory_import WHERE vault = ?1",
-            [vault as i64],
-        )?;
-        Ok(())
-    })?;
+    let _one_at_a_time = IMPORTS.lock().unwrap_or_else(|e| e.into_inner());
+    catalog.write(clear_side_table)?;
     let mut batch = Vec::with_capacity(STAGE_BATCH);
     let mut archives = 0u64;
     let mut flush_error = None;
@@ -92,12 +90,14 @@ pub fn import(
         }
         Ok(())
     };
+    let started = std::time::Instant::now();
     let parsed = parse::parse_auto(reader, on_archive);
     if let Some(e) = flush_error {
         return Err(e.into());
     }
     let (_, header) = parsed?;
     stage(catalog, vault, batch)?;
+    log::debug!("staged {archives} archives in {:?}", started.elapsed());
     let inventory_date = header.inventory_date.or(fallback_date);
     let mut report = merge(catalog, vault, inventory_date.as_deref())?;
     report.archives = archives;
@@ -112,13 +112,14 @@ fn stage(catalog: &Catalog, vault: u64, rows: Vec<Staged>) -> Result<(), Catalog
     catalog.write(move |tx| {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO inventory_import \
-             (vault, archive_id, description, created_s, size, tree_hash, path, mtime_s) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (vault, archive_id, archive_key, description, created_s, size, tree_hash, path, mtime_s) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for r in &rows {
             stmt.execute(params![
                 vault as i64,
                 r.archive_id,
+                nodes::archive_key(&r.archive_id),
                 r.description,
                 r.created_s,
                 r.size as i64,
@@ -141,51 +142,79 @@ fn merge(
         .and_then(timefmt::parse_iso8601)
         .map(|(s, _)| s);
     let removed = match inventory_s {
-        Some(s) => catalog.write(move |tx| drop_gone_upstream(tx, vault, s))?,
+        Some(s) => catalog.write(move |tx| {
+            let archived = tx
+                .prepare_cached(
+                    "SELECT 1 FROM nodes WHERE vault = ?1 AND archive_id IS NOT NULL LIMIT 1",
+                )?
+                .exists([vault as i64])?;
+            if !archived {
+                return Ok(0);
+            }
+            // Built after staging, in one sorted pass, rather than kept up row by row.
+            tx.execute_batch(
+                "CREATE INDEX IF NOT EXISTS inventory_import_by_archive \
+                 ON inventory_import(archive_key)",
+            )?;
+            drop_gone_upstream(tx, vault, s)
+        })?,
         // Without a date there is no telling old from new: drop nothing.
         None => 0,
     };
-    let new_rows: Vec<i64> = catalog.read(move |c| new_archives(c, vault))?;
     // Directories first, so that a file and a directory with the same path leave the name to
     // the directory wherever they fall in the order.
+    let started = std::time::Instant::now();
+    let dir_paths = catalog.read(move |c| new_directories(c, vault))?;
+    log::debug!(
+        "removed {removed}, found {} directories in {:?}",
+        dir_paths.len(),
+        started.elapsed()
+    );
     let mut dirs: HashMap<String, u64> = HashMap::new();
-    for chunk in new_rows.chunks(MERGE_CHUNK) {
+    let dir_paths: Vec<String> = dir_paths.into_iter().collect();
+    for chunk in dir_paths.chunks(MERGE_CHUNK) {
         let chunk = chunk.to_vec();
         dirs = catalog.write(move |tx| {
-            for seq in chunk {
-                let path: String = tx.query_row(
-                    "SELECT path FROM inventory_import WHERE seq = ?1",
-                    [seq],
-                    |r| r.get(0),
-                )?;
-                if let Some((parent, _)) = path.rsplit_once('/') {
-                    ensure_dirs(tx, vault, parent, &mut dirs)?;
-                }
+            for path in &chunk {
+                ensure_dirs(tx, vault, path, &mut dirs)?;
             }
             Ok(dirs)
         })?;
     }
-    let mut added = 0u64;
-    for chunk in new_rows.chunks(MERGE_CHUNK) {
-        let chunk = chunk.to_vec();
-        let (d, n) = catalog.write(move |tx| {
-            let mut n = 0u64;
-            for seq in chunk {
-                if place_file(tx, vault, seq, &dirs)? {
-                    n += 1;
-                }
+    log::debug!("directories made by {:?}", started.elapsed());
+    // Then the files, streamed in naming order and placed a chunk per transaction.
+    let added = catalog.read(move |c| {
+        let mut stmt = c.prepare(&format!(
+            "SELECT archive_id, description, created_s, size, tree_hash, path, mtime_s \
+             FROM inventory_import i WHERE {NEW_ROW} ORDER BY path, created_s DESC, archive_id"
+        ))?;
+        let mut rows = stmt.query([vault as i64])?;
+        let mut added = 0u64;
+        let mut chunk = Vec::with_capacity(MERGE_CHUNK);
+        while let Some(r) = rows.next()? {
+            chunk.push(Staged {
+                archive_id: r.get(0)?,
+                description: r.get(1)?,
+                created_s: r.get(2)?,
+                size: r.get::<_, i64>(3)? as u64,
+                tree_hash: r.get(4)?,
+                path: r.get(5)?,
+                mtime_s: r.get(6)?,
+            });
+            if chunk.len() == MERGE_CHUNK {
+                let rows = std::mem::replace(&mut chunk, Vec::with_capacity(MERGE_CHUNK));
+                let (d, n) = place_chunk(catalog, vault, rows, dirs)?;
+                dirs = d;
+                added += n;
             }
-            Ok((dirs, n))
-        })?;
-        dirs = d;
-        added += n;
-    }
+        }
+        let (_, n) = place_chunk(catalog, vault, chunk, dirs)?;
+        Ok(added + n)
+    })?;
+    log::debug!("{added} files placed by {:?}", started.elapsed());
     let date = inventory_date.map(str::to_owned);
     catalog.write(move |tx| {
-        tx.execute(
-            "DELETE FROM inventory_import WHERE vault = ?1",
-            [vault as i64],
-        )?;
+        clear_side_table(tx)?;
         if let Some(d) = &date {
             vaults::set_inventory_date(tx, vault, d)?;
         }
@@ -199,6 +228,58 @@ fn merge(
     })
 }
 
+/// Empties the side table. Imports never overlap (see [`IMPORTS`]), so the whole table goes:
+/// an unqualified DELETE lets SQLite drop the pages instead of visiting every row.
+fn clear_side_table(tx: &rusqlite::Transaction<'_>) -> Result<(), CatalogError> {
+    tx.execute_batch(
+        "DELETE FROM inventory_import; DROP INDEX IF EXISTS inventory_import_by_archive;",
+    )?;
+    Ok(())
+}
+
+/// The condition for a staged row whose archive the catalog has never seen (nor deleted).
+const NEW_ROW: &str = "vault = ?1 \
+    AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.archive_key = i.archive_key \
+                    AND n.archive_id = i.archive_id AND n.vault = ?1) \
+    AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.vault = ?1 AND t.archive_id = i.archive_id)";
+
+fn place_chunk(
+    catalog: &Catalog,
+    vault: u64,
+    rows: Vec<Staged>,
+    mut dirs: HashMap<String, u64>,
+) -> Result<(HashMap<String, u64>, u64), CatalogError> {
+    catalog.write(move |tx| {
+        let mut n = 0u64;
+        for row in &rows {
+            if place_file(tx, vault, row, &dirs)? {
+                n += 1;
+            }
+        }
+        // The map only ever holds directories of this import; keep it for the next chunk.
+        dirs.shrink_to_fit();
+        Ok((dirs, n))
+    })
+}
+
+/// The parent directories (relative paths) that new archives need.
+fn new_directories(c: &Connection, vault: u64) -> Result<BTreeSet<String>, CatalogError> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT path FROM inventory_import i WHERE {NEW_ROW}"
+    ))?;
+    let mut rows = stmt.query([vault as i64])?;
+    let mut out = BTreeSet::new();
+    while let Some(r) = rows.next()? {
+        let path: String = r.get(0)?;
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            if !out.contains(parent) {
+                out.insert(parent.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Removes archived files the inventory no longer lists, if they are older than it, and the
 /// tombstones the inventory confirms.
 fn drop_gone_upstream(tx: &Connection, vault: u64, inventory_s: i64) -> Result<u64, CatalogError> {
@@ -206,28 +287,18 @@ fn drop_gone_upstream(tx: &Connection, vault: u64, inventory_s: i64) -> Result<u
         "DELETE FROM nodes WHERE vault = ?1 AND kind = 3 AND archive_id IS NOT NULL \
          AND COALESCE(created_s, 0) < ?2 \
          AND NOT EXISTS (SELECT 1 FROM inventory_import i \
-                         WHERE i.vault = ?1 AND i.archive_id = nodes.archive_id)",
+                         WHERE i.archive_key = nodes.archive_key \
+                         AND i.archive_id = nodes.archive_id AND i.vault = ?1)",
         params![vault as i64, inventory_s],
     )?;
     tx.execute(
         "DELETE FROM tombstones WHERE vault = ?1 AND deleted_s < ?2 \
          AND NOT EXISTS (SELECT 1 FROM inventory_import i \
-                         WHERE i.vault = ?1 AND i.archive_id = tombstones.archive_id)",
+                         WHERE i.archive_key = tombstones.archive_key \
+                         AND i.archive_id = tombstones.archive_id AND i.vault = ?1)",
         params![vault as i64, inventory_s],
     )?;
     Ok(removed as u64)
-}
-
-/// Staged rows whose archive the catalog has never seen, in naming order.
-fn new_archives(c: &Connection, vault: u64) -> Result<Vec<i64>, CatalogError> {
-    let mut stmt = c.prepare(
-        "SELECT seq FROM inventory_import i WHERE vault = ?1 \
-         AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.archive_id = i.archive_id AND n.vault = ?1) \
-         AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.vault = ?1 AND t.archive_id = i.archive_id) \
-         ORDER BY path, created_s DESC, archive_id",
-    )?;
-    let rows = stmt.query_map([vault as i64], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The ino of directory `path` (relative to the vault), creating the missing ones.
@@ -277,34 +348,11 @@ fn ensure_dirs(
 fn place_file(
     tx: &Connection,
     vault: u64,
-    seq: i64,
+    row: &Staged,
     dirs: &HashMap<String, u64>,
 ) -> Result<bool, CatalogError> {
-    let row = tx.query_row(
-        "SELECT archive_id, description, created_s, size, tree_hash, path, mtime_s \
-         FROM inventory_import WHERE seq = ?1",
-        [seq],
-        |r| {
-            Ok(Staged {
-                archive_id: r.get(0)?,
-                description: r.get(1)?,
-                created_s: r.get(2)?,
-                size: r.get::<_, i64>(3)? as u64,
-                tree_hash: r.get(4)?,
-                path: r.get(5)?,
-                mtime_s: r.get(6)?,
-            })
-        },
-    )?;
     // An inventory may list one archive twice; the first placement wins.
-    let known: Option<i64> = tx
-        .query_row(
-            "SELECT ino FROM nodes WHERE archive_id = ?1 AND vault = ?2 LIMIT 1",
-            params![row.archive_id, vault as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if known.is_some() {
+    if nodes::archive_in_use(tx, vault, &row.archive_id)? {
         return Ok(false);
     }
     let (parent, name) = match row.path.rsplit_once('/') {

@@ -11,6 +11,33 @@
 //! (request/response/error shapes) and `util` (hashes, dates, ids).
 //!
 //! Signatures are not checked (any `Authorization` passes); `x-amz-glacier-version` is required.
+//!
+//! **Clock.** Emulated time starts at [`DEFAULT_START_SECS`] (or real now) and moves only on
+//! [`Emulator::advance`] / [`Emulator::complete_all_jobs`]. Jobs complete at creation + tier time
+//! (inventory: 4 h whatever the tier), their output is fixed at that instant, and they vanish
+//! (404, gone from ListJobs) 24 h later. An InProgress vault lock expires 24 h after initiation.
+//!
+//! **Inventory.** Jobs return the last snapshot, never live state: [`Emulator::take_inventory`]
+//! takes one now; with [`Emulator::set_auto_inventory`] each inventory job snapshots the vault at
+//! its completion. DescribeVault counts come from the snapshot (`null` before the first), and
+//! DeleteVault needs a snapshot showing the vault empty with no write since.
+//!
+//! **Faults.** See [`FaultKind`]: error responses, resets and stalls fire before the request is
+//! handled (nothing changes); the `…AfterCommit` kinds handle it first; output faults act on
+//! GetJobOutput bodies. Scripted faults ([`Emulator::fail_next`]) go before the seeded plan.
+//!
+//! **Choices where the documents are silent:**
+//! - GetJobOutput answers any `Range` request with 206 (even one covering everything) and clamps
+//!   an end beyond the output; a start beyond it is InvalidParameterValueException.
+//! - Markers are opaque and name a position, not an item (ListVaults: the last ARN returned, as
+//!   documented; ListParts: the next part's offset). ListJobs and ListMultipartUploads list in
+//!   initiation order.
+//! - A repeat Complete or Abort of a multipart upload is honoured for 24 h; aborting a completed
+//!   upload, or completing an aborted one, is ResourceNotFoundException.
+//! - An archive deleted before its retrieval job completes makes the job Failed; output already
+//!   prepared stays downloadable.
+//! - CompleteVaultLock with no lock is InvalidParameterValueException. Select jobs are refused.
+//! - Unknown routes get 400 UnknownOperationException; the `Date` header shows emulated time.
 
 mod api;
 mod archives;
@@ -41,7 +68,7 @@ pub use router::Op;
 
 use faults::Faults;
 use state::{JobKind, LockState, State};
-use util::{iso_secs, MIB};
+use util::iso_secs;
 use wire::OutputServed;
 
 /// 2026-01-01T00:00:00Z, the default start of the emulated clock.
@@ -234,6 +261,15 @@ impl Shared {
         let entry = r.stats.job_output.entry(served.job_id.clone()).or_default();
         entry.ranges.push((served.first, served.last));
         entry.bytes_served += bytes;
+    }
+
+    /// Takes back bytes counted by `record_output` that the socket did not accept.
+    fn uncount_output(&self, job_id: &str, bytes: u64) {
+        if bytes > 0 {
+            if let Some(entry) = lock(&self.record).stats.job_output.get_mut(job_id) {
+                entry.bytes_served -= bytes;
+            }
+        }
     }
 }
 
@@ -570,21 +606,25 @@ impl Drop for Emulator {
     }
 }
 
-/// One MiB, for tests that build aligned ranges.
-pub const ONE_MIB: u64 = MIB;
-
 /// A ready SDK client for `endpoint`: dummy credentials, us-east-1, retries off (tests see raw
 /// behaviour), plain HTTP through the rustls-ring client (the crate has no default client).
 pub fn sdk_client(endpoint: &str) -> aws_sdk_glacier::Client {
-    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint, None))
+    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).build())
 }
 
 /// Like [`sdk_client`], with an attempt timeout, so a stalled connection shows as a timeout.
 pub fn sdk_client_with_timeout(endpoint: &str, timeout: Duration) -> aws_sdk_glacier::Client {
-    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint, Some(timeout)))
+    use aws_sdk_glacier::config::timeout::TimeoutConfig;
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(timeout)
+        .build();
+    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).timeout_config(timeouts).build())
 }
 
-fn sdk_config(endpoint: &str, timeout: Option<Duration>) -> aws_sdk_glacier::Config {
+/// The configuration behind [`sdk_client`], for tests that need to change something (retries,
+/// timeouts) before building a client.
+pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
     use aws_sdk_glacier::config::retry::RetryConfig;
     use aws_sdk_glacier::config::timeout::TimeoutConfig;
     use aws_sdk_glacier::config::{BehaviorVersion, Credentials, Region};
@@ -593,23 +633,17 @@ fn sdk_config(endpoint: &str, timeout: Option<Duration>) -> aws_sdk_glacier::Con
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let mut timeouts = TimeoutConfig::builder().connect_timeout(Duration::from_secs(5));
-    if let Some(t) = timeout {
-        timeouts = timeouts.operation_attempt_timeout(t);
-    }
+    let credentials = Credentials::new("AKIDEMULATOR", "emulator-secret", None, None, "emulator");
     aws_sdk_glacier::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDEMULATOR",
-            "emulator-secret",
-            None,
-            None,
-            "emulator",
-        ))
+        .credentials_provider(credentials)
         .endpoint_url(endpoint)
         .http_client(http)
         .retry_config(RetryConfig::disabled())
-        .timeout_config(timeouts.build())
-        .build()
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build(),
+        )
 }

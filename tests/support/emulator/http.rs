@@ -61,6 +61,7 @@ fn connection(stream: TcpStream, shared: &Shared) {
             Incoming::Closed => return,
             Incoming::Bad(msg) => {
                 let resp = ApiError::new(400, "BadRequest", msg).to_response();
+                shared.record(Op::Unknown, resp.status);
                 let _ = send(&mut writer, shared, &resp, true, None);
                 return;
             }
@@ -114,44 +115,57 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
             stall(shared);
             false
         }
-        output_fault => {
-            let mut resp = handle();
-            let has_output =
-                op == Op::GetJobOutput && resp.served.is_some() && !resp.body.is_empty();
-            let marked = has_output
-                && resp
-                    .served
-                    .as_ref()
-                    .is_some_and(|s| shared.faults().take_job_corruption(&s.job_id));
-            if has_output && (marked || output_fault == Some(FaultKind::CorruptOutput)) {
-                shared.count_fault(FaultKind::CorruptOutput);
-                let mut bytes = resp.body.as_slice().to_vec();
-                let mid = bytes.len() / 2;
-                bytes[mid] ^= 0xff;
-                resp.body = Body::new(bytes);
-            }
-            let cut = match output_fault {
-                Some(kind @ (FaultKind::TruncateOutput | FaultKind::ResetMidBody))
-                    if has_output =>
-                {
-                    shared.count_fault(kind);
-                    Some((resp.body.len() / 2, kind))
-                }
-                _ => None,
-            };
-            let close = !keep_alive || cut.is_some();
-            let written = send(writer, shared, &resp, close, cut.map(|c| c.0));
-            shared.record(op, resp.status);
-            if let Some(served) = &resp.served {
-                shared.record_output(served, *written.as_ref().unwrap_or(&0));
-            }
-            if let Some((_, FaultKind::ResetMidBody)) = cut {
-                reset(writer);
-                return false;
-            }
-            written.is_ok() && !close
-        }
+        output_fault => deliver(op, handle(), output_fault, keep_alive, writer, shared),
     }
+}
+
+/// Sends a handled response, applying an output fault (or a `corrupt_job_output` mark) when it
+/// is a GetJobOutput body. Returns whether the connection stays open.
+fn deliver(
+    op: Op,
+    mut resp: Response,
+    fault: Option<FaultKind>,
+    keep_alive: bool,
+    writer: &mut TcpStream,
+    shared: &Shared,
+) -> bool {
+    let served = resp
+        .served
+        .clone()
+        .filter(|_| op == Op::GetJobOutput && !resp.body.is_empty());
+    let marked = served
+        .as_ref()
+        .is_some_and(|s| shared.faults().take_job_corruption(&s.job_id));
+    if served.is_some() && (marked || fault == Some(FaultKind::CorruptOutput)) {
+        shared.count_fault(FaultKind::CorruptOutput);
+        let mut bytes = resp.body.as_slice().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        resp.body = Body::new(bytes);
+    }
+    let cut = match fault {
+        Some(kind @ (FaultKind::TruncateOutput | FaultKind::ResetMidBody)) if served.is_some() => {
+            shared.count_fault(kind);
+            Some(resp.body.len() / 2)
+        }
+        _ => None,
+    };
+    let close = !keep_alive || cut.is_some();
+    // Record before sending: a client that has the response must find it in the stats.
+    let intended = cut.unwrap_or(resp.body.len()) as u64;
+    shared.record(op, resp.status);
+    if let Some(s) = &resp.served {
+        shared.record_output(s, intended);
+    }
+    let written = send(writer, shared, &resp, close, cut);
+    if let Some(s) = &resp.served {
+        let sent = *written.as_ref().unwrap_or(&0);
+        shared.uncount_output(&s.job_id, intended.saturating_sub(sent));
+    }
+    if cut.is_some() && fault == Some(FaultKind::ResetMidBody) {
+        reset(writer);
+    }
+    written.is_ok() && !close
 }
 
 fn fault_error(kind: FaultKind) -> ApiError {
