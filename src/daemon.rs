@@ -272,7 +272,7 @@ pub fn run(
             profile: args.aws.profile.clone(),
             endpoint_url: args.aws.endpoint_url.clone(),
             account_id: args.aws.account_id.clone(),
-            connect_timeout: Some(Duration::from_secs(5)),
+            connect_timeout: Some(Duration::from_secs(3)),
         }))
         .map_err(|e| MountError::Other(e.message))?;
     catalog.bind_identity(&Identity {
@@ -284,8 +284,17 @@ pub fn run(
     let client: Arc<dyn GlacierClient> =
         Arc::new(Retrying::new(raw.clone(), RetryPolicy::default()));
 
-    // One plain attempt tells online from offline quickly; retries would only delay the verdict.
-    match runtime.block_on(inventory::refresh_vault_list(&catalog, raw.as_ref())) {
+    // A short retry policy: one throttled reply must not fail a mount, but an unreachable
+    // endpoint should be told apart from a reachable one quickly.
+    let probe = Retrying::new(
+        raw.clone(),
+        RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(1),
+        },
+    );
+    match runtime.block_on(inventory::refresh_vault_list(&catalog, &probe)) {
         Ok(n) => log::info!("connected: {n} vaults"),
         Err(inventory::InventoryError::Glacier(e)) => match e.kind {
             ErrorKind::Credentials => return Err(MountError::Credentials(e.message)),

@@ -458,3 +458,51 @@ fn an_unreachable_endpoint_browses_the_catalog_offline() {
         .expect("refused");
     assert!(err.contains("unreachable"), "{err}");
 }
+
+#[test]
+fn transient_faults_are_retried_until_the_vault_loads() {
+    use support::emulator::{FaultKind, FaultPlan, Op};
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    for k in 0..30 {
+        emu.put_archive(
+            VAULT,
+            &mt2(&format!("f/{k}"), 1_600_000_000),
+            &[b'z'; 9],
+            None,
+        );
+    }
+    emu.take_inventory(VAULT);
+    // The very first call of the mount is throttled, and must not fail it.
+    emu.fail_next(Op::ListVaults, FaultKind::Throttle, 1);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = Mount::start(&emu.endpoint(), cache.path(), &[]);
+    emu.set_faults(FaultPlan {
+        rate: 0.35,
+        kinds: vec![
+            FaultKind::Throttle,
+            FaultKind::InternalError,
+            FaultKind::ServiceUnavailable,
+            FaultKind::Reset,
+            FaultKind::TruncateOutput,
+            FaultKind::ResetMidBody,
+        ],
+        seed: 42,
+        ops: Some(vec![
+            Op::DescribeVault,
+            Op::ListJobs,
+            Op::InitiateJob,
+            Op::DescribeJob,
+            Op::GetJobOutput,
+        ]),
+    });
+    let tree = load_vault(&emu, &mount, 30);
+    assert_eq!(tree.values().filter(|v| v.is_some()).count(), 30);
+    assert!(
+        emu.stats().faults_injected() > 0,
+        "the plan injected no fault"
+    );
+}

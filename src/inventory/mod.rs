@@ -36,6 +36,24 @@ pub enum InventoryError {
     JobFailed { job_id: String, message: String },
 }
 
+/// Whole refreshes tried before giving up until the next access; each call inside is retried
+/// on its own too, so these cover what call retries cannot (a body cut off mid-download).
+const REFRESH_ATTEMPTS: u32 = 6;
+
+impl InventoryError {
+    /// Worth another try: the network, the service, or a download that came out wrong. An
+    /// expired job is worth one too: the next attempt starts a new one.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            InventoryError::Glacier(e) => {
+                e.is_transient() || e.kind == crate::glacier::ErrorKind::NotFound
+            }
+            InventoryError::Io(_) | InventoryError::Parse(_) => true,
+            InventoryError::Catalog(_) | InventoryError::JobFailed { .. } => false,
+        }
+    }
+}
+
 /// What the worker needs.
 #[derive(Clone)]
 pub struct InventoryConfig {
@@ -85,9 +103,29 @@ impl InventoryHandle {
             }
         }
         let config = inner.config.clone();
-        inner.config.runtime.spawn(async move {
-            if let Err(e) = refresh_vault(&config, vault, force).await {
-                log::warn!("inventory of vault #{vault}: {e}");
+        let runtime = inner.config.runtime.clone();
+        let inner = Arc::clone(inner);
+        runtime.spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            for attempt in 1..=REFRESH_ATTEMPTS {
+                match refresh_vault(&config, vault, force).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_transient() && attempt < REFRESH_ATTEMPTS => {
+                        log::warn!("inventory of vault #{vault}: {e}; trying again in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(300));
+                    }
+                    Err(e) => {
+                        log::warn!("inventory of vault #{vault}: {e}");
+                        // Let the next access try again.
+                        inner
+                            .seen
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&vault);
+                        return;
+                    }
+                }
             }
         });
     }

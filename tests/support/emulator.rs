@@ -1,5 +1,5 @@
 //! A Glacier emulator for tests: an HTTP/1.1 server on 127.0.0.1 that speaks the Glacier REST
-//! API (2012-06-01) as `/work/shared/GLACIER-API.md` describes it, inside the test process.
+//! API (2012-06-01) as the project's API digest (GLACIER-API.md) describes it, inside the test process.
 //!
 //! Tests drive the service through the real SDK and inspect or nudge it through [`Emulator`]'s
 //! methods: a clock that only moves on [`Emulator::advance`], inventory snapshots taken on

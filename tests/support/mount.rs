@@ -200,3 +200,17 @@ impl Drop for Mount {
         }
     }
 }
+
+/// Unmounts a path when dropped: for mounts made by a detached `glacierfs mount`.
+pub struct UnmountGuard(pub PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+        if is_mounted(&self.0) {
+            force_unmount(&self.0);
+        }
+    }
+}
