@@ -15,14 +15,17 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
+use crate::cache::DataStore;
 use crate::catalog::{vaults, Catalog, CatalogError, Identity};
 use crate::config::MountArgs;
+use crate::fs::handles::OpenFiles;
 use crate::fs::{FsOptions, GlacierFs, Services};
 use crate::fuse::FuseAdapter;
 use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{ErrorKind, GlacierClient, GlacierError};
 use crate::inventory::{self, InventoryConfig, InventoryHandle};
+use crate::writeback::{WriteBack, WriteBackOptions};
 
 /// Why a mount could not start; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +328,25 @@ pub fn run(
     );
 
     let (uid, gid) = owner(args);
+    let data =
+        DataStore::open(cache_dir).map_err(|e| MountError::CacheDir(cache_dir.to_owned(), e))?;
+    let open_files = Arc::new(OpenFiles::default());
+    let writeback = WriteBack::new(
+        catalog.clone(),
+        client.clone(),
+        data.clone(),
+        open_files.clone(),
+        WriteBackOptions {
+            delay: args.write_back_delay,
+            part_size: args.part_size,
+            concurrency: args.upload_concurrency as usize,
+            memory_budget: args.memory_budget,
+            delete_delay: args.delete_delay,
+        },
+    );
+    if !args.read_only {
+        writeback.spawn(runtime.handle());
+    }
     let fs = GlacierFs::new(
         catalog.clone(),
         FsOptions {
@@ -333,12 +355,16 @@ pub fn run(
             read_only: args.read_only,
             cache_dir: cache_dir.to_owned(),
             retry_interval,
+            delete_delay: args.delete_delay,
         },
         Services {
             runtime: runtime.handle().clone(),
             client,
             inventory,
+            writeback,
         },
+        data,
+        open_files,
     );
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &fuse_config(args))
         .map_err(MountError::Mount)?;

@@ -3,7 +3,9 @@
 //! Vaults are directories and archives are files. A SQLite catalog caches each vault's
 //! inventory so browsing never waits on the network; see DESIGN.md for the contract.
 
+pub mod cache;
 pub mod catalog;
+pub mod client_cmds;
 pub mod config;
 pub mod daemon;
 pub mod fs;
@@ -12,4 +14,6 @@ pub mod glacier;
 pub mod inventory;
 pub mod names;
 pub mod timefmt;
+pub mod transfer;
 pub mod treehash;
+pub mod writeback;

@@ -25,7 +25,10 @@ fn main() -> ExitCode {
         }
         Command::Status(_) => not_yet("status"),
         Command::Retrieve(_) => not_yet("retrieve"),
-        Command::Sync(_) => not_yet("sync"),
+        Command::Sync(args) => {
+            init_logging(0, false, None);
+            glacierfs::client_cmds::sync(&args)
+        }
         Command::Export(_) => not_yet("export"),
     }
 }

@@ -57,6 +57,11 @@ pub struct Node {
     pub tree_hash: Option<String>,
     pub description: Option<String>,
     pub created_s: Option<i64>,
+    /// `<cache>/data/<ino>` holds the whole current content.
+    pub local: bool,
+    /// Generation of staged content not yet in Glacier; 0 when the archive is current.
+    pub dirty: i64,
+    pub closed_ns: Option<i64>,
 }
 
 impl Node {
@@ -94,7 +99,7 @@ pub fn archive_in_use(
 }
 
 const COLUMNS: &str = "ino, parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
-                       archive_id, tree_hash, description, created_s";
+                       archive_id, tree_hash, description, created_s, local, dirty, closed_ns";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
     Ok(Node {
@@ -113,6 +118,9 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
         tree_hash: r.get(12)?,
         description: r.get(13)?,
         created_s: r.get(14)?,
+        local: r.get::<_, i64>(15)? != 0,
+        dirty: r.get(16)?,
+        closed_ns: r.get(17)?,
     })
 }
 
@@ -149,6 +157,25 @@ pub fn has_children(conn: &Connection, parent: u64) -> Result<bool, CatalogError
     let mut stmt =
         conn.prepare_cached("SELECT 1 FROM nodes WHERE parent = ?1 AND ino != ?1 LIMIT 1")?;
     Ok(stmt.exists([parent as i64])?)
+}
+
+/// The staged files at or below `n` (a file, a directory, a vault or the root).
+pub fn staged_at_or_below(conn: &Connection, n: &Node) -> Result<Vec<u64>, CatalogError> {
+    if n.kind == Kind::File {
+        return Ok(if n.dirty > 0 { vec![n.ino] } else { Vec::new() });
+    }
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE sub(ino, kind, dirty) AS ( \
+             SELECT ino, kind, dirty FROM nodes WHERE parent = ?1 AND ino != ?1 \
+             UNION ALL \
+             SELECT n.ino, n.kind, n.dirty FROM nodes n JOIN sub ON n.parent = sub.ino \
+             WHERE sub.kind != 3) \
+         SELECT ino FROM sub WHERE kind = 3 AND dirty > 0",
+    )?;
+    let rows = stmt.query_map([n.ino as i64], |r| r.get::<_, i64>(0))?;
+    Ok(rows
+        .map(|r| r.map(|i| i as u64))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Number of files in a vault, and their total size.

@@ -106,6 +106,64 @@ const MIGRATIONS: &[&str] = &[
         mtime_s      INTEGER NOT NULL
     );
     "#,
+    // 2: local data and write-back: staged content, uploads in flight, deletes queued.
+    r#"
+    -- 1 when <cache>/data/<ino> holds the file's whole current content.
+    ALTER TABLE nodes ADD COLUMN local INTEGER NOT NULL DEFAULT 0;
+    -- Generation of staged content not yet in Glacier; 0 when the archive is current.
+    ALTER TABLE nodes ADD COLUMN dirty INTEGER NOT NULL DEFAULT 0;
+    -- When the last writer closed the file (write-back starts a delay after it).
+    ALTER TABLE nodes ADD COLUMN closed_ns INTEGER;
+    CREATE INDEX nodes_dirty ON nodes(dirty) WHERE dirty > 0;
+
+    -- One row per upload in progress: the intent of DESIGN.md §2, updated around every
+    -- creating call, so a restart knows exactly where each upload stands.
+    CREATE TABLE uploads (
+        ino          INTEGER PRIMARY KEY,
+        gen          INTEGER NOT NULL,             -- the dirty generation being uploaded
+        vault        INTEGER NOT NULL,
+        snapshot     TEXT NOT NULL,                -- frozen copy, relative to the cache dir
+        size         INTEGER NOT NULL,
+        description  TEXT NOT NULL,
+        mtime_ns     INTEGER NOT NULL,
+        part_size    INTEGER,
+        upload_id    TEXT,
+        tree_hash    TEXT,
+        state        TEXT NOT NULL,   -- queued | single | initiating | parts | completing | unconfirmed
+        message      TEXT,
+        bytes_done   INTEGER NOT NULL DEFAULT 0,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        started_s    INTEGER NOT NULL
+    );
+
+    -- Archives (and abandoned multipart uploads) to delete, queued and retried until done.
+    CREATE TABLE deletes (
+        id          INTEGER PRIMARY KEY,
+        vault       INTEGER NOT NULL,
+        archive_id  TEXT,
+        upload_id   TEXT,
+        path        TEXT,
+        not_before_ns INTEGER NOT NULL,
+        -- Wait until this node has no staged content: the replacing version must be safe first.
+        after_ino   INTEGER,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        message     TEXT,
+        created_s   INTEGER NOT NULL
+    );
+
+    -- Uploads whose outcome is unknown (an UploadArchive cut off before its reply, a Complete
+    -- too old to repeat). The first inventory dated after one settles it: a matching archive
+    -- is adopted or, if the file went up again meanwhile, deleted as a duplicate.
+    CREATE TABLE unconfirmed (
+        id          INTEGER PRIMARY KEY,
+        vault       INTEGER NOT NULL,
+        ino         INTEGER,
+        description TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        tree_hash   TEXT NOT NULL,
+        created_s   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

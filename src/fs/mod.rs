@@ -7,6 +7,8 @@
 //! completion, so no FUSE thread ever blocks on the network.
 
 pub mod error;
+pub mod files;
+pub mod handles;
 mod vaults;
 mod xattr;
 
@@ -19,10 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use error::{FsError, FsResult};
 pub(crate) use vaults::spawn_delete as spawn_vault_delete;
 
+use crate::cache::DataStore;
 use crate::catalog::{self, nodes, Catalog, Kind, Node, ROOT_INO};
 use crate::glacier::GlacierClient;
 use crate::inventory::InventoryHandle;
 use crate::names;
+use handles::{Handles, OpenFiles};
 
 /// A request's completion: called exactly once, from whichever thread finishes the work.
 pub type Done<T> = Box<dyn FnOnce(FsResult<T>) + Send>;
@@ -36,6 +40,8 @@ pub struct FsOptions {
     pub cache_dir: PathBuf,
     /// How long a refused DeleteVault waits before it is tried again.
     pub retry_interval: Duration,
+    /// How long an archive delete waits in the queue (cancellable until then).
+    pub delete_delay: Duration,
 }
 
 /// What the semantics need from the rest of the daemon.
@@ -44,6 +50,7 @@ pub struct Services {
     pub runtime: tokio::runtime::Handle,
     pub client: Arc<dyn GlacierClient>,
     pub inventory: InventoryHandle,
+    pub writeback: Arc<crate::writeback::WriteBack>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +100,9 @@ pub struct GlacierFs {
     catalog: Catalog,
     options: FsOptions,
     services: Services,
+    data: DataStore,
+    handles: Handles,
+    open_files: Arc<OpenFiles>,
 }
 
 fn time_from_ns(ns: i64) -> SystemTime {
@@ -104,11 +114,20 @@ fn time_from_ns(ns: i64) -> SystemTime {
 }
 
 impl GlacierFs {
-    pub fn new(catalog: Catalog, options: FsOptions, services: Services) -> Self {
+    pub fn new(
+        catalog: Catalog,
+        options: FsOptions,
+        services: Services,
+        data: DataStore,
+        open_files: Arc<OpenFiles>,
+    ) -> Self {
         GlacierFs {
             catalog,
             options,
             services,
+            data,
+            handles: Handles::default(),
+            open_files,
         }
     }
 
@@ -166,7 +185,7 @@ impl GlacierFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        Ok(self.attr_of(&self.node(ino)?))
+        Ok(self.file_attr(&self.node(ino)?))
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
@@ -177,7 +196,7 @@ impl GlacierFs {
         self.touch_vault(&p);
         let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
         let n = self.catalog.read(|c| nodes::lookup(c, parent, name))?;
-        Ok(self.attr_of(&self.visible(n)?))
+        Ok(self.file_attr(&self.visible(n)?))
     }
 
     /// Up to `max` entries after `offset` (a cookie from an earlier entry, or 0).
@@ -342,9 +361,9 @@ impl GlacierFs {
 
     pub fn statfs(&self) -> FsResult<StatFs> {
         let used = self.catalog.read(nodes::total_bytes)?;
-        let disk = disk_space(&self.options.cache_dir)?;
+        let available = crate::cache::free_space(&self.options.cache_dir)?;
         let block_size = 4096u64;
-        let free_blocks = disk.available / block_size;
+        let free_blocks = available / block_size;
         Ok(StatFs {
             block_size: block_size as u32,
             blocks: used.div_ceil(block_size) + free_blocks,
@@ -352,28 +371,6 @@ impl GlacierFs {
             blocks_available: free_blocks,
             files: 0,
         })
-    }
-
-    /// Opening for data: archived files need a retrieval first.
-    pub fn open(&self, ino: u64, write: bool) -> FsResult<()> {
-        let n = self.node(ino)?;
-        if n.kind.is_dir() {
-            return Err(FsError::IsDir);
-        }
-        if write {
-            return Err(if self.options.read_only {
-                FsError::ReadOnly
-            } else {
-                FsError::NotImplemented("writing files")
-            });
-        }
-        if n.archive_id.is_some() {
-            return Err(FsError::NotYetAvailable(format!(
-                "{} is in Glacier and has not been retrieved",
-                n.name
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -385,23 +382,4 @@ fn checked_name(name: &OsStr) -> FsResult<String> {
             names::NameError::TooLong => FsError::NameTooLong(name.to_string_lossy().into_owned()),
             other => FsError::Invalid(format!("{other}")),
         })
-}
-
-struct DiskSpace {
-    available: u64,
-}
-
-fn disk_space(path: &std::path::Path) -> FsResult<DiskSpace> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| FsError::Invalid("cache path holds NUL".into()))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(FsError::Io(std::io::Error::last_os_error()));
-    }
-    Ok(DiskSpace {
-        available: st.f_bavail as u64 * st.f_frsize as u64,
-    })
 }

@@ -23,15 +23,8 @@ const VAULT_ATTRS: &[&str] = &[
     "user.glacier.archive_count",
 ];
 
-/// What the data of a file is doing: `cold` archives must be retrieved before they are read.
-fn file_state(n: &Node) -> &'static str {
-    if n.archive_id.is_some() {
-        "cold"
-    } else {
-        // Local-only files (the empty ones) have all their data here.
-        "cached"
-    }
-}
+/// Asks for the staged files at or under a path to be uploaded now (`glacierfs sync`).
+const SYNC: &[u8] = b"user.glacier.sync";
 
 impl GlacierFs {
     /// The value of one attribute.
@@ -42,7 +35,7 @@ impl GlacierFs {
         }
         let n = self.node(ino)?;
         let value: Option<String> = match (n.kind, name) {
-            (Kind::File, "user.glacier.state") => Some(file_state(&n).to_owned()),
+            (Kind::File, "user.glacier.state") => Some(self.file_state(&n).to_owned()),
             (Kind::File, "user.glacier.archive_id") => n.archive_id.clone(),
             (Kind::File, "user.glacier.tree_hash") => n.tree_hash.clone(),
             (Kind::File, "user.glacier.description") => n.description.clone(),
@@ -85,11 +78,30 @@ impl GlacierFs {
         Ok(out)
     }
 
+    /// What the data of a file is doing: `staged` and `uploading` files are on their way to
+    /// Glacier; `cold` archives must be retrieved before they are read; `cached` ones are here.
+    fn file_state(&self, n: &Node) -> &'static str {
+        if self.services.writeback.is_uploading(n.ino) {
+            "uploading"
+        } else if n.dirty > 0 {
+            "staged"
+        } else if n.archive_id.is_some() && !n.local {
+            "cold"
+        } else {
+            "cached"
+        }
+    }
+
     pub fn setxattr(&self, ino: u64, name: &OsStr, _value: &[u8]) -> FsResult<()> {
-        self.node(ino)?;
+        let n = self.node(ino)?;
         let name = name.as_bytes();
         if !name.starts_with(PREFIX.as_bytes()) {
             return Err(FsError::NotSupported);
+        }
+        if name == SYNC {
+            let staged = self.catalog.read(|c| nodes::staged_at_or_below(c, &n))?;
+            self.services.writeback.force(staged);
+            return Ok(());
         }
         if name == b"user.glacier.retrieve" {
             return Err(FsError::NotImplemented("explicit retrieval"));

@@ -141,6 +141,10 @@ fn merge(
     let inventory_s = inventory_date
         .and_then(timefmt::parse_iso8601)
         .map(|(s, _)| s);
+    let settled = catalog.write(move |tx| settle_unconfirmed(tx, vault, inventory_s))?;
+    if settled > 0 {
+        log::info!("settled {settled} archive(s) of uploads whose outcome was unknown");
+    }
     let removed = match inventory_s {
         Some(s) => catalog.write(move |tx| {
             let archived = tx
@@ -278,6 +282,78 @@ fn new_directories(c: &Connection, vault: u64) -> Result<BTreeSet<String>, Catal
         }
     }
     Ok(out)
+}
+
+/// Archives of uploads whose outcome was unknown: each match (description, size, tree hash)
+/// is adopted by its file if the file has no archive yet, and deleted as a duplicate otherwise.
+/// Records older than the inventory are settled either way and go.
+fn settle_unconfirmed(
+    tx: &rusqlite::Transaction<'_>,
+    vault: u64,
+    inventory_s: Option<i64>,
+) -> Result<u64, CatalogError> {
+    let records: Vec<(i64, Option<i64>, String, i64, String)> = {
+        let mut s = tx.prepare(
+            "SELECT id, ino, description, size, tree_hash FROM unconfirmed WHERE vault = ?1",
+        )?;
+        let rows = s.query_map([vault as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut settled = 0;
+    for (_, ino, description, size, tree_hash) in &records {
+        let matches: Vec<(i64, String)> = {
+            let mut s = tx.prepare(&format!(
+                "SELECT seq, archive_id FROM inventory_import i WHERE {NEW_ROW} \
+                 AND description = ?2 AND size = ?3 AND tree_hash = ?4"
+            ))?;
+            let rows = s.query_map(params![vault as i64, description, size, tree_hash], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (seq, archive_id) in matches {
+            let node = match ino {
+                Some(i) => nodes::get(tx, *i as u64)?,
+                None => None,
+            };
+            match node {
+                Some(n) if n.archive_id.is_none() => {
+                    tx.execute(
+                        "UPDATE nodes SET archive_id = ?2, archive_key = ?3, tree_hash = ?4, \
+                         description = ?5 WHERE ino = ?1",
+                        params![
+                            n.ino as i64,
+                            archive_id,
+                            nodes::archive_key(&archive_id),
+                            tree_hash,
+                            description
+                        ],
+                    )?;
+                }
+                _ => {
+                    crate::fs::files::queue_delete(
+                        tx,
+                        vault,
+                        &archive_id,
+                        "",
+                        catalog::now_ns(),
+                        None,
+                    )?;
+                }
+            }
+            tx.execute("DELETE FROM inventory_import WHERE seq = ?1", [seq])?;
+            settled += 1;
+        }
+    }
+    if let Some(s) = inventory_s {
+        tx.execute(
+            "DELETE FROM unconfirmed WHERE vault = ?1 AND created_s < ?2",
+            params![vault as i64, s],
+        )?;
+    }
+    Ok(settled)
 }
 
 /// Removes archived files the inventory no longer lists, if they are older than it, and the

@@ -1,0 +1,232 @@
+//! Local file data: one data file per inode (staged content, or retrieved content kept as a
+//! cache), the sidecar that lets a staged file be recovered without the catalog, and the frozen
+//! snapshots uploads read from.
+//!
+//! Every name here comes from the catalog's inode numbers, never from user input. A snapshot is
+//! a hard link to the data file, taken in an instant; a writer that opens the file while a
+//! snapshot shares it first gets a copy of its own ([`DataStore::unshare`]), so an upload never
+//! sends bytes that change under it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a staged file is, for recovery without the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub vault: String,
+    /// '/'-separated, relative to the vault.
+    pub path: String,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DataStore {
+    root: PathBuf,
+}
+
+const DATA: &str = "data";
+const SNAPSHOTS: &str = "snapshots";
+
+fn private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+impl DataStore {
+    pub fn open(cache_dir: &Path) -> io::Result<DataStore> {
+        private_dir(&cache_dir.join(DATA))?;
+        private_dir(&cache_dir.join(SNAPSHOTS))?;
+        Ok(DataStore {
+            root: cache_dir.to_owned(),
+        })
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn data_path(&self, ino: u64) -> PathBuf {
+        self.root.join(DATA).join(ino.to_string())
+    }
+
+    fn sidecar_path(&self, ino: u64) -> PathBuf {
+        self.root.join(DATA).join(format!("{ino}.meta"))
+    }
+
+    /// Relative to the cache directory, as the catalog records it.
+    pub fn snapshot_name(ino: u64, gen: i64) -> String {
+        format!("{SNAPSHOTS}/{ino}-{gen}")
+    }
+
+    pub fn resolve(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// A new, empty data file (replacing any old one).
+    pub fn create_empty(&self, ino: u64) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.data_path(ino))
+    }
+
+    pub fn open_data(&self, ino: u64, write: bool) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(self.data_path(ino))
+    }
+
+    /// Makes sure no upload snapshot shares the data file before it is written: if one does,
+    /// the data file is replaced by a copy, and the snapshot keeps the old inode.
+    pub fn unshare(&self, ino: u64) -> io::Result<()> {
+        let path = self.data_path(ino);
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if meta.nlink() <= 1 {
+            return Ok(());
+        }
+        let tmp = self.root.join(DATA).join(format!("{ino}.copy"));
+        copy_file(&path, &tmp)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Freezes the current data as `snapshots/<ino>-<gen>` and returns its relative name.
+    pub fn snapshot(&self, ino: u64, gen: i64) -> io::Result<String> {
+        let name = Self::snapshot_name(ino, gen);
+        let target = self.resolve(&name);
+        match std::fs::hard_link(self.data_path(ino), &target) {
+            Ok(()) => Ok(name),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(name),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn remove_snapshot(&self, relative: &str) {
+        let _ = std::fs::remove_file(self.resolve(relative));
+    }
+
+    /// Forgets a file's local data and sidecar.
+    pub fn remove(&self, ino: u64) {
+        let _ = std::fs::remove_file(self.data_path(ino));
+        let _ = std::fs::remove_file(self.sidecar_path(ino));
+    }
+
+    pub fn write_sidecar(&self, ino: u64, sidecar: &Sidecar) -> io::Result<()> {
+        let tmp = self.root.join(DATA).join(format!("{ino}.meta.tmp"));
+        let body = serde_json::to_vec(sidecar).map_err(io::Error::other)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        io::Write::write_all(&mut f, &body)?;
+        std::fs::rename(tmp, self.sidecar_path(ino))
+    }
+
+    pub fn read_sidecar(&self, ino: u64) -> io::Result<Sidecar> {
+        let body = std::fs::read(self.sidecar_path(ino))?;
+        serde_json::from_slice(&body).map_err(io::Error::other)
+    }
+
+    pub fn remove_sidecar(&self, ino: u64) {
+        let _ = std::fs::remove_file(self.sidecar_path(ino));
+    }
+
+    /// Bytes available to an unprivileged writer on the cache disk.
+    pub fn free_space(&self) -> io::Result<u64> {
+        free_space(&self.root)
+    }
+}
+
+fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
+    let mut src = File::open(from)?;
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(to)?;
+    // std::io::copy uses copy_file_range where the kernel allows, so no bytes pass through here.
+    io::copy(&mut src, &mut dst)?;
+    dst.sync_data()
+}
+
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `st` is plain data that statvfs fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_writer_never_changes_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DataStore::open(dir.path()).unwrap();
+        store
+            .create_empty(7)
+            .unwrap()
+            .write_all_at(b"version one", 0)
+            .unwrap();
+        let snap = store.snapshot(7, 1).unwrap();
+        store.unshare(7).unwrap();
+        store
+            .open_data(7, true)
+            .unwrap()
+            .write_all_at(b"VERSION TWO", 0)
+            .unwrap();
+        assert_eq!(std::fs::read(store.resolve(&snap)).unwrap(), b"version one");
+        assert_eq!(std::fs::read(store.data_path(7)).unwrap(), b"VERSION TWO");
+    }
+
+    #[test]
+    fn sidecars_round_trip_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = DataStore::open(dir.path()).unwrap();
+        let car = Sidecar {
+            vault: "v".into(),
+            path: "a/b".into(),
+            mode: Some(0o640),
+            uid: None,
+            gid: None,
+            mtime_ns: 5,
+        };
+        store.write_sidecar(3, &car).unwrap();
+        assert_eq!(store.read_sidecar(3).unwrap(), car);
+        store.create_empty(3).unwrap();
+        let mode = std::fs::metadata(store.data_path(3))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

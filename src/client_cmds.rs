@@ -1,0 +1,127 @@
+//! Commands that talk to a running mount through the file system itself: `sync` asks for
+//! uploads with the `user.glacier.sync` attribute and watches `user.glacier.state`. No socket
+//! or daemon protocol is needed, and permissions are the file system's own.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::config::SyncArgs;
+
+/// Sets an extended attribute; the error says which path refused it.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
+    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| "path holds NUL".to_string())?;
+    let n = CString::new(name).map_err(|_| "name holds NUL".to_string())?;
+    // SAFETY: valid C strings and a buffer of the stated length.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::ENOTSUP) => format!("{}: not inside a glacierfs mount", path.display()),
+        _ => format!("{}: {err}", path.display()),
+    })
+}
+
+/// Reads an extended attribute as text; None if the file has none by that name.
+pub fn get_xattr(path: &Path, name: &str) -> Option<String> {
+    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the stated length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return None;
+    }
+    buf.truncate(len as usize);
+    String::from_utf8(buf).ok()
+}
+
+/// The roots of every glacierfs mount of this machine.
+pub fn mount_roots() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter(|l| l.contains(" - fuse.glacierfs "))
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Files at or under `path` that are still on their way to Glacier, with their sizes.
+fn pending(path: &Path, out: &mut Vec<(PathBuf, u64)>) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_file() {
+        if matches!(
+            get_xattr(path, "user.glacier.state").as_deref(),
+            Some("staged" | "uploading")
+        ) {
+            out.push((path.to_owned(), meta.len()));
+        }
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            pending(&e.path(), out);
+        }
+    }
+}
+
+pub fn sync(args: &SyncArgs) -> ExitCode {
+    let paths = if args.paths.is_empty() {
+        mount_roots()
+    } else {
+        args.paths.clone()
+    };
+    if paths.is_empty() {
+        eprintln!("glacierfs: no glacierfs mount found; name the files to sync");
+        return ExitCode::FAILURE;
+    }
+    for p in &paths {
+        if let Err(e) = set_xattr(p, "user.glacier.sync", b"") {
+            eprintln!("glacierfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if !args.wait {
+        return ExitCode::SUCCESS;
+    }
+    let started = Instant::now();
+    let mut last_report = Instant::now() - Duration::from_secs(60);
+    loop {
+        let mut left = Vec::new();
+        for p in &paths {
+            pending(p, &mut left);
+        }
+        if left.is_empty() {
+            println!(
+                "all files are in Glacier ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            );
+            return ExitCode::SUCCESS;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            let bytes: u64 = left.iter().map(|(_, s)| s).sum();
+            println!(
+                "waiting for {} file(s), {bytes} bytes, to reach Glacier...",
+                left.len()
+            );
+            let _ = std::io::stdout().flush();
+            last_report = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

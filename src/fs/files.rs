@@ -1,0 +1,632 @@
+//! Files: create, open, read, write, close, fsync, setattr, unlink and rename, as DESIGN.md §1
+//! says. New content goes to a data file on local disk (visible at once, exact size and
+//! times) and is uploaded by the write-back queue after the last close; renames of archived
+//! files and directories are catalog-only, since Glacier cannot change a description.
+//!
+//! The catalog is written at open, close, setattr, unlink and rename, never on each write().
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+
+use rusqlite::{params, Connection};
+
+use super::handles::Handle;
+use super::{checked_name, Attr, FsError, FsResult, GlacierFs};
+use crate::cache::Sidecar;
+use crate::catalog::{self, nodes, vaults, CatalogError, Kind, Node, ROOT_INO};
+use crate::names;
+
+/// What setattr asks to change.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime_ns: Option<i64>,
+}
+
+/// Linux's RENAME_NOREPLACE.
+pub const RENAME_NOREPLACE: u32 = 1;
+
+fn io_err(e: std::io::Error) -> FsError {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        FsError::NoSpace
+    } else {
+        FsError::Io(e)
+    }
+}
+
+/// Queues the deletion of an archive no node uses any more. With `after_ino`, the delete waits
+/// until that node's new content is in Glacier: the replaced version goes only once the
+/// replacement is safe.
+pub(crate) fn queue_delete(
+    tx: &Connection,
+    vault: u64,
+    archive_id: &str,
+    path: &str,
+    not_before_ns: i64,
+    after_ino: Option<u64>,
+) -> Result<(), CatalogError> {
+    if nodes::archive_in_use(tx, vault, archive_id)? {
+        // Another entry (a catalog-only copy, or an endpoint that reuses ids) still needs it.
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO tombstones (vault, archive_id, archive_key, deleted_s) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        vault as i64,
+        archive_id,
+        nodes::archive_key(archive_id),
+        catalog::now_ns() / 1_000_000_000
+    ])?;
+    tx.prepare_cached(
+        "INSERT INTO deletes (vault, archive_id, path, not_before_ns, after_ino, created_s) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        vault as i64,
+        archive_id,
+        path,
+        not_before_ns,
+        after_ino.map(|i| i as i64),
+        catalog::now_ns() / 1_000_000_000
+    ])?;
+    Ok(())
+}
+
+impl GlacierFs {
+    fn writable(&self) -> FsResult<()> {
+        if self.options.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The vault-relative path a new entry `name` in `parent` would have, checked against the
+    /// description limit: a path that could never be uploaded is refused now, not later.
+    fn new_path(&self, parent: &Node, name: &str) -> FsResult<String> {
+        let rel = self
+            .catalog
+            .read(|c| nodes::vault_relative_path(c, parent.ino))?;
+        let path = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if !names::fits(&path, 0) {
+            return Err(FsError::NameTooLong(path));
+        }
+        if !names::is_stable_path(&path) {
+            return Err(FsError::Invalid(format!(
+                "{name:?} would not survive a round trip through its archive description"
+            )));
+        }
+        Ok(path)
+    }
+
+    fn entry_parent(&self, parent: u64) -> FsResult<Node> {
+        let p = self.node(parent)?;
+        match p.kind {
+            Kind::Root => Err(FsError::NotPermitted("only vaults live at the root")),
+            Kind::File => Err(FsError::NotDir),
+            Kind::Vault | Kind::Dir => Ok(p),
+        }
+    }
+
+    pub(super) fn file_attr(&self, n: &Node) -> Attr {
+        let mut a = self.attr_of(n);
+        // Writes change the data file before close tells the catalog: its size is the truth.
+        if n.kind == Kind::File && self.open_files.writers(n.ino) > 0 {
+            if let Some(h) = self.handles.any_for(n.ino) {
+                if let Ok(m) = h.file.metadata() {
+                    a.size = m.len();
+                }
+            }
+        }
+        a
+    }
+
+    fn sidecar(&self, n: &Node) -> FsResult<Sidecar> {
+        let (vault, path) = self.catalog.read(|c| {
+            let v = vaults::by_ino(c, n.vault_ino())?.ok_or(CatalogError::NotFound)?;
+            Ok((v.name, nodes::vault_relative_path(c, n.ino)?))
+        })?;
+        Ok(Sidecar {
+            vault,
+            path,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            mtime_ns: n.mtime_ns,
+        })
+    }
+
+    /// Rewrites the sidecar of a staged file after its path or attributes changed.
+    fn refresh_sidecar(&self, ino: u64) {
+        let Ok(n) = self.node(ino) else { return };
+        if n.dirty > 0 {
+            match self.sidecar(&n) {
+                Ok(s) => {
+                    if let Err(e) = self.data.write_sidecar(ino, &s) {
+                        log::warn!("sidecar of {}: {e}", n.name);
+                    }
+                }
+                Err(e) => e.log("sidecar"),
+            }
+        }
+    }
+
+    fn open_handle(&self, ino: u64, file: std::fs::File, write: bool, modified: bool) -> u64 {
+        if write {
+            self.open_files.add_writer(ino);
+        }
+        let now = catalog::now_ns();
+        self.handles.insert(Handle {
+            ino,
+            file,
+            write,
+            modified: modified.into(),
+            last_write_ns: (if modified { now } else { 0 }).into(),
+        })
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<(Attr, u64)> {
+        self.writable()?;
+        let p = self.entry_parent(parent)?;
+        let name = checked_name(name)?;
+        if p.kind == Kind::Vault && names::is_reserved(&name) {
+            return Err(FsError::NotPermitted("names of control files are reserved"));
+        }
+        self.new_path(&p, &name)?;
+        let (uid, gid) = self.owner(uid, gid);
+        let vault = p.vault_ino();
+        let now = catalog::now_ns();
+        let node = self.catalog.write(move |tx| {
+            let ino = nodes::insert(
+                tx,
+                Kind::File,
+                &nodes::NewNode {
+                    parent: p.ino,
+                    name: &name,
+                    vault,
+                    mtime_ns: now,
+                    mode: Some(mode & 0o7777),
+                    uid,
+                    gid,
+                    ..Default::default()
+                },
+            )?;
+            tx.execute(
+                "UPDATE nodes SET local = 1, dirty = ?2, closed_ns = NULL WHERE ino = ?1",
+                params![ino as i64, now],
+            )?;
+            nodes::get(tx, ino)?.ok_or(CatalogError::NotFound)
+        })?;
+        let file = self.data.create_empty(node.ino).map_err(io_err)?;
+        self.refresh_sidecar(node.ino);
+        let fh = self.open_handle(node.ino, file, true, true);
+        Ok((self.attr_of(&node), fh))
+    }
+
+    /// Opens a file for its data. Local data (staged or cached) opens at once; an archive that
+    /// is only in Glacier needs a retrieval first, unless the open truncates it anyway.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let n = self.node(ino)?;
+        if n.kind.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc != libc::O_RDONLY;
+        let truncate = write && flags & libc::O_TRUNC != 0;
+        if write {
+            self.writable()?;
+        }
+        if !n.local && !truncate && n.size > 0 {
+            return Err(FsError::NotYetAvailable(format!(
+                "{} is in Glacier and has not been retrieved",
+                n.name
+            )));
+        }
+        if !write {
+            let file = if n.local {
+                self.data.open_data(ino, false).map_err(io_err)?
+            } else {
+                // An empty file has no data file until someone writes to it.
+                self.data.create_empty(ino).map_err(io_err)?
+            };
+            return Ok(self.open_handle(ino, file, false, false));
+        }
+        if n.local {
+            self.data.unshare(ino).map_err(io_err)?;
+        }
+        let file = if n.local && !truncate {
+            self.data.open_data(ino, true).map_err(io_err)?
+        } else {
+            self.data.create_empty(ino).map_err(io_err)?
+        };
+        if truncate {
+            file.set_len(0).map_err(io_err)?;
+        }
+        if !n.local || truncate {
+            self.catalog.write(move |tx| {
+                tx.execute(
+                    "UPDATE nodes SET local = 1, size = 0, dirty = ?2 WHERE ino = ?1",
+                    params![ino as i64, catalog::now_ns()],
+                )?;
+                Ok(())
+            })?;
+            self.refresh_sidecar(ino);
+        }
+        Ok(self.open_handle(ino, file, true, truncate))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self
+            .handles
+            .get(fh)
+            .ok_or(FsError::Invalid("stale file handle".into()))?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match h.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self
+            .handles
+            .get(fh)
+            .ok_or(FsError::Invalid("stale file handle".into()))?;
+        if !h.write {
+            return Err(FsError::Invalid("file not open for writing".into()));
+        }
+        h.file.write_all_at(data, offset).map_err(io_err)?;
+        h.modified.store(true, Ordering::Relaxed);
+        h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+        Ok(data.len() as u32)
+    }
+
+    /// Durability on this machine: the data file is synced and the catalog committed to disk.
+    /// `glacierfs sync --wait` is what puts the file into Glacier.
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        let h = self
+            .handles
+            .get(fh)
+            .ok_or(FsError::Invalid("stale file handle".into()))?;
+        h.file.sync_all().map_err(io_err)?;
+        if h.modified.load(Ordering::Relaxed) {
+            self.record_close_state(&h, false)?;
+        }
+        self.catalog.sync()?;
+        Ok(())
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.handles.remove(fh) else {
+            return Ok(());
+        };
+        if !h.write {
+            return Ok(());
+        }
+        let result = if h.modified.load(Ordering::Relaxed) {
+            self.record_close_state(&h, true)
+        } else {
+            Ok(())
+        };
+        if self.open_files.remove_writer(h.ino) == 0 {
+            self.open_files.wake.notify_one();
+        }
+        result
+    }
+
+    /// Records what a writer left: the size of the data file, a new staged generation, and the
+    /// mtime of its last write unless the mtime was set explicitly since (`cp -p`, `rsync -a`).
+    fn record_close_state(&self, h: &Handle, closing: bool) -> FsResult<()> {
+        let size = h.file.metadata().map_err(io_err)?.len();
+        let ino = h.ino;
+        let last_write = h.last_write_ns.load(Ordering::Relaxed);
+        let mtime = match self.open_files.mtime_set_at(ino) {
+            Some(set) if set >= last_write => None,
+            _ if last_write > 0 => Some(last_write),
+            _ => None,
+        };
+        let now = catalog::now_ns();
+        self.catalog.write(move |tx| {
+            tx.execute(
+                "UPDATE nodes SET size = ?2, mtime_ns = COALESCE(?3, mtime_ns), ctime_ns = ?4, \
+                 local = 1, dirty = ?4, closed_ns = CASE WHEN ?5 THEN ?4 ELSE closed_ns END \
+                 WHERE ino = ?1",
+                params![ino as i64, size as i64, mtime, now, closing],
+            )?;
+            Ok(())
+        })?;
+        self.refresh_sidecar(ino);
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> FsResult<Attr> {
+        let n = self.node(ino)?;
+        let any = change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some()
+            || change.size.is_some()
+            || change.mtime_ns.is_some();
+        if !any {
+            return Ok(self.file_attr(&n));
+        }
+        self.writable()?;
+        if n.kind == Kind::Root || n.kind == Kind::Vault {
+            // A vault's attributes are Glacier's; keep ownership and times as they are.
+            return Ok(self.attr_of(&n));
+        }
+        if let Some(size) = change.size {
+            if n.kind != Kind::File {
+                return Err(FsError::IsDir);
+            }
+            self.truncate(&n, fh, size)?;
+        }
+        if let Some(t) = change.mtime_ns {
+            self.open_files.mtime_set(ino, catalog::now_ns().max(t));
+        }
+        let attrs = nodes::AttrChange {
+            mode: change.mode.map(|m| m & 0o7777),
+            uid: change.uid,
+            gid: change.gid,
+            mtime_ns: change.mtime_ns,
+        };
+        self.catalog
+            .write(move |tx| nodes::set_attrs(tx, ino, attrs))?;
+        self.refresh_sidecar(ino);
+        let n = self.node(ino)?;
+        Ok(self.file_attr(&n))
+    }
+
+    fn truncate(&self, n: &Node, fh: Option<u64>, size: u64) -> FsResult<()> {
+        if !n.local && size > 0 && n.size > 0 {
+            return Err(FsError::NotYetAvailable(format!(
+                "{}: changing the size needs the data, which is in Glacier",
+                n.name
+            )));
+        }
+        let ino = n.ino;
+        match fh.and_then(|fh| self.handles.get(fh)).filter(|h| h.write) {
+            Some(h) => {
+                h.file.set_len(size).map_err(io_err)?;
+                h.modified.store(true, Ordering::Relaxed);
+                h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+            }
+            None => {
+                if n.local {
+                    self.data.unshare(ino).map_err(io_err)?;
+                    self.data
+                        .open_data(ino, true)
+                        .map_err(io_err)?
+                        .set_len(size)
+                        .map_err(io_err)?;
+                } else {
+                    self.data
+                        .create_empty(ino)
+                        .map_err(io_err)?
+                        .set_len(size)
+                        .map_err(io_err)?;
+                }
+                let now = catalog::now_ns();
+                let writers = self.open_files.writers(ino);
+                self.catalog.write(move |tx| {
+                    tx.execute(
+                        "UPDATE nodes SET size = ?2, local = 1, dirty = ?3, mtime_ns = ?3, \
+                         ctime_ns = ?3, closed_ns = CASE WHEN ?4 THEN ?3 ELSE closed_ns END \
+                         WHERE ino = ?1",
+                        params![ino as i64, size as i64, now, writers == 0],
+                    )?;
+                    Ok(())
+                })?;
+                self.refresh_sidecar(ino);
+                if writers == 0 {
+                    self.open_files.wake.notify_one();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
+        let n = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, name))?)?;
+        if n.kind.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        let delay = self.delete_not_before();
+        let path = self
+            .catalog
+            .read(|c| nodes::vault_relative_path(c, n.ino))?;
+        let node = n.clone();
+        self.catalog
+            .write(move |tx| remove_file_node(tx, &node, &path, delay))?;
+        self.data.remove(n.ino);
+        self.open_files.wake.notify_one();
+        Ok(())
+    }
+
+    fn delete_not_before(&self) -> i64 {
+        catalog::now_ns().saturating_add(self.options.delete_delay.as_nanos() as i64)
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        self.writable()?;
+        if flags & !RENAME_NOREPLACE != 0 {
+            return Err(FsError::Invalid(
+                "only RENAME_NOREPLACE is supported".into(),
+            ));
+        }
+        let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
+        let src = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, name))?)?;
+        if src.kind == Kind::Vault || parent == ROOT_INO {
+            return Err(FsError::NotPermitted("vaults cannot be renamed"));
+        }
+        let dst_parent = self.entry_parent(new_parent)?;
+        if dst_parent.vault_ino() != src.vault_ino() {
+            return Err(FsError::CrossVault);
+        }
+        let new_name = checked_name(new_name)?;
+        if dst_parent.kind == Kind::Vault && names::is_reserved(&new_name) {
+            return Err(FsError::NotPermitted("names of control files are reserved"));
+        }
+        if src.kind == Kind::Dir && self.is_within(dst_parent.ino, src.ino)? {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        let new_path = self.new_path(&dst_parent, &new_name)?;
+        if src.kind == Kind::Dir {
+            self.check_staged_paths_fit(src.ino, &new_path)?;
+        }
+        let existing = self
+            .catalog
+            .read(|c| nodes::lookup(c, new_parent, &new_name))?;
+        if let Some(e) = &existing {
+            if e.ino == src.ino {
+                return Ok(());
+            }
+            if flags & RENAME_NOREPLACE != 0 {
+                return Err(FsError::Exists);
+            }
+            match (src.kind, e.kind) {
+                (Kind::File, Kind::File) => {}
+                (Kind::File, _) => return Err(FsError::IsDir),
+                (_, Kind::File) => return Err(FsError::NotDir),
+                _ => {
+                    if self.catalog.read(|c| nodes::has_children(c, e.ino))? {
+                        return Err(FsError::NotEmpty);
+                    }
+                }
+            }
+        }
+        let delay = self.delete_not_before();
+        let replaced_path = match &existing {
+            Some(e) => self
+                .catalog
+                .read(|c| nodes::vault_relative_path(c, e.ino))?,
+            None => String::new(),
+        };
+        let (src_c, existing_c) = (src.clone(), existing.clone());
+        self.catalog.write(move |tx| {
+            if let Some(e) = &existing_c {
+                if e.kind == Kind::File {
+                    // The replaced archive goes once the moved file's content is safe in Glacier.
+                    let after = (src_c.dirty > 0).then_some(src_c.ino);
+                    nodes::remove(tx, e.ino)?;
+                    if let Some(id) = &e.archive_id {
+                        queue_delete(tx, e.vault, id, &replaced_path, delay, after)?;
+                    }
+                } else {
+                    nodes::remove(tx, e.ino)?;
+                }
+            }
+            nodes::rename(tx, src_c.ino, new_parent, &new_name)
+        })?;
+        if let Some(e) = existing.filter(|e| e.kind == Kind::File) {
+            self.data.remove(e.ino);
+        }
+        self.refresh_sidecars_under(&src);
+        Ok(())
+    }
+
+    /// Whether `ino` is `ancestor` or lies below it.
+    fn is_within(&self, mut ino: u64, ancestor: u64) -> FsResult<bool> {
+        loop {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            let n = self
+                .catalog
+                .read(|c| nodes::get(c, ino))?
+                .ok_or(FsError::NotFound)?;
+            if n.kind == Kind::Vault || n.kind == Kind::Root {
+                return Ok(false);
+            }
+            ino = n.parent;
+        }
+    }
+
+    /// A directory may move only where every staged file under it can still be described.
+    fn check_staged_paths_fit(&self, dir: u64, new_dir_path: &str) -> FsResult<()> {
+        let staged = self.catalog.read(|c| staged_below(c, dir))?;
+        for rel in staged {
+            let path = format!("{new_dir_path}/{rel}");
+            if !names::fits(&path, 0) {
+                return Err(FsError::NameTooLong(path));
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh_sidecars_under(&self, n: &Node) {
+        if n.kind == Kind::File {
+            self.refresh_sidecar(n.ino);
+            return;
+        }
+        if let Ok(inos) = self.catalog.read(|c| nodes::staged_at_or_below(c, n)) {
+            for ino in inos {
+                self.refresh_sidecar(ino);
+            }
+        }
+    }
+}
+
+/// Removes a file node; its archive (if no other node uses it) is tombstoned and queued for
+/// deletion after the delete delay.
+pub(crate) fn remove_file_node(
+    tx: &Connection,
+    n: &Node,
+    path: &str,
+    not_before_ns: i64,
+) -> Result<(), CatalogError> {
+    nodes::remove(tx, n.ino)?;
+    if let Some(id) = &n.archive_id {
+        queue_delete(tx, n.vault, id, path, not_before_ns, None)?;
+    }
+    Ok(())
+}
+
+/// Paths (relative to `dir`) of the staged files below it.
+fn staged_below(c: &Connection, dir: u64) -> Result<Vec<String>, CatalogError> {
+    let mut stmt = c.prepare(
+        "WITH RECURSIVE sub(ino, path, kind, dirty) AS ( \
+             SELECT ino, name, kind, dirty FROM nodes WHERE parent = ?1 AND ino != ?1 \
+             UNION ALL \
+             SELECT n.ino, sub.path || '/' || n.name, n.kind, n.dirty \
+             FROM nodes n JOIN sub ON n.parent = sub.ino WHERE sub.kind != 3) \
+         SELECT path FROM sub WHERE kind = 3 AND dirty > 0",
+    )?;
+    let rows = stmt.query_map([dir as i64], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,129 @@
+//! Open files: the table of file handles, and the registry of which inodes are open for
+//! writing, shared with the write-back queue (a file is never uploaded while a writer has it
+//! open, and its upload starts only after the last close).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One open file.
+#[derive(Debug)]
+pub struct Handle {
+    pub ino: u64,
+    pub file: File,
+    pub write: bool,
+    /// Set by the first write or truncate through this handle.
+    pub modified: AtomicBool,
+    /// When this handle last wrote, in ns; decides whether close moves the mtime.
+    pub last_write_ns: AtomicI64,
+}
+
+/// The handle table.
+#[derive(Debug, Default)]
+pub struct Handles {
+    next: AtomicU64,
+    table: Mutex<HashMap<u64, Arc<Handle>>>,
+}
+
+impl Handles {
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Arc::new(h));
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh)
+    }
+
+    /// Any open handle of `ino`, to read its current size from.
+    pub fn any_for(&self, ino: u64) -> Option<Arc<Handle>> {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|h| h.ino == ino && h.write)
+            .cloned()
+    }
+}
+
+/// Which inodes are open for writing, and when each one's mtime was last set explicitly.
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    writers: Mutex<HashMap<u64, u32>>,
+    mtime_set_ns: Mutex<HashMap<u64, i64>>,
+    /// Wakes the write-back queue: a file was closed, or `sync` asked for an upload now.
+    pub wake: tokio::sync::Notify,
+}
+
+impl OpenFiles {
+    pub fn writers(&self, ino: u64) -> u32 {
+        *self
+            .writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+            .unwrap_or(&0)
+    }
+
+    pub fn add_writer(&self, ino: u64) {
+        *self
+            .writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ino)
+            .or_insert(0) += 1;
+    }
+
+    /// Returns how many writers remain.
+    pub fn remove_writer(&self, ino: u64) -> u32 {
+        let mut w = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let left = match w.get_mut(&ino) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                *n
+            }
+            _ => {
+                w.remove(&ino);
+                0
+            }
+        };
+        if left == 0 {
+            self.mtime_set_ns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ino);
+        }
+        left
+    }
+
+    pub fn mtime_set(&self, ino: u64, at_ns: i64) {
+        self.mtime_set_ns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ino, at_ns);
+    }
+
+    pub fn mtime_set_at(&self, ino: u64) -> Option<i64> {
+        self.mtime_set_ns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+            .copied()
+    }
+}

@@ -1,0 +1,395 @@
+//! Writing into vaults through a real mount over the Glacier emulator: `cp -r`, `rsync -a`,
+//! `mv`, overwrite, `rm`, and `glacierfs sync --wait`. Every file must become exactly one
+//! archive with the right bytes, tree hash and mt2 description, and read back without a job.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, UNIX_EPOCH};
+
+use glacierfs::names;
+use support::emulator::Emulator;
+use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
+
+const VAULT: &str = "backup";
+const MIB: usize = 1 << 20;
+
+/// A source tree: relative path → content.
+fn source_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let special = [0, 1, MIB - 1, MIB, MIB + 1, 3 * MIB + 1];
+    for (i, size) in special.iter().enumerate() {
+        files.insert(format!("sizes/size-{i}.bin"), pattern(*size, i as u8));
+    }
+    let names = [
+        "Ünïcødé",
+        "日本語",
+        "emoji-🎉",
+        "spaces in name",
+        "dash-and_underscore",
+    ];
+    let mut i = 0;
+    while files.len() < 200 {
+        let dir_name = names[i % names.len()];
+        let path = format!(
+            "nested/{dir_name}/level-{}/file-{i}-{}.txt",
+            i % 3,
+            names[(i / 5) % names.len()]
+        );
+        files.insert(path, pattern(1 + (i * 7919) % 20_000, i as u8));
+        i += 1;
+    }
+    for (path, data) in &files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    files
+}
+
+fn pattern(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|k| (k as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn sync_wait(paths: &[&Path]) {
+    let out = aws_env(&mut Command::new(binary()))
+        .arg("sync")
+        .arg("--wait")
+        .args(paths)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn mtime_secs(p: &Path) -> i64 {
+    std::fs::metadata(p)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Every non-empty file under `prefix` in the mount is exactly one archive in the emulator,
+/// with its bytes, its tree hash and an mt2 description naming its path and mtime.
+fn check_archived(emu: &Emulator, mount: &Mount, prefix: &str, files: &BTreeMap<String, Vec<u8>>) {
+    let archives = emu.archives(VAULT);
+    let mut by_path: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for a in &archives {
+        let d = names::decode(&a.description);
+        assert_eq!(d.format, names::Format::Mt2, "not mt2: {}", a.description);
+        by_path
+            .entry(d.path.clone())
+            .or_default()
+            .push((a.clone(), d.mtime));
+    }
+    for (rel, data) in files {
+        let path = format!("{prefix}{rel}");
+        let local = mount.path(VAULT).join(&path);
+        assert_eq!(
+            &std::fs::read(&local).unwrap(),
+            data,
+            "{path} reads back different"
+        );
+        if data.is_empty() {
+            assert!(
+                !by_path.contains_key(&path),
+                "an empty file became an archive"
+            );
+            continue;
+        }
+        let entries = by_path
+            .get(&path)
+            .unwrap_or_else(|| panic!("{path} has no archive"));
+        assert_eq!(entries.len(), 1, "{path} has {} archives", entries.len());
+        let (a, mtime) = &entries[0];
+        assert_eq!(
+            emu.archive_data(VAULT, &a.id).unwrap(),
+            *data,
+            "{path}: archive bytes"
+        );
+        let expected_hash = glacierfs::treehash::to_hex(&glacierfs::treehash::tree_hash(data));
+        assert_eq!(a.tree_hash, expected_hash, "{path}: tree hash");
+        assert_eq!(
+            *mtime,
+            Some(mtime_secs(&local)),
+            "{path}: mtime in the description"
+        );
+        assert_eq!(
+            support::xattr(&local, "user.glacier.archive_id").as_deref(),
+            Ok(a.id.as_str()),
+            "{path}: archive id"
+        );
+    }
+    let expected = files.values().filter(|d| !d.is_empty()).count();
+    assert_eq!(archives.len(), expected, "archives beyond one per file");
+}
+
+/// A mount with small parts, and a short write-back delay: long enough for a tool's rename
+/// after close to come first (as with the default), short enough for tests; `sync --wait`
+/// skips it anyway.
+fn mount_for_writes(emu: &Emulator, cache: &Path, extra: &[&str]) -> Mount {
+    let mut args = vec!["--part-size", "1MiB", "--write-back-delay", "2s"];
+    args.extend_from_slice(extra);
+    Mount::start(&emu.endpoint(), cache, &args)
+}
+
+#[test]
+fn cp_r_of_200_files_gives_one_verified_archive_each() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let src = tempfile::tempdir().unwrap();
+    let files = source_tree(src.path());
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount_for_writes(&emu, cache.path(), &[]);
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(src.path().join("."))
+        .arg(mount.path(VAULT).join("copy"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Visible at once, with exact sizes.
+    for (rel, data) in &files {
+        let meta = std::fs::metadata(mount.path(VAULT).join("copy").join(rel)).unwrap();
+        assert_eq!(meta.len(), data.len() as u64, "{rel}");
+    }
+    sync_wait(&[&mount.path(VAULT)]);
+    check_archived(&emu, &mount, "copy/", &files);
+    assert!(
+        emu.jobs(VAULT).is_empty(),
+        "reading back started a retrieval job"
+    );
+    assert!(
+        emu.multipart_uploads(VAULT).is_empty(),
+        "a multipart upload was left behind"
+    );
+}
+
+#[test]
+fn rsync_twice_then_mv() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let src = tempfile::tempdir().unwrap();
+    let files: BTreeMap<String, Vec<u8>> = source_tree(src.path()).into_iter().take(40).collect();
+    // Keep only the files this test wrote into its smaller source.
+    let src2 = tempfile::tempdir().unwrap();
+    for (rel, data) in &files {
+        let p = src2.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount_for_writes(&emu, cache.path(), &[]);
+    let dest = mount.path(VAULT).join("dir");
+    let run = |flags: &str| {
+        let out = Command::new("rsync")
+            .arg(flags)
+            .arg(format!("{}/", src2.path().display()))
+            .arg(format!("{}/", dest.display()))
+            .output()
+            .expect("rsync runs (scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "rsync {flags}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run("-a");
+    sync_wait(&[&dest]);
+    check_archived(&emu, &mount, "dir/", &files);
+    let second = run("-ai");
+    assert_eq!(
+        second.trim(),
+        "",
+        "a second rsync found differences:\n{second}"
+    );
+
+    // mv of an archived file is catalog-only, visible at once, and keeps the content.
+    let (rel, data) = files.iter().find(|(_, d)| d.len() > 10).unwrap();
+    let moved = mount.path(VAULT).join("moved.bin");
+    std::fs::rename(dest.join(rel), &moved).unwrap();
+    assert!(!dest.join(rel).exists());
+    assert_eq!(&std::fs::read(&moved).unwrap(), data);
+    assert_eq!(
+        emu.archives(VAULT).len(),
+        files.values().filter(|d| !d.is_empty()).count()
+    );
+}
+
+#[test]
+fn sync_wait_returns_once_the_archive_is_in_the_vault() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = Mount::start(&emu.endpoint(), cache.path(), &["--write-back-delay", "1h"]);
+    let file = mount.path(VAULT).join("report.txt");
+    std::fs::write(&file, b"quarterly numbers").unwrap();
+    assert_eq!(
+        support::xattr(&file, "user.glacier.state").as_deref(),
+        Ok("staged")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        emu.archives(VAULT).is_empty(),
+        "uploaded before the write-back delay"
+    );
+    sync_wait(&[&file]);
+    let archives = emu.archives(VAULT);
+    assert_eq!(archives.len(), 1);
+    assert_eq!(
+        emu.archive_data(VAULT, &archives[0].id).unwrap(),
+        b"quarterly numbers"
+    );
+    assert_eq!(
+        support::xattr(&file, "user.glacier.state").as_deref(),
+        Ok("cached")
+    );
+}
+
+#[test]
+fn overwrite_and_rm_delete_replaced_archives() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount_for_writes(&emu, cache.path(), &[]);
+    let file: PathBuf = mount.path(VAULT).join("doc.txt");
+    std::fs::write(&file, b"first version").unwrap();
+    sync_wait(&[&file]);
+    let first = emu.archives(VAULT)[0].id.clone();
+
+    std::fs::write(&file, b"second, longer version").unwrap();
+    sync_wait(&[&file]);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let a = emu.archives(VAULT);
+            a.len() == 1 && a[0].id != first
+        }),
+        "the replaced archive was not deleted: {:?}",
+        emu.archives(VAULT)
+            .iter()
+            .map(|a| &a.description)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        emu.archive_data(VAULT, &emu.archives(VAULT)[0].id).unwrap(),
+        b"second, longer version"
+    );
+
+    // rsync's pattern: a temporary name, then a rename over the old file; one upload.
+    let tmp = mount.path(VAULT).join(".doc.txt.AbC123");
+    std::fs::write(&tmp, b"third version").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    sync_wait(&[&file]);
+    assert!(wait_until(Duration::from_secs(20), || emu
+        .archives(VAULT)
+        .len()
+        == 1));
+    let a = &emu.archives(VAULT)[0];
+    assert_eq!(emu.archive_data(VAULT, &a.id).unwrap(), b"third version");
+    assert_eq!(names::decode(&a.description).path, "doc.txt");
+
+    std::fs::remove_file(&file).unwrap();
+    assert!(!file.exists());
+    assert!(
+        wait_until(Duration::from_secs(20), || emu.archives(VAULT).is_empty()),
+        "rm did not delete the archive"
+    );
+}
+
+#[test]
+fn refused_writes_get_the_documented_errors() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    emu.create_vault("other");
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount_for_writes(&emu, cache.path(), &[]);
+    let v = mount.path(VAULT);
+    let errno = |r: std::io::Result<()>| r.unwrap_err().raw_os_error().unwrap();
+
+    // A path whose description could not fit is refused when it is named.
+    let long = v
+        .join("d".repeat(250))
+        .join("e".repeat(250))
+        .join("f".repeat(250));
+    std::fs::create_dir_all(long.parent().unwrap().parent().unwrap()).unwrap();
+    std::fs::create_dir(long.parent().unwrap()).unwrap();
+    assert_eq!(errno(std::fs::write(&long, b"x")), libc::ENAMETOOLONG);
+    // ... including for staged files under a directory renamed to a longer path.
+    std::fs::create_dir(v.join("short")).unwrap();
+    std::fs::write(v.join("short").join("g".repeat(250)), b"staged").unwrap();
+    let deep = v.join("h".repeat(250)).join("i".repeat(250));
+    std::fs::create_dir_all(deep.parent().unwrap()).unwrap();
+    assert_eq!(
+        errno(std::fs::rename(v.join("short"), &deep)),
+        libc::ENAMETOOLONG
+    );
+
+    std::fs::write(v.join("a.txt"), b"a").unwrap();
+    assert_eq!(
+        errno(std::fs::rename(
+            v.join("a.txt"),
+            mount.path("other").join("a.txt")
+        )),
+        libc::EXDEV
+    );
+    assert_eq!(
+        errno(std::fs::rename(mount.path("other"), mount.path("renamed"))),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(std::fs::hard_link(v.join("a.txt"), v.join("b.txt"))),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(std::os::unix::fs::symlink("a.txt", v.join("c.txt"))),
+        libc::EPERM
+    );
+    let fifo = std::ffi::CString::new(v.join("fifo").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EPERM)
+    );
+    // Empty files and directories stay in the catalog only.
+    std::fs::write(v.join("empty"), b"").unwrap();
+    std::fs::create_dir(v.join("empty-dir")).unwrap();
+    sync_wait(&[&v]);
+    assert!(emu
+        .archives(VAULT)
+        .iter()
+        .all(|a| !names::decode(&a.description).path.starts_with("empty")));
+    assert!(v.join("empty").exists() && v.join("empty-dir").is_dir());
+    drop(mount);
+
+    let ro = Mount::start(&emu.endpoint(), cache.path(), &["--read-only"]);
+    let v = ro.path(VAULT);
+    assert_eq!(errno(std::fs::write(v.join("new"), b"x")), libc::EROFS);
+    assert_eq!(errno(std::fs::create_dir(v.join("newdir"))), libc::EROFS);
+    assert_eq!(errno(std::fs::remove_file(v.join("a.txt"))), libc::EROFS);
+}
