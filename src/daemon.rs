@@ -102,11 +102,11 @@ impl CacheLock {
 /// Checks the mountpoint; a stale FUSE mount ("Transport endpoint is not connected") left by a
 /// killed daemon is lazily unmounted first.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
+    if is_stale(path) {
+        log::warn!("clearing the stale mount at {}", path.display());
+        lazy_unmount(path).map_err(MountError::Mount)?;
+    }
     match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            log::warn!("clearing the stale mount at {}", path.display());
-            lazy_unmount(path).map_err(MountError::Mount)?;
-        }
         Ok(m) if m.is_dir() => {}
         _ => return Err(MountError::NoMountpoint(path.to_owned())),
     }
@@ -116,6 +116,18 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
         return Err(MountError::Busy(canonical));
     }
     Ok(canonical)
+}
+
+/// A FUSE mount whose daemon is gone. statfs always reaches the daemon, where stat may be
+/// answered from the kernel's attribute cache, so it is the reliable probe.
+fn is_stale(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `st` is plain data statfs fills in; `c` is a valid path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
 }
 
 fn is_mount_point(path: &Path) -> bool {

@@ -718,6 +718,22 @@ fn record_archive(
     delete_at: i64,
 ) -> Result<bool, CatalogError> {
     tx.execute("DELETE FROM uploads WHERE ino = ?1", [row.ino as i64])?;
+    if row.part_size.is_none() {
+        // UploadArchive is not idempotent: an attempt whose reply was lost (and retried) may
+        // have left a twin. The next inventory finds it by description, size and hash.
+        tx.execute(
+            "INSERT INTO unconfirmed (vault, ino, description, size, tree_hash, created_s) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                row.vault as i64,
+                row.ino as i64,
+                row.description,
+                row.size as i64,
+                hash_hex,
+                now_ns() / 1_000_000_000
+            ],
+        )?;
+    }
     let Some(node) = nodes::get(tx, row.ino)? else {
         // Unlinked while it was uploading: the new archive has no one left to serve.
         queue_delete(tx, row.vault, archive_id, "", delete_at, None)?;

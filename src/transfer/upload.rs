@@ -659,11 +659,13 @@ impl Upload<'_> {
             tokio::select! {
                 // Results first: a failure should stop the upload before more parts start.
                 biased;
-                Some(done) = tasks.join_next() => {
-                    let done: PartDone = joined(done)??;
+                Some(finished) = tasks.join_next() => {
+                    let (outcome, permit) = joined(finished)?;
+                    let done: PartDone = outcome?;
                     hashes[done.index] = Some(done.digest);
                     self.progress.fetch_add(done.len, Ordering::Relaxed);
                     *added += done.len;
+                    drop(permit);
                 }
                 permit = permit_of(&mut waiting), if waiting.is_some() => {
                     waiting = None;
@@ -713,40 +715,54 @@ struct PartDone {
 }
 
 /// Reads and hashes one part, then sends it unless Glacier already has exactly these bytes.
+///
 /// The permit travels with the body: into the blocking read (so an aborted task still counts
-/// the buffer being filled) and out only once the SDK has let go of it.
+/// the buffer being filled), and back out with the outcome, so it is released only once
+/// [`Upload::send_parts`] has seen that outcome: a failure stops the upload before the freed
+/// permit can start another part.
 async fn run_part(
     ctx: Arc<PartCtx>,
     job: PartJob,
     permit: OwnedSemaphorePermit,
-) -> Result<PartDone, Stop> {
+) -> (Result<PartDone, Stop>, Option<OwnedSemaphorePermit>) {
     let snapshot = ctx.snapshot.clone();
     let (start, len) = (job.start, job.len);
-    let (body, digest, permit) = blocking(move || {
-        let data = snapshot.read(start, len)?;
-        let digest = treehash::tree_hash(&data);
-        Ok((Bytes::from(data), digest, permit))
+    let read = tokio::task::spawn_blocking(move || {
+        let body = snapshot.read(start, len).map(|data| {
+            let digest = treehash::tree_hash(&data);
+            (Bytes::from(data), digest)
+        });
+        (body, permit)
     })
-    .await?;
-    let done = PartDone {
-        index: job.index,
-        digest,
-        len,
+    .await;
+    let (read, permit) = match joined(read) {
+        Ok(read) => read,
+        Err(e) => return (Err(e.into()), None),
     };
-    match job.listed {
-        Some(theirs) if theirs == digest => return Ok(done),
-        Some(theirs) => log::warn!(
-            "upload {}: the part at {start} differs from the snapshot ({} there, {} here); \
-             sending it again",
-            ctx.upload_id,
-            to_hex(&theirs),
-            to_hex(&digest)
-        ),
-        None => {}
+    let outcome = async {
+        let (body, digest) = read?;
+        match job.listed {
+            Some(theirs) if theirs == digest => {}
+            Some(theirs) => {
+                log::warn!(
+                    "upload {}: the part at {start} differs from the snapshot ({} there, {} \
+                     here); sending it again",
+                    ctx.upload_id,
+                    to_hex(&theirs),
+                    to_hex(&digest)
+                );
+                send_part(&ctx, start, body, &digest).await?;
+            }
+            None => send_part(&ctx, start, body, &digest).await?,
+        }
+        Ok(PartDone {
+            index: job.index,
+            digest,
+            len,
+        })
     }
-    send_part(&ctx, start, body, &digest).await?;
-    drop(permit);
-    Ok(done)
+    .await;
+    (outcome, Some(permit))
 }
 
 /// Sends one part, and once more if Glacier echoes a hash other than ours (re-sending a range

@@ -68,6 +68,60 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+fn statfs_ok(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 }
+}
+
+/// Starts `glacierfs mount --foreground` and waits until its mount answers.
+fn spawn_daemon(
+    endpoint: &str,
+    cache_dir: &Path,
+    mountpoint: &Path,
+    extra: &[&str],
+    log: &tempfile::NamedTempFile,
+) -> Result<Child, String> {
+    let log_out = log.reopen().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(binary());
+    aws_env(&mut cmd)
+        .arg("mount")
+        .arg("--foreground")
+        .arg("--endpoint-url")
+        .arg(endpoint)
+        .arg("--region")
+        .arg("us-east-1")
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--poll-interval")
+        .arg("1s")
+        .args(extra)
+        .arg(mountpoint)
+        .env(
+            "RUST_LOG",
+            std::env::var("GLACIERFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_out));
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    // A live mount answers statfs (which always reaches the daemon); a stale one says
+    // "Transport endpoint is not connected".
+    let live = || is_mounted(mountpoint) && statfs_ok(mountpoint);
+    let up = wait_until(Duration::from_secs(30), || {
+        live() || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !up || !live() || matches!(child.try_wait(), Ok(Some(_))) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = std::fs::read_to_string(log.path()).unwrap_or_default();
+        return Err(format!("glacierfs did not mount: {err}"));
+    }
+    Ok(child)
+}
+
 /// A running glacierfs mount.
 pub struct Mount {
     pub mountpoint: PathBuf,
@@ -92,37 +146,7 @@ impl Mount {
             .map_err(|e| e.to_string())?;
         let mountpoint = mnt_dir.path().to_path_buf();
         let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        let log_out = log.reopen().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(binary());
-        aws_env(&mut cmd)
-            .arg("mount")
-            .arg("--foreground")
-            .arg("--endpoint-url")
-            .arg(endpoint)
-            .arg("--region")
-            .arg("us-east-1")
-            .arg("--cache-dir")
-            .arg(cache_dir)
-            .arg("--poll-interval")
-            .arg("1s")
-            .args(extra)
-            .arg(&mountpoint)
-            .env(
-                "RUST_LOG",
-                std::env::var("GLACIERFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_out));
-        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-        let up = wait_until(Duration::from_secs(30), || {
-            is_mounted(&mountpoint) || matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !up || !is_mounted(&mountpoint) {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = std::fs::read_to_string(log.path()).unwrap_or_default();
-            return Err(format!("glacierfs did not mount: {err}"));
-        }
+        let child = spawn_daemon(endpoint, cache_dir, &mountpoint, extra, &log)?;
         Ok(Mount {
             mountpoint,
             cache_dir: cache_dir.to_owned(),
@@ -130,6 +154,15 @@ impl Mount {
             log,
             _mnt_dir: mnt_dir,
         })
+    }
+
+    /// Starts a new daemon on the same mountpoint and cache, as a user would after a crash:
+    /// the stale mount the killed daemon left must be cleared by the new one.
+    pub fn remount(&mut self, endpoint: &str, extra: &[&str]) {
+        self.kill();
+        let child = spawn_daemon(endpoint, &self.cache_dir, &self.mountpoint, extra, &self.log)
+            .unwrap_or_else(|e| panic!("remount failed: {e}"));
+        self.child = Some(child);
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -212,5 +245,12 @@ impl Drop for UnmountGuard {
         if is_mounted(&self.0) {
             force_unmount(&self.0);
         }
+    }
+}
+
+impl Mount {
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 }
