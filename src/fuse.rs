@@ -15,7 +15,12 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use std::sync::Arc;
+
+use fuser::BackingId;
+
 use crate::fs::files::SetAttr;
+use crate::fs::passthrough;
 use crate::fs::{Attr, FileKind, FsError, GlacierFs};
 
 /// How long the kernel may keep names and attributes. Catalog changes made behind the kernel's
@@ -84,6 +89,22 @@ fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
     }
 }
 
+impl FuseAdapter {
+    /// The passthrough registration for a new handle, if the kernel and the inode allow one.
+    fn backing(
+        &self,
+        ino: u64,
+        fh: u64,
+        register: impl FnOnce(&std::fs::File) -> io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let handle = self.fs.handle_file(fh)?;
+        let token = self.fs.backings().acquire(ino, fh, &handle.file, || {
+            register(&handle.file).map(|b| Arc::new(b) as passthrough::Token)
+        })?;
+        token.downcast::<BackingId>().ok()
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // READDIRPLUS without READDIRPLUS_AUTO: every listing comes with attributes, so
@@ -97,6 +118,20 @@ impl Filesystem for FuseAdapter {
             log::warn!("kernel lacks {missing:?}; overwriting an archived file needs its data");
         }
         let _ = config.set_max_write(1 << 20);
+        // Passthrough: reads and writes of open files go straight to their data files in the
+        // kernel. It needs the capability and a stacking depth (our backing files live on an
+        // ordinary file system, at most one overlay deep).
+        let passthrough = config
+            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+            .map_err(|_| "the kernel lacks FUSE_PASSTHROUGH")
+            .and_then(|_| {
+                config
+                    .set_max_stack_depth(2)
+                    .map_err(|_| "the stacking depth was refused")
+            });
+        if let Err(why) = passthrough {
+            self.fs.backings().disable(why);
+        }
         Ok(())
     }
 
@@ -149,7 +184,10 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => match self.backing(ino.0, fh, |f| reply.open_backing(f)) {
+                Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+                None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            },
             Err(e) => reply.error(errno("open", &e)),
         }
     }
@@ -235,7 +273,9 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(fh.0) {
+        let result = self.fs.release(fh.0);
+        self.fs.backings().release(fh.0);
+        match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("release", &e)),
         }

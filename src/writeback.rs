@@ -84,6 +84,7 @@ struct UploadRow {
     part_size: Option<u64>,
     upload_id: Option<String>,
     tree_hash: Option<String>,
+    archive_id: Option<String>,
     state: String,
 }
 
@@ -267,6 +268,7 @@ impl WriteBack {
             part_size: None,
             upload_id: None,
             tree_hash: None,
+            archive_id: None,
             state: "queued".into(),
         };
         let r = row.clone();
@@ -295,6 +297,13 @@ impl WriteBack {
 
     /// Runs (or resumes) the upload an uploads row describes.
     async fn run(&self, row: UploadRow) -> Result<(), UploadFailure> {
+        // The archive exists; only recording it on the node was cut off.
+        if let (Some(id), Some(hash)) = (
+            row.archive_id.clone(),
+            row.tree_hash.as_deref().and_then(treehash::from_hex),
+        ) {
+            return self.finish(&row, &id, &hash).await;
+        }
         let vault_name = self.vault_name(row.vault)?;
         let resume = match (&row.upload_id, row.part_size) {
             (Some(id), Some(part_size)) if row.state == "completing" => {
@@ -553,7 +562,9 @@ impl WriteBack {
                     }
                 }
             }
-            if node.is_none() || !snapshot_ok {
+            // An archive that exists is always recorded (on its node, or in the delete queue
+            // if the node is gone); otherwise a vanished node or snapshot ends the upload.
+            if row.archive_id.is_none() && (node.is_none() || !snapshot_ok) {
                 if let (Some(upload_id), Ok(vault_name)) =
                     (&row.upload_id, self.vault_name(row.vault))
                 {
@@ -694,7 +705,7 @@ impl UploadJournal for Journal {
     }
     fn created(&self, archive_id: &str, tree_hash: &Digest) -> Result<(), String> {
         self.set(
-            "UPDATE uploads SET state = 'created', message = ?2, tree_hash = ?3 WHERE ino = ?1",
+            "UPDATE uploads SET state = 'created', archive_id = ?2, tree_hash = ?3 WHERE ino = ?1",
             vec![
                 archive_id.to_owned().into(),
                 treehash::to_hex(tree_hash).into(),
@@ -810,7 +821,7 @@ fn all_upload_rows(c: &Connection) -> Result<Vec<UploadRow>, CatalogError> {
 }
 
 const UPLOAD_SELECT: &str = "SELECT ino, gen, vault, snapshot, size, description, part_size, \
-                             upload_id, tree_hash, state FROM uploads";
+                             upload_id, tree_hash, archive_id, state FROM uploads";
 
 fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
     Ok(UploadRow {
@@ -823,7 +834,8 @@ fn upload_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
         part_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
         upload_id: r.get(7)?,
         tree_hash: r.get(8)?,
-        state: r.get(9)?,
+        archive_id: r.get(9)?,
+        state: r.get(10)?,
     })
 }
 

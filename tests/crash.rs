@@ -19,11 +19,29 @@ use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
 
 const VAULT: &str = "crashy";
 const MIB: usize = 1 << 20;
-const ARGS: &[&str] = &["--part-size", "1MiB", "--write-back-delay", "0s", "--upload-concurrency", "2"];
+const ARGS: &[&str] = &[
+    "--part-size",
+    "1MiB",
+    "--write-back-delay",
+    "0s",
+    "--upload-concurrency",
+    "2",
+];
 
 fn files(seed: u64) -> BTreeMap<String, Vec<u8>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let sizes = [3 * MIB + 1, 2 * MIB, 1, 700_000, 5 * MIB / 2, 12_345, MIB + 1, 3, 64 * 1024, 2 * MIB + 17];
+    let sizes = [
+        3 * MIB + 1,
+        2 * MIB,
+        1,
+        700_000,
+        5 * MIB / 2,
+        12_345,
+        MIB + 1,
+        3,
+        64 * 1024,
+        2 * MIB + 17,
+    ];
     sizes
         .iter()
         .enumerate()
@@ -40,7 +58,11 @@ fn sync_wait(path: &Path) {
         .arg(path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "sync: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Writes every file not yet complete in the mount (as a user re-running the copy would).
@@ -58,11 +80,19 @@ fn copy_missing(mount: &Mount, files: &BTreeMap<String, Vec<u8>>) -> std::io::Re
 
 /// Lets the daemon take in a fresh inventory (which settles lost-reply duplicates), then
 /// checks one archive per file with exact bytes and no multipart upload left.
-fn settle_and_check(emu: &Emulator, mount: &mut Mount, files: &BTreeMap<String, Vec<u8>>, trial: &str) {
+fn settle_and_check(
+    emu: &Emulator,
+    mount: &mut Mount,
+    files: &BTreeMap<String, Vec<u8>>,
+    trial: &str,
+) {
     sync_wait(&mount.path(VAULT));
     emu.advance(Duration::from_secs(3600));
     emu.take_inventory(VAULT);
-    mount.remount(&emu.endpoint(), &[ARGS, &["--inventory-max-age", "1s"]].concat());
+    mount.remount(
+        &emu.endpoint(),
+        &[ARGS, &["--inventory-max-age", "1s"]].concat(),
+    );
     let _ = std::fs::read_dir(mount.path(VAULT)).map(|d| d.count());
     let settled = wait_until(Duration::from_secs(60), || {
         emu.complete_all_jobs();
@@ -78,15 +108,24 @@ fn settle_and_check(emu: &Emulator, mount: &mut Mount, files: &BTreeMap<String, 
     assert!(
         settled,
         "{trial}: archives never settled to one per file: {:#?}\nlog:\n{}",
-        emu.archives(VAULT).iter().map(|a| (names::decode(&a.description).path, a.size)).collect::<Vec<_>>(),
+        emu.archives(VAULT)
+            .iter()
+            .map(|a| (names::decode(&a.description).path, a.size))
+            .collect::<Vec<_>>(),
         mount.log_text()
     );
     assert!(
-        wait_until(Duration::from_secs(30), || emu.multipart_uploads(VAULT).is_empty()),
+        wait_until(Duration::from_secs(30), || emu
+            .multipart_uploads(VAULT)
+            .is_empty()),
         "{trial}: multipart uploads left behind"
     );
     for (rel, data) in files {
-        assert_eq!(&std::fs::read(mount.path(VAULT).join(rel)).unwrap(), data, "{trial}: {rel}");
+        assert_eq!(
+            &std::fs::read(mount.path(VAULT).join(rel)).unwrap(),
+            data,
+            "{trial}: {rel}"
+        );
     }
 }
 
@@ -95,14 +134,20 @@ fn sigkill_during_a_copy_loses_nothing_and_leaves_no_duplicate() {
     if !fuse_available() {
         return;
     }
-    for seed in 0..10u64 {
+    // Ten trials by default; GLACIERFS_CRASH_TRIALS runs more (scripts/test.sh --long).
+    let trials: u64 = std::env::var("GLACIERFS_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for seed in 0..trials {
         let trial = format!("trial {seed}");
         let emu = Emulator::start();
         emu.create_vault(VAULT);
         let files = files(seed);
         let cache = tempfile::tempdir().unwrap();
         let mut mount = Mount::start(&emu.endpoint(), cache.path(), ARGS);
-        let kill_after = Duration::from_millis(rand::rngs::StdRng::seed_from_u64(seed).random_range(5..500));
+        let kill_after =
+            Duration::from_millis(rand::rngs::StdRng::seed_from_u64(seed).random_range(5..500));
         let pid = mount.pid().expect("daemon pid");
         let killer = std::thread::spawn(move || {
             std::thread::sleep(kill_after);
@@ -126,12 +171,17 @@ fn a_lost_upload_reply_leaves_a_twin_that_the_next_inventory_settles() {
     emu.create_vault(VAULT);
     // The service stores the archive, but the reply never arrives: the retry stores another.
     emu.fail_next(Op::UploadArchive, FaultKind::ResetAfterCommit, 1);
-    let files: BTreeMap<String, Vec<u8>> = [("twin.txt".to_string(), b"only once, please".to_vec())].into();
+    let files: BTreeMap<String, Vec<u8>> =
+        [("twin.txt".to_string(), b"only once, please".to_vec())].into();
     let cache = tempfile::tempdir().unwrap();
     let mut mount = Mount::start(&emu.endpoint(), cache.path(), ARGS);
     copy_missing(&mount, &files).unwrap();
     sync_wait(&mount.path(VAULT));
-    assert_eq!(emu.archives(VAULT).len(), 2, "the lost reply should have left a twin");
+    assert_eq!(
+        emu.archives(VAULT).len(),
+        2,
+        "the lost reply should have left a twin"
+    );
     settle_and_check(&emu, &mut mount, &files, "lost reply");
 }
 
@@ -150,7 +200,12 @@ fn twenty_percent_faults_still_archive_everything_once() {
     // test's business (it makes a duplicate that only an inventory can settle).
     emu.set_faults(FaultPlan {
         rate: 0.2,
-        kinds: vec![FaultKind::Throttle, FaultKind::InternalError, FaultKind::Timeout, FaultKind::Reset],
+        kinds: vec![
+            FaultKind::Throttle,
+            FaultKind::InternalError,
+            FaultKind::Timeout,
+            FaultKind::Reset,
+        ],
         seed: 7,
         ops: Some(vec![
             Op::UploadArchive,
@@ -163,9 +218,16 @@ fn twenty_percent_faults_still_archive_everything_once() {
     });
     copy_missing(&mount, &files).unwrap();
     sync_wait(&mount.path(VAULT));
-    assert!(emu.stats().faults_injected() > 0, "the plan injected no fault");
+    assert!(
+        emu.stats().faults_injected() > 0,
+        "the plan injected no fault"
+    );
     emu.clear_faults();
     let archives = emu.archives(VAULT);
-    assert_eq!(archives.len(), files.len(), "duplicates or missing archives");
+    assert_eq!(
+        archives.len(),
+        files.len(),
+        "duplicates or missing archives"
+    );
     settle_and_check(&emu, &mut mount, &files, "faults");
 }

@@ -193,19 +193,40 @@ fn moto_inventory(
         .r#type("inventory-retrieval")
         .build();
     let job = rt
-        .block_on(client.initiate_job().account_id("-").vault_name(vault).job_parameters(params).send())
+        .block_on(
+            client
+                .initiate_job()
+                .account_id("-")
+                .vault_name(vault)
+                .job_parameters(params)
+                .send(),
+        )
         .expect("InitiateJob")
         .job_id()
         .unwrap()
         .to_owned();
     let done = wait_until(Duration::from_secs(60), || {
-        rt.block_on(client.describe_job().account_id("-").vault_name(vault).job_id(&job).send())
-            .map(|d| d.completed())
-            .unwrap_or(false)
+        rt.block_on(
+            client
+                .describe_job()
+                .account_id("-")
+                .vault_name(vault)
+                .job_id(&job)
+                .send(),
+        )
+        .map(|d| d.completed())
+        .unwrap_or(false)
     });
     assert!(done, "moto's inventory job never finished");
     let out = rt
-        .block_on(client.get_job_output().account_id("-").vault_name(vault).job_id(&job).send())
+        .block_on(
+            client
+                .get_job_output()
+                .account_id("-")
+                .vault_name(vault)
+                .job_id(&job)
+                .send(),
+        )
         .expect("GetJobOutput");
     let body = rt.block_on(out.body.collect()).unwrap().into_bytes();
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -226,15 +247,28 @@ fn moto_inventory(
 
 #[test]
 fn moto_cp_rsync_and_rm_end_to_end() {
-    let Some(endpoint) = moto_endpoint() else { return };
+    let Some(endpoint) = moto_endpoint() else {
+        return;
+    };
     if !fuse_available() {
         return;
     }
     let rt = runtime();
     let client = sdk_client(&endpoint);
     let vault = unique("writes");
-    rt.block_on(client.create_vault().account_id("-").vault_name(&vault).send()).unwrap();
-    let tree: &[(&str, usize)] = &[("a.txt", 11), ("dir/b.bin", 1 << 20), ("dir/sub/c.dat", 100_000)];
+    rt.block_on(
+        client
+            .create_vault()
+            .account_id("-")
+            .vault_name(&vault)
+            .send(),
+    )
+    .unwrap();
+    let tree: &[(&str, usize)] = &[
+        ("a.txt", 11),
+        ("dir/b.bin", 1 << 20),
+        ("dir/sub/c.dat", 100_000),
+    ];
     // moto names archives by the MD5 of their bytes (two equal files share one id, and the
     // last description wins), so each copy gets bytes of its own.
     let source = |seed: u8| {
@@ -244,14 +278,26 @@ fn moto_cp_rsync_and_rm_end_to_end() {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, vec![rel.len() as u8 ^ seed; *size]).unwrap();
         }
-        std::fs::write(src.path().join("twin-1"), [b"same bytes ".as_slice(), &[seed]].concat()).unwrap();
-        std::fs::write(src.path().join("twin-2"), [b"same bytes ".as_slice(), &[seed]].concat()).unwrap();
+        std::fs::write(
+            src.path().join("twin-1"),
+            [b"same bytes ".as_slice(), &[seed]].concat(),
+        )
+        .unwrap();
+        std::fs::write(
+            src.path().join("twin-2"),
+            [b"same bytes ".as_slice(), &[seed]].concat(),
+        )
+        .unwrap();
         src
     };
     let (src, src_rsync) = (source(1), source(2));
 
     let cache = tempfile::tempdir().unwrap();
-    let mount = Mount::start(&endpoint, cache.path(), &["--part-size", "4MiB", "--write-back-delay", "1s"]);
+    let mount = Mount::start(
+        &endpoint,
+        cache.path(),
+        &["--part-size", "4MiB", "--write-back-delay", "1s"],
+    );
     let root = mount.path(&vault);
     let cp = std::process::Command::new("cp")
         .arg("-r")
@@ -272,14 +318,20 @@ fn moto_cp_rsync_and_rm_end_to_end() {
         .arg(&root)
         .output()
         .unwrap();
-    assert!(sync.status.success(), "{}", String::from_utf8_lossy(&sync.stderr));
+    assert!(
+        sync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
 
     let listed = moto_inventory(&rt, &client, &vault);
     for prefix in ["cp", "rsync"] {
         for (rel, size) in tree {
             let want = format!("{prefix}/{rel}");
             assert!(
-                listed.iter().any(|(_, p, s)| *p == want && *s == *size as u64),
+                listed
+                    .iter()
+                    .any(|(_, p, s)| *p == want && *s == *size as u64),
                 "{want} is not in moto's inventory: {listed:#?}"
             );
         }
@@ -287,16 +339,27 @@ fn moto_cp_rsync_and_rm_end_to_end() {
     // rm deletes the archive in moto, but never one another entry still uses.
     let a_id = xattr(&root.join("cp/a.txt"), "user.glacier.archive_id").unwrap();
     let twin_id = xattr(&root.join("cp/twin-1"), "user.glacier.archive_id").unwrap();
-    assert_eq!(xattr(&root.join("cp/twin-2"), "user.glacier.archive_id").unwrap(), twin_id);
+    assert_eq!(
+        xattr(&root.join("cp/twin-2"), "user.glacier.archive_id").unwrap(),
+        twin_id
+    );
     std::fs::remove_file(root.join("cp/a.txt")).unwrap();
     std::fs::remove_file(root.join("cp/twin-1")).unwrap();
     assert!(
         wait_until(Duration::from_secs(30), || {
-            moto_inventory(&rt, &client, &vault).iter().all(|(id, _, _)| *id != a_id)
+            moto_inventory(&rt, &client, &vault)
+                .iter()
+                .all(|(id, _, _)| *id != a_id)
         }),
         "rm did not delete the archive in moto"
     );
     let after = moto_inventory(&rt, &client, &vault);
-    assert!(after.iter().any(|(id, _, _)| *id == twin_id), "a shared archive was deleted");
-    assert_eq!(std::fs::read(root.join("cp/twin-2")).unwrap(), b"same bytes \x01");
+    assert!(
+        after.iter().any(|(id, _, _)| *id == twin_id),
+        "a shared archive was deleted"
+    );
+    assert_eq!(
+        std::fs::read(root.join("cp/twin-2")).unwrap(),
+        b"same bytes \x01"
+    );
 }

@@ -129,7 +129,8 @@ const MIGRATIONS: &[&str] = &[
         part_size    INTEGER,
         upload_id    TEXT,
         tree_hash    TEXT,
-        state        TEXT NOT NULL,   -- queued | single | initiating | parts | completing | unconfirmed
+        archive_id   TEXT,            -- once the archive exists, before the node records it
+        state        TEXT NOT NULL,   -- queued | single | initiating | parts | completing | created
         message      TEXT,
         bytes_done   INTEGER NOT NULL DEFAULT 0,
         attempts     INTEGER NOT NULL DEFAULT 0,

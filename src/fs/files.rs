@@ -163,17 +163,33 @@ impl GlacierFs {
     }
 
     fn open_handle(&self, ino: u64, file: std::fs::File, write: bool, modified: bool) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         if write {
             self.open_files.add_writer(ino);
         }
         let now = catalog::now_ns();
+        let opened_as = file
+            .metadata()
+            .map(|m| (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec()))
+            .unwrap_or((0, 0));
         self.handles.insert(Handle {
             ino,
             file,
             write,
             modified: modified.into(),
             last_write_ns: (if modified { now } else { 0 }).into(),
+            opened_as,
         })
+    }
+
+    /// Gives the data file its own copy if an upload snapshot shares it, unless handles are
+    /// open through passthrough: the kernel pins those to this file, so the writer shares it,
+    /// and the upload in flight (which will be superseded by the next one) reads it as it is.
+    fn unshare(&self, ino: u64) -> FsResult<()> {
+        if self.backings.in_use(ino) {
+            return Ok(());
+        }
+        self.data.unshare(ino).map_err(io_err)
     }
 
     pub fn create(
@@ -250,7 +266,7 @@ impl GlacierFs {
             return Ok(self.open_handle(ino, file, false, false));
         }
         if n.local {
-            self.data.unshare(ino).map_err(io_err)?;
+            self.unshare(ino)?;
         }
         let file = if n.local && !truncate {
             self.data.open_data(ino, true).map_err(io_err)?
@@ -314,7 +330,7 @@ impl GlacierFs {
             .get(fh)
             .ok_or(FsError::Invalid("stale file handle".into()))?;
         h.file.sync_all().map_err(io_err)?;
-        if h.modified.load(Ordering::Relaxed) {
+        if h.written().0 {
             self.record_close_state(&h, false)?;
         }
         self.catalog.sync()?;
@@ -328,7 +344,7 @@ impl GlacierFs {
         if !h.write {
             return Ok(());
         }
-        let result = if h.modified.load(Ordering::Relaxed) {
+        let result = if h.written().0 {
             self.record_close_state(&h, true)
         } else {
             Ok(())
@@ -344,7 +360,7 @@ impl GlacierFs {
     fn record_close_state(&self, h: &Handle, closing: bool) -> FsResult<()> {
         let size = h.file.metadata().map_err(io_err)?.len();
         let ino = h.ino;
-        let last_write = h.last_write_ns.load(Ordering::Relaxed);
+        let last_write = h.written().1;
         let mtime = match self.open_files.mtime_set_at(ino) {
             Some(set) if set >= last_write => None,
             _ if last_write > 0 => Some(last_write),
@@ -417,7 +433,7 @@ impl GlacierFs {
             }
             None => {
                 if n.local {
-                    self.data.unshare(ino).map_err(io_err)?;
+                    self.unshare(ino)?;
                     self.data
                         .open_data(ino, true)
                         .map_err(io_err)?

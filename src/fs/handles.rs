@@ -17,6 +17,29 @@ pub struct Handle {
     pub modified: AtomicBool,
     /// When this handle last wrote, in ns; decides whether close moves the mtime.
     pub last_write_ns: AtomicI64,
+    /// The data file's (size, mtime) at open: writes through passthrough never reach the
+    /// daemon, so close compares the file against these to tell whether it changed.
+    pub opened_as: (u64, i64),
+}
+
+impl Handle {
+    /// Whether the file was written through this handle, seen or unseen by the daemon, and
+    /// when it last was.
+    pub fn written(&self) -> (bool, i64) {
+        use std::os::unix::fs::MetadataExt;
+        let seen = self.modified.load(std::sync::atomic::Ordering::Relaxed);
+        let last = self
+            .last_write_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match self.file.metadata() {
+            Ok(m) => {
+                let now = (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec());
+                let unseen = now != self.opened_as;
+                (seen || unseen, if unseen { last.max(now.1) } else { last })
+            }
+            Err(_) => (seen, last),
+        }
+    }
 }
 
 /// The handle table.

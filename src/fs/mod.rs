@@ -9,6 +9,7 @@
 pub mod error;
 pub mod files;
 pub mod handles;
+pub mod passthrough;
 mod vaults;
 mod xattr;
 
@@ -103,6 +104,7 @@ pub struct GlacierFs {
     data: DataStore,
     handles: Handles,
     open_files: Arc<OpenFiles>,
+    backings: passthrough::Backings,
 }
 
 fn time_from_ns(ns: i64) -> SystemTime {
@@ -128,7 +130,18 @@ impl GlacierFs {
             data,
             handles: Handles::default(),
             open_files,
+            backings: passthrough::Backings::default(),
         }
+    }
+
+    /// Passthrough registrations, for the adapter that makes them.
+    pub fn backings(&self) -> &passthrough::Backings {
+        &self.backings
+    }
+
+    /// The data file behind an open handle.
+    pub fn handle_file(&self, fh: u64) -> Option<Arc<handles::Handle>> {
+        self.handles.get(fh)
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -160,8 +160,14 @@ impl Mount {
     /// the stale mount the killed daemon left must be cleared by the new one.
     pub fn remount(&mut self, endpoint: &str, extra: &[&str]) {
         self.kill();
-        let child = spawn_daemon(endpoint, &self.cache_dir, &self.mountpoint, extra, &self.log)
-            .unwrap_or_else(|e| panic!("remount failed: {e}"));
+        let child = spawn_daemon(
+            endpoint,
+            &self.cache_dir,
+            &self.mountpoint,
+            extra,
+            &self.log,
+        )
+        .unwrap_or_else(|e| panic!("remount failed: {e}"));
         self.child = Some(child);
     }
 
