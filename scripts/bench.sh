@@ -3,10 +3,14 @@
 #
 #   scripts/bench.sh [--runs N]
 #
-# Measurements so far:
+# Measurements:
+#   - staged write of 1 GiB (`dd bs=1M`) and cached read of it back, against a native
+#     directory and an `rclone mount --vfs-cache-mode full` of a local directory, same disk;
 #   - import of a generated 1,000,000-archive JSON inventory: wall time and peak RSS;
 #   - `ls -l` of a vault directory of 100,000 archives, against a native directory of
-#     100,000 files on the same disk.
+#     100,000 files on the same disk;
+#   - CPU seconds per GiB uploaded through the upload engine and the SDK to the test emulator,
+#     against the SDK's own hashing.
 # The mount talks to moto (started here, in the same virtualenv scripts/test.sh uses); the
 # listing never reaches it, since browsing is answered from the catalog.
 set -euo pipefail
@@ -20,10 +24,19 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if ! command -v rclone >/dev/null || ! command -v fusermount3 >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing rclone and fuse3 to compare against..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone fuse3 >/dev/null
+  fi
+fi
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/glacierfs-bench.XXXXXX")
 moto_pid=""
 cleanup() {
-  if mountpoint -q "$work/mnt" 2>/dev/null; then umount "$work/mnt" || umount -l "$work/mnt" || true; fi
+  for m in "$work/mnt" "$work/rclone-mnt"; do
+    if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m" || true; fi
+  done
   [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -87,7 +100,45 @@ done
 "$venv/bin/python" -c "
 import boto3
 boto3.client('glacier', endpoint_url='http://127.0.0.1:$port', region_name='us-east-1').create_vault(vaultName='bench')"
-"$bin" mount --endpoint-url "http://127.0.0.1:$port" --cache-dir "$work/cache-ls" -q "$work/mnt"
+"$bin" mount --endpoint-url "http://127.0.0.1:$port" --cache-dir "$work/cache-ls" --write-back-delay 1h -q "$work/mnt"
+
+dd_runs() {
+  local dir=$1 out_w=$2 out_r=$3
+  : >"$out_w"
+  : >"$out_r"
+  for _ in $(seq "$runs"); do
+    rm -f "$dir/dd.bin"
+    measure dd if=/dev/zero of="$dir/dd.bin" bs=1M count=1024 status=none >>"$out_w"
+    measure dd if="$dir/dd.bin" of=/dev/null bs=1M status=none >>"$out_r"
+  done
+  rm -f "$dir/dd.bin"
+}
+mbps() { awk -v s="$1" 'BEGIN { if (s > 0) printf "%.0f", 1024 / s * 1.048576; else print "-" }'; }
+
+echo "staged write and cached read of 1 GiB ($runs runs each)..."
+mkdir -p "$work/dd-native" "$work/dd-rclone-src" "$work/rclone-mnt"
+dd_runs "$work/dd-native" "$work/w-native.txt" "$work/r-native.txt"
+dd_runs "$work/mnt/bench" "$work/w-glacierfs.txt" "$work/r-glacierfs.txt"
+rclone_w="-" rclone_r="-"
+if command -v rclone >/dev/null; then
+  rclone mount "$work/dd-rclone-src" "$work/rclone-mnt" --vfs-cache-mode full \
+    --cache-dir "$work/rclone-cache" --daemon >/dev/null 2>&1 || true
+  for _ in $(seq 1 50); do mountpoint -q "$work/rclone-mnt" && break; sleep 0.1; done
+  if mountpoint -q "$work/rclone-mnt"; then
+    dd_runs "$work/rclone-mnt" "$work/w-rclone.txt" "$work/r-rclone.txt"
+    rclone_w=$(cut -d' ' -f1 "$work/w-rclone.txt" | median)
+    rclone_r=$(cut -d' ' -f1 "$work/r-rclone.txt" | median)
+    umount "$work/rclone-mnt" || umount -l "$work/rclone-mnt" || true
+  fi
+fi
+w_native=$(cut -d' ' -f1 "$work/w-native.txt" | median)
+r_native=$(cut -d' ' -f1 "$work/r-native.txt" | median)
+w_glacierfs=$(cut -d' ' -f1 "$work/w-glacierfs.txt" | median)
+r_glacierfs=$(cut -d' ' -f1 "$work/r-glacierfs.txt" | median)
+
+echo "CPU per GiB uploaded through the SDK to the emulator..."
+upload_cpu=$(cargo test --release --quiet --test upload_engine cpu_cost_of_an_upload_through_the_sdk \
+  -- --nocapture 2>&1 | grep -o 'cpu:.*' || echo "cpu: measurement failed")
 
 ls_runs() {
   local dir=$1 out=$2
@@ -105,8 +156,15 @@ entries=$(ls "$work/mnt/bench" | wc -l)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo
 echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ { print $2 }') GiB"
-printf '%-44s %12s %12s %10s %s\n' "measurement" "native" "glacierfs" "ratio" "target"
-printf '%-44s %12s %11ss %10s %s\n' "import 1,000,000-archive inventory (time)" "-" "$import_s" "-" "<= 5 s"
-printf '%-44s %12s %9s MiB %10s %s\n' "import 1,000,000-archive inventory (peak RSS)" "-" "$import_rss" "-" "<= 150 MB"
-printf '%-44s %11ss %11ss %10s %s\n' "ls -l of $entries archives" "$ls_native" "$ls_glacierfs" \
+printf '%-44s %12s %12s %12s %10s %s\n' "measurement" "native" "rclone" "glacierfs" "ratio" "target"
+printf '%-44s %9s MB/s %9s MB/s %9s MB/s %10s %s\n' "dd 1 GiB into a vault (staged write)" \
+  "$(mbps "$w_native")" "$(mbps "$rclone_w")" "$(mbps "$w_glacierfs")" \
+  "$(awk -v a="$w_native" -v b="$w_glacierfs" 'BEGIN { printf "%.2fx", a / b }')" ">= 0.9x native"
+printf '%-44s %9s MB/s %9s MB/s %9s MB/s %10s %s\n' "dd 1 GiB out of a cached file" \
+  "$(mbps "$r_native")" "$(mbps "$rclone_r")" "$(mbps "$r_glacierfs")" \
+  "$(awk -v a="$r_native" -v b="$r_glacierfs" 'BEGIN { printf "%.2fx", a / b }')" ">= 0.9x native"
+printf '%-44s %12s %12s %11ss %10s %s\n' "import 1,000,000-archive inventory (time)" "-" "-" "$import_s" "-" "<= 5 s"
+printf '%-44s %12s %12s %9s MiB %10s %s\n' "import 1,000,000-archive inventory (peak RSS)" "-" "-" "$import_rss" "-" "<= 150 MB"
+printf '%-44s %11ss %12s %11ss %10s %s\n' "ls -l of $entries archives" "$ls_native" "-" "$ls_glacierfs" \
   "$(awk -v a="$ls_glacierfs" -v b="$ls_native" 'BEGIN { printf "%.2fx", a / b }')" "<= 1.3x native"
+echo "upload engine: $upload_cpu (target: <= 1.1x the SDK's own hashing)"

@@ -68,6 +68,11 @@ impl DataStore {
         format!("{SNAPSHOTS}/{ino}-{gen}")
     }
 
+    /// Where a download fills in a file's data before it is verified.
+    pub fn partial_path(&self, ino: u64) -> PathBuf {
+        self.root.join(DATA).join(format!("{ino}.part"))
+    }
+
     pub fn resolve(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }
@@ -154,6 +159,66 @@ impl DataStore {
     pub fn free_space(&self) -> io::Result<u64> {
         free_space(&self.root)
     }
+}
+
+/// Keeps retrieved data within `cache_size`: the least recently read cached files lose their
+/// local copy (they go back to cold) until the total fits. Staged data (not in Glacier yet),
+/// files open now, and data retrieved but not read yet are never evicted.
+pub fn evict(
+    catalog: &crate::catalog::Catalog,
+    data: &DataStore,
+    cache_size: u64,
+    is_open: &dyn Fn(u64) -> bool,
+) -> Result<(), crate::catalog::CatalogError> {
+    let (total, candidates): (i64, Vec<(u64, i64)>) = catalog.read(|c| {
+        let total = c
+            .prepare_cached(
+                "SELECT COALESCE(SUM(size), 0) FROM nodes \
+                 WHERE local = 1 AND dirty = 0 AND kind = 3 AND archive_id IS NOT NULL",
+            )?
+            .query_row([], |r| r.get(0))?;
+        if total as u64 <= cache_size {
+            return Ok((total, Vec::new()));
+        }
+        let mut stmt = c.prepare_cached(
+            "SELECT ino, size FROM nodes WHERE local = 1 AND dirty = 0 AND kind = 3 \
+             AND archive_id IS NOT NULL AND read_ns IS NOT NULL ORDER BY read_ns",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+        Ok((total, rows.collect::<Result<_, _>>()?))
+    })?;
+    let mut total = total.max(0) as u64;
+    let mut evicted = Vec::new();
+    for (ino, size) in candidates {
+        if total <= cache_size {
+            break;
+        }
+        if is_open(ino) {
+            continue;
+        }
+        evicted.push(ino);
+        total = total.saturating_sub(size.max(0) as u64);
+    }
+    if evicted.is_empty() {
+        return Ok(());
+    }
+    let gone = evicted.clone();
+    catalog.write(move |tx| {
+        let mut stmt =
+            tx.prepare_cached("UPDATE nodes SET local = 0 WHERE ino = ?1 AND dirty = 0")?;
+        for ino in &gone {
+            stmt.execute([*ino as i64])?;
+        }
+        Ok(())
+    })?;
+    for ino in &evicted {
+        let _ = std::fs::remove_file(data.data_path(*ino));
+    }
+    log::info!(
+        "evicted {} cached file(s) to stay within the cache size",
+        evicted.len()
+    );
+    Ok(())
 }
 
 fn copy_file(from: &Path, to: &Path) -> io::Result<()> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::config::SyncArgs;
+use crate::config::{RetrieveArgs, SyncArgs};
 
 /// Sets an extended attribute; the error says which path refused it.
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
@@ -124,4 +124,56 @@ pub fn sync(args: &SyncArgs) -> ExitCode {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Cold archives at or under `path`, with their sizes.
+fn cold_files(path: &Path, out: &mut Vec<(PathBuf, u64)>) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_file() {
+        if get_xattr(path, "user.glacier.state").as_deref() == Some("cold") {
+            out.push((path.to_owned(), meta.len()));
+        }
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            cold_files(&e.path(), out);
+        }
+    }
+}
+
+/// `glacierfs retrieve`: says how many archives and bytes a request involves, then asks the
+/// mount for them through `user.glacier.retrieve`.
+pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
+    let mut cold = Vec::new();
+    for p in &args.paths {
+        if std::fs::symlink_metadata(p).is_err() {
+            eprintln!("glacierfs: {}: no such file or directory", p.display());
+            return ExitCode::FAILURE;
+        }
+        cold_files(p, &mut cold);
+    }
+    let tier = args.tier.map(|t| t.as_str()).unwrap_or("");
+    let shown = if tier.is_empty() {
+        "the mount's default"
+    } else {
+        tier
+    };
+    let bytes: u64 = cold.iter().map(|(_, s)| s).sum();
+    println!("{} archive(s), {bytes} bytes, tier {shown}", cold.len());
+    let mut failed = 0;
+    for (path, _) in &cold {
+        if let Err(e) = set_xattr(path, "user.glacier.retrieve", tier.as_bytes()) {
+            eprintln!("glacierfs: {e}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        eprintln!("glacierfs: {failed} retrieval request(s) failed");
+        return ExitCode::FAILURE;
+    }
+    println!("requested; `cat .jobs` in the vault shows their progress");
+    ExitCode::SUCCESS
 }

@@ -25,6 +25,7 @@ use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{ErrorKind, GlacierClient, GlacierError};
 use crate::inventory::{self, InventoryConfig, InventoryHandle};
+use crate::retrieve::{RetrieveOptions, Retriever};
 use crate::writeback::{WriteBack, WriteBackOptions};
 
 /// Why a mount could not start; each says what to do about it.
@@ -359,6 +360,21 @@ pub fn run(
     if !args.read_only {
         writeback.spawn(runtime.handle());
     }
+    let retriever = Retriever::new(
+        catalog.clone(),
+        client.clone(),
+        data.clone(),
+        RetrieveOptions {
+            tier: args.tier,
+            auto: !args.no_auto_retrieve,
+            budget: args.retrieval_budget,
+            poll_interval: args.poll_interval,
+            cache_size: args.cache_size,
+        },
+        runtime.handle().clone(),
+        open_files.clone(),
+    );
+    retriever.spawn();
     let fs = GlacierFs::new(
         catalog.clone(),
         FsOptions {
@@ -374,6 +390,7 @@ pub fn run(
             client,
             inventory,
             writeback,
+            retriever,
         },
         data,
         open_files,

@@ -184,6 +184,10 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
+            // Control files render a snapshot per open: no page cache, no passthrough.
+            Ok(fh) if self.fs.is_control(ino.0) => {
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+            }
             Ok(fh) => match self.backing(ino.0, fh, |f| reply.open_backing(f)) {
                 Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
                 None => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -273,8 +277,10 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let result = self.fs.release(fh.0);
+        // The kernel's hold on the data file goes first, then ours: on a full disk, the
+        // space of a file unlinked meanwhile comes back only when the last holder lets go.
         self.fs.backings().release(fh.0);
+        let result = self.fs.release(fh.0);
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("release", &e)),

@@ -24,7 +24,10 @@ fn main() -> ExitCode {
             import_inventory(&args)
         }
         Command::Status(_) => not_yet("status"),
-        Command::Retrieve(_) => not_yet("retrieve"),
+        Command::Retrieve(args) => {
+            init_logging(0, false, None);
+            glacierfs::client_cmds::retrieve(&args)
+        }
         Command::Sync(args) => {
             init_logging(0, false, None);
             glacierfs::client_cmds::sync(&args)

@@ -151,6 +151,7 @@ impl WriteBack {
 
     /// Starts the uploads and deletes that are due.
     async fn tick(self: &Arc<Self>) -> Result<(), CatalogError> {
+        crate::catalog::ensure_reserve(self.data.cache_dir());
         let cutoff = now_ns() - self.options.delay.as_nanos() as i64;
         let forced: Vec<u64> = lock(&self.state).forced.iter().copied().collect();
         let due = self
@@ -764,7 +765,7 @@ fn record_archive(
     };
     tx.execute(
         "UPDATE nodes SET archive_id = ?2, archive_key = ?3, tree_hash = ?4, description = ?5, \
-         created_s = ?6, local = 1, dirty = ?7, \
+         created_s = ?6, local = 1, dirty = ?7, read_ns = ?6 * 1000000000, \
          closed_ns = CASE WHEN ?8 THEN ?6 * 1000000000 ELSE closed_ns END WHERE ino = ?1",
         params![
             row.ino as i64,

@@ -65,8 +65,40 @@ enum Act {
     Fail,
     /// Sends, then reports a tree hash Glacier never said.
     Lie,
+    /// Sends, then reports no tree hash at all.
+    NoEcho,
+    /// Sends, then reports a tree hash that is not one (not 64 hex digits).
+    Garble,
     /// Waits, then sends: makes overlapping calls observable.
     Delay(Duration),
+}
+
+/// A tree hash no part of these tests has.
+fn lie() -> String {
+    to_hex(&[0x5a; 32])
+}
+
+impl Act {
+    /// The echo the caller sees instead of Glacier's.
+    fn echo(&self, echoed: Option<String>) -> Option<String> {
+        match self {
+            Act::Lie => Some(lie()),
+            Act::NoEcho => None,
+            Act::Garble => Some("not-a-tree-hash".into()),
+            _ => echoed,
+        }
+    }
+}
+
+/// What [`Hooked`] does to the other calls an upload makes.
+#[derive(Default)]
+struct Quirks {
+    /// ListParts reports a wrong hash for the part starting here.
+    listing_lies_at: Option<u64>,
+    /// This many Complete replies, from the first, report a wrong tree hash.
+    complete_lies: u64,
+    /// What becomes of UploadArchive's echo (`Lie`, `NoEcho`, `Garble`; anything else passes).
+    archive: Option<Act>,
 }
 
 /// One UploadPart call as the hook sees it.
@@ -80,13 +112,19 @@ struct Call<'a> {
 type Hook = Box<dyn Fn(&Call) -> Act + Send + Sync>;
 
 /// Passes everything to the real client; UploadPart goes through a hook first, and the number
-/// of UploadPart calls in flight at once is recorded.
+/// of UploadPart calls in flight at once is recorded, as is the tree hash the engine hands each
+/// UploadPart and UploadArchive (`None`: the SDK computes it).
 struct Hooked {
     inner: Arc<dyn GlacierClient>,
     hook: Hook,
+    quirks: Quirks,
     calls: AtomicU64,
+    completes: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// (start, tree hash) of each UploadPart, in call order.
+    part_hashes: Mutex<Vec<(u64, Option<Digest>)>>,
+    archive_hashes: Mutex<Vec<Option<Digest>>>,
 }
 
 impl Hooked {
@@ -94,17 +132,43 @@ impl Hooked {
         inner: &Arc<dyn GlacierClient>,
         hook: impl Fn(&Call) -> Act + Send + Sync + 'static,
     ) -> Arc<Hooked> {
+        Hooked::with_quirks(inner, hook, Quirks::default())
+    }
+
+    fn with_quirks(
+        inner: &Arc<dyn GlacierClient>,
+        hook: impl Fn(&Call) -> Act + Send + Sync + 'static,
+        quirks: Quirks,
+    ) -> Arc<Hooked> {
         Arc::new(Hooked {
             inner: inner.clone(),
             hook: Box::new(hook),
+            quirks,
             calls: AtomicU64::new(0),
+            completes: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            part_hashes: Mutex::new(Vec::new()),
+            archive_hashes: Mutex::new(Vec::new()),
         })
     }
 
     fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    fn part_hashes(&self) -> Vec<(u64, Option<Digest>)> {
+        self.part_hashes.lock().expect("lock").clone()
+    }
+
+    fn archive_hashes(&self) -> Vec<Option<Digest>> {
+        self.archive_hashes.lock().expect("lock").clone()
+    }
+
+    /// Every UploadPart and UploadArchive went without a hash of the engine's own.
+    fn sent_no_hashes(&self) -> bool {
+        self.part_hashes().iter().all(|(_, h)| h.is_none())
+            && self.archive_hashes().iter().all(Option::is_none)
     }
 }
 
@@ -124,10 +188,14 @@ impl GlacierClient for Hooked {
         upload_id: &'a str,
         start: u64,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, Option<String>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.part_hashes
+                .lock()
+                .expect("lock")
+                .push((start, tree_hash));
             let act = (self.hook)(&Call {
                 n,
                 start,
@@ -150,10 +218,7 @@ impl GlacierClient for Hooked {
                 .inner
                 .upload_part(vault, upload_id, start, body, tree_hash)
                 .await?;
-            Ok(match act {
-                Act::Lie => Some(to_hex(&[0x5a; 32])),
-                _ => echoed,
-            })
+            Ok(act.echo(echoed))
         })
     }
 
@@ -174,10 +239,19 @@ impl GlacierClient for Hooked {
         vault: &'a str,
         description: &'a str,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, ArchiveCreated> {
-        self.inner
-            .upload_archive(vault, description, body, tree_hash)
+        self.archive_hashes.lock().expect("lock").push(tree_hash);
+        Box::pin(async move {
+            let mut created = self
+                .inner
+                .upload_archive(vault, description, body, tree_hash)
+                .await?;
+            if let Some(act) = &self.quirks.archive {
+                created.tree_hash = act.echo(created.tree_hash);
+            }
+            Ok(created)
+        })
     }
     fn delete_archive<'a>(&'a self, vault: &'a str, archive_id: &'a str) -> BoxFut<'a, ()> {
         self.inner.delete_archive(vault, archive_id)
@@ -197,14 +271,30 @@ impl GlacierClient for Hooked {
         size: u64,
         tree_hash: Digest,
     ) -> BoxFut<'a, ArchiveCreated> {
-        self.inner
-            .complete_multipart(vault, upload_id, size, tree_hash)
+        Box::pin(async move {
+            let mut created = self
+                .inner
+                .complete_multipart(vault, upload_id, size, tree_hash)
+                .await?;
+            if self.completes.fetch_add(1, Ordering::SeqCst) < self.quirks.complete_lies {
+                created.tree_hash = Some(lie());
+            }
+            Ok(created)
+        })
     }
     fn abort_multipart<'a>(&'a self, vault: &'a str, upload_id: &'a str) -> BoxFut<'a, ()> {
         self.inner.abort_multipart(vault, upload_id)
     }
     fn list_parts<'a>(&'a self, vault: &'a str, upload_id: &'a str) -> BoxFut<'a, PartsListing> {
-        self.inner.list_parts(vault, upload_id)
+        Box::pin(async move {
+            let mut listing = self.inner.list_parts(vault, upload_id).await?;
+            for part in &mut listing.parts {
+                if Some(part.start) == self.quirks.listing_lies_at {
+                    part.tree_hash = lie();
+                }
+            }
+            Ok(listing)
+        })
     }
     fn list_multipart_uploads<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Vec<UploadDesc>> {
         self.inner.list_multipart_uploads(vault)
@@ -675,9 +765,19 @@ async fn resume_checks_the_parts_glacier_has_against_the_snapshot() {
         ..spec
     };
     let parts_before = t.count(Op::UploadPart);
-    let (up, _) = run(&t.client, &spec, journal.resume(), &limits(4), &t.journal()).await;
+    let hooked = Hooked::new(&t.client, |_| Act::Pass);
+    let watched: Arc<dyn GlacierClient> = hooked.clone();
+    let (up, _) = run(&watched, &spec, journal.resume(), &limits(4), &t.journal()).await;
     t.check_archive(&up.expect("resumed upload"), &second, "verify/eight");
     assert_eq!(t.count(Op::UploadPart) - parts_before, 4 + 1);
+    // The part checked against the snapshot goes with the hash computed for that check; the
+    // parts never sent go without one.
+    let mut sent = hooked.part_hashes();
+    sent.sort_by_key(|&(start, _)| start);
+    let changed = treehash::tree_hash(&second[MIB as usize..2 * MIB as usize]);
+    let mut expected = vec![(MIB, Some(changed))];
+    expected.extend((4..8).map(|i| (i * MIB, None)));
+    assert_eq!(sent, expected);
     t.no_uploads_left();
 }
 
@@ -757,45 +857,179 @@ async fn a_reclaimed_upload_is_started_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_part_echoed_with_the_wrong_hash_is_sent_again() {
+async fn the_engine_leaves_hashing_to_the_sdk() {
+    let t = Setup::new("nohash").await;
+    let hooked = Hooked::new(&t.client, |_| Act::Pass);
+    let client: Arc<dyn GlacierClient> = hooked.clone();
+    for (i, size) in [1000, MIB, 4 * MIB + 7].into_iter().enumerate() {
+        let bytes = data(size, 70 + i as u64);
+        let description = format!("nohash/{i}");
+        let spec = t.spec(&description, t.file(&format!("f{i}"), &bytes), size, MIB);
+        let (up, _) = run(&client, &spec, Resume::Fresh, &limits(4), &t.journal()).await;
+        t.check_archive(&up.expect("upload"), &bytes, &description);
+    }
+    // The tree-hash headers are the SDK's; the archive hash comes from Glacier's echoes, and
+    // Complete accepts it the first time.
+    assert_eq!(hooked.archive_hashes(), vec![None, None]);
+    assert_eq!(hooked.part_hashes().len(), 5);
+    assert!(hooked.sent_no_hashes());
+    assert_eq!(t.count(Op::ListParts), 0);
+    assert_eq!(t.count(Op::CompleteMultipartUpload), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_malformed_echoes_are_made_good_here() {
+    let t = Setup::new("noecho").await;
+    let bytes = data(4 * MIB, 33);
+    let hooked = Hooked::new(&t.client, |c| match c.n {
+        1 => Act::NoEcho,
+        3 => Act::Garble,
+        _ => Act::Pass,
+    });
+    let client: Arc<dyn GlacierClient> = hooked.clone();
+    let spec = t.spec("noecho/four", t.file("four", &bytes), 4 * MIB, MIB);
+    let (up, progress) = run(&client, &spec, Resume::Fresh, &limits(1), &t.journal()).await;
+    t.check_archive(&up.expect("upload"), &bytes, "noecho/four");
+    assert_eq!(progress, 4 * MIB);
+    // Those two parts were hashed after they were sent: nothing is sent twice, nothing listed.
+    assert_eq!(t.count(Op::UploadPart), 4);
+    assert_eq!(t.count(Op::CompleteMultipartUpload), 1);
+    assert_eq!(t.count(Op::ListParts), 0);
+    assert!(hooked.sent_no_hashes());
+
+    // The same for UploadArchive: its archive hash is then the body's, computed here.
+    for (i, act) in [Act::NoEcho, Act::Garble].into_iter().enumerate() {
+        let small = data(1000 + i as u64, 34 + i as u64);
+        let quirks = Quirks {
+            archive: Some(act),
+            ..Quirks::default()
+        };
+        let hooked = Hooked::with_quirks(&t.client, |_| Act::Pass, quirks);
+        let client: Arc<dyn GlacierClient> = hooked.clone();
+        let description = format!("noecho/small-{i}");
+        let file = t.file(&format!("small-{i}"), &small);
+        let spec = t.spec(&description, file, small.len() as u64, MIB);
+        let (up, _) = run(&client, &spec, Resume::Fresh, &limits(1), &t.journal()).await;
+        t.check_archive(&up.expect("single upload"), &small, &description);
+        assert_eq!(hooked.archive_hashes(), vec![None]);
+    }
+    assert_eq!(t.emu.archives(&t.vault).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_part_echo_is_caught_at_complete_and_the_parts_checked_here() {
     let t = Setup::new("echo").await;
     let bytes = data(4 * MIB, 31);
     let path = t.file("four", &bytes);
+    // With 1 MiB parts, each part's hash is one leaf hash.
+    let leaves = treehash::leaf_hashes(&bytes);
+    let real = to_hex(&treehash::tree_hash(&bytes));
+    let mut lied = leaves.clone();
+    lied[1] = [0x5a; 32];
+    let wrong = to_hex(&treehash::combine_parts(MIB, &lied).expect("combine"));
 
-    let hooked = Hooked::new(&t.client, |c| if c.n == 2 { Act::Lie } else { Act::Pass });
-    let lying: Arc<dyn GlacierClient> = hooked;
-    let spec = t.spec("echo/once", path.clone(), 4 * MIB, MIB);
-    let before = t.count(Op::UploadPart);
-    let (up, _) = run(&lying, &spec, Resume::Fresh, &limits(1), &t.journal()).await;
-    t.check_archive(&up.expect("upload"), &bytes, "echo/once");
-    assert_eq!(t.count(Op::UploadPart) - before, 5);
+    // Once, or every time: the archive hash combined from the lie is refused; ListParts and
+    // the snapshot agree on every part, so nothing is sent again, and the hashes verified
+    // here complete the upload. The extra cost is one ListParts and one Complete.
+    let always: Hook = Box::new(|c: &Call| if c.start == MIB { Act::Lie } else { Act::Pass });
+    let once: Hook = Box::new(|c: &Call| if c.n == 2 { Act::Lie } else { Act::Pass });
+    for (name, hook) in [("once", once), ("always", always)] {
+        let hooked = Hooked::new(&t.client, hook);
+        let lying: Arc<dyn GlacierClient> = hooked.clone();
+        let description = format!("echo/{name}");
+        let spec = t.spec(&description, path.clone(), 4 * MIB, MIB);
+        let before = t.emu.stats();
+        let journal = t.journal();
+        let (up, progress) = run(&lying, &spec, Resume::Fresh, &limits(1), &journal).await;
+        let up = up.unwrap_or_else(|e| panic!("{name}: {e}"));
+        t.check_archive(&up, &bytes, &description);
+        assert_eq!(progress, 4 * MIB, "{name}: each part counts once");
+        let after = t.emu.stats();
+        let delta = |op| after.requests_for(op) - before.requests_for(op);
+        assert_eq!(delta(Op::UploadPart), 4, "{name}");
+        assert_eq!(delta(Op::ListParts), 1, "{name}");
+        assert_eq!(delta(Op::CompleteMultipartUpload), 2, "{name}");
+        assert!(hooked.sent_no_hashes(), "{name}");
+        let id = journal.upload_id();
+        assert_eq!(
+            journal.events()[2..],
+            [
+                Ev::BeforeComplete(id.clone(), 4 * MIB, wrong.clone()),
+                Ev::BeforeComplete(id, 4 * MIB, real.clone()),
+                Ev::Created(up.archive_id.clone(), real.clone()),
+            ],
+            "{name}"
+        );
+    }
+    assert_eq!(t.emu.archives(&t.vault).len(), 2);
+    t.no_uploads_left();
 
-    // A part that keeps coming back wrong fails the upload after one second try.
-    let hooked = Hooked::new(
+    // ListParts lies about the same part: it is sent again with our hash, twice, and since
+    // Glacier keeps contradicting the snapshot the upload fails, for good, without an archive.
+    let quirks = Quirks {
+        listing_lies_at: Some(MIB),
+        ..Quirks::default()
+    };
+    let hooked = Hooked::with_quirks(
         &t.client,
-        |c| {
-            if c.start == MIB {
-                Act::Lie
-            } else {
-                Act::Pass
-            }
-        },
+        |c| if c.start == MIB { Act::Lie } else { Act::Pass },
+        quirks,
     );
-    let lying: Arc<dyn GlacierClient> = hooked;
-    let spec = t.spec("echo/always", path, 4 * MIB, MIB);
-    let before = t.count(Op::UploadPart);
+    let lying: Arc<dyn GlacierClient> = hooked.clone();
+    let spec = t.spec("echo/listed", path, 4 * MIB, MIB);
+    let before = t.emu.stats();
     let journal = t.journal();
     let (r, _) = run(&lying, &spec, Resume::Fresh, &limits(1), &journal).await;
-    let err = r.expect_err("the part never echoes right");
+    let err = r.expect_err("Glacier never agrees with the snapshot");
     assert!(matches!(err, UploadError::ChecksumMismatch { .. }), "{err}");
     assert!(!err.is_transient());
+    let after = t.emu.stats();
+    let delta = |op| after.requests_for(op) - before.requests_for(op);
+    assert_eq!(delta(Op::UploadPart), 4 + 2);
+    assert_eq!(delta(Op::ListParts), 1);
+    assert_eq!(delta(Op::CompleteMultipartUpload), 1);
     assert_eq!(
-        t.count(Op::UploadPart) - before,
-        3,
-        "part 0 once, part 1 twice"
+        hooked.part_hashes()[4..],
+        [(MIB, Some(leaves[1])), (MIB, Some(leaves[1]))],
+        "parts sent again carry our hash"
     );
+    assert!(!journal
+        .events()
+        .iter()
+        .any(|ev| matches!(ev, Ev::Created(..))));
+    assert_eq!(t.emu.archives(&t.vault).len(), 2);
+    assert_eq!(
+        t.emu.multipart_uploads(&t.vault).len(),
+        1,
+        "left for the caller"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_echo_from_complete_is_settled_by_the_snapshot() {
+    let t = Setup::new("complete-echo").await;
+    let bytes = data(4 * MIB + 3, 35);
+    let quirks = Quirks {
+        complete_lies: 1,
+        ..Quirks::default()
+    };
+    let hooked = Hooked::with_quirks(&t.client, |_| Act::Pass, quirks);
+    let client: Arc<dyn GlacierClient> = hooked.clone();
+    let spec = t.spec("complete-echo", t.file("f", &bytes), 4 * MIB + 3, MIB);
+    let journal = t.journal();
+    let (up, _) = run(&client, &spec, Resume::Fresh, &limits(2), &journal).await;
+    let up = up.expect("the archive Glacier accepted is the snapshot's");
+    t.check_archive(&up, &bytes, "complete-echo");
+    // The archive exists: nothing to list or send again, only the snapshot to hash.
+    assert_eq!(t.count(Op::UploadPart), 5);
+    assert_eq!(t.count(Op::ListParts), 0);
     assert_eq!(t.count(Op::CompleteMultipartUpload), 1);
-    assert_eq!(t.emu.archives(&t.vault).len(), 1);
+    let hash = to_hex(&up.tree_hash);
+    assert_eq!(
+        journal.events().last(),
+        Some(&Ev::Created(up.archive_id.clone(), hash))
+    );
+    t.no_uploads_left();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -393,3 +393,45 @@ fn refused_writes_get_the_documented_errors() {
     assert_eq!(errno(std::fs::create_dir(v.join("newdir"))), libc::EROFS);
     assert_eq!(errno(std::fs::remove_file(v.join("a.txt"))), libc::EROFS);
 }
+
+#[test]
+fn a_full_cache_disk_gives_enospc_and_loses_nothing_staged() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let disk = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(disk.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a small tmpfs for the cache failed");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _tmpfs = Unmount(disk.path());
+    let cache = disk.path().join("cache");
+    let mount = Mount::start(&emu.endpoint(), &cache, &["--write-back-delay", "1h"]);
+    let kept = mount.path(VAULT).join("kept.bin");
+    let kept_data = pattern(MIB, 3);
+    std::fs::write(&kept, &kept_data).unwrap();
+    let big = mount.path(VAULT).join("too-big.bin");
+    let err = std::fs::write(&big, pattern(16 * MIB, 4)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    std::fs::remove_file(&big).unwrap();
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        kept_data,
+        "staged data was damaged"
+    );
+    sync_wait(&[&kept]);
+    let archives = emu.archives(VAULT);
+    assert_eq!(archives.len(), 1);
+    assert_eq!(emu.archive_data(VAULT, &archives[0].id).unwrap(), kept_data);
+}

@@ -6,6 +6,7 @@
 //! failure does not undo its neighbours); FUSE threads read through a pool of read-only
 //! connections. Nothing here runs on a tokio worker: async callers use [`Catalog::write_async`].
 
+pub mod jobs;
 pub mod nodes;
 pub mod schema;
 pub mod vaults;
@@ -106,10 +107,12 @@ impl Catalog {
         }
         let mut conn = open_write_connection(&path)?;
         schema::migrate(&mut conn)?;
+        ensure_reserve(dir);
+        let reserve = dir.join(RESERVE_FILE);
         let (tx, rx) = mpsc::channel::<WriteOp>();
         let handle = thread::Builder::new()
             .name("catalog-writer".into())
-            .spawn(move || writer_loop(conn, rx))?;
+            .spawn(move || writer_loop(conn, rx, reserve))?;
         Ok(Catalog {
             inner: Arc::new(Inner {
                 path,
@@ -255,6 +258,20 @@ impl Catalog {
         })
     }
 
+    /// Like [`Catalog::write`], but tried once more if the first attempt fails to commit (a
+    /// full disk: the failure released the catalog's reserve, so the second one fits). For
+    /// updates that must not be lost, such as a writer's close.
+    pub fn write_twice<T, F>(&self, f: impl Fn() -> F) -> Result<T, CatalogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, CatalogError> + Send + 'static,
+    {
+        match self.write(f()) {
+            Err(CatalogError::CommitFailed(_)) => self.write(f()),
+            other => other,
+        }
+    }
+
     /// Makes everything committed so far durable: `synchronous=NORMAL` leaves the WAL unsynced
     /// at commit, which is right for the hot path but not for fsync(2).
     pub fn sync(&self) -> Result<(), CatalogError> {
@@ -305,7 +322,7 @@ fn run_in_savepoint<T>(
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, reserve: PathBuf) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -315,11 +332,17 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
             }
         }
         match conn.transaction() {
-            Ok(tx) => {
+            Ok(mut tx) => {
+                // COMMIT by hand, so a failure leaves the transaction to be rolled back here.
+                tx.set_drop_behavior(rusqlite::DropBehavior::Ignore);
                 let replies: Vec<Reply> = batch.into_iter().map(|op| op(&tx)).collect();
-                let committed = tx.commit();
+                let committed = tx.execute_batch("COMMIT");
                 if let Err(e) = &committed {
                     log::error!("catalog commit failed: {e}");
+                    let _ = tx.execute_batch("ROLLBACK");
+                    if is_disk_full(e) {
+                        release_reserve(&reserve);
+                    }
                 }
                 for reply in replies {
                     reply(committed.as_ref().err());
@@ -330,6 +353,45 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         log::warn!("catalog checkpoint at close failed: {e}");
+    }
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// Space held back for the catalog: when the cache disk fills up, the writer deletes this file
+/// so the catalog can still record deletes and closes that free space again.
+const RESERVE_FILE: &str = "catalog.reserve";
+const RESERVE_BYTES: i64 = 8 << 20;
+
+fn release_reserve(path: &Path) {
+    if std::fs::remove_file(path).is_ok() {
+        log::warn!("the cache disk is full: released the catalog's reserve space");
+    }
+}
+
+/// (Re)creates the reserve when there is room for it.
+pub fn ensure_reserve(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(RESERVE_FILE);
+    if path.exists() {
+        return;
+    }
+    let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+    else {
+        return;
+    };
+    // SAFETY: fallocate on a descriptor we own; blocks are really allocated (not sparse).
+    if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, RESERVE_BYTES) } != 0 {
+        drop(f);
+        let _ = std::fs::remove_file(&path);
     }
 }
 

@@ -178,6 +178,25 @@ pub fn staged_at_or_below(conn: &Connection, n: &Node) -> Result<Vec<u64>, Catal
         .collect::<Result<_, _>>()?)
 }
 
+/// The archived files at or below directory `n` with no local data.
+pub fn cold_at_or_below(conn: &Connection, n: &Node) -> Result<Vec<Node>, CatalogError> {
+    let cols = COLUMNS
+        .split(", ")
+        .map(|c| format!("n.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare_cached(&format!(
+        "WITH RECURSIVE sub(ino, kind) AS ( \
+             SELECT ino, kind FROM nodes WHERE parent = ?1 AND ino != ?1 \
+             UNION ALL \
+             SELECT c.ino, c.kind FROM nodes c JOIN sub ON c.parent = sub.ino WHERE sub.kind != 3) \
+         SELECT {cols} FROM sub JOIN nodes n ON n.ino = sub.ino \
+         WHERE n.kind = 3 AND n.local = 0 AND n.archive_id IS NOT NULL AND n.size > 0"
+    ))?;
+    let rows = stmt.query_map([n.ino as i64], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Number of files in a vault, and their total size.
 pub fn vault_usage(conn: &Connection, vault: u64) -> Result<(u64, u64), CatalogError> {
     let mut stmt = conn.prepare_cached(

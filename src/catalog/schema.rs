@@ -74,7 +74,9 @@ const MIGRATIONS: &[&str] = &[
         created_s   INTEGER NOT NULL,
         completed_s INTEGER,
         size        INTEGER,
-        bytes_done  INTEGER NOT NULL DEFAULT 0
+        bytes_done  INTEGER NOT NULL DEFAULT 0,
+        auto        INTEGER NOT NULL DEFAULT 0,    -- started by an open (counts against the budget)
+        ino         INTEGER                        -- the file a retrieval is for
     ) WITHOUT ROWID;
     CREATE INDEX jobs_by_archive ON jobs(archive_id) WHERE archive_id IS NOT NULL;
 
@@ -115,6 +117,23 @@ const MIGRATIONS: &[&str] = &[
     -- When the last writer closed the file (write-back starts a delay after it).
     ALTER TABLE nodes ADD COLUMN closed_ns INTEGER;
     CREATE INDEX nodes_dirty ON nodes(dirty) WHERE dirty > 0;
+    -- When cached data was last read; NULL: retrieved and not read yet (never evicted).
+    ALTER TABLE nodes ADD COLUMN read_ns INTEGER;
+    CREATE INDEX nodes_cached ON nodes(read_ns) WHERE local = 1 AND dirty = 0;
+
+    -- Downloads of retrieval-job output: how much of <cache>/data/<ino>.part is verified, and
+    -- the 1 MiB leaf hashes of that prefix, so a restart resumes and still checks the whole.
+    CREATE TABLE downloads (
+        ino         INTEGER PRIMARY KEY,
+        job_id      TEXT NOT NULL,
+        archive_id  TEXT NOT NULL,
+        vault       INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        verified    INTEGER NOT NULL DEFAULT 0,
+        leaves      BLOB NOT NULL DEFAULT x'',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        message     TEXT
+    );
 
     -- One row per upload in progress: the intent of DESIGN.md §2, updated around every
     -- creating call, so a restart knows exactly where each upload stands.

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{params, Connection};
 
+use super::control_files;
 use super::handles::Handle;
 use super::{checked_name, Attr, FsError, FsResult, GlacierFs};
 use crate::cache::Sidecar;
@@ -167,6 +168,7 @@ impl GlacierFs {
         if write {
             self.open_files.add_writer(ino);
         }
+        self.open_files.opened(ino);
         let now = catalog::now_ns();
         let opened_as = file
             .metadata()
@@ -240,6 +242,9 @@ impl GlacierFs {
     /// Opens a file for its data. Local data (staged or cached) opens at once; an archive that
     /// is only in Glacier needs a retrieval first, unless the open truncates it anyway.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        if let Some(dir) = control_files::control_dir(ino) {
+            return self.open_control(dir);
+        }
         let n = self.node(ino)?;
         if n.kind.is_dir() {
             return Err(FsError::IsDir);
@@ -251,12 +256,12 @@ impl GlacierFs {
             self.writable()?;
         }
         if !n.local && !truncate && n.size > 0 {
-            return Err(FsError::NotYetAvailable(format!(
-                "{} is in Glacier and has not been retrieved",
-                n.name
-            )));
+            return Err(self.services.retriever.cold_open(&n));
         }
         if !write {
+            if n.archive_id.is_some() {
+                self.services.retriever.touch(ino);
+            }
             let file = if n.local {
                 self.data.open_data(ino, false).map_err(io_err)?
             } else {
@@ -290,6 +295,9 @@ impl GlacierFs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        if control_files::is_control_handle(fh) {
+            return self.read_control(fh, offset, size);
+        }
         let h = self
             .handles
             .get(fh)
@@ -309,6 +317,9 @@ impl GlacierFs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if control_files::is_control_handle(fh) {
+            return self.write_control(fh, data);
+        }
         let h = self
             .handles
             .get(fh)
@@ -325,31 +336,44 @@ impl GlacierFs {
     /// Durability on this machine: the data file is synced and the catalog committed to disk.
     /// `glacierfs sync --wait` is what puts the file into Glacier.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        if control_files::is_control_handle(fh) {
+            return Ok(());
+        }
         let h = self
             .handles
             .get(fh)
             .ok_or(FsError::Invalid("stale file handle".into()))?;
         h.file.sync_all().map_err(io_err)?;
-        if h.written().0 {
-            self.record_close_state(&h, false)?;
+        let state = CloseState::of(&h)?;
+        if state.written {
+            self.record_close_state(h.ino, state, false)?;
         }
         self.catalog.sync()?;
         Ok(())
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
+        if control_files::is_control_handle(fh) {
+            self.release_control(fh);
+            return Ok(());
+        }
         let Some(h) = self.handles.remove(fh) else {
             return Ok(());
         };
+        self.open_files.closed(h.ino);
         if !h.write {
             return Ok(());
         }
-        let result = if h.written().0 {
-            self.record_close_state(&h, true)
-        } else {
-            Ok(())
+        let ino = h.ino;
+        let state = CloseState::of(&h);
+        // Let go of the data file before waiting on the catalog (see the adapter's release).
+        drop(h);
+        let result = match state {
+            Ok(state) if state.written => self.record_close_state(ino, state, true),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
         };
-        if self.open_files.remove_writer(h.ino) == 0 {
+        if self.open_files.remove_writer(ino) == 0 {
             self.open_files.wake.notify_one();
         }
         result
@@ -357,30 +381,38 @@ impl GlacierFs {
 
     /// Records what a writer left: the size of the data file, a new staged generation, and the
     /// mtime of its last write unless the mtime was set explicitly since (`cp -p`, `rsync -a`).
-    fn record_close_state(&self, h: &Handle, closing: bool) -> FsResult<()> {
-        let size = h.file.metadata().map_err(io_err)?.len();
-        let ino = h.ino;
-        let last_write = h.written().1;
+    fn record_close_state(&self, ino: u64, state: CloseState, closing: bool) -> FsResult<()> {
+        let CloseState {
+            size,
+            last_write_ns: last_write,
+            ..
+        } = state;
         let mtime = match self.open_files.mtime_set_at(ino) {
             Some(set) if set >= last_write => None,
             _ if last_write > 0 => Some(last_write),
             _ => None,
         };
         let now = catalog::now_ns();
-        self.catalog.write(move |tx| {
-            tx.execute(
-                "UPDATE nodes SET size = ?2, mtime_ns = COALESCE(?3, mtime_ns), ctime_ns = ?4, \
-                 local = 1, dirty = ?4, closed_ns = CASE WHEN ?5 THEN ?4 ELSE closed_ns END \
-                 WHERE ino = ?1",
-                params![ino as i64, size as i64, mtime, now, closing],
-            )?;
-            Ok(())
+        self.catalog.write_twice(|| {
+            move |tx: &rusqlite::Transaction<'_>| {
+                tx.execute(
+                    "UPDATE nodes SET size = ?2, mtime_ns = COALESCE(?3, mtime_ns), ctime_ns = ?4, \
+                     local = 1, dirty = ?4, closed_ns = CASE WHEN ?5 THEN ?4 ELSE closed_ns END \
+                     WHERE ino = ?1",
+                    params![ino as i64, size as i64, mtime, now, closing],
+                )?;
+                Ok(())
+            }
         })?;
         self.refresh_sidecar(ino);
         Ok(())
     }
 
     pub fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> FsResult<Attr> {
+        if let Some(a) = self.control_getattr(ino) {
+            // Truncating a control file (a shell's `>`) is accepted and changes nothing.
+            return a;
+        }
         let n = self.node(ino)?;
         let any = change.mode.is_some()
             || change.uid.is_some()
@@ -615,6 +647,26 @@ impl GlacierFs {
                 self.refresh_sidecar(ino);
             }
         }
+    }
+}
+
+/// What a writer's handle left in its data file.
+#[derive(Debug, Clone, Copy)]
+struct CloseState {
+    written: bool,
+    size: u64,
+    last_write_ns: i64,
+}
+
+impl CloseState {
+    fn of(h: &Handle) -> FsResult<CloseState> {
+        let size = h.file.metadata().map_err(io_err)?.len();
+        let (written, last_write_ns) = h.written();
+        Ok(CloseState {
+            written,
+            size,
+            last_write_ns,
+        })
     }
 }
 

@@ -89,12 +89,40 @@ impl Handles {
 #[derive(Debug, Default)]
 pub struct OpenFiles {
     writers: Mutex<HashMap<u64, u32>>,
+    /// Every open handle, readers too: cached data that is open is never evicted.
+    open: Mutex<HashMap<u64, u32>>,
     mtime_set_ns: Mutex<HashMap<u64, i64>>,
     /// Wakes the write-back queue: a file was closed, or `sync` asked for an upload now.
     pub wake: tokio::sync::Notify,
 }
 
 impl OpenFiles {
+    pub fn opened(&self, ino: u64) {
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ino)
+            .or_insert(0) += 1;
+    }
+
+    pub fn closed(&self, ino: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        match open.get_mut(&ino) {
+            Some(n) if *n > 1 => *n -= 1,
+            _ => {
+                open.remove(&ino);
+            }
+        }
+    }
+
+    pub fn is_open(&self, ino: u64) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&ino)
+    }
+
     pub fn writers(&self, ino: u64) -> u32 {
         *self
             .writers

@@ -6,6 +6,7 @@
 //! (creating and deleting vaults) is handed to the background runtime together with a
 //! completion, so no FUSE thread ever blocks on the network.
 
+mod control_files;
 pub mod error;
 pub mod files;
 pub mod handles;
@@ -52,6 +53,7 @@ pub struct Services {
     pub client: Arc<dyn GlacierClient>,
     pub inventory: InventoryHandle,
     pub writeback: Arc<crate::writeback::WriteBack>,
+    pub retriever: Arc<crate::retrieve::Retriever>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,7 @@ pub struct GlacierFs {
     handles: Handles,
     open_files: Arc<OpenFiles>,
     backings: passthrough::Backings,
+    control: control_files::ControlHandles,
 }
 
 fn time_from_ns(ns: i64) -> SystemTime {
@@ -131,6 +134,7 @@ impl GlacierFs {
             handles: Handles::default(),
             open_files,
             backings: passthrough::Backings::default(),
+            control: control_files::ControlHandles::default(),
         }
     }
 
@@ -198,7 +202,15 @@ impl GlacierFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        if let Some(a) = self.control_getattr(ino) {
+            return a;
+        }
         Ok(self.file_attr(&self.node(ino)?))
+    }
+
+    /// Whether `ino` is a control file (opened with direct I/O, never passthrough).
+    pub fn is_control(&self, ino: u64) -> bool {
+        control_files::control_dir(ino).is_some()
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
@@ -208,6 +220,9 @@ impl GlacierFs {
         }
         self.touch_vault(&p);
         let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
+        if let Some(a) = self.lookup_control(&p, name) {
+            return Ok(a);
+        }
         let n = self.catalog.read(|c| nodes::lookup(c, parent, name))?;
         Ok(self.file_attr(&self.visible(n)?))
     }

@@ -16,6 +16,7 @@ const FILE_ATTRS: &[&str] = &[
     "user.glacier.archive_id",
     "user.glacier.tree_hash",
     "user.glacier.description",
+    "user.glacier.job_id",
 ];
 const VAULT_ATTRS: &[&str] = &[
     "user.glacier.vault_arn",
@@ -39,6 +40,7 @@ impl GlacierFs {
             (Kind::File, "user.glacier.archive_id") => n.archive_id.clone(),
             (Kind::File, "user.glacier.tree_hash") => n.tree_hash.clone(),
             (Kind::File, "user.glacier.description") => n.description.clone(),
+            (Kind::File, "user.glacier.job_id") => self.services.retriever.job_id(&n),
             (Kind::Vault, attr) if VAULT_ATTRS.contains(&attr) => self.vault_attr(&n, attr)?,
             _ => None,
         };
@@ -86,13 +88,36 @@ impl GlacierFs {
         } else if n.dirty > 0 {
             "staged"
         } else if n.archive_id.is_some() && !n.local {
-            "cold"
+            if self.services.retriever.job_id(n).is_some() {
+                "retrieving"
+            } else {
+                "cold"
+            }
         } else {
             "cached"
         }
     }
 
-    pub fn setxattr(&self, ino: u64, name: &OsStr, _value: &[u8]) -> FsResult<()> {
+    /// Starts (or reuses) retrievals of every cold file at or below `n`; returns how many.
+    pub fn retrieve_at_or_below(
+        &self,
+        n: &Node,
+        tier: Option<crate::glacier::Tier>,
+    ) -> FsResult<usize> {
+        if n.kind == Kind::File {
+            return Ok(usize::from(self.services.retriever.request(n, tier)?));
+        }
+        let cold = self.catalog.read(|c| nodes::cold_at_or_below(c, n))?;
+        let mut started = 0;
+        for f in cold {
+            if self.services.retriever.request(&f, tier)? {
+                started += 1;
+            }
+        }
+        Ok(started)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8]) -> FsResult<()> {
         let n = self.node(ino)?;
         let name = name.as_bytes();
         if !name.starts_with(PREFIX.as_bytes()) {
@@ -104,7 +129,16 @@ impl GlacierFs {
             return Ok(());
         }
         if name == b"user.glacier.retrieve" {
-            return Err(FsError::NotImplemented("explicit retrieval"));
+            let tier = match std::str::from_utf8(value).map(str::trim) {
+                Ok("") => None,
+                Ok(t) => Some(crate::glacier::Tier::parse(t).ok_or_else(|| {
+                    FsError::Invalid(format!(
+                        "{t:?} is not a tier: use expedited, standard or bulk"
+                    ))
+                })?),
+                Err(_) => return Err(FsError::Invalid("the tier must be text".into())),
+            };
+            return self.retrieve_at_or_below(&n, tier).map(|_| ());
         }
         Err(FsError::NotPermitted(
             "user.glacier attributes are read-only",

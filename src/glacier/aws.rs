@@ -331,7 +331,7 @@ impl GlacierClient for AwsGlacier {
         vault: &'a str,
         description: &'a str,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, ArchiveCreated> {
         Box::pin(async move {
             let out = self
@@ -340,7 +340,7 @@ impl GlacierClient for AwsGlacier {
                 .account_id(&self.account)
                 .vault_name(vault)
                 .archive_description(description)
-                .checksum(to_hex(&tree_hash))
+                .set_checksum(tree_hash.map(|h| to_hex(&h)))
                 .body(ByteStream::from(body))
                 .send()
                 .await
@@ -398,7 +398,7 @@ impl GlacierClient for AwsGlacier {
         upload_id: &'a str,
         start: u64,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, Option<String>> {
         Box::pin(async move {
             let end = start + body.len() as u64 - 1;
@@ -409,7 +409,7 @@ impl GlacierClient for AwsGlacier {
                 .vault_name(vault)
                 .upload_id(upload_id)
                 .range(format!("bytes {start}-{end}/*"))
-                .checksum(to_hex(&tree_hash))
+                .set_checksum(tree_hash.map(|h| to_hex(&h)))
                 .body(ByteStream::from(body))
                 .send()
                 .await

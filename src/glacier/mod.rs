@@ -304,12 +304,16 @@ pub trait GlacierClient: Send + Sync {
     fn create_vault<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
     fn delete_vault<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
 
+    /// Uploads `body` as one archive. `tree_hash` is the body's tree hash when the caller has
+    /// one; with `None` the SDK computes it (it hashes every body it sends anyway: the per-MiB
+    /// hashes and the linear SHA-256 it signs with). Glacier checks the body against it, so the
+    /// tree hash it reports for the archive is that of the bytes it received.
     fn upload_archive<'a>(
         &'a self,
         vault: &'a str,
         description: &'a str,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, ArchiveCreated>;
     fn delete_archive<'a>(&'a self, vault: &'a str, archive_id: &'a str) -> BoxFut<'a, ()>;
 
@@ -319,14 +323,16 @@ pub trait GlacierClient: Send + Sync {
         description: &'a str,
         part_size: u64,
     ) -> BoxFut<'a, String>;
-    /// Uploads one part starting at `start`; returns the tree hash Glacier echoes for it.
+    /// Uploads one part starting at `start`; returns the tree hash Glacier echoes for it, which
+    /// Glacier checked against the body it received. `tree_hash` is as for
+    /// [`GlacierClient::upload_archive`]: `None` lets the SDK compute it.
     fn upload_part<'a>(
         &'a self,
         vault: &'a str,
         upload_id: &'a str,
         start: u64,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, Option<String>>;
     fn complete_multipart<'a>(
         &'a self,

@@ -100,7 +100,7 @@ impl GlacierClient for Retrying {
         vault: &'a str,
         description: &'a str,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, ArchiveCreated> {
         Box::pin(self.run(move || {
             self.inner
@@ -124,7 +124,7 @@ impl GlacierClient for Retrying {
         upload_id: &'a str,
         start: u64,
         body: Bytes,
-        tree_hash: Digest,
+        tree_hash: Option<Digest>,
     ) -> BoxFut<'a, Option<String>> {
         Box::pin(self.run(move || {
             self.inner

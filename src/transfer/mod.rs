@@ -3,4 +3,5 @@
 //! records its intents through a journal the caller makes durable, so a crash at any instant
 //! can be settled on the next start (DESIGN.md §2).
 
+pub mod download;
 pub mod upload;

@@ -11,12 +11,19 @@
 //!   finds them, and re-sending one overwrites it.
 //! - **Bounded memory, real parallelism.** The SDK holds each body in memory, so every body
 //!   read takes permits from [`UploadLimits`], shared by all uploads of a mount; parts run as
-//!   tokio tasks (the SDK's own SHA-256 of each body runs where its future is polled, so one
+//!   tokio tasks (the SDK's own hashing of each body runs where its future is polled, so one
 //!   task per part spreads it over the cores) and files are read with `pread` on the blocking
 //!   pool, never on a worker.
-//! - **One hashing pass of our own.** Each body is tree-hashed once, right after it is read;
-//!   that digest is both the request's header and the part's share of the archive hash, which
-//!   is combined from the part hashes. Glacier's echo of each hash is checked against ours.
+//! - **No second hashing pass** (DESIGN.md §2). The SDK hashes every body it sends (the
+//!   per-MiB hashes for the tree-hash header, the linear SHA-256 it signs with) and Glacier
+//!   checks the body against that tree hash, so the engine hashes nothing it sends. A part's
+//!   hash is the one Glacier echoes for it, the archive's is combined from those, and Complete,
+//!   which Glacier checks against the parts it holds, confirms the lot; an UploadArchive's is
+//!   its echo. The snapshot is hashed here only where nothing else can vouch for it: parts an
+//!   earlier attempt left are checked against it on resume; a body whose echo is missing or
+//!   malformed is hashed after the fact; and when Complete refuses the combined hash (an echo
+//!   that lied or was corrupted), every part is checked, once, as on resume, and the upload
+//!   completed with the hashes verified here.
 //! - **Resumable.** A recorded multipart upload is resumed from ListParts: parts Glacier has
 //!   are checked against the snapshot, the rest are sent. An upload Glacier no longer knows
 //!   (404) is started again from scratch.
@@ -35,12 +42,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
-use crate::glacier::{ErrorKind, GlacierClient, GlacierError, PartsListing};
+use crate::glacier::{ArchiveCreated, ErrorKind, GlacierClient, GlacierError, PartsListing};
 use crate::treehash::{self, combine_parts, from_hex, to_hex, Digest, MIB};
 
 /// Glacier's cap on the parts of one multipart upload.
@@ -167,7 +174,9 @@ pub enum UploadError {
     Io(#[from] io::Error),
     #[error("journal: {0}")]
     Journal(String),
-    /// Glacier reported a tree hash other than the one we sent (a part already re-sent once).
+    /// Glacier and the snapshot disagree on a tree hash, and trying again did not settle it: a
+    /// part echoed wrong twice, or a completed archive whose reported hash is not the
+    /// snapshot's.
     #[error("{what}: Glacier reports tree hash {theirs}, ours is {ours}")]
     ChecksumMismatch {
         what: String,
@@ -303,10 +312,22 @@ impl Snapshot {
     }
 
     /// Bytes `[start, start + len)`, with `pread`: tasks share the file without a cursor.
-    fn read(&self, start: u64, len: u64) -> Result<Vec<u8>, UploadError> {
+    /// `reuse` is a buffer an earlier body is done with: refilling it spares the page faults
+    /// (and zeroing) of a fresh allocation, a good part of what reading costs.
+    fn read(&self, start: u64, len: u64, reuse: Option<BytesMut>) -> Result<BytesMut, UploadError> {
         let len = usize::try_from(len)
             .map_err(|_| UploadError::Invalid(format!("a body of {len} bytes")))?;
-        let mut buf = vec![0u8; len];
+        let mut buf = match reuse {
+            Some(mut buf) if buf.len() >= len => {
+                buf.truncate(len);
+                buf
+            }
+            Some(mut buf) => {
+                buf.resize(len, 0);
+                buf
+            }
+            None => BytesMut::zeroed(len),
+        };
         match self.file.read_exact_at(&mut buf, start) {
             Ok(()) => Ok(buf),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -363,6 +384,30 @@ fn mismatch(what: String, ours: &Digest, theirs: Option<&str>) -> UploadError {
     }
 }
 
+/// The archive hash of parts of `part_size`.
+fn combined(part_size: u64, hashes: &[Digest]) -> Result<Digest, UploadError> {
+    combine_parts(part_size, hashes).ok_or_else(|| {
+        UploadError::Invalid(format!("part size {part_size} is not a power-of-two MiB"))
+    })
+}
+
+/// The tree hash Glacier echoed for `body`, which it checked against the body; when the echo
+/// is missing or malformed, the body's own, computed here.
+async fn echoed_or_hashed(
+    echoed: Option<&str>,
+    body: Bytes,
+    what: impl FnOnce() -> String,
+) -> Result<Digest, UploadError> {
+    if let Some(digest) = echoed.and_then(from_hex) {
+        return Ok(digest);
+    }
+    log::debug!(
+        "{}: no usable tree hash echoed ({echoed:?}); hashing the body here",
+        what()
+    );
+    blocking(move || Ok(treehash::tree_hash(&body))).await
+}
+
 /// One call of [`upload`], its arguments gathered.
 struct Upload<'a> {
     client: &'a Arc<dyn GlacierClient>,
@@ -406,26 +451,24 @@ impl Upload<'_> {
             .await
             .map_err(|_| UploadError::Cancelled)?;
         let snapshot = self.snapshot.clone();
-        let (body, digest) = blocking(move || {
-            let data = snapshot.read(0, snapshot.size)?;
-            let digest = treehash::tree_hash(&data);
+        let body = blocking(move || {
+            let data = snapshot.read(0, snapshot.size, None)?;
             snapshot.check_size()?;
-            Ok((Bytes::from(data), digest))
+            Ok(data.freeze())
         })
         .await?;
         record("before UploadArchive", || self.journal.before_single())?;
         let created = self
             .client
-            .upload_archive(&spec.vault, &spec.description, body, digest)
+            .upload_archive(&spec.vault, &spec.description, body.clone(), None)
             .await?;
-        // The SDK has let go of the body.
+        // Glacier checked the body against the tree hash the SDK computed from it. The archive
+        // exists either way; left unrecorded, the open intent is settled against the next
+        // inventory.
+        let what = || format!("archive {}", created.archive_id);
+        let digest = echoed_or_hashed(created.tree_hash.as_deref(), body, what).await?;
+        // The SDK has let go of the body, and so have we.
         drop(permit);
-        // The archive exists either way; left unrecorded, the open intent is settled against
-        // the next inventory, which will not show our hash.
-        if !echo_matches(created.tree_hash.as_deref(), &digest) {
-            let what = format!("archive {}", created.archive_id);
-            return Err(mismatch(what, &digest, created.tree_hash.as_deref()));
-        }
         record("archive created", || {
             self.journal.created(&created.archive_id, &digest)
         })?;
@@ -579,7 +622,10 @@ impl Upload<'_> {
         Ok(listed)
     }
 
-    /// Sends every part Glacier lacks (checking those it has), then completes the upload.
+    /// Sends every part Glacier lacks (checking those it has), then completes the upload with
+    /// the archive hash combined from the part hashes. If Glacier refuses that hash, one of
+    /// the echoes it was combined from was wrong: every part is then checked against the
+    /// snapshot, once, and the upload completed with hashes of our own.
     async fn send_and_complete(
         &self,
         upload_id: &str,
@@ -587,36 +633,107 @@ impl Upload<'_> {
         listed: HashMap<u64, Digest>,
         added: &mut u64,
     ) -> Result<Uploaded, Stop> {
-        let (spec, size) = (self.spec, self.snapshot.size);
-        let hashes = self.send_parts(upload_id, part_size, listed, added).await?;
-        let digest = combine_parts(part_size, &hashes).ok_or_else(|| {
-            UploadError::Invalid(format!("part size {part_size} is not a power-of-two MiB"))
-        })?;
+        let hashes = self
+            .send_parts(upload_id, part_size, listed, Pass::Send, added)
+            .await?;
+        let digest = combined(part_size, &hashes)?;
+        match self.complete(upload_id, digest).await {
+            Ok(created) => {
+                self.finish(upload_id, part_size, created, digest, false)
+                    .await
+            }
+            Err(Stop::Fail(UploadError::Glacier(e))) if e.kind == ErrorKind::InvalidParameter => {
+                log::warn!("upload {upload_id}: {e}; checking every part against the snapshot");
+                self.verify_and_complete(upload_id, part_size, added).await
+            }
+            Err(stop) => Err(stop),
+        }
+    }
+
+    /// The recovery of a refused Complete: what Glacier lists is checked against the snapshot
+    /// as on resume, parts that differ (or are missing) are sent again with our hash, and the
+    /// upload is completed with the hashes verified here. A second refusal is final.
+    async fn verify_and_complete(
+        &self,
+        upload_id: &str,
+        part_size: u64,
+        added: &mut u64,
+    ) -> Result<Uploaded, Stop> {
+        let listing = match self.client.list_parts(&self.spec.vault, upload_id).await {
+            Ok(listing) => listing,
+            Err(e) if e.kind == ErrorKind::NotFound => return Err(Stop::Gone(e.into())),
+            Err(e) => return Err(e.into()),
+        };
+        let listed = self.usable_parts(upload_id, part_size, &listing)?;
+        let hashes = self
+            .send_parts(upload_id, part_size, listed, Pass::Verify, added)
+            .await?;
+        let digest = combined(part_size, &hashes)?;
+        let created = self.complete(upload_id, digest).await?;
+        self.finish(upload_id, part_size, created, digest, true)
+            .await
+    }
+
+    /// CompleteMultipartUpload with `digest`, its intent recorded first.
+    async fn complete(&self, upload_id: &str, digest: Digest) -> Result<ArchiveCreated, Stop> {
+        let size = self.snapshot.size;
         // The last moment a change can still keep a wrong archive from being made.
         self.snapshot.check_size()?;
         record("before CompleteMultipartUpload", || {
             self.journal.before_complete(upload_id, size, &digest)
         })?;
-        let created = match self
+        match self
             .client
-            .complete_multipart(&spec.vault, upload_id, size, digest)
+            .complete_multipart(&self.spec.vault, upload_id, size, digest)
             .await
         {
-            Ok(created) => created,
-            Err(e) if e.kind == ErrorKind::NotFound => return Err(Stop::Gone(e.into())),
-            Err(e) => return Err(e.into()),
-        };
-        if !echo_matches(created.tree_hash.as_deref(), &digest) {
-            let what = format!("archive {} (upload {upload_id})", created.archive_id);
-            return Err(mismatch(what, &digest, created.tree_hash.as_deref()).into());
+            Ok(created) => Ok(created),
+            Err(e) if e.kind == ErrorKind::NotFound => Err(Stop::Gone(e.into())),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Records the archive Complete made. Glacier accepted `digest`, so an echo that differs
+    /// is a contradiction only the snapshot can settle: unless `digest` was verified here
+    /// already, the snapshot is hashed, and the archive is taken if either hash is its own.
+    async fn finish(
+        &self,
+        upload_id: &str,
+        part_size: u64,
+        created: ArchiveCreated,
+        digest: Digest,
+        verified: bool,
+    ) -> Result<Uploaded, Stop> {
+        let (spec, size) = (self.spec, self.snapshot.size);
+        let echoed = created.tree_hash.as_deref();
+        let digest = if echo_matches(echoed, &digest) {
+            digest
+        } else {
+            let theirs = echoed.unwrap_or_default();
+            log::warn!(
+                "upload {upload_id}: Glacier accepted tree hash {} for archive {} but reports \
+                 {theirs}; hashing the snapshot",
+                to_hex(&digest),
+                created.archive_id
+            );
+            let local = if verified {
+                digest
+            } else {
+                self.hash_snapshot(part_size).await?
+            };
+            if local != digest && from_hex(theirs) != Some(local) {
+                let what = format!("archive {} (upload {upload_id})", created.archive_id);
+                return Err(mismatch(what, &local, echoed).into());
+            }
+            local
+        };
         record("archive created", || {
             self.journal.created(&created.archive_id, &digest)
         })?;
         log::info!(
             "uploaded {} ({size} bytes, {} parts) to {} as archive {}",
             self.snapshot.path.display(),
-            hashes.len(),
+            size.div_ceil(part_size),
             spec.vault,
             created.archive_id
         );
@@ -626,13 +743,41 @@ impl Upload<'_> {
         })
     }
 
+    /// The snapshot's tree hash, part by part within the memory budget.
+    async fn hash_snapshot(&self, part_size: u64) -> Result<Digest, UploadError> {
+        let size = self.snapshot.size;
+        let mut hashes = Vec::new();
+        for start in (0..size).step_by(usize::try_from(part_size).unwrap_or(usize::MAX)) {
+            let len = part_size.min(size - start);
+            let permit = self
+                .limits
+                .acquire(len)
+                .await
+                .map_err(|_| UploadError::Cancelled)?;
+            let snapshot = self.snapshot.clone();
+            let digest = blocking(move || {
+                let data = snapshot.read(start, len, None)?;
+                Ok(treehash::tree_hash(&data))
+            })
+            .await?;
+            drop(permit);
+            hashes.push(digest);
+        }
+        combined(part_size, &hashes)
+    }
+
     /// Runs one task per part, started in order as permits come free, and returns the part
     /// hashes in order. The first failure returns at once; dropping the set aborts the rest.
+    ///
+    /// `listed` holds the hashes Glacier lists for parts it has: those parts are checked
+    /// against the snapshot. The others are sent and take Glacier's echo as their hash
+    /// ([`Pass::Send`]), or are hashed here first ([`Pass::Verify`]).
     async fn send_parts(
         &self,
         upload_id: &str,
         part_size: u64,
         mut listed: HashMap<u64, Digest>,
+        pass: Pass,
         added: &mut u64,
     ) -> Result<Vec<Digest>, Stop> {
         let size = self.snapshot.size;
@@ -652,7 +797,27 @@ impl Upload<'_> {
         let mut tasks = JoinSet::new();
         let mut next = 0;
         let mut waiting: Option<Acquire> = None;
+        // The permit for the next part, and maybe a finished part's buffer to read it into.
+        let mut granted: Option<(Result<OwnedSemaphorePermit, AcquireError>, Option<BytesMut>)> =
+            None;
         loop {
+            if let Some((permit, buffer)) = granted.take() {
+                let permit = permit.map_err(|_| UploadError::Cancelled)?;
+                let (start, len) = part(next);
+                let check = match (listed.remove(&start), pass) {
+                    (Some(theirs), _) => Check::Listed(theirs),
+                    (None, Pass::Send) => Check::Echo,
+                    (None, Pass::Verify) => Check::Missing,
+                };
+                let job = PartJob {
+                    index: next,
+                    start,
+                    len,
+                    check,
+                };
+                tasks.spawn(run_part(ctx.clone(), job, permit, buffer));
+                next += 1;
+            }
             if waiting.is_none() && next < count {
                 waiting = Some(self.limits.acquire(part(next).1));
             }
@@ -660,20 +825,27 @@ impl Upload<'_> {
                 // Results first: a failure should stop the upload before more parts start.
                 biased;
                 Some(finished) = tasks.join_next() => {
-                    let (outcome, permit) = joined(finished)?;
+                    let (outcome, permit, buffer) = joined(finished)?;
                     let done: PartDone = outcome?;
                     hashes[done.index] = Some(done.digest);
-                    self.progress.fetch_add(done.len, Ordering::Relaxed);
-                    *added += done.len;
+                    // A verifying pass goes over parts this call has counted already.
+                    if pass == Pass::Send {
+                        self.progress.fetch_add(done.len, Ordering::Relaxed);
+                        *added += done.len;
+                    }
                     drop(permit);
+                    // The buffer is kept only for a part that can start at once (the permit
+                    // just freed may have gone to it): a buffer kept while waiting for a
+                    // permit would hold memory the budget gives to whoever has the permit.
+                    if buffer.is_some() {
+                        if let Some(permit) = permit_now(&mut waiting).await {
+                            granted = Some((permit, buffer));
+                        }
+                    }
                 }
                 permit = permit_of(&mut waiting), if waiting.is_some() => {
                     waiting = None;
-                    let permit = permit.map_err(|_| UploadError::Cancelled)?;
-                    let (start, len) = part(next);
-                    let job = PartJob { index: next, start, len, listed: listed.remove(&start) };
-                    tasks.spawn(run_part(ctx.clone(), job, permit));
-                    next += 1;
+                    granted = Some((permit, None));
                 }
                 else => break,
             }
@@ -692,6 +864,22 @@ async fn permit_of(waiting: &mut Option<Acquire>) -> Result<OwnedSemaphorePermit
     }
 }
 
+/// The permit `waiting` has been granted already, if it has, without waiting for it.
+async fn permit_now(
+    waiting: &mut Option<Acquire>,
+) -> Option<Result<OwnedSemaphorePermit, AcquireError>> {
+    waiting.as_ref()?;
+    let now = tokio::select! {
+        biased;
+        permit = permit_of(waiting) => Some(permit),
+        () = std::future::ready(()) => None,
+    };
+    if now.is_some() {
+        *waiting = None;
+    }
+    now
+}
+
 /// What every part task of one upload shares.
 struct PartCtx {
     client: Arc<dyn GlacierClient>,
@@ -704,8 +892,27 @@ struct PartJob {
     index: usize,
     start: u64,
     len: u64,
-    /// The tree hash Glacier lists for this part, when resuming an upload that has it.
-    listed: Option<Digest>,
+    check: Check,
+}
+
+/// How [`Upload::send_parts`] treats the parts Glacier does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Sent as they are, with Glacier's echo as their hash: the normal path.
+    Send,
+    /// Hashed here, then sent with that hash: recovering from a refused Complete.
+    Verify,
+}
+
+/// Where a part's hash comes from.
+enum Check {
+    /// Glacier lists the part with this hash: it is checked against the snapshot, and sent
+    /// again (with our hash) if they differ.
+    Listed(Digest),
+    /// The part is sent without a hash (the SDK computes one) and Glacier's echo is its hash.
+    Echo,
+    /// The part is hashed here and sent with that hash, which Glacier must echo.
+    Missing,
 }
 
 struct PartDone {
@@ -714,47 +921,61 @@ struct PartDone {
     len: u64,
 }
 
-/// Reads and hashes one part, then sends it unless Glacier already has exactly these bytes.
+/// Reads one part (into `buffer`, when a finished part left one), then sends it unless
+/// Glacier already has exactly these bytes. A part is hashed here only when it must be checked
+/// against what Glacier lists or has said; the normal path leaves hashing to the SDK and takes
+/// Glacier's echo.
 ///
 /// The permit travels with the body: into the blocking read (so an aborted task still counts
 /// the buffer being filled), and back out with the outcome, so it is released only once
 /// [`Upload::send_parts`] has seen that outcome: a failure stops the upload before the freed
-/// permit can start another part.
+/// permit can start another part. So does the body's buffer, once the client is done with it.
 async fn run_part(
     ctx: Arc<PartCtx>,
     job: PartJob,
     permit: OwnedSemaphorePermit,
-) -> (Result<PartDone, Stop>, Option<OwnedSemaphorePermit>) {
+    buffer: Option<BytesMut>,
+) -> PartOutcome {
     let snapshot = ctx.snapshot.clone();
     let (start, len) = (job.start, job.len);
+    let hash_here = !matches!(job.check, Check::Echo);
     let read = tokio::task::spawn_blocking(move || {
-        let body = snapshot.read(start, len).map(|data| {
-            let digest = treehash::tree_hash(&data);
-            (Bytes::from(data), digest)
+        let body = snapshot.read(start, len, buffer).map(|data| {
+            let digest = hash_here.then(|| treehash::tree_hash(&data));
+            (data.freeze(), digest)
         });
         (body, permit)
     })
     .await;
     let (read, permit) = match joined(read) {
         Ok(read) => read,
-        Err(e) => return (Err(e.into()), None),
+        Err(e) => return (Err(e.into()), None, None),
+    };
+    let (body, ours) = match read {
+        Ok(read) => read,
+        Err(e) => return (Err(e.into()), Some(permit), None),
     };
     let outcome = async {
-        let (body, digest) = read?;
-        match job.listed {
-            Some(theirs) if theirs == digest => {}
-            Some(theirs) => {
+        let digest = match (job.check, ours) {
+            (Check::Listed(theirs), Some(ours)) if theirs == ours => ours,
+            (Check::Listed(theirs), Some(ours)) => {
                 log::warn!(
                     "upload {}: the part at {start} differs from the snapshot ({} there, {} \
                      here); sending it again",
                     ctx.upload_id,
                     to_hex(&theirs),
-                    to_hex(&digest)
+                    to_hex(&ours)
                 );
-                send_part(&ctx, start, body, &digest).await?;
+                send_checked(&ctx, start, &body, &ours).await?;
+                ours
             }
-            None => send_part(&ctx, start, body, &digest).await?,
-        }
+            (Check::Missing, Some(ours)) => {
+                send_checked(&ctx, start, &body, &ours).await?;
+                ours
+            }
+            // (Nothing hashed here only for `Check::Echo`.)
+            (Check::Echo, _) | (_, None) => send_trusting_echo(&ctx, start, &body).await?,
+        };
         Ok(PartDone {
             index: job.index,
             digest,
@@ -762,23 +983,54 @@ async fn run_part(
         })
     }
     .await;
-    (outcome, Some(permit))
+    // The client has dropped its copies of the body by now; if it kept one, no reuse.
+    (outcome, Some(permit), body.try_into_mut().ok())
 }
 
-/// Sends one part, and once more if Glacier echoes a hash other than ours (re-sending a range
-/// overwrites it).
-async fn send_part(ctx: &PartCtx, start: u64, body: Bytes, digest: &Digest) -> Result<(), Stop> {
+/// What a part task hands back: its outcome, its permit, and its buffer for the next part.
+type PartOutcome = (
+    Result<PartDone, Stop>,
+    Option<OwnedSemaphorePermit>,
+    Option<BytesMut>,
+);
+
+/// One UploadPart; `digest` `None` lets the SDK compute the tree-hash header. Returns the echo.
+async fn send_part(
+    ctx: &PartCtx,
+    start: u64,
+    body: Bytes,
+    digest: Option<Digest>,
+) -> Result<Option<String>, Stop> {
+    match ctx
+        .client
+        .upload_part(&ctx.vault, &ctx.upload_id, start, body, digest)
+        .await
+    {
+        Ok(echoed) => Ok(echoed),
+        Err(e) if e.kind == ErrorKind::NotFound => Err(Stop::Gone(e.into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends one part without hashing it, and returns the hash Glacier echoes (checked by Glacier
+/// against the body). A wrong echo shows later, when Complete refuses the combined hash.
+async fn send_trusting_echo(ctx: &PartCtx, start: u64, body: &Bytes) -> Result<Digest, Stop> {
+    let echoed = send_part(ctx, start, body.clone(), None).await?;
+    let what = || format!("upload {}, part at {start}", ctx.upload_id);
+    Ok(echoed_or_hashed(echoed.as_deref(), body.clone(), what).await?)
+}
+
+/// Sends one part with our hash of it, and once more if Glacier echoes another (re-sending a
+/// range overwrites it).
+async fn send_checked(
+    ctx: &PartCtx,
+    start: u64,
+    body: &Bytes,
+    digest: &Digest,
+) -> Result<(), Stop> {
     let mut first_echo = None;
     for _ in 0..2 {
-        let echoed = match ctx
-            .client
-            .upload_part(&ctx.vault, &ctx.upload_id, start, body.clone(), *digest)
-            .await
-        {
-            Ok(echoed) => echoed,
-            Err(e) if e.kind == ErrorKind::NotFound => return Err(Stop::Gone(e.into())),
-            Err(e) => return Err(e.into()),
-        };
+        let echoed = send_part(ctx, start, body.clone(), Some(*digest)).await?;
         if echo_matches(echoed.as_deref(), digest) {
             return Ok(());
         }

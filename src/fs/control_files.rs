@@ -1,0 +1,255 @@
+//! The control files as files: `.jobs` at the root and in each vault. They can be opened by
+//! name but are not listed by readdir (so `rsync --delete`, `rm -r` and copies out of a vault
+//! never touch them). Each open reads a snapshot; each write carries whole commands, and the
+//! write's result is the commands' result.
+//!
+//! Their inode numbers live above every catalog inode: bit 62 set, then the directory's inode
+//! and which file it is.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use super::{Attr, FileKind, FsError, FsResult, GlacierFs};
+use crate::catalog::{self, nodes, vaults, Kind, Node, ROOT_INO};
+use crate::control::{self, Command, Entry};
+use crate::timefmt;
+
+const CONTROL_BIT: u64 = 1 << 62;
+pub const JOBS: &str = ".jobs";
+
+/// Inode of the `.jobs` file in directory `dir` (the root or a vault).
+fn jobs_ino(dir: u64) -> u64 {
+    CONTROL_BIT | (dir << 1)
+}
+
+/// The directory whose `.jobs` this inode is.
+pub fn control_dir(ino: u64) -> Option<u64> {
+    (ino & CONTROL_BIT != 0).then_some((ino & !CONTROL_BIT) >> 1)
+}
+
+#[derive(Default)]
+pub struct ControlHandles {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Snapshot>>,
+}
+
+struct Snapshot {
+    dir: u64,
+    content: Vec<u8>,
+}
+
+pub fn is_control_handle(fh: u64) -> bool {
+    fh & CONTROL_BIT != 0
+}
+
+fn iso(secs: Option<i64>) -> Option<String> {
+    secs.map(|s| timefmt::format_iso8601(s, 0))
+}
+
+impl GlacierFs {
+    fn control_attr(&self, dir: u64) -> Attr {
+        let now = SystemTime::now();
+        Attr {
+            ino: jobs_ino(dir),
+            size: 0,
+            kind: FileKind::RegularFile,
+            perm: 0o644,
+            nlink: 1,
+            uid: self.options.uid,
+            gid: self.options.gid,
+            mtime: now,
+            ctime: now,
+        }
+    }
+
+    /// `.jobs` looked up in `parent`, if `parent` has one.
+    pub(super) fn lookup_control(&self, parent: &Node, name: &str) -> Option<Attr> {
+        (name == JOBS && matches!(parent.kind, Kind::Root | Kind::Vault))
+            .then(|| self.control_attr(parent.ino))
+    }
+
+    pub(super) fn control_getattr(&self, ino: u64) -> Option<FsResult<Attr>> {
+        let dir = control_dir(ino)?;
+        Some(self.node(dir).map(|_| self.control_attr(dir)))
+    }
+
+    pub(super) fn open_control(&self, dir: u64) -> FsResult<u64> {
+        let content = control::render(&self.jobs_entries(dir)?);
+        let fh = CONTROL_BIT | (self.control.next.fetch_add(1, Ordering::Relaxed) + 1);
+        self.control
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Snapshot { dir, content });
+        Ok(fh)
+    }
+
+    pub(super) fn read_control(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let open = self.control.open.lock().unwrap_or_else(|e| e.into_inner());
+        let snap = open
+            .get(&fh)
+            .ok_or(FsError::Invalid("stale file handle".into()))?;
+        let start = (offset as usize).min(snap.content.len());
+        let end = start.saturating_add(size as usize).min(snap.content.len());
+        Ok(snap.content[start..end].to_vec())
+    }
+
+    pub(super) fn write_control(&self, fh: u64, data: &[u8]) -> FsResult<u32> {
+        let dir = {
+            let open = self.control.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.get(&fh)
+                .ok_or(FsError::Invalid("stale file handle".into()))?
+                .dir
+        };
+        let commands = control::parse(data).map_err(|e| FsError::Invalid(e.to_string()))?;
+        for c in commands {
+            self.run_command(dir, c)?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    pub(super) fn release_control(&self, fh: u64) {
+        self.control
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
+    }
+
+    fn run_command(&self, dir: u64, command: Command) -> FsResult<()> {
+        match command {
+            Command::Retrieve { path, tier } => {
+                let n = self.resolve(dir, &path)?;
+                let started = self.retrieve_at_or_below(&n, tier)?;
+                log::info!("retrieve {path}: {started} archive(s) asked for");
+                Ok(())
+            }
+            Command::Inventory => {
+                let vaults: Vec<u64> = if dir == ROOT_INO {
+                    self.catalog
+                        .read(vaults::all)?
+                        .into_iter()
+                        .map(|v| v.ino)
+                        .collect()
+                } else {
+                    vec![dir]
+                };
+                for v in vaults {
+                    self.services.inventory.request(v, true);
+                }
+                Ok(())
+            }
+            Command::Cancel { target } => self.cancel(dir, &target),
+        }
+    }
+
+    /// A path relative to `dir`, as `.jobs` commands give it.
+    fn resolve(&self, dir: u64, path: &str) -> FsResult<Node> {
+        let mut n = self.node(dir)?;
+        for seg in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+            let parent = n.ino;
+            n = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, seg))?)?;
+        }
+        Ok(n)
+    }
+
+    /// Cancels queued deletes, by their JobId (`delete-N`) or by path. Glacier's own jobs
+    /// cannot be cancelled.
+    fn cancel(&self, dir: u64, target: &str) -> FsResult<()> {
+        let id = target
+            .strip_prefix("delete-")
+            .and_then(|n| n.parse::<i64>().ok());
+        let scope = (dir != ROOT_INO).then_some(dir as i64);
+        let (path, vault_name) = match target.split_once('/') {
+            Some((v, p)) if dir == ROOT_INO => (p.to_owned(), Some(v.to_owned())),
+            _ => (target.to_owned(), None),
+        };
+        let cancelled = self.catalog.write(move |tx| {
+            let n = match id {
+                Some(id) => tx.execute("DELETE FROM deletes WHERE id = ?1", [id])?,
+                None => tx.execute(
+                    "DELETE FROM deletes WHERE path = ?1 AND attempts = 0 AND \
+                     (?2 IS NULL OR vault = ?2) AND \
+                     (?3 IS NULL OR vault = (SELECT ino FROM vaults WHERE name = ?3))",
+                    rusqlite::params![path, scope, vault_name],
+                )?,
+            };
+            Ok(n)
+        })?;
+        if cancelled == 0 {
+            return Err(FsError::Invalid(format!(
+                "{target}: no queued work of this mount to cancel (Glacier's jobs cannot be)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Everything `.jobs` in `dir` shows: Glacier jobs, uploads, deletes and vault deletes.
+    fn jobs_entries(&self, dir: u64) -> FsResult<Vec<Entry>> {
+        let scope = (dir != ROOT_INO).then_some(dir);
+        let prefix_vault = dir == ROOT_INO;
+        let rows = self
+            .catalog
+            .read(move |c| catalog::jobs::overview(c, scope))?;
+        let mut out = Vec::new();
+        let path_of = |vault: &str, path: &str| {
+            if prefix_vault && !path.is_empty() {
+                format!("{vault}/{path}")
+            } else {
+                path.to_owned()
+            }
+        };
+        for j in rows.jobs {
+            let progress = j.ino.and_then(|i| self.services.retriever.progress(i));
+            out.push(
+                Entry::new(&j.action, &j.status)
+                    .set("JobId", j.job_id)
+                    .set("Vault", j.vault.clone())
+                    .opt("Path", j.path.map(|p| path_of(&j.vault, &p)))
+                    .opt("ArchiveId", j.archive_id)
+                    .opt("Tier", j.tier)
+                    .opt("CreationDate", iso(Some(j.created_s)))
+                    .opt("CompletionDate", iso(j.completed_s))
+                    .opt("SizeInBytes", j.size)
+                    .opt(
+                        "BytesDone",
+                        progress.or(j.bytes_done.map(|b| b.max(0) as u64)),
+                    )
+                    .opt("StatusMessage", j.message),
+            );
+        }
+        for u in rows.uploads {
+            let uploading = self.services.writeback.is_uploading(u.ino);
+            let done = self.services.writeback.progress(u.ino).unwrap_or(0);
+            out.push(
+                Entry::new("Upload", if uploading { "InProgress" } else { "Queued" })
+                    .set("JobId", format!("upload-{}", u.ino))
+                    .set("Vault", u.vault.clone())
+                    .set("Path", path_of(&u.vault, &u.path))
+                    .set("SizeInBytes", u.size)
+                    .set("BytesDone", done)
+                    .opt("StatusMessage", u.message),
+            );
+        }
+        for d in rows.deletes {
+            out.push(
+                Entry::new(
+                    "Delete",
+                    if d.attempts > 0 {
+                        "InProgress"
+                    } else {
+                        "Queued"
+                    },
+                )
+                .set("JobId", format!("delete-{}", d.id))
+                .set("Vault", d.vault.clone())
+                .opt("Path", d.path.map(|p| path_of(&d.vault, &p)))
+                .opt("ArchiveId", d.archive_id)
+                .opt("StatusMessage", d.message),
+            );
+        }
+        Ok(out)
+    }
+}

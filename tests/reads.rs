@@ -1,0 +1,420 @@
+//! Reading archives through a real mount over the Glacier emulator: EAGAIN at open for cold
+//! files (in every common tool), job reuse, `.jobs`, verified and resumable downloads, the LRU
+//! cache, explicit retrieval with its budget, and hidden control files.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use glacierfs::timefmt::format_compact;
+use support::emulator::Emulator;
+use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
+use support::{walk, xattr};
+
+const VAULT: &str = "archive";
+const MIB: usize = 1 << 20;
+
+fn mt2(path: &str) -> String {
+    let json = format!(
+        r#"{{"filename":"{path}","mtime":"{}"}}"#,
+        format_compact(1_600_000_000)
+    );
+    format!("mt2 {}", URL_SAFE_NO_PAD.encode(json))
+}
+
+fn pattern(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|k| (k as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+/// A vault holding `files` (path → bytes), inventoried, mounted, and loaded into the catalog.
+fn setup(emu: &Emulator, files: &BTreeMap<String, Vec<u8>>, cache: &Path, extra: &[&str]) -> Mount {
+    emu.create_vault(VAULT);
+    for (path, data) in files {
+        emu.put_archive(VAULT, &mt2(path), data, None);
+    }
+    emu.take_inventory(VAULT);
+    let mount = Mount::start(&emu.endpoint(), cache, extra);
+    load(emu, &mount, files.len());
+    mount
+}
+
+fn load(emu: &Emulator, mount: &Mount, files: usize) {
+    let vault = mount.path(VAULT);
+    let _ = std::fs::read_dir(&vault).map(|d| d.count());
+    let loaded = wait_until(Duration::from_secs(60), || {
+        emu.complete_all_jobs();
+        walk(&vault).values().filter(|v| v.is_some()).count() >= files
+    });
+    assert!(loaded, "the vault never loaded; log:\n{}", mount.log_text());
+}
+
+fn retrievals(emu: &Emulator) -> usize {
+    emu.jobs(VAULT)
+        .iter()
+        .filter(|j| j.archive_id.is_some())
+        .count()
+}
+
+fn jobs_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join(".jobs")).expect(".jobs opens by name");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("JSON Lines"))
+        .collect()
+}
+
+fn assert_eagain(what: &str, out: std::process::Output) {
+    assert!(!out.status.success(), "{what} succeeded on a cold file");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Resource temporarily unavailable"),
+        "{what}: {err}"
+    );
+}
+
+#[test]
+fn cold_files_fail_at_open_in_every_tool_then_read_back_exact() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let data = pattern(3 * MIB + 5, 1);
+    let files: BTreeMap<String, Vec<u8>> = [("docs/report.pdf".to_string(), data.clone())].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &[]);
+    let file = mount.path(VAULT).join("docs/report.pdf");
+    assert_eq!(xattr(&file, "user.glacier.state").as_deref(), Ok("cold"));
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let copy = out_dir.path().join("copy");
+    assert_eagain("cat", Command::new("cat").arg(&file).output().unwrap());
+    assert_eagain(
+        "dd",
+        Command::new("dd")
+            .arg(format!("if={}", file.display()))
+            .arg(format!("of={}", copy.display()))
+            .output()
+            .unwrap(),
+    );
+    assert_eagain(
+        "cp",
+        Command::new("cp").arg(&file).arg(&copy).output().unwrap(),
+    );
+    for (what, script) in [
+        (
+            "python open().read()",
+            "import sys; open(sys.argv[1], 'rb').read()",
+        ),
+        (
+            "shutil.copy",
+            "import sys, shutil; shutil.copy(sys.argv[1], sys.argv[2])",
+        ),
+    ] {
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .arg(&file)
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{what} succeeded on a cold file");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Resource temporarily unavailable") || err.contains("Errno 11"),
+            "{what}: {err}"
+        );
+    }
+    assert!(
+        std::fs::metadata(&copy)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true),
+        "a tool wrote a copy"
+    );
+    let empty_copy = copy.exists();
+    assert!(!empty_copy || std::fs::read(&copy).unwrap().is_empty());
+
+    // One job, shown in .jobs with its path; more opens start no more.
+    assert!(
+        wait_until(Duration::from_secs(10), || retrievals(&emu) == 1),
+        "no retrieval job"
+    );
+    let _ = std::fs::read(&file);
+    assert_eq!(retrievals(&emu), 1, "a second open started another job");
+    assert_eq!(
+        xattr(&file, "user.glacier.state").as_deref(),
+        Ok("retrieving")
+    );
+    let job_id = xattr(&file, "user.glacier.job_id").expect("job id while retrieving");
+    let lines = jobs_lines(&mount.path(VAULT));
+    let job = lines
+        .iter()
+        .find(|l| l["Action"] == "ArchiveRetrieval")
+        .unwrap_or_else(|| panic!("no ArchiveRetrieval in .jobs: {lines:#?}"));
+    assert_eq!(job["StatusCode"], "InProgress");
+    assert_eq!(job["Path"], "docs/report.pdf");
+    assert_eq!(job["JobId"], job_id.as_str());
+    let root_lines = jobs_lines(&mount.path(""));
+    assert!(root_lines
+        .iter()
+        .any(|l| l["Path"] == "archive/docs/report.pdf"));
+
+    emu.complete_all_jobs();
+    assert!(
+        wait_until(Duration::from_secs(30), || std::fs::read(&file).is_ok()),
+        "never became readable; log:\n{}",
+        mount.log_text()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), data);
+    assert_eq!(xattr(&file, "user.glacier.state").as_deref(), Ok("cached"));
+
+    // A second mount, with a catalog of its own, reuses the finished job.
+    let other_cache = tempfile::tempdir().unwrap();
+    let second = Mount::start(&emu.endpoint(), other_cache.path(), &[]);
+    load(&emu, &second, 1);
+    let again = second.path(VAULT).join("docs/report.pdf");
+    let _ = std::fs::read(&again);
+    assert!(
+        wait_until(Duration::from_secs(30), || std::fs::read(&again).is_ok()),
+        "the second mount never read it; log:\n{}",
+        second.log_text()
+    );
+    assert_eq!(std::fs::read(&again).unwrap(), data);
+    assert_eq!(
+        retrievals(&emu),
+        1,
+        "the second mount started a job of its own"
+    );
+}
+
+#[test]
+fn corrupted_output_is_never_served() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let files: BTreeMap<String, Vec<u8>> =
+        [("bad.bin".to_string(), pattern(2 * MIB + 7, 2))].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &[]);
+    let file = mount.path(VAULT).join("bad.bin");
+    assert!(std::fs::read(&file).is_err());
+    assert!(wait_until(Duration::from_secs(10), || retrievals(&emu) == 1));
+    let job = emu
+        .jobs(VAULT)
+        .into_iter()
+        .find(|j| j.archive_id.is_some())
+        .unwrap();
+    emu.corrupt_job_output(&job.id, true);
+    emu.complete_all_jobs();
+    let failed = wait_until(Duration::from_secs(60), || {
+        std::fs::read(&file).err().and_then(|e| e.raw_os_error()) == Some(libc::EIO)
+    });
+    assert!(
+        failed,
+        "a corrupted retrieval was not refused with EIO; log:\n{}",
+        mount.log_text()
+    );
+    let lines = jobs_lines(&mount.path(VAULT));
+    let l = lines
+        .iter()
+        .find(|l| l["Action"] == "ArchiveRetrieval")
+        .unwrap();
+    assert_eq!(l["StatusCode"], "Failed");
+    assert!(
+        l["StatusMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tree hash"),
+        "{l}"
+    );
+}
+
+#[test]
+fn the_lru_keeps_recent_reads_and_never_evicts_open_staged_or_unread_data() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let files: BTreeMap<String, Vec<u8>> = (0..6)
+        .map(|i| (format!("f{i}.bin"), pattern(5 * MIB, i as u8)))
+        .collect();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(
+        &emu,
+        &files,
+        cache.path(),
+        &["--cache-size", "10MiB", "--write-back-delay", "1h"],
+    );
+    let v = mount.path(VAULT);
+    let out = aws_env(&mut Command::new(binary()))
+        .arg("retrieve")
+        .arg(&v)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = |f: &str| xattr(&v.join(f), "user.glacier.state").unwrap_or_default();
+    let all_cached = wait_until(Duration::from_secs(60), || {
+        emu.complete_all_jobs();
+        files.keys().all(|f| state(f) == "cached")
+    });
+    assert!(
+        all_cached,
+        "retrievals did not finish; log:\n{}",
+        mount.log_text()
+    );
+    // 30 MiB retrieved, none read yet: nothing may go, over the limit or not.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        files.keys().all(|f| state(f) == "cached"),
+        "unread data was evicted"
+    );
+
+    let staged = v.join("staged.bin");
+    std::fs::write(&staged, pattern(8 * MIB, 9)).unwrap();
+    let held = std::fs::File::open(v.join("f0.bin")).unwrap();
+    for (name, data) in &files {
+        assert_eq!(&std::fs::read(v.join(name)).unwrap(), data);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settled = wait_until(Duration::from_secs(20), || {
+        state("f1.bin") == "cold" && state("f2.bin") == "cold"
+    });
+    assert!(
+        settled,
+        "the oldest reads were not evicted: {:?}",
+        files.keys().map(|f| (f, state(f))).collect::<Vec<_>>()
+    );
+    assert_eq!(state("f0.bin"), "cached", "an open file was evicted");
+    assert_eq!(state("f5.bin"), "cached", "the newest read was evicted");
+    assert_eq!(
+        std::fs::read(&staged).unwrap(),
+        pattern(8 * MIB, 9),
+        "staged data was evicted"
+    );
+    drop(held);
+}
+
+#[test]
+fn explicit_retrieval_of_a_subtree_and_the_budget() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let mut files: BTreeMap<String, Vec<u8>> = (0..100)
+        .map(|i| {
+            (
+                format!("tree/d{}/f{i}.txt", i % 4),
+                pattern(100 + i, i as u8),
+            )
+        })
+        .collect();
+    files.insert("big.bin".into(), pattern(2 * MIB, 7));
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &["--retrieval-budget", "1MiB"]);
+    let tree = mount.path(VAULT).join("tree");
+    let out = aws_env(&mut Command::new(binary()))
+        .args(["retrieve", "--tier", "bulk"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes: usize = files
+        .iter()
+        .filter(|(k, _)| k.starts_with("tree/"))
+        .map(|(_, d)| d.len())
+        .sum();
+    assert!(
+        text.contains(&format!("100 archive(s), {bytes} bytes, tier Bulk")),
+        "{text}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || retrievals(&emu) == 100),
+        "{} jobs",
+        retrievals(&emu)
+    );
+    emu.complete_all_jobs();
+    let cached = wait_until(Duration::from_secs(90), || {
+        files.keys().filter(|k| k.starts_with("tree/")).all(|k| {
+            xattr(&mount.path(VAULT).join(k), "user.glacier.state").as_deref() == Ok("cached")
+        })
+    });
+    assert!(
+        cached,
+        "not every explicit retrieval was cached; log:\n{}",
+        mount.log_text()
+    );
+    for (k, d) in files.iter().filter(|(k, _)| k.starts_with("tree/")) {
+        assert_eq!(&std::fs::read(mount.path(VAULT).join(k)).unwrap(), d);
+    }
+    // Opening a 2 MiB archive would pass the 1 MiB budget for automatic retrievals.
+    let err = std::fs::read(mount.path(VAULT).join("big.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EDQUOT));
+    assert_eq!(retrievals(&emu), 100, "the refused open started a job");
+}
+
+#[test]
+fn no_auto_retrieve_starts_no_job() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let files: BTreeMap<String, Vec<u8>> = [("x.bin".to_string(), pattern(1000, 1))].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &["--no-auto-retrieve"]);
+    let err = std::fs::read(mount.path(VAULT).join("x.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(retrievals(&emu), 0);
+}
+
+#[test]
+fn control_files_are_hidden_and_rsync_delete_leaves_them_alone() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let files: BTreeMap<String, Vec<u8>> = [("old.txt".to_string(), b"old".to_vec())].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &[]);
+    let v = mount.path(VAULT);
+    let ls = Command::new("ls").arg("-a").arg(&v).output().unwrap();
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        !listing.contains(".jobs") && !listing.contains(".lock"),
+        "{listing}"
+    );
+    assert!(v.join(".jobs").exists(), ".jobs opens by name");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("new.txt"), b"new").unwrap();
+    let out = Command::new("rsync")
+        .args(["-a", "--delete"])
+        .arg(format!("{}/", src.path().display()))
+        .arg(format!("{}/", v.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rsync --delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!v.join("old.txt").exists() && v.join("new.txt").exists());
+    // Writes to .jobs are commands; anything else is refused.
+    std::fs::write(v.join(".jobs"), b"inventory\n").unwrap();
+    let bad = std::fs::write(v.join(".jobs"), b"format c:\n").unwrap_err();
+    assert_eq!(bad.raw_os_error(), Some(libc::EINVAL));
+}
