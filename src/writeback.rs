@@ -236,7 +236,12 @@ impl WriteBack {
         if node.dirty != due.gen {
             return Ok(None);
         }
-        if node.size == 0 {
+        // The data file, not the catalog, says how big the content is: a writer cut off by a
+        // crash never got to record its size.
+        let on_disk = std::fs::metadata(self.data.data_path(ino))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if on_disk == 0 {
             // An empty file cannot be an archive: it lives in the catalog only.
             self.finish_empty(&node).await?;
             return Ok(None);
@@ -454,7 +459,7 @@ impl WriteBack {
                 let path = nodes::vault_relative_path(tx, node.ino)?;
                 tx.execute(
                     "UPDATE nodes SET archive_id = NULL, archive_key = NULL, tree_hash = NULL, \
-                     description = NULL, dirty = 0 WHERE ino = ?1 AND dirty = ?2",
+                     description = NULL, dirty = 0, size = 0 WHERE ino = ?1 AND dirty = ?2",
                     params![node.ino as i64, node.dirty],
                 )?;
                 if let Some(old) = &node.archive_id {
@@ -541,6 +546,7 @@ impl WriteBack {
     /// Settles what a previous run left: uploads whose snapshot or node is gone, and multipart
     /// uploads started but never recorded (aborted, matched by description).
     async fn recover(&self) -> Result<(), UploadFailure> {
+        self.settle_interrupted_writers().await?;
         let rows = self.catalog.read(all_upload_rows)?;
         let mut orphans_checked = HashSet::new();
         for row in rows {
@@ -583,6 +589,50 @@ impl WriteBack {
             // The row stays; the queue picks the node up (it is still dirty) and resumes it.
             lock(&self.state).forced.insert(ino);
         }
+        Ok(())
+    }
+
+    /// Files that were open for writing when the previous run died never had their close
+    /// recorded: their size comes from the data file, and they are due for upload as if
+    /// closed now.
+    async fn settle_interrupted_writers(&self) -> Result<(), UploadFailure> {
+        let open: Vec<u64> = self.catalog.read(|c| {
+            let mut s = c.prepare(
+                "SELECT ino FROM nodes WHERE dirty > 0 AND kind = 3 AND closed_ns IS NULL",
+            )?;
+            let rows = s.query_map([], |r| r.get::<_, i64>(0))?;
+            Ok(rows
+                .map(|r| r.map(|i| i as u64))
+                .collect::<Result<_, _>>()?)
+        })?;
+        let sizes: Vec<(u64, u64)> = open
+            .into_iter()
+            .filter(|ino| self.open_files.writers(*ino) == 0)
+            .map(|ino| {
+                let len = std::fs::metadata(self.data.data_path(ino))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                (ino, len)
+            })
+            .collect();
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        log::info!(
+            "{} file(s) were open for writing when glacierfs stopped; taking them as closed",
+            sizes.len()
+        );
+        self.catalog
+            .write_async(move |tx| {
+                let mut stmt = tx.prepare(
+                    "UPDATE nodes SET size = ?2, closed_ns = ?3, local = 1 WHERE ino = ?1 AND closed_ns IS NULL",
+                )?;
+                for (ino, len) in &sizes {
+                    stmt.execute(params![*ino as i64, *len as i64, now_ns()])?;
+                }
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -766,6 +816,7 @@ fn record_archive(
     tx.execute(
         "UPDATE nodes SET archive_id = ?2, archive_key = ?3, tree_hash = ?4, description = ?5, \
          created_s = ?6, local = 1, dirty = ?7, read_ns = ?6 * 1000000000, \
+         size = CASE WHEN dirty = ?9 THEN ?10 ELSE size END, \
          closed_ns = CASE WHEN ?8 THEN ?6 * 1000000000 ELSE closed_ns END WHERE ino = ?1",
         params![
             row.ino as i64,
@@ -775,7 +826,9 @@ fn record_archive(
             row.description,
             now_ns() / 1_000_000_000,
             dirty_after,
-            renamed
+            renamed,
+            row.gen,
+            row.size as i64
         ],
     )?;
     if let Some(old) = old.filter(|o| o != archive_id) {
