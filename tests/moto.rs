@@ -363,3 +363,88 @@ fn moto_cp_rsync_and_rm_end_to_end() {
         b"same bytes \x01"
     );
 }
+
+#[test]
+fn moto_cold_reads_end_to_end() {
+    let Some(endpoint) = moto_endpoint() else {
+        return;
+    };
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let client = sdk_client(&endpoint);
+    let vault = unique("reads");
+    rt.block_on(
+        client
+            .create_vault()
+            .account_id("-")
+            .vault_name(&vault)
+            .send(),
+    )
+    .unwrap();
+    let put = |name: &str, body: &[u8]| {
+        let json = format!(
+            r#"{{"filename":"{name}","mtime":"{}"}}"#,
+            format_compact(1_600_000_000)
+        );
+        rt.block_on(
+            client
+                .upload_archive()
+                .account_id("-")
+                .vault_name(&vault)
+                .archive_description(format!("mt2 {}", URL_SAFE_NO_PAD.encode(json)))
+                .body(ByteStream::from(body.to_vec()))
+                .send(),
+        )
+        .expect("UploadArchive")
+        .archive_id()
+        .unwrap()
+        .to_owned()
+    };
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    put("cold/data.bin", &body);
+    let untouched = put("cold/untouched.bin", b"nobody asked for this one");
+
+    let cache = tempfile::tempdir().unwrap();
+    let mount = Mount::start(&endpoint, cache.path(), &[]);
+    let file = mount.path(&vault).join("cold/data.bin");
+    let _ = std::fs::read_dir(mount.path(&vault)).map(|d| d.count());
+    assert!(
+        wait_until(Duration::from_secs(90), || file.exists()),
+        "never listed"
+    );
+    let err = std::fs::read(&file).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+    assert!(
+        wait_until(Duration::from_secs(90), || std::fs::read(&file).is_ok()),
+        "moto's job never delivered; log:\n{}",
+        mount.log_text()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    drop(mount);
+
+    // Without automatic retrieval, an open asks moto for nothing.
+    let cache2 = tempfile::tempdir().unwrap();
+    let quiet = Mount::start(&endpoint, cache2.path(), &["--no-auto-retrieve"]);
+    let other = quiet.path(&vault).join("cold/untouched.bin");
+    let _ = std::fs::read_dir(quiet.path(&vault)).map(|d| d.count());
+    assert!(
+        wait_until(Duration::from_secs(90), || other.exists()),
+        "never listed"
+    );
+    assert_eq!(
+        std::fs::read(&other).unwrap_err().raw_os_error(),
+        Some(libc::EAGAIN)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let jobs = rt
+        .block_on(client.list_jobs().account_id("-").vault_name(&vault).send())
+        .expect("ListJobs");
+    assert!(
+        jobs.job_list()
+            .iter()
+            .all(|j| j.archive_id() != Some(untouched.as_str())),
+        "--no-auto-retrieve started a job in moto"
+    );
+}

@@ -418,3 +418,85 @@ fn control_files_are_hidden_and_rsync_delete_leaves_them_alone() {
     let bad = std::fs::write(v.join(".jobs"), b"format c:\n").unwrap_err();
     assert_eq!(bad.raw_os_error(), Some(libc::EINVAL));
 }
+
+/// The verified prefix the catalog records for the download in progress, if any.
+fn verified_prefix(cache: &Path) -> Option<i64> {
+    let db = rusqlite::Connection::open_with_flags(
+        cache.join("catalog.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    db.query_row("SELECT verified FROM downloads", [], |r| r.get(0))
+        .ok()
+}
+
+#[test]
+fn a_download_cut_off_by_a_crash_resumes_from_the_verified_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let data = pattern(128 * MIB + 3, 5);
+    let files: BTreeMap<String, Vec<u8>> = [("big.iso".to_string(), data.clone())].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = setup(&emu, &files, cache.path(), &[]);
+    let file = mount.path(VAULT).join("big.iso");
+    assert!(std::fs::read(&file).is_err());
+    assert!(wait_until(Duration::from_secs(10), || retrievals(&emu) == 1));
+    let job = emu
+        .jobs(VAULT)
+        .into_iter()
+        .find(|j| j.archive_id.is_some())
+        .unwrap();
+    emu.complete_all_jobs();
+    // Kill once some of the download is verified, and before all of it is.
+    let caught = wait_until(Duration::from_secs(60), || {
+        verified_prefix(cache.path()).is_some_and(|v| v >= 8 * MIB as i64)
+    });
+    assert!(
+        caught,
+        "the download never got under way; log:\n{}",
+        mount.log_text()
+    );
+    mount.kill();
+    let verified = verified_prefix(cache.path()).expect("a download row survives the crash") as u64;
+    assert!(
+        verified < data.len() as u64,
+        "the download finished before the kill"
+    );
+    let before = emu
+        .stats()
+        .job_output
+        .get(&job.id)
+        .cloned()
+        .unwrap_or_default();
+
+    mount.remount(&emu.endpoint(), &[]);
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read(&file).is_ok()),
+        "never became readable after the restart; log:\n{}",
+        mount.log_text()
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), data);
+    let after = emu
+        .stats()
+        .job_output
+        .get(&job.id)
+        .cloned()
+        .unwrap_or_default();
+    let resumed = &after.ranges[before.ranges.len()..];
+    assert!(!resumed.is_empty());
+    for (start, _) in resumed {
+        assert!(
+            *start >= verified,
+            "re-requested {start}, below the verified {verified}"
+        );
+    }
+    let re_requested = after.bytes_served - before.bytes_served;
+    assert_eq!(
+        re_requested,
+        data.len() as u64 - verified,
+        "bytes asked for again"
+    );
+    assert_eq!(retrievals(&emu), 1, "the restart started a new job");
+}
