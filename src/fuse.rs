@@ -183,11 +183,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
+        if self.fs.is_control(ino.0) {
             // Control files render a snapshot per open: no page cache, no passthrough.
-            Ok(fh) if self.fs.is_control(ino.0) => {
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
-            }
+            return self.fs.open_control(
+                ino.0,
+                Box::new(move |r| match r {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                    Err(e) => reply.error(errno("open", &e)),
+                }),
+            );
+        }
+        match self.fs.open(ino.0, flags.0) {
             Ok(fh) => match self.backing(ino.0, fh, |f| reply.open_backing(f)) {
                 Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
                 None => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -240,8 +246,8 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -250,6 +256,18 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if self.fs.is_control_handle(fh.0) {
+            return self.fs.write_control(
+                ino.0,
+                fh.0,
+                data,
+                req.uid(),
+                Box::new(move |r| match r {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(errno("write", &e)),
+                }),
+            );
+        }
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno("write", &e)),

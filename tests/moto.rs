@@ -448,3 +448,33 @@ fn moto_cold_reads_end_to_end() {
         "--no-auto-retrieve started a job in moto"
     );
 }
+
+#[test]
+fn moto_has_no_vault_lock_and_dot_lock_says_so() {
+    let Some(endpoint) = moto_endpoint() else {
+        return;
+    };
+    if !fuse_available() {
+        return;
+    }
+    let rt = runtime();
+    let client = sdk_client(&endpoint);
+    let vault = unique("lock");
+    rt.block_on(
+        client
+            .create_vault()
+            .account_id("-")
+            .vault_name(&vault)
+            .send(),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = Mount::start(&endpoint, cache.path(), &[]);
+    let text = std::fs::read_to_string(mount.path(&vault).join(".lock")).unwrap();
+    let l: serde_json::Value = serde_json::from_str(&text).expect(".lock is JSON");
+    assert_eq!(l["State"], "Unknown", "{l}");
+    assert!(
+        l["StatusMessage"].as_str().is_some_and(|m| !m.is_empty()),
+        "{l}"
+    );
+}

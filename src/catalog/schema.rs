@@ -119,6 +119,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX nodes_dirty ON nodes(dirty) WHERE dirty > 0;
     -- When cached data was last read; NULL: retrieved and not read yet (never evicted).
     ALTER TABLE nodes ADD COLUMN read_ns INTEGER;
+    -- Vault lock: the id of a lock this mount initiated, and why the last request failed.
+    ALTER TABLE vaults ADD COLUMN lock_id TEXT;
+    ALTER TABLE vaults ADD COLUMN lock_message TEXT;
     CREATE INDEX nodes_cached ON nodes(read_ns) WHERE local = 1 AND dirty = 0;
 
     -- Downloads of retrieval-job output: how much of <cache>/data/<ino>.part is verified, and

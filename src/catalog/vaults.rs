@@ -19,10 +19,13 @@ pub struct VaultRow {
     pub inventory_date: Option<String>,
     pub inventory_checked_s: Option<i64>,
     pub state: String,
+    /// A vault lock this mount initiated, and why the last lock request failed.
+    pub lock_id: Option<String>,
+    pub lock_message: Option<String>,
 }
 
 const COLUMNS: &str = "ino, name, arn, last_inventory_date, remote_count, remote_size, \
-                       inventory_date, inventory_checked_s, state";
+                       inventory_date, inventory_checked_s, state, lock_id, lock_message";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<VaultRow> {
     Ok(VaultRow {
@@ -35,6 +38,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<VaultRow> {
         inventory_date: r.get(6)?,
         inventory_checked_s: r.get(7)?,
         state: r.get(8)?,
+        lock_id: r.get(9)?,
+        lock_message: r.get(10)?,
     })
 }
 

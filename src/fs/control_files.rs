@@ -1,5 +1,5 @@
-//! The control files as files: `.jobs` at the root and in each vault. They can be opened by
-//! name but are not listed by readdir (so `rsync --delete`, `rm -r` and copies out of a vault
+//! The control files as files: `.jobs` at the root and in each vault, `.lock` in each vault.
+//! They can be opened by name but are not listed by readdir (so `rsync --delete`, `rm -r` and copies out of a vault
 //! never touch them). Each open reads a snapshot; each write carries whole commands, and the
 //! write's result is the commands' result.
 //!
@@ -18,26 +18,55 @@ use crate::timefmt;
 
 const CONTROL_BIT: u64 = 1 << 62;
 pub const JOBS: &str = ".jobs";
+pub const LOCK: &str = ".lock";
 
-/// Inode of the `.jobs` file in directory `dir` (the root or a vault).
-fn jobs_ino(dir: u64) -> u64 {
-    CONTROL_BIT | (dir << 1)
+/// Which control file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Jobs,
+    Lock,
 }
 
-/// The directory whose `.jobs` this inode is.
-pub fn control_dir(ino: u64) -> Option<u64> {
-    (ino & CONTROL_BIT != 0).then_some((ino & !CONTROL_BIT) >> 1)
+/// Inode of control file `which` in directory `dir` (the root or a vault).
+fn control_ino(dir: u64, which: Which) -> u64 {
+    CONTROL_BIT | (dir << 1) | u64::from(which == Which::Lock)
 }
 
+/// The directory and kind of a control file's inode.
+pub fn control_dir(ino: u64) -> Option<(u64, Which)> {
+    if ino & CONTROL_BIT == 0 {
+        return None;
+    }
+    let which = if ino & 1 == 1 {
+        Which::Lock
+    } else {
+        Which::Jobs
+    };
+    Some(((ino & !CONTROL_BIT) >> 1, which))
+}
+
+/// Snapshots of open control files, by file handle.
 #[derive(Default)]
 pub struct ControlHandles {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Snapshot>>,
+    open: Mutex<HashMap<u64, LockSnapshot>>,
 }
 
-struct Snapshot {
-    dir: u64,
-    content: Vec<u8>,
+/// What one open of a control file reads.
+pub struct LockSnapshot {
+    pub dir: u64,
+    pub content: Vec<u8>,
+}
+
+impl ControlHandles {
+    pub fn add(&self, snapshot: LockSnapshot) -> u64 {
+        let fh = CONTROL_BIT | (self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, snapshot);
+        fh
+    }
 }
 
 pub fn is_control_handle(fh: u64) -> bool {
@@ -49,10 +78,10 @@ fn iso(secs: Option<i64>) -> Option<String> {
 }
 
 impl GlacierFs {
-    fn control_attr(&self, dir: u64) -> Attr {
+    fn control_attr(&self, dir: u64, which: Which) -> Attr {
         let now = SystemTime::now();
         Attr {
-            ino: jobs_ino(dir),
+            ino: control_ino(dir, which),
             size: 0,
             kind: FileKind::RegularFile,
             perm: 0o644,
@@ -64,30 +93,42 @@ impl GlacierFs {
         }
     }
 
-    /// `.jobs` looked up in `parent`, if `parent` has one.
+    /// A control file looked up in `parent`, if `parent` has one by that name.
     pub(super) fn lookup_control(&self, parent: &Node, name: &str) -> Option<Attr> {
-        (name == JOBS && matches!(parent.kind, Kind::Root | Kind::Vault))
-            .then(|| self.control_attr(parent.ino))
+        match (name, parent.kind) {
+            (JOBS, Kind::Root | Kind::Vault) => Some(self.control_attr(parent.ino, Which::Jobs)),
+            (LOCK, Kind::Vault) => Some(self.control_attr(parent.ino, Which::Lock)),
+            _ => None,
+        }
     }
 
     pub(super) fn control_getattr(&self, ino: u64) -> Option<FsResult<Attr>> {
-        let dir = control_dir(ino)?;
-        Some(self.node(dir).map(|_| self.control_attr(dir)))
+        let (dir, which) = control_dir(ino)?;
+        Some(self.node(dir).map(|_| self.control_attr(dir, which)))
     }
 
-    pub(super) fn open_control(&self, dir: u64) -> FsResult<u64> {
-        let content = control::render(&self.jobs_entries(dir)?);
-        let fh = CONTROL_BIT | (self.control.next.fetch_add(1, Ordering::Relaxed) + 1);
-        self.control
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, Snapshot { dir, content });
-        Ok(fh)
+    /// Opens a control file; `.lock` answers once Glacier has, from the runtime.
+    pub fn open_control(&self, ino: u64, done: super::Done<u64>) {
+        let Some((dir, which)) = control_dir(ino) else {
+            return done(Err(FsError::NotFound));
+        };
+        match which {
+            Which::Lock => self.open_lock(dir, done),
+            Which::Jobs => done(self.jobs_entries(dir).map(|e| {
+                self.control_snapshots.add(LockSnapshot {
+                    dir,
+                    content: control::render(&e),
+                })
+            })),
+        }
     }
 
     pub(super) fn read_control(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let open = self.control.open.lock().unwrap_or_else(|e| e.into_inner());
+        let open = self
+            .control_snapshots
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let snap = open
             .get(&fh)
             .ok_or(FsError::Invalid("stale file handle".into()))?;
@@ -96,22 +137,35 @@ impl GlacierFs {
         Ok(snap.content[start..end].to_vec())
     }
 
-    pub(super) fn write_control(&self, fh: u64, data: &[u8]) -> FsResult<u32> {
+    /// A write to an open control file: whole commands, whose result is the write's.
+    pub fn write_control(&self, ino: u64, fh: u64, data: &[u8], uid: u32, done: super::Done<u32>) {
         let dir = {
-            let open = self.control.open.lock().unwrap_or_else(|e| e.into_inner());
-            open.get(&fh)
-                .ok_or(FsError::Invalid("stale file handle".into()))?
-                .dir
+            let open = self
+                .control_snapshots
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match open.get(&fh) {
+                Some(s) => s.dir,
+                None => return done(Err(FsError::Invalid("stale file handle".into()))),
+            }
         };
-        let commands = control::parse(data).map_err(|e| FsError::Invalid(e.to_string()))?;
-        for c in commands {
-            self.run_command(dir, c)?;
+        if matches!(control_dir(ino), Some((_, Which::Lock))) {
+            return self.write_lock(dir, data, uid, done);
         }
-        Ok(data.len() as u32)
+        let result = control::parse(data)
+            .map_err(|e| FsError::Invalid(e.to_string()))
+            .and_then(|commands| {
+                for c in commands {
+                    self.run_command(dir, c)?;
+                }
+                Ok(data.len() as u32)
+            });
+        done(result)
     }
 
     pub(super) fn release_control(&self, fh: u64) {
-        self.control
+        self.control_snapshots
             .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -242,9 +242,6 @@ impl GlacierFs {
     /// Opens a file for its data. Local data (staged or cached) opens at once; an archive that
     /// is only in Glacier needs a retrieval first, unless the open truncates it anyway.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
-        if let Some(dir) = control_files::control_dir(ino) {
-            return self.open_control(dir);
-        }
         let n = self.node(ino)?;
         if n.kind.is_dir() {
             return Err(FsError::IsDir);
@@ -317,9 +314,6 @@ impl GlacierFs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        if control_files::is_control_handle(fh) {
-            return self.write_control(fh, data);
-        }
         let h = self
             .handles
             .get(fh)

@@ -10,6 +10,7 @@ mod control_files;
 pub mod error;
 pub mod files;
 pub mod handles;
+mod lock_file;
 pub mod passthrough;
 mod vaults;
 mod xattr;
@@ -107,7 +108,7 @@ pub struct GlacierFs {
     handles: Handles,
     open_files: Arc<OpenFiles>,
     backings: passthrough::Backings,
-    control: control_files::ControlHandles,
+    control_snapshots: Arc<control_files::ControlHandles>,
 }
 
 fn time_from_ns(ns: i64) -> SystemTime {
@@ -134,7 +135,7 @@ impl GlacierFs {
             handles: Handles::default(),
             open_files,
             backings: passthrough::Backings::default(),
-            control: control_files::ControlHandles::default(),
+            control_snapshots: Arc::default(),
         }
     }
 
@@ -211,6 +212,11 @@ impl GlacierFs {
     /// Whether `ino` is a control file (opened with direct I/O, never passthrough).
     pub fn is_control(&self, ino: u64) -> bool {
         control_files::control_dir(ino).is_some()
+    }
+
+    /// Whether `fh` is a handle of a control file.
+    pub fn is_control_handle(&self, fh: u64) -> bool {
+        control_files::is_control_handle(fh)
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {

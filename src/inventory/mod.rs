@@ -376,6 +376,8 @@ mod tests {
             inventory_date: local.map(Into::into),
             inventory_checked_s: None,
             state: "present".into(),
+            lock_id: None,
+            lock_message: None,
         }
     }
 
