@@ -73,6 +73,18 @@ pub struct CacheLock {
 }
 
 impl CacheLock {
+    /// The pid of the mount holding `dir`'s lock, if one does.
+    pub fn holder(dir: &Path) -> Option<u32> {
+        let mut file = OpenOptions::new().read(true).open(dir.join(LOCK_FILE)).ok()?;
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return None;
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        text.trim().parse().ok().or(Some(0))
+    }
+
     pub fn acquire(dir: &Path) -> Result<CacheLock, MountError> {
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
@@ -295,6 +307,15 @@ pub fn run(
         endpoint: args.aws.endpoint_url.clone().unwrap_or_default(),
         region: aws.region().to_owned(),
         account: args.aws.account_id.clone(),
+    })?;
+    let cache_size = args.cache_size;
+    catalog.write(move |tx| {
+        // For `glacierfs status`, which reads the catalog without the mount's options.
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('cache_size', ?1)",
+            [cache_size.to_string()],
+        )?;
+        Ok(())
     })?;
     let raw: Arc<dyn GlacierClient> = Arc::new(aws);
     let client: Arc<dyn GlacierClient> =

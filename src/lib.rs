@@ -15,6 +15,7 @@ pub mod glacier;
 pub mod inventory;
 pub mod names;
 pub mod retrieve;
+pub mod status;
 pub mod timefmt;
 pub mod transfer;
 pub mod treehash;

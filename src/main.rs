@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             init_logging(0, false, None);
             import_inventory(&args)
         }
-        Command::Status(_) => not_yet("status"),
+        Command::Status(args) => glacierfs::status::run(&args),
         Command::Retrieve(args) => {
             init_logging(0, false, None);
             glacierfs::client_cmds::retrieve(&args)

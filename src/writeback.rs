@@ -149,9 +149,32 @@ impl WriteBack {
         });
     }
 
+    /// Writes the bytes sent by running uploads, for `glacierfs status` (which reads only the
+    /// catalog).
+    async fn record_progress(&self) -> Result<(), CatalogError> {
+        let progress: Vec<(u64, u64)> = lock(&self.state)
+            .progress
+            .iter()
+            .map(|(ino, p)| (*ino, p.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect();
+        if progress.is_empty() {
+            return Ok(());
+        }
+        self.catalog
+            .write_async(move |tx| {
+                let mut stmt = tx.prepare_cached("UPDATE uploads SET bytes_done = ?2 WHERE ino = ?1")?;
+                for (ino, done) in &progress {
+                    stmt.execute(params![*ino as i64, *done as i64])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     /// Starts the uploads and deletes that are due.
     async fn tick(self: &Arc<Self>) -> Result<(), CatalogError> {
         crate::catalog::ensure_reserve(self.data.cache_dir());
+        self.record_progress().await?;
         let cutoff = now_ns() - self.options.delay.as_nanos() as i64;
         let forced: Vec<u64> = lock(&self.state).forced.iter().copied().collect();
         let due = self

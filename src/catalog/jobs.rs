@@ -29,6 +29,9 @@ pub struct UploadView {
     pub path: String,
     pub size: u64,
     pub message: Option<String>,
+    /// Bytes sent, as the queue last recorded them, and when the upload started (Unix s).
+    pub bytes_done: u64,
+    pub started_s: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,7 +91,8 @@ pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogE
     }
 
     let mut stmt = c.prepare_cached(
-        "SELECT n.ino, v.name, n.size, u.message FROM nodes n \
+        "SELECT n.ino, v.name, n.size, u.message, COALESCE(u.bytes_done, 0), u.started_s \
+         FROM nodes n \
          JOIN vaults v ON v.ino = n.vault LEFT JOIN uploads u ON u.ino = n.ino \
          WHERE n.dirty > 0 AND n.kind = 3 AND (?1 IS NULL OR n.vault = ?1) ORDER BY n.ino",
     )?;
@@ -98,16 +102,20 @@ pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogE
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)? as u64,
             r.get::<_, Option<String>>(3)?,
+            r.get::<_, i64>(4)?.max(0) as u64,
+            r.get::<_, Option<i64>>(5)?,
         ))
     })?;
     for row in rows {
-        let (ino, vault, size, message) = row?;
+        let (ino, vault, size, message, bytes_done, started_s) = row?;
         out.uploads.push(UploadView {
             ino,
             vault,
             path: nodes::vault_relative_path(c, ino)?,
             size,
             message,
+            bytes_done,
+            started_s,
         });
     }
 
@@ -129,4 +137,16 @@ pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogE
         out.deletes.push(d?);
     }
     Ok(out)
+}
+
+/// Bytes of retrieved data cached, and of staged data not yet in Glacier.
+pub fn cache_use(c: &Connection) -> Result<(u64, u64), CatalogError> {
+    let (cached, staged): (i64, i64) = c.query_row(
+        "SELECT COALESCE(SUM(CASE WHEN dirty = 0 AND archive_id IS NOT NULL THEN size END), 0), \
+                COALESCE(SUM(CASE WHEN dirty > 0 THEN size END), 0) \
+         FROM nodes WHERE kind = 3 AND local = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((cached.max(0) as u64, staged.max(0) as u64))
 }

@@ -123,6 +123,28 @@ impl Catalog {
         })
     }
 
+    /// Opens an existing catalog for reading only (`glacierfs status`, beside a running mount):
+    /// no writer, no migration, no lock.
+    pub fn open_read_only(dir: &Path) -> Result<Catalog, CatalogError> {
+        let path = dir.join(DB_FILE);
+        let conn = open_read_connection(&path)?;
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > schema::current_version() {
+            return Err(CatalogError::TooNew {
+                found: version,
+                supported: schema::current_version(),
+            });
+        }
+        Ok(Catalog {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(None),
+                writer_thread: Mutex::new(None),
+                readers: Mutex::new(vec![conn]),
+            }),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.inner.path
     }

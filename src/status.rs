@@ -1,0 +1,198 @@
+//! `glacierfs status`: what a cache directory's mount is doing, or what will resume at its next
+//! mount, read from the catalog alone (so it works whether or not the mount is up, and never
+//! touches the network).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use crate::catalog::{jobs, Catalog};
+use crate::config::StatusArgs;
+use crate::daemon::CacheLock;
+
+fn now_s() -> i64 {
+    crate::catalog::now_ns() / 1_000_000_000
+}
+
+/// Human sizes: binary units, one decimal.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The whole report, as JSON (the human form is rendered from it).
+pub fn report(dir: &Path) -> Result<Value, String> {
+    if !dir.join("catalog.db").exists() {
+        return Err(format!("{}: no glacierfs catalog here", dir.display()));
+    }
+    let pid = CacheLock::holder(dir);
+    let catalog = Catalog::open_read_only(dir).map_err(|e| e.to_string())?;
+    let (overview, (cached, staged), cache_size) = catalog
+        .read(|c| {
+            let size: Option<String> = c
+                .query_row("SELECT value FROM meta WHERE key = 'cache_size'", [], |r| r.get(0))
+                .ok();
+            Ok((jobs::overview(c, None)?, jobs::cache_use(c)?, size.and_then(|s| s.parse::<u64>().ok())))
+        })
+        .map_err(|e| e.to_string())?;
+    let now = now_s();
+    let uploads: Vec<Value> = overview
+        .uploads
+        .iter()
+        .map(|u| {
+            let elapsed = u.started_s.map(|s| (now - s).max(1));
+            json!({
+                "Vault": u.vault, "Path": u.path, "SizeInBytes": u.size, "BytesDone": u.bytes_done,
+                "BytesPerSecond": elapsed.map(|e| u.bytes_done / e as u64),
+                "StatusCode": if u.started_s.is_some() { "InProgress" } else { "Queued" },
+                "StatusMessage": u.message,
+            })
+        })
+        .collect();
+    let jobs: Vec<Value> = overview
+        .jobs
+        .iter()
+        .map(|j| {
+            json!({
+                "Action": j.action, "StatusCode": j.status, "JobId": j.job_id, "Vault": j.vault,
+                "Path": j.path, "Tier": j.tier, "AgeSeconds": (now - j.created_s).max(0),
+                "SizeInBytes": j.size, "BytesDone": j.bytes_done, "StatusMessage": j.message,
+            })
+        })
+        .collect();
+    let deletes: Vec<Value> = overview
+        .deletes
+        .iter()
+        .map(|d| json!({"Vault": d.vault, "Path": d.path, "ArchiveId": d.archive_id, "Attempts": d.attempts, "StatusMessage": d.message}))
+        .collect();
+    let failures: Vec<Value> = overview
+        .uploads
+        .iter()
+        .filter_map(|u| u.message.as_ref().map(|m| json!({"Action": "Upload", "Path": format!("{}/{}", u.vault, u.path), "StatusMessage": m})))
+        .chain(overview.jobs.iter().filter(|j| j.status == "Failed").map(|j| {
+            json!({"Action": j.action, "Path": j.path, "JobId": j.job_id, "StatusMessage": j.message})
+        }))
+        .chain(overview.deletes.iter().filter_map(|d| {
+            d.message.as_ref().map(|m| json!({"Action": "Delete", "Path": d.path, "StatusMessage": m}))
+        }))
+        .collect();
+    Ok(json!({
+        "CacheDir": dir.display().to_string(),
+        "Mounted": pid.is_some(),
+        "Pid": pid.filter(|p| *p > 0),
+        "Uploads": uploads,
+        "Jobs": jobs,
+        "Deletes": deletes,
+        "Cache": {"CachedBytes": cached, "CacheSize": cache_size, "StagedBytes": staged},
+        "Failures": failures,
+    }))
+}
+
+fn print_human(r: &Value) {
+    let mounted = r["Mounted"].as_bool().unwrap_or(false);
+    let dir = r["CacheDir"].as_str().unwrap_or_default();
+    if mounted {
+        match r["Pid"].as_u64() {
+            Some(pid) => println!("{dir}: mounted (daemon pid {pid})"),
+            None => println!("{dir}: mounted"),
+        }
+    } else {
+        println!("{dir}: not mounted; this is what the next mount will resume:");
+    }
+    let empty = Vec::new();
+    let list = |k: &str| r[k].as_array().unwrap_or(&empty).clone();
+    let uploads = list("Uploads");
+    println!("uploads: {}", uploads.len());
+    for u in &uploads {
+        let size = u["SizeInBytes"].as_u64().unwrap_or(0);
+        let done = u["BytesDone"].as_u64().unwrap_or(0);
+        let rate = u["BytesPerSecond"].as_u64().map(|b| format!(", {}/s", human(b))).unwrap_or_default();
+        println!(
+            "  {}/{}: {} of {}{rate} ({})",
+            u["Vault"].as_str().unwrap_or_default(),
+            u["Path"].as_str().unwrap_or_default(),
+            human(done),
+            human(size),
+            u["StatusCode"].as_str().unwrap_or_default()
+        );
+    }
+    let jobs = list("Jobs");
+    println!("jobs: {}", jobs.len());
+    for j in &jobs {
+        println!(
+            "  {} {} {}/{} ({} min old)",
+            j["Action"].as_str().unwrap_or_default(),
+            j["StatusCode"].as_str().unwrap_or_default(),
+            j["Vault"].as_str().unwrap_or_default(),
+            j["Path"].as_str().unwrap_or(""),
+            j["AgeSeconds"].as_i64().unwrap_or(0) / 60
+        );
+    }
+    println!("deletes queued: {}", list("Deletes").len());
+    let cache = &r["Cache"];
+    let limit = cache["CacheSize"].as_u64().map(human).unwrap_or_else(|| "unknown".into());
+    println!(
+        "cache: {} retrieved (limit {limit}), {} staged",
+        human(cache["CachedBytes"].as_u64().unwrap_or(0)),
+        human(cache["StagedBytes"].as_u64().unwrap_or(0))
+    );
+    let failures = list("Failures");
+    if !failures.is_empty() {
+        println!("failures:");
+        for f in &failures {
+            println!(
+                "  {} {}: {}",
+                f["Action"].as_str().unwrap_or_default(),
+                f["Path"].as_str().unwrap_or(""),
+                f["StatusMessage"].as_str().unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub fn run(args: &StatusArgs) -> ExitCode {
+    let dir = match args.cache.resolve() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("glacierfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match report(&dir) {
+        Ok(r) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            print_human(&r);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("glacierfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human(5), "5 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(10 << 30), "10.0 GiB");
+    }
+}

@@ -1,0 +1,139 @@
+//! The daemon's life cycle and what it tells: `glacierfs status` with and without a mount,
+//! SIGTERM, credentials never in the log, and the local try-out script.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::emulator::Emulator;
+use support::mount::{aws_env, binary, fuse_available, is_mounted, wait_until, Mount};
+
+fn status(cache: &Path) -> serde_json::Value {
+    let out = aws_env(&mut Command::new(binary()))
+        .args(["status", "--json", "--cache-dir"])
+        .arg(cache)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+#[test]
+fn status_lists_pending_uploads_while_mounted_and_after_a_crash() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault("v");
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = Mount::start(&emu.endpoint(), cache.path(), &["--write-back-delay", "1h"]);
+    for i in 0..5 {
+        std::fs::write(mount.path("v").join(format!("f{i}")), vec![b'x'; 1000 * (i + 1)]).unwrap();
+    }
+    let s = status(cache.path());
+    assert_eq!(s["Mounted"], true);
+    let uploads = s["Uploads"].as_array().unwrap();
+    assert_eq!(uploads.len(), 5, "{s:#}");
+    for u in uploads {
+        assert!(u["SizeInBytes"].as_u64().unwrap() >= 1000);
+        assert!(u.get("BytesDone").is_some(), "no progress: {u}");
+    }
+    assert_eq!(s["Cache"]["StagedBytes"], 15_000);
+    let human = aws_env(&mut Command::new(binary())).args(["status", "--cache-dir"]).arg(cache.path()).output().unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("uploads: 5"));
+
+    mount.kill();
+    let s = status(cache.path());
+    assert_eq!(s["Mounted"], false);
+    assert_eq!(s["Uploads"].as_array().unwrap().len(), 5, "what will resume: {s:#}");
+    let human = aws_env(&mut Command::new(binary())).args(["status", "--cache-dir"]).arg(cache.path()).output().unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("next mount will resume"));
+}
+
+#[test]
+fn sigterm_unmounts_cleanly_and_exits_zero() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault("v");
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = Mount::start(&emu.endpoint(), cache.path(), &[]);
+    let path = mount.path("");
+    let status = mount.terminate().expect("the daemon was running");
+    assert!(status.success(), "SIGTERM exit status: {status:?}");
+    assert!(!is_mounted(&path), "still mounted after SIGTERM");
+}
+
+#[test]
+fn credentials_never_reach_the_log_even_at_trace_level() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault("v");
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let log = cache.path().join("trace.log");
+    let (key_id, secret) = ("AKIDLEAKCHECK7Q3Z", "s3cr3t/NeverLog+ThisValue0123456789");
+    let mut child = aws_env(&mut Command::new(binary()))
+        .env("AWS_ACCESS_KEY_ID", key_id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("RUST_LOG", "trace")
+        .args(["mount", "-f", "--region", "us-east-1", "--write-back-delay", "0s", "--endpoint-url"])
+        .arg(emu.endpoint())
+        .arg("--cache-dir")
+        .arg(cache.path().join("c"))
+        .arg(mnt.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _guard = support::mount::UnmountGuard(mnt.path().to_owned());
+    assert!(wait_until(Duration::from_secs(30), || is_mounted(mnt.path())));
+    std::fs::write(mnt.path().join("v/file.txt"), b"some data").unwrap();
+    std::fs::create_dir(mnt.path().join("new-vault")).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !emu.archives("v").is_empty()));
+    let _ = Command::new("umount").arg(mnt.path()).status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 10, "too little was logged to tell:\n{text}");
+    assert!(!text.contains(secret), "the secret key was logged");
+    assert!(!text.contains(key_id), "the access key id was logged");
+}
+
+#[test]
+fn try_local_mounts_a_demo_and_stop_leaves_nothing_behind() {
+    if !fuse_available() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mnt = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/try-local.sh"))
+        .arg(mnt.path())
+        .output()
+        .unwrap();
+    let _guard = support::mount::UnmountGuard(mnt.path().to_owned());
+    let stop = || Command::new("bash").arg(root.join("scripts/try-local.sh")).arg("--stop").output().unwrap();
+    if !out.status.success() {
+        let _ = stop();
+        panic!("try-local.sh failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("scripts/try-local.sh --stop"), "{said}");
+    assert!(is_mounted(mnt.path()));
+    assert!(mnt.path().join("demo").is_dir(), "the demo vault is not there");
+    let stopped = stop();
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    assert!(!is_mounted(mnt.path()), "--stop left the mount");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let procs = String::from_utf8_lossy(&ps.stdout);
+    let mnt_str = mnt.path().to_string_lossy();
+    assert!(
+        !procs.lines().any(|l| l.contains("glacierfs mount") && l.contains(mnt_str.as_ref())),
+        "a daemon outlived --stop"
+    );
+    assert!(!procs.contains("target/try-local"), "a process of the try-out outlived --stop");
+}
