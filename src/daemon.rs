@@ -75,7 +75,10 @@ pub struct CacheLock {
 impl CacheLock {
     /// The pid of the mount holding `dir`'s lock, if one does.
     pub fn holder(dir: &Path) -> Option<u32> {
-        let mut file = OpenOptions::new().read(true).open(dir.join(LOCK_FILE)).ok()?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .open(dir.join(LOCK_FILE))
+            .ok()?;
         // SAFETY: flock on a descriptor we own; released when it closes.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
             return None;

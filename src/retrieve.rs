@@ -686,23 +686,32 @@ impl Retriever {
     }
 
     /// The verified download becomes the file's data: cached, and unread until someone reads it.
+    /// Only if the file is still cold: a writer that truncated it meanwhile owns its data now.
     fn finish(&self, node: &Node, job_id: &str) -> Result<(), CatalogError> {
         let ino = node.ino;
-        std::fs::rename(self.data.partial_path(ino), self.data.data_path(ino))?;
-        let id = job_id.to_owned();
+        let (id, archive) = (job_id.to_owned(), node.archive_id.clone());
         let size = node.size as i64;
-        self.catalog.write(move |tx| {
-            tx.execute(
-                "UPDATE nodes SET local = 1, read_ns = NULL WHERE ino = ?1",
-                [ino as i64],
-            )?;
-            tx.execute("DELETE FROM downloads WHERE ino = ?1", [ino as i64])?;
+        let taken = self.catalog.write(move |tx| {
             tx.execute(
                 "UPDATE jobs SET bytes_done = ?2 WHERE job_id = ?1",
                 params![id, size],
             )?;
-            Ok(())
+            tx.execute("DELETE FROM downloads WHERE ino = ?1", [ino as i64])?;
+            Ok(tx.execute(
+                "UPDATE nodes SET local = 1, read_ns = NULL \
+                 WHERE ino = ?1 AND local = 0 AND dirty = 0 AND archive_id IS ?2",
+                params![ino as i64, archive],
+            )? == 1)
         })?;
+        if !taken {
+            let _ = std::fs::remove_file(self.data.partial_path(ino));
+            log::info!(
+                "{}: changed while it was retrieved; the retrieved copy is dropped",
+                node.name
+            );
+            return Ok(());
+        }
+        std::fs::rename(self.data.partial_path(ino), self.data.data_path(ino))?;
         log::info!("{} is retrieved, verified and cached", node.name);
         Ok(())
     }

@@ -41,9 +41,15 @@ pub fn report(dir: &Path) -> Result<Value, String> {
     let (overview, (cached, staged), cache_size) = catalog
         .read(|c| {
             let size: Option<String> = c
-                .query_row("SELECT value FROM meta WHERE key = 'cache_size'", [], |r| r.get(0))
+                .query_row("SELECT value FROM meta WHERE key = 'cache_size'", [], |r| {
+                    r.get(0)
+                })
                 .ok();
-            Ok((jobs::overview(c, None)?, jobs::cache_use(c)?, size.and_then(|s| s.parse::<u64>().ok())))
+            Ok((
+                jobs::overview(c, None)?,
+                jobs::cache_use(c)?,
+                size.and_then(|s| s.parse::<u64>().ok()),
+            ))
         })
         .map_err(|e| e.to_string())?;
     let now = now_s();
@@ -117,7 +123,10 @@ fn print_human(r: &Value) {
     for u in &uploads {
         let size = u["SizeInBytes"].as_u64().unwrap_or(0);
         let done = u["BytesDone"].as_u64().unwrap_or(0);
-        let rate = u["BytesPerSecond"].as_u64().map(|b| format!(", {}/s", human(b))).unwrap_or_default();
+        let rate = u["BytesPerSecond"]
+            .as_u64()
+            .map(|b| format!(", {}/s", human(b)))
+            .unwrap_or_default();
         println!(
             "  {}/{}: {} of {}{rate} ({})",
             u["Vault"].as_str().unwrap_or_default(),
@@ -141,7 +150,10 @@ fn print_human(r: &Value) {
     }
     println!("deletes queued: {}", list("Deletes").len());
     let cache = &r["Cache"];
-    let limit = cache["CacheSize"].as_u64().map(human).unwrap_or_else(|| "unknown".into());
+    let limit = cache["CacheSize"]
+        .as_u64()
+        .map(human)
+        .unwrap_or_else(|| "unknown".into());
     println!(
         "cache: {} retrieved (limit {limit}), {} staged",
         human(cache["CachedBytes"].as_u64().unwrap_or(0)),

@@ -162,7 +162,8 @@ impl WriteBack {
         }
         self.catalog
             .write_async(move |tx| {
-                let mut stmt = tx.prepare_cached("UPDATE uploads SET bytes_done = ?2 WHERE ino = ?1")?;
+                let mut stmt =
+                    tx.prepare_cached("UPDATE uploads SET bytes_done = ?2 WHERE ino = ?1")?;
                 for (ino, done) in &progress {
                     stmt.execute(params![*ino as i64, *done as i64])?;
                 }
@@ -374,6 +375,15 @@ impl WriteBack {
         .await;
         match result {
             Ok(done) => self.finish(&row, &done.archive_id, &done.tree_hash).await,
+            Err(UploadError::Changed { .. }) => {
+                // The frozen copy changed under the upload (a writer shared it through
+                // passthrough): drop it and the row; the next round freezes the file again.
+                self.discard(&row, &spec.vault).await?;
+                Err(UploadFailure::transient(format!(
+                    "{}: changed while it was going up; starting again",
+                    row.description
+                )))
+            }
             Err(e) => {
                 let msg = e.to_string();
                 let ino = row.ino;
@@ -394,6 +404,23 @@ impl WriteBack {
                 })
             }
         }
+    }
+
+    /// Forgets an upload that cannot go on: its multipart upload is aborted, its row and
+    /// snapshot removed.
+    async fn discard(&self, row: &UploadRow, vault_name: &str) -> Result<(), UploadFailure> {
+        if let Some(id) = &row.upload_id {
+            let _ = self.client.abort_multipart(vault_name, id).await;
+        }
+        self.data.remove_snapshot(&row.snapshot);
+        let ino = row.ino;
+        self.catalog
+            .write_async(move |tx| {
+                tx.execute("DELETE FROM uploads WHERE ino = ?1", [ino as i64])?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
     }
 
     /// A Complete whose reply was lost is repeated: it is idempotent for a while.
@@ -592,9 +619,30 @@ impl WriteBack {
                     }
                 }
             }
-            // An archive that exists is always recorded (on its node, or in the delete queue
-            // if the node is gone); otherwise a vanished node or snapshot ends the upload.
-            if row.archive_id.is_none() && (node.is_none() || !snapshot_ok) {
+            // An archive that exists is recorded now: on its node, or in the delete queue if
+            // the node is gone.
+            if let (Some(id), Some(hash)) = (
+                row.archive_id.clone(),
+                row.tree_hash.as_deref().and_then(treehash::from_hex),
+            ) {
+                self.finish(&row, &id, &hash).await?;
+                continue;
+            }
+            // A Complete whose answer was lost for a file since unlinked: ask again, so the
+            // archive (if it exists) is known and deleted rather than left behind.
+            if node.is_none() && row.state == "completing" {
+                if let (Ok(vault_name), Some(upload_id)) =
+                    (self.vault_name(row.vault), row.upload_id.clone())
+                {
+                    if let Some((id, hash)) =
+                        self.repeat_complete(&vault_name, &row, &upload_id).await?
+                    {
+                        self.finish(&row, &id, &hash).await?;
+                        continue;
+                    }
+                }
+            }
+            if node.is_none() || !snapshot_ok {
                 if let (Some(upload_id), Ok(vault_name)) =
                     (&row.upload_id, self.vault_name(row.vault))
                 {
@@ -819,6 +867,16 @@ fn record_archive(
             ],
         )?;
     }
+    // An endpoint that names archives by content may hand back an id already queued for
+    // deletion (another file's old version): it is in use again.
+    tx.execute(
+        "DELETE FROM deletes WHERE vault = ?1 AND archive_id = ?2",
+        params![row.vault as i64, archive_id],
+    )?;
+    tx.execute(
+        "DELETE FROM tombstones WHERE vault = ?1 AND archive_id = ?2",
+        params![row.vault as i64, archive_id],
+    )?;
     let Some(node) = nodes::get(tx, row.ino)? else {
         // Unlinked while it was uploading: the new archive has no one left to serve.
         queue_delete(tx, row.vault, archive_id, "", delete_at, None)?;
@@ -941,7 +999,9 @@ fn due_deletes(c: &Connection, now: i64) -> Result<Vec<DueDelete>, CatalogError>
         "SELECT d.id, v.name, d.archive_id, d.upload_id, d.path, d.attempts FROM deletes d \
          JOIN vaults v ON v.ino = d.vault \
          WHERE d.not_before_ns <= ?1 AND (d.after_ino IS NULL OR NOT EXISTS \
-             (SELECT 1 FROM nodes n WHERE n.ino = d.after_ino AND n.dirty > 0))",
+             (SELECT 1 FROM nodes n WHERE n.ino = d.after_ino AND n.dirty > 0)) \
+         AND (d.archive_id IS NULL OR NOT EXISTS (SELECT 1 FROM nodes n \
+             WHERE n.archive_id = d.archive_id AND n.vault = d.vault))",
     )?;
     let rows = stmt.query_map([now], |r| {
         Ok(DueDelete {

@@ -16,7 +16,11 @@ fn status(cache: &Path) -> serde_json::Value {
         .arg(cache)
         .output()
         .unwrap();
-    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
@@ -30,7 +34,11 @@ fn status_lists_pending_uploads_while_mounted_and_after_a_crash() {
     let cache = tempfile::tempdir().unwrap();
     let mut mount = Mount::start(&emu.endpoint(), cache.path(), &["--write-back-delay", "1h"]);
     for i in 0..5 {
-        std::fs::write(mount.path("v").join(format!("f{i}")), vec![b'x'; 1000 * (i + 1)]).unwrap();
+        std::fs::write(
+            mount.path("v").join(format!("f{i}")),
+            vec![b'x'; 1000 * (i + 1)],
+        )
+        .unwrap();
     }
     let s = status(cache.path());
     assert_eq!(s["Mounted"], true);
@@ -41,14 +49,26 @@ fn status_lists_pending_uploads_while_mounted_and_after_a_crash() {
         assert!(u.get("BytesDone").is_some(), "no progress: {u}");
     }
     assert_eq!(s["Cache"]["StagedBytes"], 15_000);
-    let human = aws_env(&mut Command::new(binary())).args(["status", "--cache-dir"]).arg(cache.path()).output().unwrap();
+    let human = aws_env(&mut Command::new(binary()))
+        .args(["status", "--cache-dir"])
+        .arg(cache.path())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&human.stdout).contains("uploads: 5"));
 
     mount.kill();
     let s = status(cache.path());
     assert_eq!(s["Mounted"], false);
-    assert_eq!(s["Uploads"].as_array().unwrap().len(), 5, "what will resume: {s:#}");
-    let human = aws_env(&mut Command::new(binary())).args(["status", "--cache-dir"]).arg(cache.path()).output().unwrap();
+    assert_eq!(
+        s["Uploads"].as_array().unwrap().len(),
+        5,
+        "what will resume: {s:#}"
+    );
+    let human = aws_env(&mut Command::new(binary()))
+        .args(["status", "--cache-dir"])
+        .arg(cache.path())
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&human.stdout).contains("next mount will resume"));
 }
 
@@ -82,7 +102,15 @@ fn credentials_never_reach_the_log_even_at_trace_level() {
         .env("AWS_ACCESS_KEY_ID", key_id)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("RUST_LOG", "trace")
-        .args(["mount", "-f", "--region", "us-east-1", "--write-back-delay", "0s", "--endpoint-url"])
+        .args([
+            "mount",
+            "-f",
+            "--region",
+            "us-east-1",
+            "--write-back-delay",
+            "0s",
+            "--endpoint-url",
+        ])
         .arg(emu.endpoint())
         .arg("--cache-dir")
         .arg(cache.path().join("c"))
@@ -91,14 +119,21 @@ fn credentials_never_reach_the_log_even_at_trace_level() {
         .spawn()
         .unwrap();
     let _guard = support::mount::UnmountGuard(mnt.path().to_owned());
-    assert!(wait_until(Duration::from_secs(30), || is_mounted(mnt.path())));
+    assert!(wait_until(Duration::from_secs(30), || is_mounted(
+        mnt.path()
+    )));
     std::fs::write(mnt.path().join("v/file.txt"), b"some data").unwrap();
     std::fs::create_dir(mnt.path().join("new-vault")).unwrap();
-    assert!(wait_until(Duration::from_secs(30), || !emu.archives("v").is_empty()));
+    assert!(wait_until(Duration::from_secs(30), || !emu
+        .archives("v")
+        .is_empty()));
     let _ = Command::new("umount").arg(mnt.path()).status();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.lines().count() > 10, "too little was logged to tell:\n{text}");
+    assert!(
+        text.lines().count() > 10,
+        "too little was logged to tell:\n{text}"
+    );
     assert!(!text.contains(secret), "the secret key was logged");
     assert!(!text.contains(key_id), "the access key id was logged");
 }
@@ -116,24 +151,46 @@ fn try_local_mounts_a_demo_and_stop_leaves_nothing_behind() {
         .output()
         .unwrap();
     let _guard = support::mount::UnmountGuard(mnt.path().to_owned());
-    let stop = || Command::new("bash").arg(root.join("scripts/try-local.sh")).arg("--stop").output().unwrap();
+    let stop = || {
+        Command::new("bash")
+            .arg(root.join("scripts/try-local.sh"))
+            .arg("--stop")
+            .output()
+            .unwrap()
+    };
     if !out.status.success() {
         let _ = stop();
-        panic!("try-local.sh failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        panic!(
+            "try-local.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("scripts/try-local.sh --stop"), "{said}");
     assert!(is_mounted(mnt.path()));
-    assert!(mnt.path().join("demo").is_dir(), "the demo vault is not there");
+    assert!(
+        mnt.path().join("demo").is_dir(),
+        "the demo vault is not there"
+    );
     let stopped = stop();
-    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
     assert!(!is_mounted(mnt.path()), "--stop left the mount");
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let procs = String::from_utf8_lossy(&ps.stdout);
     let mnt_str = mnt.path().to_string_lossy();
     assert!(
-        !procs.lines().any(|l| l.contains("glacierfs mount") && l.contains(mnt_str.as_ref())),
+        !procs
+            .lines()
+            .any(|l| l.contains("glacierfs mount") && l.contains(mnt_str.as_ref())),
         "a daemon outlived --stop"
     );
-    assert!(!procs.contains("target/try-local"), "a process of the try-out outlived --stop");
+    assert!(
+        !procs.contains("target/try-local"),
+        "a process of the try-out outlived --stop"
+    );
 }

@@ -183,7 +183,15 @@ impl Catalog {
         R: FnOnce(Result<T, CatalogError>) + Send + 'static,
     {
         let op: WriteOp = Box::new(move |tx: &Transaction<'_>| {
-            let result = run_in_savepoint(tx, f);
+            // SQLITE_FULL or an I/O error can roll the whole transaction back; what follows
+            // must not run (and commit statement by statement) outside it.
+            let result = if tx.is_autocommit() {
+                Err(CatalogError::CommitFailed(
+                    "the transaction was rolled back".into(),
+                ))
+            } else {
+                run_in_savepoint(tx, f)
+            };
             // The caller hears of its result only after the commit, so "done" means committed.
             Box::new(
                 move |commit_error: Option<&rusqlite::Error>| match commit_error {
@@ -385,7 +393,7 @@ fn is_disk_full(e: &rusqlite::Error) -> bool {
 /// Space held back for the catalog: when the cache disk fills up, the writer deletes this file
 /// so the catalog can still record deletes and closes that free space again.
 const RESERVE_FILE: &str = "catalog.reserve";
-const RESERVE_BYTES: i64 = 8 << 20;
+const RESERVE_BYTES: i64 = 2 << 20;
 
 fn release_reserve(path: &Path) {
     if std::fs::remove_file(path).is_ok() {

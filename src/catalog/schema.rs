@@ -16,7 +16,8 @@ const MIGRATIONS: &[&str] = &[
 
     -- Every directory entry: the root (ino 1), vaults (kind 1), directories (2), files (3).
     CREATE TABLE nodes (
-        ino         INTEGER PRIMARY KEY,
+        -- AUTOINCREMENT: an inode number is never reused, since the kernel may still hold it.
+        ino         INTEGER PRIMARY KEY AUTOINCREMENT,
         parent      INTEGER NOT NULL,
         name        TEXT NOT NULL,
         kind        INTEGER NOT NULL,

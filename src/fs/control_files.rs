@@ -221,16 +221,24 @@ impl GlacierFs {
             _ => (target.to_owned(), None),
         };
         let cancelled = self.catalog.write(move |tx| {
-            let n = match id {
-                Some(id) => tx.execute("DELETE FROM deletes WHERE id = ?1", [id])?,
-                None => tx.execute(
-                    "DELETE FROM deletes WHERE path = ?1 AND attempts = 0 AND \
-                     (?2 IS NULL OR vault = ?2) AND \
-                     (?3 IS NULL OR vault = (SELECT ino FROM vaults WHERE name = ?3))",
-                    rusqlite::params![path, scope, vault_name],
-                )?,
-            };
-            Ok(n)
+            let which = "(id = ?1 OR (?1 IS NULL AND path = ?2 AND attempts = 0 AND \
+                         (?3 IS NULL OR vault = ?3) AND \
+                         (?4 IS NULL OR vault = (SELECT ino FROM vaults WHERE name = ?4))))";
+            let p = rusqlite::params![id, path, scope, vault_name];
+            // The archive stays, so the next inventory may show it again: no tombstone.
+            tx.execute(
+                &format!(
+                    "DELETE FROM tombstones WHERE EXISTS (SELECT 1 FROM deletes d WHERE {which} \
+                     AND d.vault = tombstones.vault AND d.archive_id = tombstones.archive_id)"
+                )
+                .replace("(id = ?1", "(d.id = ?1")
+                .replace("AND path", "AND d.path")
+                .replace("AND attempts", "AND d.attempts")
+                .replace("OR vault = ?3", "OR d.vault = ?3")
+                .replace("OR vault = (SELECT", "OR d.vault = (SELECT"),
+                p,
+            )?;
+            Ok(tx.execute(&format!("DELETE FROM deletes WHERE {which}"), p)?)
         })?;
         if cancelled == 0 {
             return Err(FsError::Invalid(format!(

@@ -181,6 +181,7 @@ impl GlacierFs {
             modified: modified.into(),
             last_write_ns: (if modified { now } else { 0 }).into(),
             opened_as,
+            marked_dirty: 0.into(),
         })
     }
 
@@ -278,17 +279,29 @@ impl GlacierFs {
         if truncate {
             file.set_len(0).map_err(io_err)?;
         }
-        if !n.local || truncate {
-            self.catalog.write(move |tx| {
-                tx.execute(
-                    "UPDATE nodes SET local = 1, size = 0, dirty = ?2 WHERE ino = ?1",
-                    params![ino as i64, catalog::now_ns()],
-                )?;
-                Ok(())
-            })?;
+        // The file counts as staged and open from now on, in the catalog too: if the daemon
+        // dies while it is written, the restart finds it (writes through passthrough leave no
+        // other trace). A close without writes puts it back.
+        let gen = catalog::now_ns();
+        self.catalog.write(move |tx| {
+            tx.execute(
+                "UPDATE nodes SET local = 1, closed_ns = NULL, \
+                 size = CASE WHEN ?3 THEN 0 ELSE size END, \
+                 dirty = CASE WHEN ?3 OR dirty = 0 THEN ?2 ELSE dirty END WHERE ino = ?1",
+                params![ino as i64, gen, !n.local || truncate],
+            )?;
+            Ok(())
+        })?;
+        if !n.local || truncate || n.dirty == 0 {
             self.refresh_sidecar(ino);
         }
-        Ok(self.open_handle(ino, file, true, truncate))
+        let fh = self.open_handle(ino, file, true, truncate);
+        if n.local && !truncate && n.dirty == 0 {
+            if let Some(h) = self.handles.get(fh) {
+                h.marked_dirty.store(gen, Ordering::Relaxed);
+            }
+        }
+        Ok(fh)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -359,12 +372,25 @@ impl GlacierFs {
             return Ok(());
         }
         let ino = h.ino;
+        let h_marked = h.marked_dirty.load(Ordering::Relaxed);
         let state = CloseState::of(&h);
         // Let go of the data file before waiting on the catalog (see the adapter's release).
         drop(h);
+        let marked = h_marked;
         let result = match state {
             Ok(state) if state.written => self.record_close_state(ino, state, true),
-            Ok(_) => Ok(()),
+            Ok(_) => self
+                .catalog
+                .write(move |tx| {
+                    // Opened for writing but not written: clean again if it was, and due as before.
+                    tx.execute(
+                        "UPDATE nodes SET dirty = CASE WHEN dirty = ?2 THEN 0 ELSE dirty END, \
+                     closed_ns = COALESCE(closed_ns, ?3) WHERE ino = ?1",
+                        params![ino as i64, marked, catalog::now_ns()],
+                    )?;
+                    Ok(())
+                })
+                .map_err(FsError::from),
             Err(e) => Err(e),
         };
         if self.open_files.remove_writer(ino) == 0 {

@@ -20,6 +20,8 @@ pub struct Handle {
     /// The data file's (size, mtime) at open: writes through passthrough never reach the
     /// daemon, so close compares the file against these to tell whether it changed.
     pub opened_as: (u64, i64),
+    /// The staged generation this open gave a clean file; a close without writes undoes it.
+    pub marked_dirty: AtomicI64,
 }
 
 impl Handle {

@@ -361,7 +361,7 @@ fn settle_unconfirmed(
 fn drop_gone_upstream(tx: &Connection, vault: u64, inventory_s: i64) -> Result<u64, CatalogError> {
     let removed = tx.execute(
         "DELETE FROM nodes WHERE vault = ?1 AND kind = 3 AND archive_id IS NOT NULL \
-         AND COALESCE(created_s, 0) < ?2 \
+         AND dirty = 0 AND COALESCE(created_s, 0) < ?2 \
          AND NOT EXISTS (SELECT 1 FROM inventory_import i \
                          WHERE i.archive_key = nodes.archive_key \
                          AND i.archive_id = nodes.archive_id AND i.vault = ?1)",
