@@ -68,6 +68,9 @@ struct RState {
     downloading: HashMap<u64, Arc<AtomicU64>>,
     /// Last read of cached files since the last flush to the catalog (for the LRU).
     reads: HashMap<u64, i64>,
+    /// Bytes of automatic retrievals being started, not yet recorded as jobs: a burst of cold
+    /// opens must not all pass the budget check before the first job is recorded.
+    reserved: u64,
 }
 
 fn lock(m: &Mutex<RState>) -> std::sync::MutexGuard<'_, RState> {
@@ -191,7 +194,8 @@ impl Retriever {
                 n.name
             ));
         }
-        match self.budget_left() {
+        let reserved = lock(&self.state).reserved;
+        match self.budget_left().map(|l| l.saturating_sub(reserved)) {
             Ok(left) if left < n.size => {
                 log::warn!(
                     "not retrieving {}: {} bytes would pass the retrieval budget ({} left for \
@@ -286,21 +290,34 @@ impl Retriever {
         lock(&self.state).reads.insert(ino, catalog::now_ns());
     }
 
-    fn start(self: &Arc<Self>, n: Node, tier: Tier, auto: bool) {
+    /// Starts (or reuses) a job in the background; false if one is being started already.
+    fn start(self: &Arc<Self>, n: Node, tier: Tier, auto: bool) -> bool {
         let Some(archive_id) = n.archive_id.clone() else {
-            return;
+            return false;
         };
-        if !lock(&self.state).starting.insert(archive_id.clone()) {
-            return;
+        {
+            let mut st = lock(&self.state);
+            if !st.starting.insert(archive_id.clone()) {
+                return false;
+            }
+            if auto {
+                st.reserved += n.size;
+            }
         }
         let me = Arc::clone(self);
         self.runtime.spawn(async move {
             if let Err(e) = me.start_job(&n, &archive_id, tier, auto).await {
                 log::warn!("retrieving {}: {e}", n.name);
             }
-            lock(&me.state).starting.remove(&archive_id);
+            let mut st = lock(&me.state);
+            st.starting.remove(&archive_id);
+            if auto {
+                st.reserved = st.reserved.saturating_sub(n.size);
+            }
+            drop(st);
             me.wake.notify_one();
         });
+        true
     }
 
     /// Reuses a running or finished job Glacier has for the archive, or starts one.
@@ -453,8 +470,21 @@ impl Retriever {
     async fn poll_once(self: &Arc<Self>) -> Result<(), CatalogError> {
         let jobs = self.catalog.read(pending_jobs)?;
         let running: Vec<&PendingJob> = jobs.iter().filter(|j| j.status == "InProgress").collect();
-        if running.len() <= DESCRIBE_LIMIT {
-            for j in &running {
+        // A job older than any job runs (12 h) plus its output's life (24 h) can only be gone;
+        // a listing of completed jobs would never show it, so it is asked about on its own.
+        let stale = now_s() - 36 * 3600;
+        let old: Vec<&PendingJob> = running
+            .iter()
+            .copied()
+            .filter(|j| j.created_s < stale)
+            .collect();
+        if running.len() <= DESCRIBE_LIMIT || !old.is_empty() {
+            let ask = if running.len() <= DESCRIBE_LIMIT {
+                &running
+            } else {
+                &old
+            };
+            for j in ask {
                 match self.client.describe_job(&j.vault_name, &j.job_id).await {
                     Ok(d) => self.update_status(j, &d).await?,
                     Err(e) if e.kind == ErrorKind::NotFound => self.forget_job(&j.job_id).await?,
@@ -755,11 +785,12 @@ struct PendingJob {
     archive_id: Option<String>,
     status: String,
     ino: Option<u64>,
+    created_s: i64,
 }
 
 fn pending_jobs(c: &Connection) -> Result<Vec<PendingJob>, CatalogError> {
     let mut stmt = c.prepare_cached(
-        "SELECT j.job_id, v.name, j.archive_id, j.status, j.ino FROM jobs j \
+        "SELECT j.job_id, v.name, j.archive_id, j.status, j.ino, j.created_s FROM jobs j \
          JOIN vaults v ON v.ino = j.vault \
          LEFT JOIN nodes n ON n.ino = j.ino \
          WHERE j.action = 'ArchiveRetrieval' AND (j.status = 'InProgress' \
@@ -773,6 +804,7 @@ fn pending_jobs(c: &Connection) -> Result<Vec<PendingJob>, CatalogError> {
             archive_id: r.get(2)?,
             status: r.get(3)?,
             ino: r.get::<_, Option<i64>>(4)?.map(|i| i as u64),
+            created_s: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

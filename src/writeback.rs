@@ -385,8 +385,17 @@ impl WriteBack {
                 )))
             }
             Err(e) => {
-                let msg = e.to_string();
                 let ino = row.ino;
+                // InitiateMultipartUpload is not retried blindly: if its reply was lost, an
+                // upload nobody recorded may exist. Find it by description and abort it.
+                let state = self
+                    .catalog
+                    .read(move |c| upload_row(c, ino))?
+                    .map(|r| r.state);
+                if state.as_deref() == Some("initiating") {
+                    self.abort_unrecorded_uploads(row.vault).await;
+                }
+                let msg = e.to_string();
                 let m = msg.clone();
                 let _ = self
                     .catalog

@@ -87,6 +87,16 @@ impl GlacierError {
         self.kind == ErrorKind::Transient
     }
 
+    /// A transient failure the service answered before acting on the request (throttling),
+    /// so repeating it cannot create anything twice.
+    pub fn is_refusal(&self) -> bool {
+        self.kind == ErrorKind::Transient
+            && matches!(
+                self.code.as_deref(),
+                Some("ThrottlingException" | "SlowDown")
+            )
+    }
+
     /// The kind a service error code and HTTP status map to.
     pub fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
         match code {

@@ -56,7 +56,23 @@ impl Retrying {
         Retrying { inner, policy }
     }
 
-    async fn run<'a, T, F, Fut>(&'a self, mut call: F) -> Result<T, GlacierError>
+    async fn run<'a, T, F, Fut>(&'a self, call: F) -> Result<T, GlacierError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, GlacierError>> + 'a,
+    {
+        self.run_if(call, GlacierError::is_transient).await
+    }
+
+    /// Retries the failures `retry` picks. Calls that create something (a job, a multipart
+    /// upload) retry only refusals that certainly did nothing (throttling): a 5xx or a reset
+    /// may come after the service acted, and a blind retry would pay for a second job. Their
+    /// callers reconcile with a listing instead.
+    async fn run_if<'a, T, F, Fut>(
+        &'a self,
+        mut call: F,
+        retry: fn(&GlacierError) -> bool,
+    ) -> Result<T, GlacierError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, GlacierError>> + 'a,
@@ -64,7 +80,7 @@ impl Retrying {
         let mut attempt = 0;
         loop {
             match call().await {
-                Err(e) if e.is_transient() && attempt + 1 < self.policy.max_attempts => {
+                Err(e) if retry(&e) && attempt + 1 < self.policy.max_attempts => {
                     let delay = self.policy.delay(attempt);
                     log::debug!("{e}; retry {} in {delay:?}", attempt + 1);
                     tokio::time::sleep(delay).await;
@@ -116,7 +132,10 @@ impl GlacierClient for Retrying {
         description: &'a str,
         part_size: u64,
     ) -> BoxFut<'a, String> {
-        Box::pin(self.run(move || self.inner.initiate_multipart(vault, description, part_size)))
+        Box::pin(self.run_if(
+            move || self.inner.initiate_multipart(vault, description, part_size),
+            GlacierError::is_refusal,
+        ))
     }
     fn upload_part<'a>(
         &'a self,
@@ -153,7 +172,10 @@ impl GlacierClient for Retrying {
         Box::pin(self.run(move || self.inner.list_multipart_uploads(vault)))
     }
     fn initiate_job<'a>(&'a self, vault: &'a str, request: &'a JobRequest) -> BoxFut<'a, String> {
-        Box::pin(self.run(move || self.inner.initiate_job(vault, request)))
+        Box::pin(self.run_if(
+            move || self.inner.initiate_job(vault, request),
+            GlacierError::is_refusal,
+        ))
     }
     fn describe_job<'a>(&'a self, vault: &'a str, job_id: &'a str) -> BoxFut<'a, JobDesc> {
         Box::pin(self.run(move || self.inner.describe_job(vault, job_id)))
