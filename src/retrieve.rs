@@ -455,7 +455,10 @@ impl Retriever {
                 if let Err(e) = me.poll_once().await {
                     log::warn!("polling retrieval jobs: {e}");
                 }
-                if let Err(e) = me.flush_reads_and_evict() {
+                let lru = Arc::clone(&me);
+                let evicted =
+                    tokio::task::spawn_blocking(move || lru.flush_reads_and_evict()).await;
+                if let Ok(Err(e)) = evicted {
                     log::warn!("cache eviction: {e}");
                 }
                 tokio::select! {
@@ -468,7 +471,7 @@ impl Retriever {
 
     /// One round: refresh running jobs, and start the downloads of finished ones.
     async fn poll_once(self: &Arc<Self>) -> Result<(), CatalogError> {
-        let jobs = self.catalog.read(pending_jobs)?;
+        let jobs = self.catalog.read_async(pending_jobs).await?;
         let running: Vec<&PendingJob> = jobs.iter().filter(|j| j.status == "InProgress").collect();
         // A job older than any job runs (12 h) plus its output's life (24 h) can only be gone;
         // a listing of completed jobs would never show it, so it is asked about on its own.
@@ -512,7 +515,7 @@ impl Retriever {
                 }
             }
         }
-        let ready = self.catalog.read(pending_jobs)?;
+        let ready = self.catalog.read_async(pending_jobs).await?;
         for j in ready.into_iter().filter(|j| j.status == "Succeeded") {
             self.start_download(j);
         }
@@ -574,7 +577,7 @@ impl Retriever {
     }
 
     /// Downloads a finished job's output for `ino`, resuming from what is verified.
-    async fn download(&self, j: &PendingJob, ino: u64) -> Result<(), DownloadError> {
+    async fn download(self: &Arc<Self>, j: &PendingJob, ino: u64) -> Result<(), DownloadError> {
         let node = self
             .catalog
             .read(move |c| nodes::get(c, ino))
@@ -591,7 +594,12 @@ impl Retriever {
                 ),
             });
         };
-        let (resume, attempts) = self.resume_of(ino, &j.job_id, &node)?;
+        let (resume, attempts) = {
+            let (me, id, n) = (Arc::clone(self), j.job_id.clone(), node.clone());
+            tokio::task::spawn_blocking(move || me.resume_of(ino, &id, &n))
+                .await
+                .map_err(|e| DownloadError::Journal(e.to_string()))??
+        };
         let progress = lock(&self.state)
             .downloading
             .get(&ino)
@@ -620,7 +628,13 @@ impl Retriever {
         )
         .await;
         match result {
-            Ok(()) => self.finish(&node, &j.job_id).map_err(cat),
+            Ok(()) => {
+                let (me, n, id) = (Arc::clone(self), node.clone(), j.job_id.clone());
+                tokio::task::spawn_blocking(move || me.finish(&n, &id))
+                    .await
+                    .map_err(|e| DownloadError::Journal(e.to_string()))?
+                    .map_err(cat)
+            }
             Err(DownloadError::Expired) => {
                 let _ = std::fs::remove_file(&dest);
                 self.forget_job(&j.job_id).await.map_err(cat)?;
@@ -631,7 +645,7 @@ impl Retriever {
                 let failed = attempts + 1 >= MAX_CORRUPT;
                 let (id, message) = (j.job_id.clone(), format!("{CORRUPT}: {what}"));
                 self.catalog
-                    .write(move |tx| {
+                    .write_async(move |tx| {
                         tx.execute(
                             "UPDATE downloads SET attempts = attempts + 1, verified = 0, leaves = x'', \
                              message = ?2 WHERE ino = ?1",
@@ -645,6 +659,7 @@ impl Retriever {
                         }
                         Ok(())
                     })
+                    .await
                     .map_err(cat)?;
                 if !failed {
                     self.wake.notify_one();

@@ -240,7 +240,7 @@ impl WriteBack {
     /// Uploads one staged file: snapshot, journal, upload, then record the archive.
     async fn upload_file(&self, due: Due) -> Result<(), UploadFailure> {
         let ino = due.ino;
-        let existing = self.catalog.read(move |c| upload_row(c, ino))?;
+        let existing = self.catalog.read_async(move |c| upload_row(c, ino)).await?;
         let row = match existing {
             Some(row) => row,
             None => match self.prepare(due).await? {
@@ -254,7 +254,7 @@ impl WriteBack {
     /// Freezes the file and writes its uploads row; None when there is nothing to send.
     async fn prepare(&self, due: Due) -> Result<Option<UploadRow>, UploadFailure> {
         let ino = due.ino;
-        let Some(node) = self.catalog.read(move |c| nodes::get(c, ino))? else {
+        let Some(node) = self.catalog.read_async(move |c| nodes::get(c, ino)).await? else {
             return Ok(None);
         };
         if node.dirty != due.gen {
@@ -540,7 +540,10 @@ impl WriteBack {
     /// Deletes whose time has come.
     async fn run_deletes(self: &Arc<Self>) -> Result<(), CatalogError> {
         let now = now_ns();
-        let due = self.catalog.read(move |c| due_deletes(c, now))?;
+        let due = self
+            .catalog
+            .read_async(move |c| due_deletes(c, now))
+            .await?;
         for d in due {
             if !lock(&self.state).deletes_in_flight.insert(d.id) {
                 continue;
@@ -606,11 +609,11 @@ impl WriteBack {
     /// uploads started but never recorded (aborted, matched by description).
     async fn recover(&self) -> Result<(), UploadFailure> {
         self.settle_interrupted_writers().await?;
-        let rows = self.catalog.read(all_upload_rows)?;
+        let rows = self.catalog.read_async(all_upload_rows).await?;
         let mut orphans_checked = HashSet::new();
         for row in rows {
             let ino = row.ino;
-            let node = self.catalog.read(move |c| nodes::get(c, ino))?;
+            let node = self.catalog.read_async(move |c| nodes::get(c, ino)).await?;
             let snapshot_ok = self.data.resolve(&row.snapshot).exists();
             if row.state == "initiating" && orphans_checked.insert(row.vault) {
                 self.abort_unrecorded_uploads(row.vault).await;

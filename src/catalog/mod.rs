@@ -230,6 +230,19 @@ impl Catalog {
         result
     }
 
+    /// [`Catalog::read`] for async callers: the query runs on the blocking pool, never on a
+    /// tokio worker.
+    pub async fn read_async<T, F>(&self, f: F) -> Result<T, CatalogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, CatalogError> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.read(f))
+            .await
+            .map_err(|_| CatalogError::WriterGone)?
+    }
+
     /// Records the identity on first use, and refuses another one afterwards.
     pub fn bind_identity(&self, id: &Identity) -> Result<(), CatalogError> {
         let id = id.clone();

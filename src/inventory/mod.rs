@@ -145,7 +145,11 @@ pub async fn refresh_vault(
     vault: u64,
     force: bool,
 ) -> Result<(), InventoryError> {
-    let Some(row) = config.catalog.read(|c| vaults::by_ino(c, vault))? else {
+    let Some(row) = config
+        .catalog
+        .read_async(move |c| vaults::by_ino(c, vault))
+        .await?
+    else {
         return Ok(());
     };
     if row.state != "present" {

@@ -8,7 +8,8 @@
 //! Layout: `http` (sockets and fault delivery), `router` (operations), `api` (dispatch and
 //! shared checks), one module per resource family (`vaults`, `archives`, `jobs`, `lock`,
 //! `extras`), `inventory` (job output), `state` (the model and clock), `faults`, `wire`
-//! (request/response/error shapes) and `util` (hashes, dates, ids).
+//! (request/response/error shapes), `util` (hashes, dates, ids) and `retrievals` (what archive
+//! retrievals are in flight, for tests that bound it: [`Emulator::max_retrievals_in_flight`]).
 //!
 //! Signatures are not checked (any `Authorization` passes); `x-amz-glacier-version` is required.
 //!
@@ -24,7 +25,8 @@
 //!
 //! **Faults.** See [`FaultKind`]: error responses, resets and stalls fire before the request is
 //! handled (nothing changes); the `…AfterCommit` kinds handle it first; output faults act on
-//! GetJobOutput bodies. Scripted faults ([`Emulator::fail_next`]) go before the seeded plan.
+//! GetJobOutput bodies. Scripted faults ([`Emulator::fail_next`]) go before the seeded plan;
+//! [`Emulator::stall_job_output`] holds one job's downloads from an offset on.
 //!
 //! **Choices where the documents are silent:**
 //! - GetJobOutput answers any `Range` request with 206 (even one covering everything) and clamps
@@ -47,6 +49,7 @@ mod http;
 mod inventory;
 mod jobs;
 mod lock;
+mod retrievals;
 mod router;
 mod state;
 mod util;
@@ -179,6 +182,19 @@ pub struct LockInfo {
     pub expiration_secs: Option<i64>,
 }
 
+/// An archive-retrieval job, as [`Emulator::retrieval_log`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetrievalInfo {
+    pub job_id: String,
+    pub vault: String,
+    pub archive_id: String,
+    /// Inclusive byte range of the archive retrieved.
+    pub range: (u64, u64),
+    pub creation_secs: i64,
+    /// Whether every byte of its output has been served in full at least once.
+    pub downloaded: bool,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobOutputStats {
     /// Inclusive ranges, relative to the job output, in the order served.
@@ -261,6 +277,12 @@ impl Shared {
         let entry = r.stats.job_output.entry(served.job_id.clone()).or_default();
         entry.ranges.push((served.first, served.last));
         entry.bytes_served += bytes;
+    }
+
+    /// Marks output bytes as downloaded for the in-flight accounting (`retrievals`), once a
+    /// response carrying them went out in full.
+    fn output_delivered(&self, served: &OutputServed) {
+        lock(&self.state).note_served(&served.job_id, served.first, served.last);
     }
 
     /// Takes back bytes counted by `record_output` that the socket did not accept.
@@ -575,6 +597,13 @@ impl Emulator {
         self.shared.faults().corrupt_job(job_id, persistent);
     }
 
+    /// Downloads of this job's output whose `Range` starts at or beyond `from` (relative to the
+    /// output; no `Range` starts at 0) stall like a `Timeout` fault: held silent for the stall
+    /// time, then dropped without a response. Until `clear_faults`.
+    pub fn stall_job_output(&self, job_id: &str, from: u64) {
+        self.shared.faults().stall_job(job_id, from);
+    }
+
     /// How long `Timeout` faults stall.
     pub fn set_stall(&self, d: Duration) {
         *lock(&self.shared.stall) = d;
@@ -588,6 +617,35 @@ impl Emulator {
     /// timeout fault).
     pub fn request_log(&self) -> Vec<(Op, u16)> {
         lock(&self.shared.record).log.clone()
+    }
+
+    /// Bytes of archive retrievals started and not yet downloaded: jobs still available and not
+    /// failed whose output has not been served in full (a response counts once it went out
+    /// whole; a body cut short counts for nothing).
+    pub fn retrievals_in_flight(&self) -> u64 {
+        self.state().retrievals_in_flight()
+    }
+
+    /// The most [`Emulator::retrievals_in_flight`] ever was, since start.
+    pub fn max_retrievals_in_flight(&self) -> u64 {
+        self.state().retrievals.max_in_flight
+    }
+
+    /// Every archive-retrieval job ever initiated, in order, including jobs since expired.
+    pub fn retrieval_log(&self) -> Vec<RetrievalInfo> {
+        let st = self.state();
+        st.retrievals
+            .log
+            .iter()
+            .map(|r| RetrievalInfo {
+                job_id: r.job_id.clone(),
+                vault: r.vault.clone(),
+                archive_id: r.archive_id.clone(),
+                range: (r.first, r.last),
+                creation_secs: r.created_ms.div_euclid(1000),
+                downloaded: r.downloaded(),
+            })
+            .collect()
     }
 
     pub fn reset_stats(&self) {

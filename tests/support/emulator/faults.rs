@@ -74,6 +74,8 @@ pub(crate) struct Faults {
     scripted: HashMap<Op, VecDeque<(FaultKind, usize)>>,
     /// Job id → persistent? for `corrupt_job_output`.
     corrupt_jobs: HashMap<String, bool>,
+    /// Job id → the output offset from which its downloads stall, for `stall_job_output`.
+    stall_jobs: HashMap<String, u64>,
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -113,6 +115,17 @@ impl Faults {
 
     pub fn corrupt_job(&mut self, job_id: &str, persistent: bool) {
         self.corrupt_jobs.insert(job_id.to_string(), persistent);
+    }
+
+    pub fn stall_job(&mut self, job_id: &str, from: u64) {
+        self.stall_jobs.insert(job_id.to_string(), from);
+    }
+
+    /// Whether a download of `job_id` starting at output offset `start` is to stall.
+    pub fn stalls_job(&self, job_id: &str, start: u64) -> bool {
+        self.stall_jobs
+            .get(job_id)
+            .is_some_and(|from| start >= *from)
     }
 
     /// Whether this download of `job_id` is to be corrupted; a one-shot mark is used up.

@@ -83,7 +83,14 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
         }
     };
     let op = route.op;
-    let fault = shared.faults().pick(op);
+    // Two statements: the faults lock must be released before it is taken again.
+    let picked = shared.faults().pick(op);
+    let fault = picked.or_else(|| {
+        // A stall a test placed on this job's output, from some offset on (`stall_job_output`).
+        let start = output_range_start(&req)?;
+        (op == Op::GetJobOutput && shared.faults().stalls_job(&route.id, start))
+            .then_some(FaultKind::Timeout)
+    });
     let handle = || api::handle(&shared.state, &req, &route);
     match fault {
         Some(
@@ -116,6 +123,21 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
             false
         }
         output_fault => deliver(op, handle(), output_fault, keep_alive, writer, shared),
+    }
+}
+
+/// Where a GetJobOutput request's `Range` starts (0 without one); None if it is unreadable.
+fn output_range_start(req: &Request) -> Option<u64> {
+    match req.header_str("range") {
+        None => Some(0),
+        Some(raw) => raw
+            .trim()
+            .strip_prefix("bytes=")?
+            .split_once('-')?
+            .0
+            .trim()
+            .parse()
+            .ok(),
     }
 }
 
@@ -161,6 +183,9 @@ fn deliver(
     if let Some(s) = &resp.served {
         let sent = *written.as_ref().unwrap_or(&0);
         shared.uncount_output(&s.job_id, intended.saturating_sub(sent));
+        if cut.is_none() && sent == intended {
+            shared.output_delivered(s);
+        }
     }
     if cut.is_some() && fault == Some(FaultKind::ResetMidBody) {
         reset(writer);

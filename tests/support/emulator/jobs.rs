@@ -4,6 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use super::inventory::MARKER_KIND as INVENTORY_MARKER;
+use super::retrievals::Retrieval;
 use super::router::Route;
 use super::state::{Format, InventoryFilter, Job, JobKind, Outcome, State, Tier};
 use super::util::{
@@ -93,7 +94,24 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
         outcome: None,
     };
     let location = st.location(&format!("{}/jobs/{id}", route.vault));
+    let retrieval = match &job.kind {
+        JobKind::Archive {
+            archive,
+            first,
+            last,
+        } => Some(Retrieval::new(
+            &id,
+            &route.vault,
+            &archive.id,
+            (*first, *last),
+            now,
+        )),
+        JobKind::Inventory { .. } => None,
+    };
     st.vault_mut(&route.vault)?.jobs.insert(id.clone(), job);
+    if let Some(r) = retrieval {
+        st.note_retrieval(r);
+    }
     Ok(Response::empty(202)
         .with_header("Location", location)
         .with_header("x-amz-job-id", id))

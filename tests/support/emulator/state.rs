@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use serde_json::Value;
 
 use super::inventory;
+use super::retrievals::Retrievals;
 use super::util::{chunk_hashes, iso_ms, random_id, tree_of, Digest};
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
@@ -256,6 +257,8 @@ pub(crate) struct State {
     pub vaults: BTreeMap<String, Vault>,
     pub data_retrieval_policy: Value,
     pub capacity: Vec<(String, i64, i64)>,
+    /// Every archive retrieval initiated, for tests (see `retrievals`).
+    pub retrievals: Retrievals,
 }
 
 impl State {
@@ -268,6 +271,7 @@ impl State {
             vaults: BTreeMap::new(),
             data_retrieval_policy: serde_json::json!({ "Rules": [{ "Strategy": "FreeTier" }] }),
             capacity: Vec::new(),
+            retrievals: Retrievals::default(),
         }
     }
 

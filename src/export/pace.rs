@@ -1,0 +1,184 @@
+//! The pacing rules of an export, kept free of I/O so they can be tested on their own: how many
+//! bytes of retrievals may be outstanding, which finished output to fetch first, and how long a
+//! job of each tier is likely to take.
+//!
+//! Why pace at all: a retrieval's output lasts 24 hours after the job completes. Starting every
+//! job of a large vault at once would have Glacier finish them all within hours of each other,
+//! and whatever could not be downloaded in time would expire, be paid for and requested again.
+//! Bounding the bytes started but not yet downloaded bounds that risk (and the disk the
+//! downloads need): the default bound is the free space of DEST's disk, at most 50 GiB.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::GIB;
+
+/// The default bound on bytes in flight never exceeds this.
+pub const DEFAULT_CAP: u64 = 50 * GIB;
+
+/// How often running jobs are checked, unless `GLACIERFS_EXPORT_POLL_MS` says otherwise (tests
+/// set it small; real jobs take minutes to hours).
+pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
+pub const POLL_ENV: &str = "GLACIERFS_EXPORT_POLL_MS";
+
+/// The poll interval: `GLACIERFS_EXPORT_POLL_MS` when it is a positive number of milliseconds.
+pub fn poll_interval(env: Option<&str>) -> Duration {
+    env.and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_POLL)
+}
+
+/// The default bound: the free space of DEST's disk, at most [`DEFAULT_CAP`], at least a byte.
+pub fn default_max_in_flight(free: u64) -> u64 {
+    free.clamp(1, DEFAULT_CAP)
+}
+
+/// Bytes of retrievals started (or adopted) and not yet downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    max: u64,
+    used: u64,
+}
+
+impl Budget {
+    pub fn new(max: u64) -> Budget {
+        Budget { max, used: 0 }
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Whether a new retrieval of `size` bytes may start now. One larger than the whole bound
+    /// starts alone, when nothing else is outstanding; otherwise it could never start.
+    pub fn admits(&self, size: u64) -> bool {
+        self.used == 0 || self.used.saturating_add(size) <= self.max
+    }
+
+    /// Counts a retrieval. Jobs found running are counted even past the bound: they are
+    /// outstanding whether or not this export wanted them.
+    pub fn take(&mut self, size: u64) {
+        self.used = self.used.saturating_add(size);
+    }
+
+    pub fn release(&mut self, size: u64) {
+        self.used = self.used.saturating_sub(size);
+    }
+}
+
+/// A finished output waiting to be downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub index: usize,
+    /// When the job completed (Unix seconds); its output expires about 24 h later.
+    pub completed: Option<i64>,
+    /// Not before this instant (a download being retried after a transient failure).
+    pub not_before: Option<Instant>,
+}
+
+/// The output to download next: the one whose 24-hour window ends first, so outputs near
+/// their end are read before they expire. An unknown completion date sorts last; ties go in
+/// listing order.
+pub fn next_download(candidates: &[Candidate], now: Instant) -> Option<usize> {
+    candidates
+        .iter()
+        .filter(|c| c.not_before.map_or(true, |t| t <= now))
+        .min_by_key(|c| (c.completed.unwrap_or(i64::MAX), c.index))
+        .map(|c| c.index)
+}
+
+/// How long jobs of a tier usually take (GLACIER-API.md §3): the upper end of the range.
+pub fn typical_wait(tier: &str) -> Duration {
+    match tier.to_ascii_lowercase().as_str() {
+        "expedited" => Duration::from_secs(5 * 60),
+        "bulk" => Duration::from_secs(12 * 3600),
+        _ => Duration::from_secs(5 * 3600),
+    }
+}
+
+/// The likely time left for a job of `tier` started at `created`: never negative.
+pub fn likely_left(tier: &str, created: SystemTime, now: SystemTime) -> Duration {
+    let ran = now.duration_since(created).unwrap_or_default();
+    typical_wait(tier).saturating_sub(ran)
+}
+
+/// Backoff before retrying a download after its `attempt`-th transient failure.
+pub fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.min(6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_bounds_what_starts_and_lets_a_giant_start_alone() {
+        let mut b = Budget::new(4 << 20);
+        assert!(b.admits(5 << 20), "alone, anything starts");
+        b.take(3 << 20);
+        assert!(b.admits(1 << 20));
+        assert!(!b.admits((1 << 20) + 1));
+        b.take(1 << 20);
+        assert!(!b.admits(1));
+        b.release(4 << 20);
+        assert_eq!(b.used(), 0);
+        b.take(10 << 20); // a job found running
+        assert!(!b.admits(1));
+        b.release(100 << 20);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn outputs_nearest_their_expiry_go_first() {
+        let now = Instant::now();
+        let c = |index, completed, not_before| Candidate {
+            index,
+            completed,
+            not_before,
+        };
+        let later = Some(now + Duration::from_secs(10));
+        assert_eq!(next_download(&[], now), None);
+        assert_eq!(
+            next_download(
+                &[c(0, Some(500), None), c(1, Some(100), None), c(2, None, None)],
+                now
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            next_download(&[c(0, Some(500), None), c(1, Some(100), later)], now),
+            Some(0),
+            "one waiting out a backoff is skipped"
+        );
+        assert_eq!(next_download(&[c(1, Some(100), later)], now), None);
+        assert_eq!(
+            next_download(&[c(3, Some(7), None), c(2, Some(7), None)], now),
+            Some(2)
+        );
+        assert_eq!(next_download(&[c(4, None, None), c(3, None, None)], now), Some(3));
+    }
+
+    #[test]
+    fn settings_and_estimates() {
+        assert_eq!(poll_interval(None), DEFAULT_POLL);
+        assert_eq!(poll_interval(Some("250")), Duration::from_millis(250));
+        assert_eq!(poll_interval(Some("0")), DEFAULT_POLL);
+        assert_eq!(poll_interval(Some("soon")), DEFAULT_POLL);
+        assert_eq!(default_max_in_flight(0), 1);
+        assert_eq!(default_max_in_flight(GIB), GIB);
+        assert_eq!(default_max_in_flight(u64::MAX), DEFAULT_CAP);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            likely_left("Bulk", t0, t0 + Duration::from_secs(3600)),
+            Duration::from_secs(11 * 3600)
+        );
+        assert_eq!(likely_left("Expedited", t0, t0 + Duration::from_secs(3600)), Duration::ZERO);
+        assert_eq!(likely_left("Standard", t0 + Duration::from_secs(9), t0), typical_wait("x"));
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(30), Duration::from_secs(64));
+    }
+}

@@ -1,0 +1,377 @@
+//! What an export tells its user: a progress line on stderr while it runs (rewritten in place
+//! on a terminal, a plain line now and then otherwise), a summary at the end, and with
+//! `--json` the same as JSON Lines on stdout, for scripts. Failures are always listed.
+//!
+//! JSON events (one object per line, each with an `"event"` key): `plan` once, `job` for each
+//! retrieval job started or reused, `file` for each file placed, skipped or failed, `notice`
+//! for things worth knowing (an expired output requested again), `progress` at most once a
+//! second, and `summary` last.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Counts that make up progress and the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub dirs: u64,
+    /// Files in place: downloaded, found complete, copied or created.
+    pub files_done: u64,
+    pub bytes_done: u64,
+    pub downloaded: u64,
+    pub bytes_downloaded: u64,
+    pub already: u64,
+    pub copied: u64,
+    pub empty: u64,
+    pub jobs_started: u64,
+    pub jobs_reused: u64,
+    /// New jobs for outputs that expired before they were read.
+    pub rerequests: u64,
+    /// New jobs after an output's data did not match its tree hash.
+    pub refetches: u64,
+    pub failures: Vec<(String, String)>,
+}
+
+/// Retrievals in progress, as the progress line shows them.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// Bytes verified so far of the files being downloaded.
+    pub bytes_partial: u64,
+    pub downloading: u64,
+    pub ready: u64,
+    pub bytes_in_flight: u64,
+    /// Per tier: jobs running at Glacier, and the likely time until the last is done.
+    pub waiting: Vec<(String, u64, Duration)>,
+}
+
+/// How an export ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Complete,
+    Failed,
+    Interrupted,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ending::Complete => "complete",
+            Ending::Failed => "failed",
+            Ending::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What the export is about to do.
+#[derive(Debug, Clone)]
+pub struct PlanInfo<'a> {
+    pub vault: &'a str,
+    pub path: &'a Path,
+    pub dest: &'a Path,
+    pub to_fetch: u64,
+    pub bytes_to_fetch: u64,
+    pub tier: &'a str,
+    pub max_in_flight: u64,
+}
+
+pub struct Reporter {
+    json: bool,
+    tty: bool,
+    /// A progress line is on the terminal and must be cleared before other output.
+    line_shown: bool,
+    last_progress: Option<Instant>,
+}
+
+impl Reporter {
+    pub fn new(json: bool) -> Reporter {
+        Reporter {
+            json,
+            tty: std::io::stderr().is_terminal(),
+            line_shown: false,
+            last_progress: None,
+        }
+    }
+
+    fn emit(&self, v: Value) {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (a pipe whose reader left) must not stop the export.
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
+    }
+
+    fn say(&mut self, line: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.line_shown {
+            let _ = write!(err, "\r\x1b[K");
+            self.line_shown = false;
+        }
+        let _ = writeln!(err, "{line}");
+    }
+
+    pub fn plan(&mut self, p: &PlanInfo<'_>, t: &Tally) {
+        if self.json {
+            self.emit(json!({
+                "event": "plan", "vault": p.vault, "path": p.path, "dest": p.dest,
+                "files": t.files_total, "bytes": t.bytes_total, "directories": t.dirs,
+                "files_in_place": t.files_done, "to_fetch": p.to_fetch,
+                "bytes_to_fetch": p.bytes_to_fetch, "tier": p.tier,
+                "max_bytes_in_flight": p.max_in_flight,
+            }));
+            return;
+        }
+        self.say(&format!(
+            "exporting {} files ({}) and {} directories of vault {} from {} to {}",
+            t.files_total,
+            size(t.bytes_total),
+            t.dirs,
+            p.vault,
+            p.path.display(),
+            p.dest.display()
+        ));
+        self.say(&format!(
+            "{} in place already; {} archives ({}) to retrieve, tier {} for new jobs, at most {} \
+             in flight",
+            t.files_done,
+            p.to_fetch,
+            size(p.bytes_to_fetch),
+            p.tier,
+            size(p.max_in_flight)
+        ));
+    }
+
+    pub fn job(&mut self, archive_id: &str, job_id: &str, tier: &str, reused: bool, path: &Path) {
+        if self.json {
+            self.emit(json!({
+                "event": "job", "archive_id": archive_id, "job_id": job_id, "tier": tier,
+                "reused": reused, "path": path,
+            }));
+        }
+    }
+
+    /// A file placed (`exported`, `in_place`, `copied`, `empty`) or `failed`.
+    pub fn file(&mut self, path: &Path, bytes: u64, status: &str, error: Option<&str>) {
+        if self.json {
+            self.emit(json!({
+                "event": "file", "path": path, "bytes": bytes, "status": status, "error": error,
+            }));
+        } else if let Some(e) = error {
+            self.say(&format!("failed: {}: {e}", path.display()));
+        }
+    }
+
+    pub fn notice(&mut self, message: &str) {
+        if self.json {
+            self.emit(json!({"event": "notice", "message": message}));
+        } else {
+            self.say(message);
+        }
+    }
+
+    /// The progress line; `force` shows it whatever the time since the last.
+    pub fn progress(&mut self, t: &Tally, live: &Live, force: bool) {
+        let every = match (self.json, self.tty) {
+            (true, _) => Duration::from_secs(1),
+            (false, true) => Duration::from_millis(250),
+            (false, false) => Duration::from_secs(30),
+        };
+        if !force && self.last_progress.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        self.last_progress = Some(Instant::now());
+        if self.json {
+            let waiting: Vec<Value> = live
+                .waiting
+                .iter()
+                .map(|(tier, jobs, left)| {
+                    json!({"tier": tier, "jobs": jobs, "likely_secs_left": left.as_secs()})
+                })
+                .collect();
+            self.emit(json!({
+                "event": "progress", "files_done": t.files_done, "files_total": t.files_total,
+                "bytes_done": t.bytes_done + live.bytes_partial, "bytes_total": t.bytes_total,
+                "downloading": live.downloading, "ready": live.ready,
+                "bytes_in_flight": live.bytes_in_flight, "waiting": waiting,
+                "failed": t.failures.len(),
+            }));
+            return;
+        }
+        let line = progress_line(t, live);
+        if self.tty {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K{line}");
+            let _ = err.flush();
+            self.line_shown = true;
+        } else {
+            self.say(&line);
+        }
+    }
+
+    pub fn summary(&mut self, t: &Tally, ending: Ending, elapsed: Duration) {
+        if self.json {
+            let failures: Vec<Value> = t
+                .failures
+                .iter()
+                .map(|(p, e)| json!({"path": p, "error": e}))
+                .collect();
+            self.emit(json!({
+                "event": "summary", "status": ending.as_str(),
+                "files_total": t.files_total, "files_done": t.files_done,
+                "bytes_total": t.bytes_total, "directories": t.dirs,
+                "downloaded": t.downloaded, "bytes_downloaded": t.bytes_downloaded,
+                "in_place": t.already, "copied": t.copied, "empty": t.empty,
+                "jobs_started": t.jobs_started, "jobs_reused": t.jobs_reused,
+                "rerequests": t.rerequests, "refetches": t.refetches,
+                "failed": t.failures.len(), "failures": failures,
+                "seconds": elapsed.as_secs_f64(),
+            }));
+            return;
+        }
+        for line in summary_lines(t, ending, elapsed) {
+            self.say(&line);
+        }
+    }
+}
+
+fn progress_line(t: &Tally, live: &Live) -> String {
+    let mut line = format!(
+        "{}/{} files, {}/{}",
+        t.files_done,
+        t.files_total,
+        size(t.bytes_done + live.bytes_partial),
+        size(t.bytes_total)
+    );
+    if live.downloading + live.ready > 0 {
+        line += &format!(", {} downloading, {} ready", live.downloading, live.ready);
+    }
+    if !live.waiting.is_empty() {
+        let tiers: Vec<String> = live
+            .waiting
+            .iter()
+            .map(|(tier, jobs, left)| format!("{jobs} {tier} (~{})", span(*left)))
+            .collect();
+        line += &format!(", jobs waiting on Glacier: {}", tiers.join(", "));
+    }
+    if !t.failures.is_empty() {
+        line += &format!(", {} failed", t.failures.len());
+    }
+    line
+}
+
+fn summary_lines(t: &Tally, ending: Ending, elapsed: Duration) -> Vec<String> {
+    let head = match ending {
+        Ending::Complete => "export complete",
+        Ending::Failed => "export finished with failures",
+        Ending::Interrupted => "export interrupted",
+    };
+    let mut out = vec![
+        format!(
+            "{head}: {} of {} files ({} of {}), {} directories, in {}",
+            t.files_done,
+            t.files_total,
+            size(t.bytes_done),
+            size(t.bytes_total),
+            t.dirs,
+            span(elapsed)
+        ),
+        format!(
+            "  {} retrieved ({}), {} already in place, {} copied locally, {} empty",
+            t.downloaded,
+            size(t.bytes_downloaded),
+            t.already,
+            t.copied,
+            t.empty
+        ),
+        format!(
+            "  jobs: {} started, {} reused; {} re-requested after their output expired, {} \
+             after corrupt data",
+            t.jobs_started, t.jobs_reused, t.rerequests, t.refetches
+        ),
+    ];
+    if !t.failures.is_empty() {
+        out.push(format!("  {} failed:", t.failures.len()));
+        out.extend(t.failures.iter().map(|(p, e)| format!("    {p}: {e}")));
+    }
+    match ending {
+        Ending::Complete => {}
+        Ending::Failed => out.push(
+            "  run the same command again to retry what failed; what is in place is kept".into(),
+        ),
+        Ending::Interrupted => out.push(
+            "  run the same command again to resume: files in place are kept, running jobs and \
+             verified partial downloads are reused"
+                .into(),
+        ),
+    }
+    out
+}
+
+/// Bytes in binary units, as the options take them.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
+/// A duration the way people say it: `45s`, `12m`, `3h 20m`.
+pub fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_spans_read_well() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(4 << 20), "4.0 MiB");
+        assert_eq!(size(3 << 29), "1.5 GiB");
+        assert_eq!(span(Duration::from_secs(45)), "45s");
+        assert_eq!(span(Duration::from_secs(720)), "12m");
+        assert_eq!(span(Duration::from_secs(12_000)), "3h 20m");
+    }
+
+    #[test]
+    fn progress_and_summary_say_what_matters() {
+        let t = Tally {
+            files_total: 300,
+            files_done: 12,
+            bytes_total: 3 << 20,
+            bytes_done: 1 << 20,
+            failures: vec![("a/b".into(), "corrupt".into())],
+            rerequests: 2,
+            ..Tally::default()
+        };
+        let live = Live {
+            downloading: 2,
+            waiting: vec![("Bulk".into(), 7, Duration::from_secs(7200))],
+            ..Live::default()
+        };
+        let line = progress_line(&t, &live);
+        assert!(line.starts_with("12/300 files, 1.0 MiB/3.0 MiB"), "{line}");
+        assert!(line.contains("7 Bulk (~2h 0m)"), "{line}");
+        assert!(line.contains("1 failed"), "{line}");
+        let lines = summary_lines(&t, Ending::Failed, Duration::from_secs(3)).join("\n");
+        assert!(lines.contains("2 re-requested"), "{lines}");
+        assert!(lines.contains("a/b: corrupt"), "{lines}");
+        assert!(lines.contains("run the same command again"), "{lines}");
+    }
+}
