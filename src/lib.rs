@@ -9,6 +9,7 @@ pub mod client_cmds;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod export;
 pub mod fs;
 pub mod fuse;
 pub mod glacier;

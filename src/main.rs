@@ -32,7 +32,10 @@ fn main() -> ExitCode {
             init_logging(0, false, None);
             glacierfs::client_cmds::sync(&args)
         }
-        Command::Export(_) => not_yet("export"),
+        Command::Export(args) => {
+            init_logging(0, true, None);
+            glacierfs::export::run(&args)
+        }
     }
 }
 

@@ -179,3 +179,55 @@ fn a_detached_mount_returns_once_ready_and_reports_failures() {
         "the daemon outlived its mount"
     );
 }
+
+#[test]
+fn mount_failures_say_what_is_wrong() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let missing = cache.path().join("no-such-dir");
+    let out = run(&[
+        "mount",
+        "--endpoint-url",
+        &emu.endpoint(),
+        "--region",
+        "us-east-1",
+        "--cache-dir",
+        cache.path().join("c").to_str().unwrap(),
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{:?}",
+        out
+    );
+
+    // No credentials anywhere in the chain.
+    let mnt = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .env_clear()
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .args([
+            "mount",
+            "--endpoint-url",
+            &emu.endpoint(),
+            "--region",
+            "us-east-1",
+            "--cache-dir",
+        ])
+        .arg(cache.path().join("c2"))
+        .arg(mnt.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("credentials"), "{msg}");
+    assert!(!is_mounted(mnt.path()));
+}

@@ -302,10 +302,6 @@ impl Journal {
         self.file.save(&rec, false)
     }
 
-    pub fn job_id(&self) -> Option<String> {
-        self.lock().job_id.clone()
-    }
-
     /// Where the next download starts, as recorded.
     pub fn resume(&self) -> Resume {
         let rec = self.lock();
@@ -313,11 +309,6 @@ impl Journal {
             verified: rec.verified,
             leaves: parse_leaves(&rec.leaves).unwrap_or_default(),
         }
-    }
-
-    /// Forgets the verified prefix: its data is not to be trusted.
-    pub fn reset(&self) {
-        let _ = self.verified(0, &[]);
     }
 
     /// The record is no longer needed: the file is in place, or given up.

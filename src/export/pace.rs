@@ -8,7 +8,7 @@
 //! Bounding the bytes started but not yet downloaded bounds that risk (and the disk the
 //! downloads need): the default bound is the free space of DEST's disk, at most 50 GiB.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::config::GIB;
 
@@ -45,10 +45,6 @@ impl Budget {
         Budget { max, used: 0 }
     }
 
-    pub fn max(&self) -> u64 {
-        self.max
-    }
-
     pub fn used(&self) -> u64 {
         self.used
     }
@@ -70,25 +66,11 @@ impl Budget {
     }
 }
 
-/// A finished output waiting to be downloaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Candidate {
-    pub index: usize,
-    /// When the job completed (Unix seconds); its output expires about 24 h later.
-    pub completed: Option<i64>,
-    /// Not before this instant (a download being retried after a transient failure).
-    pub not_before: Option<Instant>,
-}
-
-/// The output to download next: the one whose 24-hour window ends first, so outputs near
-/// their end are read before they expire. An unknown completion date sorts last; ties go in
-/// listing order.
-pub fn next_download(candidates: &[Candidate], now: Instant) -> Option<usize> {
-    candidates
-        .iter()
-        .filter(|c| c.not_before.map_or(true, |t| t <= now))
-        .min_by_key(|c| (c.completed.unwrap_or(i64::MAX), c.index))
-        .map(|c| c.index)
+/// The order finished outputs are downloaded in: the one whose 24-hour window ends first, so
+/// outputs near their end are read before they expire. An unknown completion date sorts last;
+/// ties go in listing order.
+pub fn download_order(completed: Option<i64>, index: usize) -> (i64, usize) {
+    (completed.unwrap_or(i64::MAX), index)
 }
 
 /// How long jobs of a tier usually take (GLACIER-API.md §3): the upper end of the range.
@@ -134,32 +116,16 @@ mod tests {
 
     #[test]
     fn outputs_nearest_their_expiry_go_first() {
-        let now = Instant::now();
-        let c = |index, completed, not_before| Candidate {
-            index,
-            completed,
-            not_before,
-        };
-        let later = Some(now + Duration::from_secs(10));
-        assert_eq!(next_download(&[], now), None);
-        assert_eq!(
-            next_download(
-                &[c(0, Some(500), None), c(1, Some(100), None), c(2, None, None)],
-                now
-            ),
-            Some(1)
-        );
-        assert_eq!(
-            next_download(&[c(0, Some(500), None), c(1, Some(100), later)], now),
-            Some(0),
-            "one waiting out a backoff is skipped"
-        );
-        assert_eq!(next_download(&[c(1, Some(100), later)], now), None);
-        assert_eq!(
-            next_download(&[c(3, Some(7), None), c(2, Some(7), None)], now),
-            Some(2)
-        );
-        assert_eq!(next_download(&[c(4, None, None), c(3, None, None)], now), Some(3));
+        let mut keys = vec![
+            download_order(Some(500), 0),
+            download_order(None, 1),
+            download_order(Some(100), 2),
+            download_order(Some(100), 3),
+            download_order(None, 4),
+        ];
+        keys.sort();
+        let order: Vec<usize> = keys.iter().map(|k| k.1).collect();
+        assert_eq!(order, vec![2, 3, 0, 1, 4]);
     }
 
     #[test]
@@ -176,8 +142,14 @@ mod tests {
             likely_left("Bulk", t0, t0 + Duration::from_secs(3600)),
             Duration::from_secs(11 * 3600)
         );
-        assert_eq!(likely_left("Expedited", t0, t0 + Duration::from_secs(3600)), Duration::ZERO);
-        assert_eq!(likely_left("Standard", t0 + Duration::from_secs(9), t0), typical_wait("x"));
+        assert_eq!(
+            likely_left("Expedited", t0, t0 + Duration::from_secs(3600)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            likely_left("Standard", t0 + Duration::from_secs(9), t0),
+            typical_wait("x")
+        );
         assert_eq!(retry_delay(0), Duration::from_secs(1));
         assert_eq!(retry_delay(30), Duration::from_secs(64));
     }

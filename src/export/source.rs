@@ -65,7 +65,11 @@ fn place(path: &Path, roots: &[PathBuf]) -> Result<Located, SourceError> {
         .filter(|r| path.starts_with(r))
         .max_by_key(|r| r.components().count())
         .ok_or_else(|| SourceError::NotMounted(path.to_owned()))?;
-    let vault = match path.strip_prefix(root).ok().and_then(|r| r.components().next()) {
+    let vault = match path
+        .strip_prefix(root)
+        .ok()
+        .and_then(|r| r.components().next())
+    {
         Some(Component::Normal(v)) => v.to_string_lossy().into_owned(),
         _ => return Err(SourceError::MountRoot(path.to_owned())),
     };
@@ -109,6 +113,19 @@ fn unescape_mountinfo(field: &str) -> OsString {
     OsString::from_vec(out)
 }
 
+/// The glacierfs mount that `path` (which need not exist yet) would be inside, if any.
+pub fn inside_a_mount(path: &Path) -> Option<PathBuf> {
+    let absolute = std::env::current_dir().ok()?.join(path);
+    // The nearest existing ancestor, resolved: that is where a new directory would go.
+    let existing = absolute
+        .ancestors()
+        .find_map(|a| std::fs::canonicalize(a).ok())?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    glacierfs_mounts(&info)
+        .into_iter()
+        .find(|root| existing.starts_with(root))
+}
+
 /// How the mount's daemon reaches Glacier, as its command line says.
 #[derive(Debug, Clone)]
 pub struct Daemon {
@@ -121,7 +138,11 @@ pub struct Daemon {
 pub fn find_daemon(mount_root: &Path) -> Option<Daemon> {
     let procs = std::fs::read_dir("/proc").ok()?;
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // Processes come and go, and some are not ours to read: skip what cannot be read.
@@ -152,9 +173,15 @@ fn split_cmdline(raw: &[u8]) -> Vec<OsString> {
 /// command line is parsed with the binary's own parser, so every spelling it accepts
 /// (`--region=x`, options after the mount point) is understood. A relative mount point is
 /// taken from the daemon's working directory, which a detached daemon keeps.
-pub fn mount_args_for(args: &[OsString], cwd: Option<&Path>, mount_root: &Path) -> Option<MountArgs> {
+pub fn mount_args_for(
+    args: &[OsString],
+    cwd: Option<&Path>,
+    mount_root: &Path,
+) -> Option<MountArgs> {
     let program = Path::new(args.first()?).file_name()?.to_string_lossy();
-    if !program.contains("glacierfs") || args.get(1).map(OsString::as_os_str) != Some("mount".as_ref()) {
+    if !program.contains("glacierfs")
+        || args.get(1).map(OsString::as_os_str) != Some("mount".as_ref())
+    {
         return None;
     }
     let Ok(Cli {
@@ -195,7 +222,10 @@ pub enum Origin {
     /// An empty file: it lives in the catalog only.
     Empty,
     /// An archive in Glacier.
-    Archive { archive_id: String, tree_hash: Digest },
+    Archive {
+        archive_id: String,
+        tree_hash: Digest,
+    },
     /// Data only the mount has (staged, or still uploading): copied through the mount.
     Local,
     /// Nothing to export it from, and why.
@@ -207,6 +237,8 @@ pub enum Origin {
 pub struct FileEntry {
     /// Relative to PATH.
     pub rel: PathBuf,
+    /// Where it is in the mount.
+    pub path: PathBuf,
     pub size: u64,
     pub mtime: SystemTime,
     /// Permission bits as the mount shows them.
@@ -277,6 +309,7 @@ fn file_entry(full: &Path, rel: PathBuf, meta: &std::fs::Metadata) -> FileEntry 
     };
     FileEntry {
         rel,
+        path: full.to_owned(),
         size,
         mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         mode: meta.permissions().mode() & 0o777,
@@ -324,9 +357,15 @@ mod tests {
 92 25 0:53 / /srv/other rw - fuse.sshfs host: rw";
         assert_eq!(
             glacierfs_mounts(info),
-            vec![PathBuf::from("/tmp/glacierfs-mnt x"), PathBuf::from("/srv/g")]
+            vec![
+                PathBuf::from("/tmp/glacierfs-mnt x"),
+                PathBuf::from("/srv/g")
+            ]
         );
-        assert_eq!(unescape_mountinfo("a\\134b\\011c\\9"), OsString::from("a\\b\tc\\9"));
+        assert_eq!(
+            unescape_mountinfo("a\\134b\\011c\\9"),
+            OsString::from("a\\b\tc\\9")
+        );
     }
 
     #[test]
@@ -379,8 +418,12 @@ mod tests {
         assert!(mount_args_for(&args(&["glacierfs", "mount", "/tmp/other"]), None, root).is_none());
         assert!(mount_args_for(&args(&["glacierfs", "status"]), None, root).is_none());
         assert!(mount_args_for(&args(&["mount", "/dev/sda1", "/tmp/mnt"]), None, root).is_none());
-        assert!(mount_args_for(&args(&["glacierfs", "mount", "--bogus", "/tmp/mnt"]), None, root)
-            .is_none());
+        assert!(mount_args_for(
+            &args(&["glacierfs", "mount", "--bogus", "/tmp/mnt"]),
+            None,
+            root
+        )
+        .is_none());
         assert_eq!(
             split_cmdline(b"glacierfs\0mount\0/a b\0"),
             args(&["glacierfs", "mount", "/a b"])
