@@ -5,6 +5,8 @@
 #
 #   scripts/try-local.sh [MOUNTPOINT]   # mount (default: target/try-local/mnt)
 #   scripts/try-local.sh --stop         # unmount, stop moto, remove the demo state
+#
+# GLACIERFS_BIN=path uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -43,9 +45,13 @@ mnt=${1:-$state/mnt}
 mkdir -p "$state" "$mnt"
 mnt=$(cd "$mnt" && pwd)
 
-echo "try-local: building glacierfs (release)..."
-cargo build --release --quiet
-bin="$root/target/release/glacierfs"
+if [ -n "${GLACIERFS_BIN:-}" ]; then
+  bin=$GLACIERFS_BIN  # a binary built already (the test suite passes its own)
+else
+  echo "try-local: building glacierfs (release)..."
+  cargo build --release --quiet
+  bin="$root/target/release/glacierfs"
+fi
 
 if [ ! -x "$venv/bin/moto_server" ]; then
   echo "try-local: creating a virtualenv with moto[server] (a local Glacier endpoint)..."

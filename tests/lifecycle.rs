@@ -148,6 +148,7 @@ fn try_local_mounts_a_demo_and_stop_leaves_nothing_behind() {
     let out = Command::new("bash")
         .arg(root.join("scripts/try-local.sh"))
         .arg(mnt.path())
+        .env("GLACIERFS_BIN", binary())
         .output()
         .unwrap();
     let _guard = support::mount::UnmountGuard(mnt.path().to_owned());
