@@ -11,13 +11,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use glacierfs::glacier::aws::{AwsGlacier, AwsOptions};
-use glacierfs::glacier::retry::{RetryPolicy, Retrying};
 use glacierfs::glacier::{
     ArchiveCreated, BodyReader, BoxFut, ErrorKind, GlacierClient, GlacierError, JobDesc, JobFilter,
     JobOutput, JobRequest, LockDesc, PartsListing, Tier, UploadDesc, VaultDesc,
@@ -32,34 +30,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 // ---------------------------------------------------------------------------------------------
 // The real client on the emulator, and a wrapper that bends GetJobOutput.
 
-fn aws_env() {
-    static ENV: Once = Once::new();
-    // Before any SDK client reads the environment; every test passes through here first.
-    ENV.call_once(|| {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDDOWNLOADTEST");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "download-test-secret");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    });
-}
-
 /// The real SDK client on `endpoint`, behind the retrying decorator the engine is handed.
 async fn client_for(endpoint: &str) -> Arc<dyn GlacierClient> {
-    aws_env();
-    let aws = AwsGlacier::connect(&AwsOptions {
-        region: Some("us-east-1".into()),
-        profile: None,
-        endpoint_url: Some(endpoint.to_owned()),
-        account_id: "-".into(),
-        connect_timeout: Some(Duration::from_secs(5)),
-    })
-    .await
-    .expect("connect to the emulator");
-    let policy = RetryPolicy {
-        max_attempts: 8,
-        base: Duration::from_millis(10),
-        cap: Duration::from_millis(200),
-    };
-    Arc::new(Retrying::new(Arc::new(aws), policy))
+    support::glacier_client(endpoint).await
 }
 
 /// How [`Bent`] treats GetJobOutput.

@@ -9,12 +9,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glacierfs::glacier::aws::{AwsGlacier, AwsOptions};
-use glacierfs::glacier::retry::{RetryPolicy, Retrying};
 use glacierfs::glacier::{
     ArchiveCreated, BoxFut, ErrorKind, GlacierClient, GlacierError, JobDesc, JobFilter, JobOutput,
     JobRequest, LockDesc, PartsListing, UploadDesc, VaultDesc,
@@ -28,34 +26,9 @@ use support::emulator::{Emulator, FaultKind, FaultPlan, Op};
 // ---------------------------------------------------------------------------------------------
 // A client on the emulator, and a wrapper that can fail, lie about or slow down parts.
 
-fn aws_env() {
-    static ENV: Once = Once::new();
-    // Before any SDK client reads the environment; every test passes through here first.
-    ENV.call_once(|| {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDUPLOADTEST");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "upload-test-secret");
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    });
-}
-
 /// The real SDK client on `endpoint`, behind the retrying decorator the engine is handed.
 async fn client_for(endpoint: &str) -> Arc<dyn GlacierClient> {
-    aws_env();
-    let aws = AwsGlacier::connect(&AwsOptions {
-        region: Some("us-east-1".into()),
-        profile: None,
-        endpoint_url: Some(endpoint.to_owned()),
-        account_id: "-".into(),
-        connect_timeout: Some(Duration::from_secs(5)),
-    })
-    .await
-    .expect("connect to the emulator");
-    let policy = RetryPolicy {
-        max_attempts: 8,
-        base: Duration::from_millis(10),
-        cap: Duration::from_millis(200),
-    };
-    Arc::new(Retrying::new(Arc::new(aws), policy))
+    support::glacier_client(endpoint).await
 }
 
 /// What [`Hooked`] does with one UploadPart call.

@@ -91,7 +91,7 @@ impl GlacierFs {
 
     /// The vault-relative path a new entry `name` in `parent` would have, checked against the
     /// description limit: a path that could never be uploaded is refused now, not later.
-    fn new_path(&self, parent: &Node, name: &str) -> FsResult<String> {
+    pub(super) fn new_path(&self, parent: &Node, name: &str) -> FsResult<String> {
         let rel = self
             .catalog
             .read(|c| nodes::vault_relative_path(c, parent.ino))?;

@@ -327,19 +327,9 @@ impl GlacierFs {
         }
         let name = checked_name(name)?;
         let vault = parent.vault_ino();
-        let rel = self
-            .catalog
-            .read(|c| nodes::vault_relative_path(c, parent.ino))?;
-        let path = if rel.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel}/{name}")
-        };
         // A directory's own path must leave room for files in it, so the check is the same one
         // a file would get: its mt2 description must fit.
-        if !names::fits(&path, 0) {
-            return Err(FsError::NameTooLong(path));
-        }
+        self.new_path(parent, &name)?;
         if parent.kind == Kind::Vault && names::is_reserved(&name) {
             return Err(FsError::Exists);
         }

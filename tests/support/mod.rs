@@ -66,3 +66,34 @@ pub fn xattr(path: &Path, name: &str) -> Result<String, i32> {
     buf.truncate(len as usize);
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
+
+/// The real SDK client on `endpoint` (dummy credentials), behind the retrying decorator the
+/// daemon uses, with short backoffs for tests.
+pub async fn glacier_client(
+    endpoint: &str,
+) -> std::sync::Arc<dyn glacierfs::glacier::GlacierClient> {
+    use glacierfs::glacier::aws::{AwsGlacier, AwsOptions};
+    use glacierfs::glacier::retry::{RetryPolicy, Retrying};
+    static ENV: std::sync::Once = std::sync::Once::new();
+    // Before any SDK client reads the environment.
+    ENV.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDENGINETEST");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "engine-test-secret");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    });
+    let aws = AwsGlacier::connect(&AwsOptions {
+        region: Some("us-east-1".into()),
+        profile: None,
+        endpoint_url: Some(endpoint.to_owned()),
+        account_id: "-".into(),
+        connect_timeout: Some(std::time::Duration::from_secs(5)),
+    })
+    .await
+    .expect("connect to the emulator");
+    let policy = RetryPolicy {
+        max_attempts: 8,
+        base: std::time::Duration::from_millis(10),
+        cap: std::time::Duration::from_millis(200),
+    };
+    std::sync::Arc::new(Retrying::new(std::sync::Arc::new(aws), policy))
+}
