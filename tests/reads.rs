@@ -500,3 +500,40 @@ fn a_download_cut_off_by_a_crash_resumes_from_the_verified_bytes() {
     );
     assert_eq!(retrievals(&emu), 1, "the restart started a new job");
 }
+
+#[test]
+fn retrieve_commands_written_to_dot_jobs_start_jobs() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let files: BTreeMap<String, Vec<u8>> = [
+        ("a.bin".to_string(), pattern(100, 1)),
+        ("d/b.bin".to_string(), pattern(200, 2)),
+    ]
+    .into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &["--no-auto-retrieve"]);
+    std::fs::write(mount.path(VAULT).join(".jobs"), b"retrieve a.bin\n").unwrap();
+    std::fs::write(
+        mount.path("").join(".jobs"),
+        format!("retrieve {VAULT}/d bulk\n"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || retrievals(&emu) == 2),
+        "{} jobs",
+        retrievals(&emu)
+    );
+    let mut tiers: Vec<String> = emu
+        .jobs(VAULT)
+        .into_iter()
+        .filter(|j| j.archive_id.is_some())
+        .map(|j| j.tier)
+        .collect();
+    tiers.sort();
+    assert_eq!(tiers, vec!["Bulk".to_string(), "Standard".to_string()]);
+    let missing =
+        std::fs::write(mount.path(VAULT).join(".jobs"), b"retrieve nope.bin\n").unwrap_err();
+    assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+}
