@@ -435,6 +435,27 @@ fn place_file(
         Some((p, n)) => (*dirs.get(p).ok_or(CatalogError::NotFound)?, n),
         None => (vault, row.path.as_str()),
     };
+    let node = |name| nodes::NewNode {
+        parent,
+        name,
+        vault,
+        size: row.size,
+        mtime_ns: row.mtime_s.saturating_mul(1_000_000_000),
+        archive_id: Some(&row.archive_id),
+        tree_hash: Some(&row.tree_hash),
+        description: Some(&row.description),
+        created_s: Some(row.created_s),
+        ..Default::default()
+    };
+    // Most names are free: try the insert first and let the unique index say otherwise,
+    // rather than looking every name up before inserting it.
+    if !(parent == vault && names::is_reserved(name)) {
+        match nodes::insert(tx, Kind::File, &node(name)) {
+            Ok(_) => return Ok(true),
+            Err(CatalogError::Exists) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let name = free_name(
         tx,
         parent,
@@ -443,22 +464,7 @@ fn place_file(
         row.created_s,
         &row.archive_id,
     )?;
-    nodes::insert(
-        tx,
-        Kind::File,
-        &nodes::NewNode {
-            parent,
-            name: &name,
-            vault,
-            size: row.size,
-            mtime_ns: row.mtime_s.saturating_mul(1_000_000_000),
-            archive_id: Some(&row.archive_id),
-            tree_hash: Some(&row.tree_hash),
-            description: Some(&row.description),
-            created_s: Some(row.created_s),
-            ..Default::default()
-        },
-    )?;
+    nodes::insert(tx, Kind::File, &node(&name))?;
     Ok(true)
 }
 
