@@ -43,11 +43,14 @@ pub struct WriteBack {
     options: WriteBackOptions,
     limits: UploadLimits,
     state: Mutex<QueueState>,
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
 struct QueueState {
     in_flight: HashSet<u64>,
+    /// The running upload tasks, so an unlink can stop its file's upload.
+    tasks: HashMap<u64, tokio::task::AbortHandle>,
     /// Files `sync` asked for: uploaded without waiting for the delay.
     forced: HashSet<u64>,
     /// Earliest next attempt after a failure.
@@ -109,6 +112,7 @@ impl WriteBack {
             options,
             limits,
             state: Mutex::new(QueueState::default()),
+            runtime: std::sync::OnceLock::new(),
         })
     }
 
@@ -132,6 +136,7 @@ impl WriteBack {
 
     /// Runs the queue until the runtime stops.
     pub fn spawn(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        let _ = self.runtime.set(runtime.clone());
         let me = Arc::clone(self);
         runtime.spawn(async move {
             if let Err(e) = me.recover().await {
@@ -197,18 +202,74 @@ impl WriteBack {
                 st.forced.remove(&d.ino);
             }
             let me = Arc::clone(self);
-            tokio::spawn(async move {
-                let ino = d.ino;
+            let ino = d.ino;
+            let task = tokio::spawn(async move {
                 let outcome = me.upload_file(d).await;
                 me.after_upload(ino, outcome);
             });
+            lock(&self.state).tasks.insert(ino, task.abort_handle());
         }
         self.run_deletes().await
+    }
+
+    /// Stops the upload of a file that was just unlinked: its multipart upload is aborted, and
+    /// an archive it may already have made is deleted (or left for the next inventory to settle,
+    /// when the reply that would have named it was cut off).
+    pub fn cancel(self: &Arc<Self>, ino: u64) {
+        let task = {
+            let mut st = lock(&self.state);
+            st.in_flight.remove(&ino);
+            st.progress.remove(&ino);
+            st.forced.remove(&ino);
+            st.tasks.remove(&ino)
+        };
+        let Some(task) = task else { return };
+        task.abort();
+        let Some(runtime) = self.runtime.get() else {
+            return;
+        };
+        let me = Arc::clone(self);
+        runtime.spawn(async move {
+            if let Err(e) = me.clean_up_cancelled(ino).await {
+                log::warn!(
+                    "cleaning up the cancelled upload of inode {ino}: {}",
+                    e.message
+                );
+            }
+        });
+    }
+
+    async fn clean_up_cancelled(&self, ino: u64) -> Result<(), UploadFailure> {
+        let Some(row) = self.catalog.read_async(move |c| upload_row(c, ino)).await? else {
+            return Ok(());
+        };
+        if let (Some(id), Some(hash)) = (
+            row.archive_id.clone(),
+            row.tree_hash.as_deref().and_then(treehash::from_hex),
+        ) {
+            // Made before the cancel took: record it, which queues its delete (no node).
+            return self.finish(&row, &id, &hash).await;
+        }
+        if row.state == "single" {
+            let path = self.data.resolve(&row.snapshot);
+            if let Ok(Ok(hash)) =
+                tokio::task::spawn_blocking(move || treehash::tree_hash_file(&path)).await
+            {
+                self.mark_unconfirmed(&row, hash).await?;
+            }
+        }
+        let vault_name = self.vault_name(row.vault)?;
+        log::info!(
+            "upload of {} cancelled: the file was deleted",
+            row.description
+        );
+        self.discard(&row, &vault_name).await
     }
 
     fn after_upload(&self, ino: u64, outcome: Result<(), UploadFailure>) {
         let mut st = lock(&self.state);
         st.in_flight.remove(&ino);
+        st.tasks.remove(&ino);
         st.progress.remove(&ino);
         match outcome {
             Ok(()) => {

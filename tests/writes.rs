@@ -435,3 +435,44 @@ fn a_full_cache_disk_gives_enospc_and_loses_nothing_staged() {
     assert_eq!(archives.len(), 1);
     assert_eq!(emu.archive_data(VAULT, &archives[0].id).unwrap(), kept_data);
 }
+
+#[test]
+fn unlink_during_an_upload_aborts_it() {
+    use support::emulator::{FaultKind, Op};
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    // Every part stalls for a while: the upload is surely under way when the file goes.
+    emu.set_stall(Duration::from_secs(2));
+    emu.fail_next(Op::UploadPart, FaultKind::Timeout, 100);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &emu.endpoint(),
+        cache.path(),
+        &["--part-size", "1MiB", "--write-back-delay", "0s"],
+    );
+    let file = mount.path(VAULT).join("big.bin");
+    std::fs::write(&file, pattern(3 * MIB, 1)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || !emu
+            .multipart_uploads(VAULT)
+            .is_empty()),
+        "the upload never started"
+    );
+    std::fs::remove_file(&file).unwrap();
+    emu.clear_faults();
+    assert!(
+        wait_until(Duration::from_secs(30), || emu
+            .multipart_uploads(VAULT)
+            .is_empty()),
+        "the multipart upload of a deleted file was left behind; log:\n{}",
+        mount.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        emu.archives(VAULT).is_empty(),
+        "a deleted file became an archive"
+    );
+}
