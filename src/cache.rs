@@ -202,14 +202,18 @@ pub fn evict(
     if evicted.is_empty() {
         return Ok(());
     }
-    let gone = evicted.clone();
-    catalog.write(move |tx| {
-        let mut stmt =
-            tx.prepare_cached("UPDATE nodes SET local = 0 WHERE ino = ?1 AND dirty = 0")?;
-        for ino in &gone {
-            stmt.execute([*ino as i64])?;
+    let evicted = catalog.write(move |tx| {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE nodes SET local = 0 WHERE ino = ?1 AND dirty = 0 AND local = 1",
+        )?;
+        let mut marked = Vec::new();
+        for ino in evicted {
+            // A writer may have taken the file since it was chosen: then it stays.
+            if stmt.execute([ino as i64])? == 1 {
+                marked.push(ino);
+            }
         }
-        Ok(())
+        Ok(marked)
     })?;
     for ino in &evicted {
         let _ = std::fs::remove_file(data.data_path(*ino));

@@ -51,9 +51,22 @@ pub fn get_xattr(path: &Path, name: &str) -> Option<String> {
 
 /// The roots of every glacierfs mount of this machine.
 pub fn mount_roots() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    roots_in(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// glacierfs mount points in a mountinfo text. After the " - " separator come the file system
+/// type, then the source; depending on how the mount was made, glacierfs shows as type
+/// "fuse.glacierfs" or as type "fuse" from source "glacierfs".
+fn roots_in(info: &str) -> Vec<PathBuf> {
     info.lines()
-        .filter(|l| l.contains(" - fuse.glacierfs "))
+        .filter(|l| {
+            let tail = l.split(" - ").nth(1).unwrap_or_default();
+            let mut f = tail.split(' ');
+            matches!(
+                (f.next(), f.next()),
+                (Some("fuse.glacierfs"), _) | (Some("fuse"), Some("glacierfs"))
+            )
+        })
         .filter_map(|l| l.split(' ').nth(4))
         .map(PathBuf::from)
         .collect()
@@ -176,4 +189,21 @@ pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
     }
     println!("requested; `cat .jobs` in the vault shows their progress");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_are_found_in_either_mountinfo_form() {
+        let info = "36 25 0:32 / /mnt/a rw,nosuid - fuse glacierfs rw,user_id=0\n\
+                    37 25 0:33 / /mnt/b rw - fuse.glacierfs glacierfs rw\n\
+                    38 25 0:34 / /mnt/c rw - fuse sshfs rw\n\
+                    39 25 8:1 / / rw - ext4 /dev/vda rw\n";
+        assert_eq!(
+            roots_in(info),
+            vec![PathBuf::from("/mnt/a"), PathBuf::from("/mnt/b")]
+        );
+    }
 }

@@ -4,8 +4,8 @@
 //!
 //! The pieces: [`source`] finds the mount, its daemon's options and the tree under PATH;
 //! [`dest`] owns DEST, its temporary files and the state that lets a run resume; [`pace`]
-//! holds the pacing rules; [`engine`] runs the retrieval jobs and downloads; [`report`] shows
-//! progress and the summary. This file puts them in order:
+//! holds the pacing rules; [`archive`] retrieves one archive (its job, download and placing);
+//! [`engine`] runs them all, paced; [`report`] shows progress and the summary. This file puts them in order:
 //! 1. list PATH through the mount, create every directory and empty file under DEST, copy what
 //!    only the mount has (staged files), and skip whatever DEST already holds with the right
 //!    size and tree hash;
@@ -15,6 +15,7 @@
 //! Exit status: 0 when every file is in place and verified, 1 when some failed (they are
 //! listed) or the export could not run, 130 when stopped by Ctrl-C or SIGTERM.
 
+mod archive;
 mod dest;
 mod engine;
 mod pace;
@@ -36,12 +37,13 @@ use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{GlacierClient, GlacierError, Tier};
 use crate::treehash::{to_hex, Digest};
 
+use archive::{Target, Work};
 use dest::{Dest, DestError, Journal, Record};
-use engine::{Engine, EngineError, Settings, Target, Work};
+use engine::{Engine, EngineError, Settings};
 use report::{Ending, PlanInfo, Reporter, Tally};
 use source::{FileEntry, Listing, Origin, SourceError};
 
-pub use pace::POLL_ENV;
+use pace::POLL_ENV;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -148,6 +150,10 @@ fn export(args: &ExportArgs) -> Result<Ending, ExportError> {
         Ending::Failed
     };
     if ending == Ending::Complete {
+        // Temporary files an interrupted run left behind that no download resumed.
+        for f in &listing.files {
+            let _ = std::fs::remove_file(dest.temp_path(&f.rel));
+        }
         let root = dest.root().to_owned();
         dest.finish()?;
         set_dir_times(&root, &listing);
@@ -302,12 +308,10 @@ fn place_empty(dest: &Dest, f: &FileEntry) -> Result<(), DestError> {
 }
 
 /// A file whose bytes only the mount has (not in Glacier yet): read through the mount, which
-/// serves it from local disk without a retrieval.
+/// serves it from local disk without a retrieval. Always copied: with no tree hash to compare,
+/// a file already in DEST cannot be shown to be the same.
 fn copy_from_mount(dest: &Dest, f: &FileEntry) -> Result<(), DestError> {
     let path = dest.final_path(&f.rel);
-    if dest::holds(&path, f.size, None)? {
-        return dest::touch(&path, f.mtime, f.mode);
-    }
     let temp = dest.temp_path(&f.rel);
     dest::copy_verified(&f.path, &temp, f.size, None)?;
     dest::place(&temp, &path, f.mtime, f.mode)
@@ -403,7 +407,7 @@ fn settle_archive(
         return Some(work);
     }
     // A previous run downloaded and verified it all, and stopped before placing it.
-    match engine::place_all(&work) {
+    match archive::place_all(&work) {
         Ok(()) => {
             tally.downloaded += 1;
             for (k, t) in work.targets.iter().enumerate() {

@@ -216,13 +216,22 @@ impl Filesystem for FuseAdapter {
             .fs
             .create(parent.0, name, mode & !umask, req.uid(), req.gid())
         {
-            Ok((a, fh)) => reply.created(
-                &TTL,
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((a, fh)) => {
+                // The creator's handle must be passthrough too: the kernel refuses to mix
+                // passthrough and cached opens of one inode.
+                let (attr, fh) = (file_attr(&a), FileHandle(fh));
+                match self.backing(a.ino, fh.0, |f| reply.open_backing(f)) {
+                    Some(b) => reply.created_passthrough(
+                        &TTL,
+                        &attr,
+                        Generation(0),
+                        fh,
+                        FopenFlags::empty(),
+                        &b,
+                    ),
+                    None => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::empty()),
+                }
+            }
             Err(e) => reply.error(errno("create", &e)),
         }
     }

@@ -39,11 +39,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("glacierfs: `{what}` is not available in this version yet");
-    ExitCode::from(2)
-}
-
 /// `-v` raises the level, `-q` keeps only warnings; RUST_LOG, when set, decides instead.
 fn init_logging(verbose: u8, quiet: bool, file: Option<std::fs::File>) {
     let level = match (quiet, verbose) {

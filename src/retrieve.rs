@@ -375,17 +375,37 @@ impl Retriever {
             range: None,
             description: Some("glacierfs retrieval".into()),
         };
-        let job_id = match self.client.initiate_job(vault_name, &request(tier)).await {
-            Err(e) if e.kind == ErrorKind::InsufficientCapacity && tier == Tier::Expedited => {
-                log::warn!(
-                    "{}: no Expedited capacity ({e}); falling back to Standard",
-                    n.name
-                );
-                self.client
-                    .initiate_job(vault_name, &request(Tier::Standard))
-                    .await?
+        let mut tier = tier;
+        let mut attempt = 0u32;
+        let job_id = loop {
+            match self.client.initiate_job(vault_name, &request(tier)).await {
+                Ok(id) => break id,
+                Err(e) if e.kind == ErrorKind::InsufficientCapacity && tier == Tier::Expedited => {
+                    log::warn!(
+                        "{}: no Expedited capacity ({e}); falling back to Standard",
+                        n.name
+                    );
+                    tier = Tier::Standard;
+                }
+                Err(e) if e.is_transient() && attempt < 5 => {
+                    // The job may exist though its reply was lost: look before asking again.
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    let listed = self
+                        .client
+                        .list_jobs(vault_name, JobFilter::default())
+                        .await?;
+                    if let Some(j) = listed.into_iter().find(|j| {
+                        j.action == JobAction::ArchiveRetrieval
+                            && j.archive_id.as_deref() == Some(archive_id)
+                            && j.status != JobStatus::Failed
+                    }) {
+                        log::info!("{}: the job asked for exists after all ({e})", n.name);
+                        break j.job_id;
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            other => other?,
         };
         match self.client.describe_job(vault_name, &job_id).await {
             Ok(j) => Ok(j),

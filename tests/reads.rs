@@ -537,3 +537,31 @@ fn retrieve_commands_written_to_dot_jobs_start_jobs() {
         std::fs::write(mount.path(VAULT).join(".jobs"), b"retrieve nope.bin\n").unwrap_err();
     assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
 }
+
+#[test]
+fn expedited_without_capacity_falls_back_to_standard() {
+    use support::emulator::{FaultKind, Op};
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let files: BTreeMap<String, Vec<u8>> = [("urgent.bin".to_string(), pattern(500, 3))].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &["--tier", "expedited"]);
+    emu.fail_next(Op::InitiateJob, FaultKind::InsufficientCapacity, 1);
+    let _ = std::fs::read(mount.path(VAULT).join("urgent.bin"));
+    assert!(
+        wait_until(Duration::from_secs(10), || retrievals(&emu) == 1),
+        "no job started"
+    );
+    let job = emu
+        .jobs(VAULT)
+        .into_iter()
+        .find(|j| j.archive_id.is_some())
+        .unwrap();
+    assert_eq!(job.tier, "Standard");
+    assert!(
+        mount.log_text().contains("falling back to Standard"),
+        "the fallback was not logged"
+    );
+}

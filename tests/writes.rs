@@ -470,7 +470,13 @@ fn unlink_during_an_upload_aborts_it() {
         "the multipart upload of a deleted file was left behind; log:\n{}",
         mount.log_text()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Left alone, the upload would have finished within a few seconds of the faults ending.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        emu.stats().requests_for(Op::CompleteMultipartUpload),
+        0,
+        "the upload went on"
+    );
     assert!(
         emu.archives(VAULT).is_empty(),
         "a deleted file became an archive"

@@ -17,7 +17,6 @@
 //! state directory, and a new run resumes them.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,21 +24,16 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
-use super::dest::{self, DestError, Journal};
+use super::archive::{
+    better, fetch, initiate, system_time, unix_secs, whole_archive, FetchError, Work,
+};
 use super::pace::{self, Budget};
 use super::report::{Live, Reporter, Tally};
 use crate::glacier::{
-    parse_range, ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest,
-    JobStatus, Tier,
+    ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobStatus, Tier,
 };
-use crate::timefmt::parse_iso8601;
-use crate::transfer::download::{self, DownloadError, DownloadSpec};
-use crate::treehash::Digest;
+use crate::transfer::download::DownloadError;
 
-/// Each ranged GetJobOutput covers one tree-aligned chunk of at most this, so a restart
-/// fetches at most this much again per chunk in flight.
-const CHUNK: u64 = 4 << 20;
-const PARALLEL_CHUNKS: usize = 4;
 /// Files downloaded at once.
 const PARALLEL_FILES: usize = 4;
 /// InitiateJob calls in flight at once: a large vault needs many, each a round trip.
@@ -52,57 +46,11 @@ const TRANSIENT_ATTEMPTS: u32 = 5;
 const CORRUPT_JOBS: u32 = 2;
 /// The longest the loop sleeps, so progress keeps moving on the screen.
 const TICK: Duration = Duration::from_secs(1);
-/// What an export's jobs say they are, in `.jobs` and ListJobs.
-const JOB_DESCRIPTION: &str = "glacierfs export";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("listing the vault's jobs: {0}")]
     ListJobs(GlacierError),
-    #[error(transparent)]
-    Download(#[from] DownloadError),
-    #[error(transparent)]
-    Place(#[from] DestError),
-    #[error("the download task failed: {0}")]
-    Task(String),
-}
-
-/// One file an archive is exported to.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Relative to PATH (and to DEST).
-    pub rel: PathBuf,
-    pub final_path: PathBuf,
-    pub temp: PathBuf,
-    pub mtime: SystemTime,
-    pub mode: u32,
-}
-
-/// An archive to retrieve, and the files it becomes.
-#[derive(Debug)]
-pub struct Work {
-    pub archive_id: String,
-    pub size: u64,
-    pub tree_hash: Digest,
-    /// The first receives the download; the others are copies of it.
-    pub targets: Vec<Target>,
-    pub journal: Journal,
-    /// The job a previous run recorded for it.
-    pub recorded_job: Option<String>,
-}
-
-/// Places a verified download: the first target is renamed into place, the others are
-/// verified copies of it. The record goes last, so a crash in between is settled by the next
-/// run finding the first file in place.
-pub fn place_all(work: &Work) -> Result<(), DestError> {
-    let first = &work.targets[0];
-    dest::place(&first.temp, &first.final_path, first.mtime, first.mode)?;
-    for t in &work.targets[1..] {
-        dest::copy_verified(&first.final_path, &t.temp, work.size, Some(&work.tree_hash))?;
-        dest::place(&t.temp, &t.final_path, t.mtime, t.mode)?;
-    }
-    work.journal.remove();
-    Ok(())
 }
 
 /// What the engine is told.
@@ -167,8 +115,11 @@ pub struct Engine<'a> {
     ready: BTreeSet<(i64, usize)>,
     /// Downloads to retry after a backoff.
     delayed: Vec<(Instant, usize)>,
-    downloads: JoinSet<Result<(), EngineError>>,
+    /// Each download ends with the bytes it fetched (beyond a resumed prefix).
+    downloads: JoinSet<Result<u64, FetchError>>,
     tasks: HashMap<tokio::task::Id, usize>,
+    /// Archives neither placed nor failed yet.
+    open: usize,
     tally: &'a mut Tally,
     report: &'a mut Reporter,
     cancel: watch::Receiver<bool>,
@@ -203,6 +154,7 @@ impl<'a> Engine<'a> {
                 transient: 0,
             })
             .collect();
+        let open = entries.len();
         Engine {
             client,
             budget: Budget::new(set.max_in_flight),
@@ -215,6 +167,7 @@ impl<'a> Engine<'a> {
             delayed: Vec::new(),
             downloads: JoinSet::new(),
             tasks: HashMap::new(),
+            open,
             tally,
             report,
             cancel,
@@ -260,8 +213,10 @@ impl<'a> Engine<'a> {
                 }
                 next_poll = Instant::now() + self.set.poll_every;
             }
-            let live = self.live();
-            self.report.progress(self.tally, &live, false);
+            if self.report.due() {
+                let live = self.live();
+                self.report.progress(self.tally, &live);
+            }
         };
         if interrupted {
             // Dropping a download leaves its data under the temporary name, where nothing
@@ -269,16 +224,12 @@ impl<'a> Engine<'a> {
             self.downloads.shutdown().await;
         }
         let live = self.live();
-        self.report.progress(self.tally, &live, true);
+        self.report.progress(self.tally, &live);
         Ok(interrupted)
     }
 
     fn settled(&self) -> bool {
-        self.downloads.is_empty()
-            && self
-                .entries
-                .iter()
-                .all(|e| matches!(e.phase, Phase::Done | Phase::Failed))
+        self.open == 0 && self.downloads.is_empty()
     }
 
     /// When the loop must look again: the next poll, a backoff ending, or the progress tick.
@@ -304,24 +255,28 @@ impl<'a> Engine<'a> {
             .await
             .map_err(EngineError::ListJobs)?;
         let listed: HashSet<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+        let sizes: HashMap<String, u64> = self
+            .entries
+            .iter()
+            .map(|e| (e.work.archive_id.clone(), e.work.size))
+            .collect();
         let mut best: HashMap<&str, &JobDesc> = HashMap::new();
         for j in &jobs {
-            let Some(archive) = j.archive_id.as_deref() else {
+            let Some((archive, &size)) =
+                j.archive_id.as_deref().and_then(|a| sizes.get_key_value(a))
+            else {
                 continue;
             };
-            if j.action != JobAction::ArchiveRetrieval || j.status == JobStatus::Failed {
-                continue;
-            }
-            if better(j, best.get(archive).copied()) {
+            let usable = j.action == JobAction::ArchiveRetrieval
+                && j.status != JobStatus::Failed
+                && whole_archive(j, size);
+            if usable && better(j, best.get(archive.as_str()).copied()) {
                 best.insert(archive, j);
             }
         }
         for i in 0..self.entries.len() {
             let work = self.entries[i].work.clone();
-            let found = best
-                .get(work.archive_id.as_str())
-                .filter(|j| whole_archive(j, work.size));
-            let Some(job) = found else {
+            let Some(job) = best.get(work.archive_id.as_str()).copied() else {
                 let expired = work
                     .recorded_job
                     .as_deref()
@@ -356,8 +311,8 @@ impl<'a> Engine<'a> {
                 &work.targets[0].rel,
             );
             match job.status {
-                JobStatus::Succeeded => self.to_ready(i, jr),
-                _ => self.to_waiting(i, jr),
+                JobStatus::Succeeded => self.mark_ready(i, jr),
+                _ => self.wait_for_job(i, jr),
             }
         }
         Ok(())
@@ -440,7 +395,7 @@ impl<'a> Engine<'a> {
                     created: SystemTime::now(),
                     completed: None,
                 };
-                self.to_waiting(i, jr);
+                self.wait_for_job(i, jr);
             }
             Err(err) if err.is_transient() && self.entries[i].transient < TRANSIENT_ATTEMPTS => {
                 let e = &mut self.entries[i];
@@ -504,7 +459,7 @@ impl<'a> Engine<'a> {
             JobStatus::Succeeded => {
                 job.completed = d.completion_date.as_deref().and_then(unix_secs);
                 self.waiting.remove(&i);
-                self.to_ready(i, job);
+                self.mark_ready(i, job);
             }
             JobStatus::Failed => {
                 self.waiting.remove(&i);
@@ -533,12 +488,12 @@ impl<'a> Engine<'a> {
         self.again.insert(i);
     }
 
-    fn to_waiting(&mut self, i: usize, job: JobRef) {
+    fn wait_for_job(&mut self, i: usize, job: JobRef) {
         self.entries[i].phase = Phase::Waiting(job);
         self.waiting.insert(i);
     }
 
-    fn to_ready(&mut self, i: usize, job: JobRef) {
+    fn mark_ready(&mut self, i: usize, job: JobRef) {
         self.ready.insert(pace::download_order(job.completed, i));
         self.entries[i].phase = Phase::Ready(job);
     }
@@ -579,10 +534,10 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn fetched(&mut self, ended: Result<(tokio::task::Id, Result<(), EngineError>), JoinError>) {
+    fn fetched(&mut self, ended: Result<(tokio::task::Id, Result<u64, FetchError>), JoinError>) {
         let (id, result) = match ended {
             Ok((id, r)) => (id, r),
-            Err(e) => (e.id(), Err(EngineError::Task(e.to_string()))),
+            Err(e) => (e.id(), Err(FetchError::Task(e.to_string()))),
         };
         let Some(i) = self.tasks.remove(&id) else {
             return;
@@ -593,8 +548,8 @@ impl<'a> Engine<'a> {
         };
         let rel = self.entries[i].work.targets[0].rel.display().to_string();
         match result {
-            Ok(()) => self.done(i),
-            Err(EngineError::Download(DownloadError::Expired)) => {
+            Ok(fetched) => self.done(i, fetched),
+            Err(FetchError::Download(DownloadError::Expired)) => {
                 self.report.notice(&format!(
                     "the output of job {} for {rel} expired before it was read; requesting it \
                      again",
@@ -602,7 +557,7 @@ impl<'a> Engine<'a> {
                 ));
                 self.need_job(i, Replaces::Expired);
             }
-            Err(EngineError::Download(DownloadError::Corrupt { what })) => {
+            Err(FetchError::Download(DownloadError::Corrupt { what })) => {
                 self.entries[i].corrupt_jobs += 1;
                 if self.entries[i].corrupt_jobs < CORRUPT_JOBS {
                     self.report.notice(&format!(
@@ -614,7 +569,7 @@ impl<'a> Engine<'a> {
                     self.fail(i, &format!("retrieved data is corrupt: {what}"), true);
                 }
             }
-            Err(EngineError::Download(err))
+            Err(FetchError::Download(err))
                 if err.is_transient() && self.entries[i].transient < TRANSIENT_ATTEMPTS =>
             {
                 let e = &mut self.entries[i];
@@ -628,7 +583,8 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn done(&mut self, i: usize) {
+    fn done(&mut self, i: usize, fetched: u64) {
+        self.open -= 1;
         let e = &mut self.entries[i];
         e.phase = Phase::Done;
         if std::mem::take(&mut e.charged) {
@@ -637,7 +593,7 @@ impl<'a> Engine<'a> {
         let work = e.work.clone();
         let t = &mut *self.tally;
         t.downloaded += 1;
-        t.bytes_downloaded += work.size;
+        t.bytes_downloaded += fetched;
         for (k, target) in work.targets.iter().enumerate() {
             t.files_done += 1;
             t.bytes_done += work.size;
@@ -652,6 +608,7 @@ impl<'a> Engine<'a> {
     /// Gives up on an archive. `discard` drops its temporary data (it cannot be trusted);
     /// otherwise it stays for the next run to resume.
     fn fail(&mut self, i: usize, why: &str, discard: bool) {
+        self.open -= 1;
         let e = &mut self.entries[i];
         e.phase = Phase::Failed;
         if std::mem::take(&mut e.charged) {
@@ -698,166 +655,5 @@ impl<'a> Engine<'a> {
             bytes_in_flight: self.budget.used(),
             waiting: tiers,
         }
-    }
-}
-
-/// Whether a listed job retrieves the whole archive (the only kind an export can use).
-fn whole_archive(j: &JobDesc, size: u64) -> bool {
-    match j.retrieval_byte_range.as_deref() {
-        None => true,
-        Some(r) => parse_range(r) == Some((0, size.saturating_sub(1))),
-    }
-}
-
-/// Whether `c` is a better job to adopt for an archive than `best`: a finished one (the
-/// latest, which has the most time left) over a running one (the oldest, which should finish
-/// first). Glacier's dates share one format, so they compare as text.
-fn better(c: &JobDesc, best: Option<&JobDesc>) -> bool {
-    let Some(best) = best else {
-        return true;
-    };
-    let done = |j: &JobDesc| j.status == JobStatus::Succeeded;
-    match (done(c), done(best)) {
-        (true, false) => true,
-        (false, true) => false,
-        (true, true) => c.completion_date > best.completion_date,
-        (false, false) => c.creation_date < best.creation_date,
-    }
-}
-
-/// InitiateJob for a whole archive. Expedited capacity that is not available falls back to
-/// Standard, as GLACIER-API.md §8 advises.
-async fn initiate(
-    client: &dyn GlacierClient,
-    vault: &str,
-    archive_id: &str,
-    tier: Tier,
-) -> Result<(String, Tier), GlacierError> {
-    let request = |tier| JobRequest::Archive {
-        archive_id: archive_id.to_owned(),
-        tier,
-        range: None,
-        description: Some(JOB_DESCRIPTION.into()),
-    };
-    match client.initiate_job(vault, &request(tier)).await {
-        Err(e) if e.kind == ErrorKind::InsufficientCapacity && tier == Tier::Expedited => {
-            log::warn!("{e}; asking for {archive_id} with the Standard tier instead");
-            let id = client.initiate_job(vault, &request(Tier::Standard)).await?;
-            Ok((id, Tier::Standard))
-        }
-        r => r.map(|id| (id, tier)),
-    }
-}
-
-/// Downloads one finished output into the temporary file beside its first target, resuming
-/// from the recorded prefix, then places every target.
-async fn fetch(
-    client: Arc<dyn GlacierClient>,
-    vault: String,
-    job_id: String,
-    work: Arc<Work>,
-    progress: Arc<AtomicU64>,
-) -> Result<(), EngineError> {
-    let resume = work.journal.resume();
-    progress.store(resume.verified, Ordering::Relaxed);
-    let spec = DownloadSpec {
-        vault,
-        job_id,
-        size: work.size,
-        tree_hash: work.tree_hash,
-        dest: work.targets[0].temp.clone(),
-        chunk_size: CHUNK,
-    };
-    download::download(
-        &client,
-        &spec,
-        resume,
-        &work.journal,
-        &progress,
-        PARALLEL_CHUNKS,
-    )
-    .await?;
-    let w = work.clone();
-    match tokio::task::spawn_blocking(move || place_all(&w)).await {
-        Ok(placed) => Ok(placed?),
-        Err(e) => Err(EngineError::Task(e.to_string())),
-    }
-}
-
-fn unix_secs(iso: &str) -> Option<i64> {
-    parse_iso8601(iso).map(|(secs, _)| secs)
-}
-
-fn system_time(iso: &str) -> Option<SystemTime> {
-    let secs = u64::try_from(unix_secs(iso)?).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(status: JobStatus, created: &str, completed: Option<&str>) -> JobDesc {
-        JobDesc {
-            job_id: format!("{created}-{completed:?}"),
-            action: JobAction::ArchiveRetrieval,
-            status,
-            status_message: None,
-            archive_id: Some("A".into()),
-            archive_size: Some(10),
-            archive_tree_hash: None,
-            tree_hash: None,
-            retrieval_byte_range: Some("0-9".into()),
-            tier: Some("Bulk".into()),
-            creation_date: Some(created.into()),
-            completion_date: completed.map(str::to_owned),
-            inventory_size: None,
-            inventory_marker: None,
-            description: None,
-        }
-    }
-
-    #[test]
-    fn finished_jobs_with_most_time_left_are_preferred() {
-        let running_old = job(JobStatus::InProgress, "2026-01-01T00:00:00.000Z", None);
-        let running_new = job(JobStatus::InProgress, "2026-01-02T00:00:00.000Z", None);
-        let done_old = job(
-            JobStatus::Succeeded,
-            "2026-01-01T00:00:00.000Z",
-            Some("2026-01-01T04:00:00.000Z"),
-        );
-        let done_new = job(
-            JobStatus::Succeeded,
-            "2026-01-01T00:00:00.000Z",
-            Some("2026-01-01T09:00:00.000Z"),
-        );
-        assert!(better(&running_new, None));
-        assert!(better(&running_old, Some(&running_new)));
-        assert!(!better(&running_new, Some(&running_old)));
-        assert!(better(&done_old, Some(&running_old)));
-        assert!(!better(&running_old, Some(&done_old)));
-        assert!(better(&done_new, Some(&done_old)));
-        assert!(!better(&done_old, Some(&done_new)));
-    }
-
-    #[test]
-    fn only_whole_archive_jobs_are_adopted() {
-        let mut j = job(JobStatus::Succeeded, "x", None);
-        assert!(whole_archive(&j, 10));
-        assert!(!whole_archive(&j, 11));
-        j.retrieval_byte_range = Some("0-4".into());
-        assert!(!whole_archive(&j, 10));
-        j.retrieval_byte_range = None;
-        assert!(whole_archive(&j, 10));
-    }
-
-    #[test]
-    fn glacier_dates_read_as_unix_seconds() {
-        assert_eq!(unix_secs("2026-01-01T00:00:00.000Z"), Some(1_767_225_600));
-        assert_eq!(unix_secs("yesterday"), None);
-        assert_eq!(
-            system_time("1970-01-01T00:00:10.000Z"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
-        );
     }
 }

@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn outputs_nearest_their_expiry_go_first() {
-        let mut keys = vec![
+        let mut keys = [
             download_order(Some(500), 0),
             download_order(None, 1),
             download_order(Some(100), 2),

@@ -81,9 +81,17 @@ pub struct PlanInfo<'a> {
 pub struct Reporter {
     json: bool,
     tty: bool,
+    /// What was reported before the plan (the files settled while the plan was made), held
+    /// back so the plan comes first.
+    held: Option<Vec<Output>>,
     /// A progress line is on the terminal and must be cleared before other output.
     line_shown: bool,
     last_progress: Option<Instant>,
+}
+
+enum Output {
+    Json(Value),
+    Line(String),
 }
 
 impl Reporter {
@@ -91,12 +99,17 @@ impl Reporter {
         Reporter {
             json,
             tty: std::io::stderr().is_terminal(),
+            held: Some(Vec::new()),
             line_shown: false,
             last_progress: None,
         }
     }
 
-    fn emit(&self, v: Value) {
+    fn emit(&mut self, v: Value) {
+        if let Some(held) = &mut self.held {
+            held.push(Output::Json(v));
+            return;
+        }
         let mut out = std::io::stdout().lock();
         // A closed stdout (a pipe whose reader left) must not stop the export.
         let _ = writeln!(out, "{v}");
@@ -104,6 +117,10 @@ impl Reporter {
     }
 
     fn say(&mut self, line: &str) {
+        if let Some(held) = &mut self.held {
+            held.push(Output::Line(line.to_owned()));
+            return;
+        }
         let mut err = std::io::stderr().lock();
         if self.line_shown {
             let _ = write!(err, "\r\x1b[K");
@@ -112,10 +129,22 @@ impl Reporter {
         let _ = writeln!(err, "{line}");
     }
 
+    /// Says what the export is about to do, then what was held back.
     pub fn plan(&mut self, p: &PlanInfo<'_>, t: &Tally) {
+        let held = self.held.take().unwrap_or_default();
+        self.announce(p, t);
+        for out in held {
+            match out {
+                Output::Json(v) => self.emit(v),
+                Output::Line(l) => self.say(&l),
+            }
+        }
+    }
+
+    fn announce(&mut self, p: &PlanInfo<'_>, t: &Tally) {
         if self.json {
             self.emit(json!({
-                "event": "plan", "vault": p.vault, "path": p.path, "dest": p.dest,
+                "event": "plan", "vault": p.vault, "path": lossy(p.path), "dest": lossy(p.dest),
                 "files": t.files_total, "bytes": t.bytes_total, "directories": t.dirs,
                 "files_in_place": t.files_done, "to_fetch": p.to_fetch,
                 "bytes_to_fetch": p.bytes_to_fetch, "tier": p.tier,
@@ -147,7 +176,7 @@ impl Reporter {
         if self.json {
             self.emit(json!({
                 "event": "job", "archive_id": archive_id, "job_id": job_id, "tier": tier,
-                "reused": reused, "path": path,
+                "reused": reused, "path": lossy(path),
             }));
         }
     }
@@ -156,7 +185,7 @@ impl Reporter {
     pub fn file(&mut self, path: &Path, bytes: u64, status: &str, error: Option<&str>) {
         if self.json {
             self.emit(json!({
-                "event": "file", "path": path, "bytes": bytes, "status": status, "error": error,
+                "event": "file", "path": lossy(path), "bytes": bytes, "status": status, "error": error,
             }));
         } else if let Some(e) = error {
             self.say(&format!("failed: {}: {e}", path.display()));
@@ -171,16 +200,19 @@ impl Reporter {
         }
     }
 
-    /// The progress line; `force` shows it whatever the time since the last.
-    pub fn progress(&mut self, t: &Tally, live: &Live, force: bool) {
+    /// Whether a progress line is due: at most four a second on a terminal, one a second as
+    /// JSON, one every 30 s into a file or pipe. Gathering what it shows costs, so ask first.
+    pub fn due(&self) -> bool {
         let every = match (self.json, self.tty) {
             (true, _) => Duration::from_secs(1),
             (false, true) => Duration::from_millis(250),
             (false, false) => Duration::from_secs(30),
         };
-        if !force && self.last_progress.is_some_and(|at| at.elapsed() < every) {
-            return;
-        }
+        self.last_progress.map_or(true, |at| at.elapsed() >= every)
+    }
+
+    /// Shows the progress line.
+    pub fn progress(&mut self, t: &Tally, live: &Live) {
         self.last_progress = Some(Instant::now());
         if self.json {
             let waiting: Vec<Value> = live
@@ -307,6 +339,12 @@ fn summary_lines(t: &Tally, ending: Ending, elapsed: Duration) -> Vec<String> {
         ),
     }
     out
+}
+
+/// A path as JSON text: names that are not UTF-8 (possible in old descriptions) are shown with
+/// replacement characters rather than failing the report.
+fn lossy(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 /// Bytes in binary units, as the options take them.

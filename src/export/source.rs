@@ -80,13 +80,24 @@ fn place(path: &Path, roots: &[PathBuf]) -> Result<Located, SourceError> {
     })
 }
 
-/// Mount points of every glacierfs mount in a `/proc/*/mountinfo` text, unescaped.
+/// Mount points of every glacierfs mount in a `/proc/*/mountinfo` text, unescaped. The file
+/// system type is `fuse.glacierfs` where the kernel records the subtype; otherwise it is plain
+/// `fuse` with `glacierfs` as the source.
 pub fn glacierfs_mounts(mountinfo: &str) -> Vec<PathBuf> {
     mountinfo
         .lines()
-        .filter(|l| l.contains(" - fuse.glacierfs "))
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let mut fs = tail.split(' ');
+            let ours = matches!(
+                (fs.next()?, fs.next()?),
+                ("fuse.glacierfs", _) | ("fuse" | "fuseblk", "glacierfs")
+            );
+            if !ours {
+                return None;
+            }
+            Some(PathBuf::from(unescape_mountinfo(head.split(' ').nth(4)?)))
+        })
         .collect()
 }
 
@@ -353,13 +364,16 @@ mod tests {
         let info = "\
 36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
 90 25 0:51 / /tmp/glacierfs-mnt\\040x rw,nosuid,nodev - fuse.glacierfs glacierfs rw,user_id=0
-91 25 0:52 / /srv/g rw - fuse.glacierfs glacierfs rw,user_id=0
-92 25 0:53 / /srv/other rw - fuse.sshfs host: rw";
+91 25 0:52 / /srv/g rw shared:7 - fuse.glacierfs glacierfs rw,user_id=0
+92 25 0:53 / /srv/other rw - fuse.sshfs host: rw
+93 25 0:54 / /srv/plain rw,relatime - fuse glacierfs rw,user_id=0,group_id=0
+94 25 0:55 / /srv/else rw,relatime - fuse other rw,user_id=0,group_id=0";
         assert_eq!(
             glacierfs_mounts(info),
             vec![
                 PathBuf::from("/tmp/glacierfs-mnt x"),
-                PathBuf::from("/srv/g")
+                PathBuf::from("/srv/g"),
+                PathBuf::from("/srv/plain")
             ]
         );
         assert_eq!(

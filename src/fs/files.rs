@@ -529,10 +529,14 @@ impl GlacierFs {
         let path = self
             .catalog
             .read(|c| nodes::vault_relative_path(c, n.ino))?;
-        let node = n.clone();
-        self.catalog
-            .write(move |tx| remove_file_node(tx, &node, &path, delay))?;
+        // The data goes first: on a full cache disk, the catalog needs the room it frees.
         self.data.remove(n.ino);
+        self.catalog.write_twice(|| {
+            let (node, path) = (n.clone(), path.clone());
+            move |tx: &rusqlite::Transaction<'_>| remove_file_node(tx, &node, &path, delay)
+        })?;
+        // Staged content going up now has nobody left to serve: stop it.
+        self.services.writeback.cancel(n.ino);
         self.open_files.wake.notify_one();
         Ok(())
     }

@@ -24,6 +24,8 @@ pub enum FaultKind {
     ServiceUnavailable,
     /// 408 RequestTimeoutException (transient by error code).
     RequestTimeout,
+    /// 503 InsufficientCapacityException: no Expedited capacity (meant for InitiateJob).
+    InsufficientCapacity,
     /// Read the request, stall for the emulator's stall time, then close without a response.
     Timeout,
     /// Read the request, then reset the connection (RST) without a response.

@@ -97,7 +97,8 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
             kind @ (FaultKind::Throttle
             | FaultKind::InternalError
             | FaultKind::ServiceUnavailable
-            | FaultKind::RequestTimeout),
+            | FaultKind::RequestTimeout
+            | FaultKind::InsufficientCapacity),
         ) => {
             shared.count_fault(kind);
             let resp = fault_error(kind).to_response();
@@ -210,6 +211,11 @@ fn fault_error(kind: FaultKind) -> ApiError {
             408,
             "RequestTimeoutException",
             "Request timed out (injected)",
+        ),
+        FaultKind::InsufficientCapacity => ApiError::new(
+            503,
+            "InsufficientCapacityException",
+            "There is not enough capacity to process this job (injected)",
         ),
         other => unreachable!("{other:?} is not an error-response fault"),
     }

@@ -1,0 +1,236 @@
+//! One archive's retrieval, outside the engine's bookkeeping: what it becomes (its files in
+//! DEST), the job request, and the download into the temporary file beside the first file
+//! followed by the placing of every file. Also the rules for adopting a job someone else
+//! started: only a whole-archive retrieval that has not failed, preferring one already done.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::dest::{self, DestError, Journal};
+use crate::glacier::{
+    parse_range, ErrorKind, GlacierClient, GlacierError, JobDesc, JobRequest, JobStatus, Tier,
+};
+use crate::timefmt::parse_iso8601;
+use crate::transfer::download::{self, DownloadError, DownloadSpec};
+use crate::treehash::Digest;
+
+/// Each ranged GetJobOutput covers one tree-aligned chunk of at most this, so a restart
+/// fetches at most this much again per chunk in flight.
+const CHUNK: u64 = 4 << 20;
+const PARALLEL_CHUNKS: usize = 4;
+/// What an export's jobs say they are, in `.jobs` and ListJobs.
+const JOB_DESCRIPTION: &str = "glacierfs export";
+
+/// Why fetching an archive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error(transparent)]
+    Place(#[from] DestError),
+    #[error("the download task failed: {0}")]
+    Task(String),
+}
+
+/// One file an archive is exported to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Relative to PATH (and to DEST).
+    pub rel: PathBuf,
+    pub final_path: PathBuf,
+    pub temp: PathBuf,
+    pub mtime: SystemTime,
+    pub mode: u32,
+}
+
+/// An archive to retrieve, and the files it becomes.
+#[derive(Debug)]
+pub struct Work {
+    pub archive_id: String,
+    pub size: u64,
+    pub tree_hash: Digest,
+    /// The first receives the download; the others are copies of it.
+    pub targets: Vec<Target>,
+    pub journal: Journal,
+    /// The job a previous run recorded for it.
+    pub recorded_job: Option<String>,
+}
+
+/// Places a verified download: the first target is renamed into place, the others are
+/// verified copies of it. The record goes last, so a crash in between is settled by the next
+/// run finding the first file in place.
+pub fn place_all(work: &Work) -> Result<(), DestError> {
+    let first = &work.targets[0];
+    dest::place(&first.temp, &first.final_path, first.mtime, first.mode)?;
+    for t in &work.targets[1..] {
+        dest::copy_verified(&first.final_path, &t.temp, work.size, Some(&work.tree_hash))?;
+        dest::place(&t.temp, &t.final_path, t.mtime, t.mode)?;
+    }
+    work.journal.remove();
+    Ok(())
+}
+
+/// Whether a listed job retrieves the whole archive (the only kind an export can use).
+pub fn whole_archive(j: &JobDesc, size: u64) -> bool {
+    match j.retrieval_byte_range.as_deref() {
+        None => true,
+        Some(r) => parse_range(r) == Some((0, size.saturating_sub(1))),
+    }
+}
+
+/// Whether `c` is a better job to adopt for an archive than `best`: a finished one (the
+/// latest, which has the most time left) over a running one (the oldest, which should finish
+/// first). Glacier's dates share one format, so they compare as text.
+pub fn better(c: &JobDesc, best: Option<&JobDesc>) -> bool {
+    let Some(best) = best else {
+        return true;
+    };
+    let done = |j: &JobDesc| j.status == JobStatus::Succeeded;
+    match (done(c), done(best)) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => c.completion_date > best.completion_date,
+        (false, false) => c.creation_date < best.creation_date,
+    }
+}
+
+/// InitiateJob for a whole archive. Expedited capacity that is not available falls back to
+/// Standard, as GLACIER-API.md §8 advises.
+pub async fn initiate(
+    client: &dyn GlacierClient,
+    vault: &str,
+    archive_id: &str,
+    tier: Tier,
+) -> Result<(String, Tier), GlacierError> {
+    let request = |tier| JobRequest::Archive {
+        archive_id: archive_id.to_owned(),
+        tier,
+        range: None,
+        description: Some(JOB_DESCRIPTION.into()),
+    };
+    match client.initiate_job(vault, &request(tier)).await {
+        Err(e) if e.kind == ErrorKind::InsufficientCapacity && tier == Tier::Expedited => {
+            log::warn!("{e}; asking for {archive_id} with the Standard tier instead");
+            let id = client.initiate_job(vault, &request(Tier::Standard)).await?;
+            Ok((id, Tier::Standard))
+        }
+        r => r.map(|id| (id, tier)),
+    }
+}
+
+/// Downloads one finished output into the temporary file beside its first target, resuming
+/// from the recorded prefix, then places every target. Returns the bytes fetched.
+pub async fn fetch(
+    client: Arc<dyn GlacierClient>,
+    vault: String,
+    job_id: String,
+    work: Arc<Work>,
+    progress: Arc<AtomicU64>,
+) -> Result<u64, FetchError> {
+    let resume = work.journal.resume();
+    let resumed = resume.verified;
+    progress.store(resume.verified, Ordering::Relaxed);
+    let spec = DownloadSpec {
+        vault,
+        job_id,
+        size: work.size,
+        tree_hash: work.tree_hash,
+        dest: work.targets[0].temp.clone(),
+        chunk_size: CHUNK,
+    };
+    download::download(
+        &client,
+        &spec,
+        resume,
+        &work.journal,
+        &progress,
+        PARALLEL_CHUNKS,
+    )
+    .await?;
+    let w = work.clone();
+    match tokio::task::spawn_blocking(move || place_all(&w)).await {
+        Ok(placed) => Ok(placed.map(|()| work.size - resumed)?),
+        Err(e) => Err(FetchError::Task(e.to_string())),
+    }
+}
+
+pub fn unix_secs(iso: &str) -> Option<i64> {
+    parse_iso8601(iso).map(|(secs, _)| secs)
+}
+
+pub fn system_time(iso: &str) -> Option<SystemTime> {
+    let secs = u64::try_from(unix_secs(iso)?).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::glacier::JobAction;
+
+    fn job(status: JobStatus, created: &str, completed: Option<&str>) -> JobDesc {
+        JobDesc {
+            job_id: format!("{created}-{completed:?}"),
+            action: JobAction::ArchiveRetrieval,
+            status,
+            status_message: None,
+            archive_id: Some("A".into()),
+            archive_size: Some(10),
+            archive_tree_hash: None,
+            tree_hash: None,
+            retrieval_byte_range: Some("0-9".into()),
+            tier: Some("Bulk".into()),
+            creation_date: Some(created.into()),
+            completion_date: completed.map(str::to_owned),
+            inventory_size: None,
+            inventory_marker: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn finished_jobs_with_most_time_left_are_preferred() {
+        let running_old = job(JobStatus::InProgress, "2026-01-01T00:00:00.000Z", None);
+        let running_new = job(JobStatus::InProgress, "2026-01-02T00:00:00.000Z", None);
+        let done_old = job(
+            JobStatus::Succeeded,
+            "2026-01-01T00:00:00.000Z",
+            Some("2026-01-01T04:00:00.000Z"),
+        );
+        let done_new = job(
+            JobStatus::Succeeded,
+            "2026-01-01T00:00:00.000Z",
+            Some("2026-01-01T09:00:00.000Z"),
+        );
+        assert!(better(&running_new, None));
+        assert!(better(&running_old, Some(&running_new)));
+        assert!(!better(&running_new, Some(&running_old)));
+        assert!(better(&done_old, Some(&running_old)));
+        assert!(!better(&running_old, Some(&done_old)));
+        assert!(better(&done_new, Some(&done_old)));
+        assert!(!better(&done_old, Some(&done_new)));
+    }
+
+    #[test]
+    fn only_whole_archive_jobs_are_adopted() {
+        let mut j = job(JobStatus::Succeeded, "x", None);
+        assert!(whole_archive(&j, 10));
+        assert!(!whole_archive(&j, 11));
+        j.retrieval_byte_range = Some("0-4".into());
+        assert!(!whole_archive(&j, 10));
+        j.retrieval_byte_range = None;
+        assert!(whole_archive(&j, 10));
+    }
+
+    #[test]
+    fn glacier_dates_read_as_unix_seconds() {
+        assert_eq!(unix_secs("2026-01-01T00:00:00.000Z"), Some(1_767_225_600));
+        assert_eq!(unix_secs("yesterday"), None);
+        assert_eq!(
+            system_time("1970-01-01T00:00:10.000Z"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
+        );
+    }
+}

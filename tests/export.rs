@@ -1,0 +1,721 @@
+//! `glacierfs export` against the Glacier emulator, through a real mount: a whole vault comes
+//! out exactly as the mount shows it; outstanding retrievals stay within
+//! `--max-bytes-in-flight`; a killed export resumes without downloading anything twice; corrupt
+//! job output never reaches DEST; Ctrl-C stops cleanly and a re-run reuses the jobs.
+//!
+//! The export runs as a child process with `GLACIERFS_EXPORT_POLL_MS` set small, while the test
+//! moves the emulator's clock (`complete_all_jobs`) and, all along, checks that every file
+//! under its final name in DEST holds exactly its archive's bytes.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+
+use glacierfs::timefmt::format_compact;
+use support::emulator::{Emulator, DEFAULT_START_SECS};
+use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
+use support::{walk, xattr};
+
+const VAULT: &str = "vault";
+const MIB: usize = 1 << 20;
+const STATE_DIR: &str = ".glacierfs-export";
+const PART: &str = ".glacierfs-part";
+
+fn mt2(path: &str, mtime: i64) -> String {
+    let json = format!(
+        r#"{{"filename":"{path}","mtime":"{}"}}"#,
+        format_compact(mtime)
+    );
+    format!("mt2 {}", URL_SAFE_NO_PAD.encode(json))
+}
+
+fn pattern(size: usize, seed: u32) -> Vec<u8> {
+    (0..size)
+        .map(|k| {
+            (k as u32)
+                .wrapping_mul(31)
+                .wrapping_add(seed.wrapping_mul(7)) as u8
+        })
+        .collect()
+}
+
+/// One archive to put in the vault.
+struct Archive {
+    description: String,
+    data: Vec<u8>,
+    creation: i64,
+}
+
+fn plain(path: &str, data: Vec<u8>, k: i64) -> Archive {
+    Archive {
+        description: mt2(path, 1_500_000_000 + k * 977),
+        data,
+        creation: DEFAULT_START_SECS - 400 * 86_400 + k * 3_600,
+    }
+}
+
+/// A mounted vault holding `archives`, fully loaded into the mount's catalog.
+struct Vault {
+    emu: Emulator,
+    mount: Mount,
+    _cache: tempfile::TempDir,
+}
+
+impl Vault {
+    fn new(archives: &[Archive]) -> Vault {
+        let emu = Emulator::start();
+        emu.create_vault(VAULT);
+        for a in archives {
+            emu.put_archive(VAULT, &a.description, &a.data, Some(a.creation));
+        }
+        emu.take_inventory(VAULT);
+        let cache = tempfile::tempdir().unwrap();
+        let mount = Mount::start(&emu.endpoint(), cache.path(), &[]);
+        let root = mount.path(VAULT);
+        let _ = std::fs::read_dir(&root).map(|d| d.count());
+        let loaded = wait_until(Duration::from_secs(60), || {
+            emu.complete_all_jobs();
+            walk(&root).values().filter(|v| v.is_some()).count() >= archives.len()
+        });
+        assert!(loaded, "the vault never loaded; log:\n{}", mount.log_text());
+        Vault {
+            emu,
+            mount,
+            _cache: cache,
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.mount.path(VAULT)
+    }
+
+    /// Every file of the mount's view with the bytes it must have: its archive's, or none.
+    fn expected(&self) -> BTreeMap<String, Vec<u8>> {
+        let root = self.root();
+        walk(&root)
+            .into_iter()
+            .filter_map(|(rel, seen)| {
+                let seen = seen?;
+                let data = match xattr(&root.join(&rel), "user.glacier.archive_id") {
+                    Ok(id) => self.emu.archive_data(VAULT, &id).expect("archive exists"),
+                    Err(_) => Vec::new(),
+                };
+                assert_eq!(data.len() as u64, seen.size, "{rel}");
+                Some((rel, data))
+            })
+            .collect()
+    }
+
+    /// Archive id → size, from the mount's view.
+    fn archive_sizes(&self) -> BTreeMap<String, u64> {
+        let root = self.root();
+        walk(&root)
+            .into_iter()
+            .filter_map(|(rel, seen)| {
+                let id = xattr(&root.join(rel), "user.glacier.archive_id").ok()?;
+                Some((id, seen?.size))
+            })
+            .collect()
+    }
+}
+
+/// A running `glacierfs export`, its stdout and stderr in files (a pipe could fill and block it).
+struct Export {
+    child: Child,
+    out: tempfile::NamedTempFile,
+    err: tempfile::NamedTempFile,
+}
+
+impl Export {
+    fn start(vault: &Vault, dest: &Path, extra: &[&str]) -> Export {
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let err = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new(binary());
+        aws_env(&mut cmd)
+            .arg("export")
+            .args(extra)
+            .arg(vault.root())
+            .arg(dest)
+            .env("GLACIERFS_EXPORT_POLL_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.reopen().unwrap()))
+            .stderr(Stdio::from(err.reopen().unwrap()));
+        Export {
+            child: cmd.spawn().expect("spawn glacierfs export"),
+            out,
+            err,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.out.path()).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.err.path()).unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    fn summary(&self) -> Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["event"] == "summary")
+            .unwrap_or_else(|| panic!("no summary; stderr:\n{}", self.stderr()))
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait for export")
+    }
+
+    /// Runs the clock until the export exits, calling `each` (before the clock moves) on the way.
+    fn drive(&mut self, emu: &Emulator, mut each: impl FnMut(&Emulator)) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                each(emu);
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "export did not finish; stderr:\n{}",
+                self.stderr()
+            );
+            each(emu);
+            emu.complete_all_jobs();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Watches DEST: every file under a final name must hold exactly its archive's bytes from the
+/// moment it appears (each is read once, on first sight; placed files never change).
+struct Watch {
+    expected: BTreeMap<String, Vec<u8>>,
+    seen: BTreeSet<String>,
+}
+
+impl Watch {
+    fn new(expected: BTreeMap<String, Vec<u8>>) -> Watch {
+        Watch {
+            expected,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn check(&mut self, dest: &Path) {
+        let mut found = Vec::new();
+        final_files(dest, "", &mut found);
+        for rel in found {
+            if self.seen.contains(&rel) {
+                continue;
+            }
+            let want = self
+                .expected
+                .get(&rel)
+                .unwrap_or_else(|| panic!("{rel} is in DEST but not in the vault"));
+            let got = match std::fs::read(dest.join(&rel)) {
+                Ok(got) => got,
+                Err(_) => continue, // a directory being replaced, say: look again later
+            };
+            assert!(
+                got == *want,
+                "{rel} holds {} bytes under its final name that are not its archive's {}",
+                got.len(),
+                want.len()
+            );
+            self.seen.insert(rel);
+        }
+    }
+}
+
+/// Files in DEST under final names: not the state directory, not temporary files.
+fn final_files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if prefix.is_empty() && name == STATE_DIR || name.ends_with(PART) {
+            continue;
+        }
+        let rel = format!("{prefix}{name}");
+        match e.file_type() {
+            Ok(t) if t.is_dir() => final_files(&e.path(), &format!("{rel}/"), out),
+            Ok(t) if t.is_file() => out.push(rel),
+            _ => {}
+        }
+    }
+}
+
+/// DEST must show exactly the mount's view: names, sizes, mtimes, and every byte.
+fn assert_same_tree(vault: &Vault, dest: &Path, expected: &BTreeMap<String, Vec<u8>>) {
+    let mine = walk(dest);
+    let theirs = walk(&vault.root());
+    if mine != theirs {
+        let only_dest: Vec<_> = mine
+            .iter()
+            .filter(|(k, v)| theirs.get(*k) != Some(v))
+            .collect();
+        let only_mount: Vec<_> = theirs
+            .iter()
+            .filter(|(k, v)| mine.get(*k) != Some(v))
+            .collect();
+        panic!(
+            "DEST differs from the mount:\nDEST only: {only_dest:?}\nmount only: {only_mount:?}"
+        );
+    }
+    for (rel, data) in expected {
+        let got = std::fs::read(dest.join(rel)).unwrap();
+        assert!(got == *data, "{rel}: contents differ");
+    }
+}
+
+/// Bytes of each archive's output served, over all its jobs, from the emulator's records.
+fn served_by_archive(emu: &Emulator) -> HashMap<String, u64> {
+    let stats = emu.stats();
+    let mut out = HashMap::new();
+    for r in emu.retrieval_log() {
+        let bytes = stats
+            .job_output
+            .get(&r.job_id)
+            .map_or(0, |s| s.bytes_served);
+        *out.entry(r.archive_id).or_insert(0) += bytes;
+    }
+    out
+}
+
+fn jobs_by_archive(emu: &Emulator) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for r in emu.retrieval_log() {
+        *out.entry(r.archive_id).or_insert(0) += 1;
+    }
+    out
+}
+
+#[test]
+fn a_vault_of_300_archives_comes_out_exactly_as_the_mount_shows_it() {
+    if !fuse_available() {
+        return;
+    }
+    let mut archives = Vec::new();
+    for i in 0..300usize {
+        let size = match i {
+            0 => 1,
+            1 => 3 * MIB + 7,
+            2 => 5 * MIB,
+            3 => 9 * MIB + 11,
+            _ if i % 25 == 0 => MIB + i,
+            _ if i % 7 == 0 => 200_000 + i * 13,
+            _ => 1 + (i * 7919) % 40_000,
+        };
+        let k = i as i64;
+        let data = match i % 50 {
+            // The same bytes as the one before: two archives, two files.
+            9 => archives
+                .last()
+                .map_or_else(|| pattern(size, 0), |a: &Archive| a.data.clone()),
+            _ => pattern(size, i as u32),
+        };
+        let archive = match i % 10 {
+            // Several archives with one path: the newest keeps it, the others get suffixes.
+            7 => plain(&format!("dup/same{}.dat", i % 3), data, k),
+            // A raw Windows path, and no mtime: the creation date stands in.
+            8 => Archive {
+                description: format!("C:\\backup\\w{}\\file{i}.doc", i % 4),
+                data,
+                creation: DEFAULT_START_SECS - 300 * 86_400 + k * 7_200,
+            },
+            9 => plain(&format!("deep/a/b/c/d/{i}"), data, k),
+            6 => plain(&format!("top{i}.txt"), data, k),
+            _ => plain(&format!("d{}/s{}/f{i}.bin", i % 5, i % 3), data, k),
+        };
+        archives.push(archive);
+    }
+    // A file where a directory also is: the file takes a suffix.
+    archives[299] = plain("deep/a/b", pattern(10, 299), 299);
+    let vault = Vault::new(&archives);
+    // What lives only in the catalog: an empty directory and an empty file.
+    std::fs::create_dir_all(vault.root().join("empty/dir")).unwrap();
+    File::create(vault.root().join("d1/empty.txt")).unwrap();
+
+    let expected = vault.expected();
+    assert_eq!(expected.len(), 301, "300 archives and an empty file");
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut watch = Watch::new(expected.clone());
+    let mut export = Export::start(&vault, &dest, &["--json"]);
+    let status = export.drive(&vault.emu, |_| watch.check(&dest));
+    assert!(status.success(), "export failed: {}", export.stderr());
+
+    assert_same_tree(&vault, &dest, &expected);
+    let s = export.summary();
+    assert_eq!(s["status"], "complete", "{s}");
+    assert_eq!(s["files_total"], 301, "{s}");
+    assert_eq!(s["files_done"], 301, "{s}");
+    assert_eq!(s["failed"], 0, "{s}");
+    assert_eq!(s["jobs_started"], 300, "{s}");
+    assert_eq!(s["rerequests"], 0, "{s}");
+    assert_eq!(s["empty"], 1, "{s}");
+    let plan = &export.events()[0];
+    assert_eq!(plan["event"], "plan", "{plan}");
+    assert_eq!(plan["to_fetch"], 300, "{plan}");
+    // Straight from Glacier, once each: the mount fetched nothing into its cache.
+    let served = served_by_archive(&vault.emu);
+    for (id, size) in vault.archive_sizes() {
+        assert_eq!(served.get(&id), Some(&size), "archive {id}");
+    }
+
+    // Running it again finds everything in place and starts nothing.
+    let mut again = Export::start(&vault, &dest, &["--json"]);
+    assert!(
+        again.drive(&vault.emu, |_| {}).success(),
+        "{}",
+        again.stderr()
+    );
+    let s = again.summary();
+    assert_eq!(
+        (s["in_place"].as_u64(), s["jobs_started"].as_u64()),
+        (Some(300), Some(0)),
+        "{s}"
+    );
+    assert_same_tree(&vault, &dest, &expected);
+}
+
+#[test]
+fn retrievals_in_flight_stay_within_the_bound() {
+    if !fuse_available() {
+        return;
+    }
+    let archives: Vec<Archive> = (0..30usize)
+        .map(|i| {
+            let size = 100 * 1024 + (i * 104_729) % (1400 * 1024);
+            plain(&format!("p/{i:02}.bin"), pattern(size, i as u32), i as i64)
+        })
+        .collect();
+    let total: usize = archives.iter().map(|a| a.data.len()).sum();
+    assert!(total > 12 * MIB);
+    let vault = Vault::new(&archives);
+    let expected = vault.expected();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut watch = Watch::new(expected.clone());
+    let mut most = 0;
+    let mut export = Export::start(&vault, &dest, &["--json", "--max-bytes-in-flight", "4MiB"]);
+    let status = export.drive(&vault.emu, |emu| {
+        most = most.max(emu.retrievals_in_flight());
+        watch.check(&dest);
+    });
+    assert!(status.success(), "export failed: {}", export.stderr());
+    assert_same_tree(&vault, &dest, &expected);
+    let max = vault.emu.max_retrievals_in_flight();
+    assert!(max <= 4 * MIB as u64, "{max} bytes were in flight at once");
+    assert!(
+        max >= 2 * MIB as u64,
+        "only {max} bytes in flight: no batching at all?"
+    );
+    assert!(most <= max);
+    let s = export.summary();
+    assert_eq!(s["jobs_started"], 30, "{s}");
+    let progress: Vec<Value> = export
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "progress")
+        .collect();
+    assert!(!progress.is_empty());
+    for p in &progress {
+        assert!(
+            p["bytes_in_flight"].as_u64().unwrap() <= 4 * MIB as u64,
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn a_killed_export_resumes_without_downloading_anything_twice() {
+    if !fuse_available() {
+        return;
+    }
+    let mut archives = vec![plain("a/big.bin", pattern(10 * MIB, 1), 0)];
+    for i in 1..24usize {
+        let size = match i {
+            5 | 11 => 2 * MIB + i,
+            _ => 50_000 + (i * 7_919 * 13) % (1300 * 1024),
+        };
+        archives.push(plain(
+            &format!("b/f{i:02}.bin"),
+            pattern(size, i as u32),
+            i as i64,
+        ));
+    }
+    let vault = Vault::new(&archives);
+    let big_id = vault.emu.archives(VAULT)[0].id.clone();
+    let expected = vault.expected();
+    let sizes = vault.archive_sizes();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut watch = Watch::new(expected.clone());
+    // Hold the big archive's download after its first 4 MiB chunk, so the kill finds it
+    // half done (under its temporary name, with a verified prefix).
+    vault.emu.set_stall(Duration::from_secs(20));
+    let args = ["--json", "--max-bytes-in-flight", "14MiB"];
+
+    let mut first = Export::start(&vault, &dest, &args);
+    let started = Instant::now();
+    let mut calm_since: Option<Instant> = None;
+    loop {
+        assert!(
+            first.exited().is_none(),
+            "the first run ended: {}",
+            first.stderr()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{}",
+            first.stderr()
+        );
+        for j in vault.emu.jobs(VAULT) {
+            if j.archive_id.as_deref() == Some(big_id.as_str()) {
+                vault.emu.stall_job_output(&j.id, 4 * MIB as u64);
+            }
+        }
+        watch.check(&dest);
+        match calm_since {
+            // Stop moving the clock, so that jobs started from now on are still running at
+            // the kill; give what is downloading time to land.
+            Some(t) if t.elapsed() > Duration::from_millis(1500) => break,
+            Some(_) => {}
+            None => {
+                vault.emu.complete_all_jobs();
+                let big_served = vault
+                    .emu
+                    .retrieval_log()
+                    .iter()
+                    .filter(|r| r.archive_id == big_id)
+                    .filter_map(|r| vault.emu.stats().job_output.get(&r.job_id).cloned())
+                    .map(|s| s.bytes_served)
+                    .sum::<u64>();
+                if big_served >= 4 * MIB as u64 && watch.seen.len() >= 4 {
+                    calm_since = Some(Instant::now());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    watch.check(&dest);
+    let done_at_kill = watch.seen.clone();
+    assert!(
+        done_at_kill.len() < expected.len(),
+        "everything was done before the kill"
+    );
+    assert!(
+        dest.join("a/.big.bin.glacierfs-part").exists(),
+        "the big file's partial data is under its temporary name"
+    );
+    assert!(!dest.join("a/big.bin").exists());
+    let served_at_kill = served_by_archive(&vault.emu);
+    let running_at_kill = vault
+        .emu
+        .jobs(VAULT)
+        .iter()
+        .filter(|j| j.archive_id.is_some() && j.status == "InProgress")
+        .count();
+
+    // A day passes: the big archive's output expires unread; jobs started just before the
+    // kill are done and still available.
+    vault.emu.clear_faults();
+    let big_done = vault
+        .emu
+        .jobs(VAULT)
+        .iter()
+        .find(|j| j.archive_id.as_deref() == Some(big_id.as_str()))
+        .map(|j| j.completion_secs)
+        .expect("the big archive's job");
+    let target = big_done + 86_400 + 1;
+    vault
+        .emu
+        .advance(Duration::from_secs((target - vault.emu.now()).max(0) as u64));
+
+    let mut second = Export::start(&vault, &dest, &args);
+    let status = second.drive(&vault.emu, |_| watch.check(&dest));
+    assert!(
+        status.success(),
+        "the second run failed: {}",
+        second.stderr()
+    );
+    assert_same_tree(&vault, &dest, &expected);
+    let s = second.summary();
+    eprintln!("after the kill: {running_at_kill} jobs running; second run: {s}");
+    assert!(s["rerequests"].as_u64().unwrap() >= 1, "{s}");
+    if running_at_kill > 0 {
+        assert!(s["jobs_reused"].as_u64().unwrap() >= 1, "{s}");
+    }
+
+    // No archive was downloaded twice: its bytes were served exactly once over both runs,
+    // the big one included (4 MiB before the kill, the rest after, from a new job).
+    let served = served_by_archive(&vault.emu);
+    for (id, size) in &sizes {
+        assert_eq!(
+            served.get(id),
+            Some(size),
+            "archive {id} served twice or not at all"
+        );
+    }
+    let big_before = served_at_kill.get(&big_id).copied().unwrap_or(0);
+    assert_eq!(big_before, 4 * MIB as u64);
+    // Each archive had one job, and another only where its output expired.
+    let jobs = jobs_by_archive(&vault.emu);
+    let extra: usize = jobs.values().map(|n| n - 1).sum();
+    assert_eq!(extra as u64, s["rerequests"].as_u64().unwrap(), "{jobs:?}");
+    assert_eq!(jobs.get(&big_id), Some(&2));
+}
+
+#[test]
+fn corrupt_job_output_never_reaches_dest() {
+    if !fuse_available() {
+        return;
+    }
+    let mut archives = vec![
+        plain("x/once.bin", pattern(2 * MIB + 3, 1), 0),
+        plain("y/always.bin", pattern(MIB + MIB / 2, 2), 1),
+    ];
+    for i in 2..8usize {
+        archives.push(plain(
+            &format!("z/{i}.bin"),
+            pattern(30_000 * i, i as u32),
+            i as i64,
+        ));
+    }
+    let vault = Vault::new(&archives);
+    let ids: Vec<String> = vault
+        .emu
+        .archives(VAULT)
+        .iter()
+        .map(|a| a.id.clone())
+        .collect();
+    let (once, always) = (ids[0].clone(), ids[1].clone());
+    let expected = vault.expected();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut watch = Watch::new(expected.clone());
+    let mut marked = BTreeSet::new();
+    let mut export = Export::start(&vault, &dest, &[]);
+    let status = export.drive(&vault.emu, |emu| {
+        // Before any job completes: the first download of `once` is corrupted one time, every
+        // download of every job of `always` is.
+        for j in emu.jobs(VAULT) {
+            let Some(a) = j.archive_id.as_deref() else {
+                continue;
+            };
+            if marked.insert(j.id.clone()) {
+                if a == once {
+                    emu.corrupt_job_output(&j.id, false);
+                } else if a == always {
+                    emu.corrupt_job_output(&j.id, true);
+                }
+            }
+        }
+        watch.check(&dest);
+    });
+    let err = export.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("y/always.bin"),
+        "the failure is listed:\n{err}"
+    );
+    assert!(err.contains("1 failed"), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(!dest.join("y/always.bin").exists());
+    assert!(
+        !dest.join("y/.always.bin.glacierfs-part").exists(),
+        "bad data is removed"
+    );
+    for (rel, data) in &expected {
+        if rel != "y/always.bin" {
+            assert!(std::fs::read(dest.join(rel)).unwrap() == *data, "{rel}");
+        }
+    }
+    // Fetched again: `once` within its job, `always` with one new job before giving up.
+    let jobs = jobs_by_archive(&vault.emu);
+    assert_eq!(jobs.get(&once), Some(&1));
+    assert_eq!(jobs.get(&always), Some(&2));
+    assert!(vault.emu.stats().faults_injected() >= 7);
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_a_rerun_reuses_the_jobs() {
+    if !fuse_available() {
+        return;
+    }
+    let archives: Vec<Archive> = (0..5usize)
+        .map(|i| plain(&format!("f{i}"), pattern(1000 + i, i as u32), i as i64))
+        .collect();
+    let vault = Vault::new(&archives);
+    let expected = vault.expected();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut first = Export::start(&vault, &dest, &[]);
+    let all_started = wait_until(Duration::from_secs(20), || vault.emu.jobs(VAULT).len() >= 5);
+    assert!(all_started, "{}", first.stderr());
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling a child this test started.
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGINT) };
+    let stopped = wait_until(Duration::from_secs(10), || first.exited().is_some());
+    assert!(stopped, "export ignored Ctrl-C");
+    let status = first.exited().unwrap();
+    let err = first.stderr();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    assert!(
+        final_names(&dest).is_empty(),
+        "nothing was ready, nothing is placed"
+    );
+
+    let mut second = Export::start(&vault, &dest, &["--json"]);
+    assert!(
+        second.drive(&vault.emu, |_| {}).success(),
+        "{}",
+        second.stderr()
+    );
+    let s = second.summary();
+    assert_eq!(
+        (s["jobs_reused"].as_u64(), s["jobs_started"].as_u64()),
+        (Some(5), Some(0)),
+        "{s}"
+    );
+    assert_same_tree(&vault, &dest, &expected);
+}
+
+fn final_names(dest: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    final_files(dest, "", &mut out);
+    out
+}
