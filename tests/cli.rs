@@ -228,3 +228,21 @@ fn mount_failures_say_what_is_wrong() {
     assert!(msg.contains("credentials"), "{msg}");
     assert!(!is_mounted(mnt.path()));
 }
+
+#[test]
+fn a_damaged_catalog_refuses_the_mount_and_says_what_to_do() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(cache.path().join("catalog.db"), vec![0x5a; 64 * 1024]).unwrap();
+    let err = Mount::try_start(&emu.endpoint(), cache.path(), &[])
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("damaged") && err.contains("move it aside"),
+        "{err}"
+    );
+}

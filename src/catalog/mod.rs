@@ -32,6 +32,10 @@ pub enum CatalogError {
     TooNew { found: u32, supported: u32 },
     #[error("this catalog belongs to {recorded}, not {requested}; use another --cache-dir for it")]
     WrongIdentity { recorded: String, requested: String },
+    #[error("the catalog {} is damaged ({detail}); move it aside and mount again to rebuild it \
+             from Glacier's inventory. Files staged but not uploaded yet stay in the cache \
+             directory's data/ folder, each with a .meta sidecar giving its path", path.display())]
+    Damaged { path: PathBuf, detail: String },
     #[error("catalog commit failed: {0}")]
     CommitFailed(String),
     #[error("the catalog writer has stopped")]
@@ -105,22 +109,57 @@ impl Catalog {
             // Create it 0600 ourselves: SQLite gives the -wal and -shm files the same mode.
             create_private_file(&path)?;
         }
-        let mut conn = open_write_connection(&path)?;
-        schema::migrate(&mut conn)?;
+        let mut conn = open_write_connection(&path).map_err(|e| damaged(&path, e))?;
+        schema::migrate(&mut conn).map_err(|e| damaged(&path, e))?;
+        // Cleared here, set again by a clean close: finding it unset means the last run died.
+        let clean = conn
+            .query_row("SELECT value FROM meta WHERE key = 'clean_stop'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .is_some();
+        conn.execute("DELETE FROM meta WHERE key = 'clean_stop'", [])?;
         ensure_reserve(dir);
         let reserve = dir.join(RESERVE_FILE);
         let (tx, rx) = mpsc::channel::<WriteOp>();
         let handle = thread::Builder::new()
             .name("catalog-writer".into())
             .spawn(move || writer_loop(conn, rx, reserve))?;
-        Ok(Catalog {
+        let catalog = Catalog {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
                 readers: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        if !clean {
+            catalog.check_in_background();
+        }
+        Ok(catalog)
+    }
+
+    /// After an unclean stop, SQLite's own integrity check runs on a read connection, off every
+    /// request path. WAL and the crash model say it should find nothing; if it does, the log
+    /// says so loudly and tells how to rebuild.
+    fn check_in_background(&self) {
+        let me = self.clone();
+        let _ = thread::Builder::new()
+            .name("catalog-check".into())
+            .spawn(move || {
+                let verdict = me.read(|c| {
+                    Ok(c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))?)
+                });
+                match verdict {
+                    Ok(v) if v == "ok" => log::info!("catalog checked after an unclean stop: ok"),
+                    Ok(v) => log::error!(
+                        "the catalog {} is damaged ({v}); unmount, move it aside, and mount again \
+                     to rebuild it from Glacier's inventory (staged data stays in data/)",
+                        me.path().display()
+                    ),
+                    Err(e) => log::error!("checking the catalog: {e}"),
+                }
+            });
     }
 
     /// Opens an existing catalog for reading only (`glacierfs status`, beside a running mount):
@@ -331,6 +370,14 @@ impl Catalog {
 
     /// Stops the writer after the queued operations, and checkpoints the WAL.
     pub fn close(&self) {
+        // The marker of a clean stop goes last, behind everything still queued.
+        let _ = self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean_stop', '1')",
+                [],
+            )?;
+            Ok(())
+        });
         self.inner
             .writer
             .lock()
@@ -396,6 +443,24 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, reserve: PathB
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         log::warn!("catalog checkpoint at close failed: {e}");
+    }
+}
+
+/// A catalog SQLite cannot read says so in words a user can act on.
+fn damaged(path: &Path, e: CatalogError) -> CatalogError {
+    match e {
+        CatalogError::Sqlite(rusqlite::Error::SqliteFailure(f, msg))
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            CatalogError::Damaged {
+                path: path.to_owned(),
+                detail: msg.unwrap_or_else(|| f.to_string()),
+            }
+        }
+        other => other,
     }
 }
 
@@ -526,6 +591,45 @@ mod tests {
             })
             .unwrap();
         assert_eq!(keys, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_damaged_catalog_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 64 * 1024]).unwrap();
+        let err = Catalog::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, CatalogError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("move it aside"), "{err}");
+    }
+
+    #[test]
+    fn a_clean_close_is_remembered_until_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = |dir: &Path| {
+            let c = Connection::open(dir.join(DB_FILE)).unwrap();
+            c.query_row(
+                "SELECT COUNT(*) FROM meta WHERE key = 'clean_stop'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+        };
+        let cat = Catalog::open(dir.path()).unwrap();
+        cat.close();
+        assert_eq!(marker(dir.path()), 1);
+        let again = Catalog::open(dir.path()).unwrap();
+        // Open again: a run is under way, so a crash now would be seen as unclean.
+        assert_eq!(
+            again
+                .read(|c| Ok(c.query_row(
+                    "SELECT COUNT(*) FROM meta WHERE key = 'clean_stop'",
+                    [],
+                    |r| r.get::<_, i64>(0)
+                )?))
+                .unwrap(),
+            0
+        );
+        again.close();
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl FsError {
                 | CatalogError::TooNew { .. }
                 | CatalogError::WrongIdentity { .. }
                 | CatalogError::CommitFailed(_)
+                | CatalogError::Damaged { .. }
                 | CatalogError::WriterGone => libc::EIO,
             },
             FsError::Glacier(e) => match e.kind {
