@@ -367,6 +367,12 @@ pub fn run(
     let (uid, gid) = owner(args);
     let data =
         DataStore::open(cache_dir).map_err(|e| MountError::CacheDir(cache_dir.to_owned(), e))?;
+    // Before anything is served: staged files whose catalog was lost come back first.
+    match crate::recovery::recover_staged(&catalog, &data) {
+        Ok(0) => {}
+        Ok(n) => log::warn!("{n} staged file(s) recovered from their sidecars"),
+        Err(e) => return Err(e.into()),
+    }
     let open_files = Arc::new(OpenFiles::default());
     let writeback = WriteBack::new(
         catalog.clone(),

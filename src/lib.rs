@@ -15,6 +15,7 @@ pub mod fuse;
 pub mod glacier;
 pub mod inventory;
 pub mod names;
+pub mod recovery;
 pub mod retrieve;
 pub mod status;
 pub mod timefmt;

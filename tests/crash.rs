@@ -231,3 +231,46 @@ fn twenty_percent_faults_still_archive_everything_once() {
     );
     settle_and_check(&emu, &mut mount, &files, "faults");
 }
+
+#[test]
+fn staged_files_survive_the_loss_of_the_catalog() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let files: BTreeMap<String, Vec<u8>> = [
+        (
+            "docs/kept.txt".to_string(),
+            b"staged, not uploaded".to_vec(),
+        ),
+        ("big.bin".to_string(), vec![7u8; MIB + 5]),
+    ]
+    .into();
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = Mount::start(&emu.endpoint(), cache.path(), &["--write-back-delay", "1h"]);
+    copy_missing(&mount, &files).unwrap();
+    mount.kill();
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(cache.path().join(f));
+    }
+    mount.remount(&emu.endpoint(), ARGS);
+    for (rel, data) in &files {
+        assert_eq!(
+            &std::fs::read(mount.path(VAULT).join(rel)).unwrap_or_default(),
+            data,
+            "{rel} was not recovered; log:\n{}",
+            mount.log_text()
+        );
+    }
+    sync_wait(&mount.path(VAULT));
+    for (rel, data) in &files {
+        assert!(
+            emu.archives(VAULT)
+                .iter()
+                .any(|a| names::decode(&a.description).path == *rel
+                    && emu.archive_data(VAULT, &a.id).as_deref() == Some(data.as_slice())),
+            "{rel} was not archived after recovery"
+        );
+    }
+}

@@ -33,8 +33,8 @@ pub enum CatalogError {
     #[error("this catalog belongs to {recorded}, not {requested}; use another --cache-dir for it")]
     WrongIdentity { recorded: String, requested: String },
     #[error("the catalog {} is damaged ({detail}); move it aside and mount again to rebuild it \
-             from Glacier's inventory. Files staged but not uploaded yet stay in the cache \
-             directory's data/ folder, each with a .meta sidecar giving its path", path.display())]
+             from Glacier's inventory; files staged but not uploaded yet are recovered from \
+             their sidecars", path.display())]
     Damaged { path: PathBuf, detail: String },
     #[error("catalog commit failed: {0}")]
     CommitFailed(String),
@@ -154,7 +154,7 @@ impl Catalog {
                     Ok(v) if v == "ok" => log::info!("catalog checked after an unclean stop: ok"),
                     Ok(v) => log::error!(
                         "the catalog {} is damaged ({v}); unmount, move it aside, and mount again \
-                     to rebuild it from Glacier's inventory (staged data stays in data/)",
+                     to rebuild it from Glacier's inventory (staged files are recovered)",
                         me.path().display()
                     ),
                     Err(e) => log::error!("checking the catalog: {e}"),
