@@ -50,7 +50,7 @@ pub struct WriteBack {
 struct QueueState {
     in_flight: HashSet<u64>,
     /// The running upload tasks, so an unlink can stop its file's upload.
-    tasks: HashMap<u64, tokio::task::AbortHandle>,
+    tasks: HashMap<u64, tokio::task::JoinHandle<()>>,
     /// Files `sync` asked for: uploaded without waiting for the delay.
     forced: HashSet<u64>,
     /// Earliest next attempt after a failure.
@@ -207,7 +207,7 @@ impl WriteBack {
                 let outcome = me.upload_file(d).await;
                 me.after_upload(ino, outcome);
             });
-            lock(&self.state).tasks.insert(ino, task.abort_handle());
+            lock(&self.state).tasks.insert(ino, task);
         }
         self.run_deletes().await
     }
@@ -221,15 +221,22 @@ impl WriteBack {
             st.in_flight.remove(&ino);
             st.progress.remove(&ino);
             st.forced.remove(&ino);
+            st.retry_at.remove(&ino);
             st.tasks.remove(&ino)
         };
-        let Some(task) = task else { return };
-        task.abort();
+        if let Some(t) = &task {
+            t.abort();
+        }
         let Some(runtime) = self.runtime.get() else {
             return;
         };
         let me = Arc::clone(self);
         runtime.spawn(async move {
+            // The abort lands at the task's next await: wait for it, so the row read below
+            // says where the upload really stopped.
+            if let Some(t) = task {
+                let _ = t.await;
+            }
             if let Err(e) = me.clean_up_cancelled(ino).await {
                 log::warn!(
                     "cleaning up the cancelled upload of inode {ino}: {}",
@@ -250,15 +257,26 @@ impl WriteBack {
             // Made before the cancel took: record it, which queues its delete (no node).
             return self.finish(&row, &id, &hash).await;
         }
-        if row.state == "single" {
-            let path = self.data.resolve(&row.snapshot);
-            if let Ok(Ok(hash)) =
-                tokio::task::spawn_blocking(move || treehash::tree_hash_file(&path)).await
-            {
-                self.mark_unconfirmed(&row, hash).await?;
-            }
-        }
         let vault_name = self.vault_name(row.vault)?;
+        match (row.state.as_str(), &row.upload_id) {
+            // Complete may have gone through: ask again, so a made archive is known and deleted.
+            ("completing", Some(upload_id)) => {
+                if let Some((id, hash)) = self.repeat_complete(&vault_name, &row, upload_id).await?
+                {
+                    return self.finish(&row, &id, &hash).await;
+                }
+            }
+            ("initiating", None) => self.abort_unrecorded_uploads(row.vault).await,
+            ("single", _) => {
+                let path = self.data.resolve(&row.snapshot);
+                if let Ok(Ok(hash)) =
+                    tokio::task::spawn_blocking(move || treehash::tree_hash_file(&path)).await
+                {
+                    self.mark_unconfirmed(&row, hash).await?;
+                }
+            }
+            _ => {}
+        }
         log::info!(
             "upload of {} cancelled: the file was deleted",
             row.description

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use super::dest::{self, DestError, Journal};
 use crate::glacier::{
-    parse_range, ErrorKind, GlacierClient, GlacierError, JobDesc, JobRequest, JobStatus, Tier,
+    parse_range, ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest,
+    JobStatus, Tier,
 };
 use crate::timefmt::parse_iso8601;
 use crate::transfer::download::{self, DownloadError, DownloadSpec};
@@ -110,13 +111,36 @@ pub async fn initiate(
         range: None,
         description: Some(JOB_DESCRIPTION.into()),
     };
-    match client.initiate_job(vault, &request(tier)).await {
+    let result = match client.initiate_job(vault, &request(tier)).await {
         Err(e) if e.kind == ErrorKind::InsufficientCapacity && tier == Tier::Expedited => {
             log::warn!("{e}; asking for {archive_id} with the Standard tier instead");
-            let id = client.initiate_job(vault, &request(Tier::Standard)).await?;
-            Ok((id, Tier::Standard))
+            client
+                .initiate_job(vault, &request(Tier::Standard))
+                .await
+                .map(|id| (id, Tier::Standard))
         }
         r => r.map(|id| (id, tier)),
+    };
+    match result {
+        // A failure after the service may have acted (a 5xx, a reset): the job may exist, and
+        // asking again would pay for a second one. Look first.
+        Err(e) if e.is_transient() && !e.is_refusal() => {
+            let listed = client.list_jobs(vault, JobFilter::default()).await?;
+            let found = listed.into_iter().find(|j| {
+                j.action == JobAction::ArchiveRetrieval
+                    && j.archive_id.as_deref() == Some(archive_id)
+                    && j.status != JobStatus::Failed
+            });
+            match found {
+                Some(j) => {
+                    log::info!("{archive_id}: the job asked for exists after all ({e})");
+                    let t = j.tier.as_deref().and_then(Tier::parse).unwrap_or(tier);
+                    Ok((j.job_id, t))
+                }
+                None => Err(e),
+            }
+        }
+        other => other,
     }
 }
 

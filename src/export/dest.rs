@@ -167,8 +167,10 @@ fn file_mode(mode: u32) -> u32 {
 
 /// Sets the times and mode of a file already in place (a file found complete in DEST).
 pub fn touch(path: &Path, mtime: SystemTime, mode: u32) -> Result<(), DestError> {
+    // Read-only is enough: setting times and mode needs ownership, not write access, and a
+    // file copied from a read-only source may not be writable.
     let f = OpenOptions::new()
-        .write(true)
+        .read(true)
         .open(path)
         .map_err(io_err(path))?;
     f.set_modified(mtime).map_err(io_err(path))?;

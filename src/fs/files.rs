@@ -376,7 +376,12 @@ impl GlacierFs {
         let state = CloseState::of(&h);
         // Let go of the data file before waiting on the catalog (see the adapter's release).
         drop(h);
-        let marked = h_marked;
+        // Another writer still open keeps the mark: its writes may not reach the daemon.
+        let marked = if self.open_files.writers(ino) > 1 {
+            0
+        } else {
+            h_marked
+        };
         let result = match state {
             Ok(state) if state.written => self.record_close_state(ino, state, true),
             Ok(_) => self
@@ -615,8 +620,9 @@ impl GlacierFs {
                 if e.kind == Kind::File {
                     // The replaced archive goes once the moved file's content is safe in Glacier.
                     let after = (src_c.dirty > 0).then_some(src_c.ino);
+                    let current = nodes::get(tx, e.ino)?.and_then(|c| c.archive_id);
                     nodes::remove(tx, e.ino)?;
-                    if let Some(id) = &e.archive_id {
+                    if let Some(id) = &current {
                         queue_delete(tx, e.vault, id, &replaced_path, delay, after)?;
                     }
                 } else {
@@ -627,6 +633,7 @@ impl GlacierFs {
         })?;
         if let Some(e) = existing.filter(|e| e.kind == Kind::File) {
             self.data.remove(e.ino);
+            self.services.writeback.cancel(e.ino);
         }
         self.refresh_sidecars_under(&src);
         Ok(())
@@ -702,9 +709,11 @@ pub(crate) fn remove_file_node(
     path: &str,
     not_before_ns: i64,
 ) -> Result<(), CatalogError> {
+    // The archive id as it is now: an upload may have finished since `n` was read.
+    let current = nodes::get(tx, n.ino)?.and_then(|c| c.archive_id);
     nodes::remove(tx, n.ino)?;
-    if let Some(id) = &n.archive_id {
-        queue_delete(tx, n.vault, id, path, not_before_ns, None)?;
+    if let Some(id) = current {
+        queue_delete(tx, n.vault, &id, path, not_before_ns, None)?;
     }
     Ok(())
 }
