@@ -45,6 +45,39 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// What every test against moto starts from: its endpoint, a runtime, an SDK client, and a
+/// fresh vault of its own (moto is shared by all the tests). None when the test cannot run.
+struct Moto {
+    endpoint: String,
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_glacier::Client,
+    vault: String,
+}
+
+fn moto(prefix: &str) -> Option<Moto> {
+    let endpoint = moto_endpoint()?;
+    if !fuse_available() {
+        return None;
+    }
+    let rt = runtime();
+    let client = sdk_client(&endpoint);
+    let vault = unique(prefix);
+    rt.block_on(
+        client
+            .create_vault()
+            .account_id("-")
+            .vault_name(&vault)
+            .send(),
+    )
+    .expect("CreateVault in moto");
+    Some(Moto {
+        endpoint,
+        rt,
+        client,
+        vault,
+    })
+}
+
 fn vault_exists(
     rt: &tokio::runtime::Runtime,
     client: &aws_sdk_glacier::Client,
@@ -59,23 +92,15 @@ fn vault_exists(
 
 #[test]
 fn moto_vaults_and_archives_end_to_end() {
-    let Some(endpoint) = moto_endpoint() else {
+    let Some(Moto {
+        endpoint,
+        rt,
+        client,
+        vault,
+    }) = moto("e2e")
+    else {
         return;
     };
-    if !fuse_available() {
-        return;
-    }
-    let rt = runtime();
-    let client = sdk_client(&endpoint);
-    let vault = unique("e2e");
-    rt.block_on(
-        client
-            .create_vault()
-            .account_id("-")
-            .vault_name(&vault)
-            .send(),
-    )
-    .unwrap();
 
     let upload = |desc: &str, body: &[u8]| {
         rt.block_on(
@@ -247,23 +272,15 @@ fn moto_inventory(
 
 #[test]
 fn moto_cp_rsync_and_rm_end_to_end() {
-    let Some(endpoint) = moto_endpoint() else {
+    let Some(Moto {
+        endpoint,
+        rt,
+        client,
+        vault,
+    }) = moto("writes")
+    else {
         return;
     };
-    if !fuse_available() {
-        return;
-    }
-    let rt = runtime();
-    let client = sdk_client(&endpoint);
-    let vault = unique("writes");
-    rt.block_on(
-        client
-            .create_vault()
-            .account_id("-")
-            .vault_name(&vault)
-            .send(),
-    )
-    .unwrap();
     let tree: &[(&str, usize)] = &[
         ("a.txt", 11),
         ("dir/b.bin", 1 << 20),
@@ -366,23 +383,15 @@ fn moto_cp_rsync_and_rm_end_to_end() {
 
 #[test]
 fn moto_cold_reads_end_to_end() {
-    let Some(endpoint) = moto_endpoint() else {
+    let Some(Moto {
+        endpoint,
+        rt,
+        client,
+        vault,
+    }) = moto("reads")
+    else {
         return;
     };
-    if !fuse_available() {
-        return;
-    }
-    let rt = runtime();
-    let client = sdk_client(&endpoint);
-    let vault = unique("reads");
-    rt.block_on(
-        client
-            .create_vault()
-            .account_id("-")
-            .vault_name(&vault)
-            .send(),
-    )
-    .unwrap();
     let put = |name: &str, body: &[u8]| {
         let json = format!(
             r#"{{"filename":"{name}","mtime":"{}"}}"#,
@@ -451,23 +460,12 @@ fn moto_cold_reads_end_to_end() {
 
 #[test]
 fn moto_has_no_vault_lock_and_dot_lock_says_so() {
-    let Some(endpoint) = moto_endpoint() else {
+    let Some(Moto {
+        endpoint, vault, ..
+    }) = moto("lock")
+    else {
         return;
     };
-    if !fuse_available() {
-        return;
-    }
-    let rt = runtime();
-    let client = sdk_client(&endpoint);
-    let vault = unique("lock");
-    rt.block_on(
-        client
-            .create_vault()
-            .account_id("-")
-            .vault_name(&vault)
-            .send(),
-    )
-    .unwrap();
     let cache = tempfile::tempdir().unwrap();
     let mount = Mount::start(&endpoint, cache.path(), &[]);
     let text = std::fs::read_to_string(mount.path(&vault).join(".lock")).unwrap();
