@@ -217,6 +217,21 @@ pub struct TreehashArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// Bytes in binary units, as the options take them: `512 B`, `1.5 KiB`, `10.0 GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
 /// Parses sizes like `4096`, `16MiB`, `1GiB`, `10G`, `512k`. Binary units throughout: a
 /// storage tool's "G" means GiB to almost everyone who types it.
 pub fn parse_size(s: &str) -> Result<u64, String> {

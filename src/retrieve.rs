@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::cache::DataStore;
+use crate::catalog::now_s;
 use crate::catalog::{self, nodes, vaults, Catalog, CatalogError, Node};
 use crate::fs::handles::OpenFiles;
 use crate::fs::FsError;
@@ -75,14 +76,6 @@ struct RState {
 
 fn lock(m: &Mutex<RState>) -> std::sync::MutexGuard<'_, RState> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_s() -> i64 {
-    catalog::now_ns() / 1_000_000_000
-}
-
-fn date_s(d: Option<&str>) -> Option<i64> {
-    d.and_then(crate::timefmt::parse_iso8601).map(|(s, _)| s)
 }
 
 /// A retrieval job as the catalog knows it.
@@ -447,8 +440,8 @@ impl Retriever {
                         j.tier,
                         j.status.as_str(),
                         j.status_message,
-                        date_s(j.creation_date.as_deref()).unwrap_or_else(now_s),
-                        date_s(j.completion_date.as_deref()),
+                        crate::timefmt::iso_secs(j.creation_date.as_deref()).unwrap_or_else(now_s),
+                        crate::timefmt::iso_secs(j.completion_date.as_deref()),
                         size as i64,
                         auto,
                         ino as i64
@@ -551,7 +544,7 @@ impl Retriever {
             j.job_id.clone(),
             d.status.as_str().to_owned(),
             d.status_message.clone(),
-            date_s(d.completion_date.as_deref()),
+            crate::timefmt::iso_secs(d.completion_date.as_deref()),
         );
         self.catalog
             .write_async(move |tx| {

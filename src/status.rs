@@ -11,24 +11,9 @@ use crate::catalog::{jobs, Catalog};
 use crate::config::StatusArgs;
 use crate::daemon::CacheLock;
 
-fn now_s() -> i64 {
-    crate::catalog::now_ns() / 1_000_000_000
-}
-
 /// Human sizes: binary units, one decimal.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    crate::config::format_size(bytes)
 }
 
 /// The whole report, as JSON (the human form is rendered from it).
@@ -52,7 +37,7 @@ pub fn report(dir: &Path) -> Result<Value, String> {
             ))
         })
         .map_err(|e| e.to_string())?;
-    let now = now_s();
+    let now = crate::catalog::now_s();
     let uploads: Vec<Value> = overview
         .uploads
         .iter()

@@ -173,6 +173,11 @@ pub fn format_iso8601(secs: i64, nanos: u32) -> String {
 ///
 /// With an offset the result is converted to UTC, so a date near year 0 or 9999 may land just
 /// outside [`MIN_SECS`]..=[`MAX_SECS`].
+/// Unix seconds of a Glacier date, if there is one and it parses.
+pub fn iso_secs(s: Option<&str>) -> Option<i64> {
+    s.and_then(parse_iso8601).map(|(secs, _)| secs)
+}
+
 pub fn parse_iso8601(s: &str) -> Option<(i64, u32)> {
     let b = s.as_bytes();
     let local = parse_iso_civil(b.get(..19)?)?.to_unix()?;

@@ -394,7 +394,7 @@ impl WriteBack {
                         r.size as i64,
                         r.description,
                         node.mtime_ns,
-                        now_ns() / 1_000_000_000
+                        catalog::now_s()
                     ],
                 )?;
                 Ok(())
@@ -554,7 +554,7 @@ impl WriteBack {
                         description,
                         size as i64,
                         treehash::to_hex(&hash),
-                        now_ns() / 1_000_000_000
+                        catalog::now_s()
                     ],
                 )?;
                 tx.execute(
@@ -954,7 +954,7 @@ fn record_archive(
                 row.description,
                 row.size as i64,
                 hash_hex,
-                now_ns() / 1_000_000_000
+                catalog::now_s()
             ],
         )?;
     }
@@ -996,7 +996,7 @@ fn record_archive(
             nodes::archive_key(archive_id),
             hash_hex,
             row.description,
-            now_ns() / 1_000_000_000,
+            catalog::now_s(),
             dirty_after,
             renamed,
             row.gen,

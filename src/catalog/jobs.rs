@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::{nodes, now_ns, CatalogError};
+use super::{nodes, CatalogError};
 
 #[derive(Debug, Clone)]
 pub struct JobView {
@@ -55,7 +55,7 @@ pub struct Overview {
 /// are shown for a day, as long as Glacier keeps their output; failed ones until replaced.
 pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogError> {
     let scope = vault.map(|v| v as i64);
-    let day_ago = now_ns() / 1_000_000_000 - 86_400;
+    let day_ago = super::now_s() - 86_400;
     let mut out = Overview::default();
     let mut stmt = c.prepare_cached(
         "SELECT j.job_id, j.action, j.status, v.name, j.archive_id, j.tier, j.created_s, \

@@ -48,6 +48,11 @@ pub enum CatalogError {
     NotEmpty,
 }
 
+/// Seconds since the epoch, now.
+pub fn now_s() -> i64 {
+    now_ns() / 1_000_000_000
+}
+
 /// Nanoseconds since the epoch, now.
 pub fn now_ns() -> i64 {
     let d = std::time::SystemTime::now()

@@ -13,7 +13,6 @@ use crate::glacier::{
     parse_range, ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest,
     JobStatus, Tier,
 };
-use crate::timefmt::parse_iso8601;
 use crate::transfer::download::{self, DownloadError, DownloadSpec};
 use crate::treehash::Digest;
 
@@ -181,7 +180,7 @@ pub async fn fetch(
 }
 
 pub fn unix_secs(iso: &str) -> Option<i64> {
-    parse_iso8601(iso).map(|(secs, _)| secs)
+    crate::timefmt::iso_secs(Some(iso))
 }
 
 pub fn system_time(iso: &str) -> Option<SystemTime> {

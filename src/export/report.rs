@@ -349,17 +349,7 @@ fn lossy(path: &Path) -> String {
 
 /// Bytes in binary units, as the options take them.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{bytes} B"),
-        _ => format!("{value:.1} {}", UNITS[unit]),
-    }
+    crate::config::format_size(bytes)
 }
 
 /// A duration the way people say it: `45s`, `12m`, `3h 20m`.

@@ -63,7 +63,7 @@ pub(crate) fn queue_delete(
         vault as i64,
         archive_id,
         nodes::archive_key(archive_id),
-        catalog::now_ns() / 1_000_000_000
+        catalog::now_s()
     ])?;
     tx.prepare_cached(
         "INSERT INTO deletes (vault, archive_id, path, not_before_ns, after_ino, created_s) \
@@ -75,7 +75,7 @@ pub(crate) fn queue_delete(
         path,
         not_before_ns,
         after_ino.map(|i| i as i64),
-        catalog::now_ns() / 1_000_000_000
+        catalog::now_s()
     ])?;
     Ok(())
 }

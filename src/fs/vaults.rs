@@ -187,7 +187,7 @@ fn record_delete_failure(
             format!("delete-vault-{ino}"),
             ino as i64,
             message,
-            catalog::now_ns() / 1_000_000_000
+            catalog::now_s()
         ],
     )?;
     Ok(())

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::catalog::{self, vaults, Catalog, CatalogError, VaultRow};
+use crate::catalog::now_s;
+use crate::catalog::{vaults, Catalog, CatalogError, VaultRow};
 use crate::glacier::{
     GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest, JobStatus,
 };
@@ -131,14 +132,6 @@ impl InventoryHandle {
     }
 }
 
-fn now_s() -> i64 {
-    catalog::now_ns() / 1_000_000_000
-}
-
-fn date_s(d: Option<&str>) -> Option<i64> {
-    d.and_then(timefmt::parse_iso8601).map(|(s, _)| s)
-}
-
 /// Brings one vault's catalog up to date with Glacier's latest inventory, if it needs it.
 pub async fn refresh_vault(
     config: &InventoryConfig,
@@ -195,10 +188,10 @@ pub async fn refresh_vault(
 /// DESIGN.md §1: a job only when the catalog has no inventory, or an old one that Glacier has
 /// replaced. A vault Glacier never inventoried needs none: the catalog is its whole view.
 fn needs_inventory(row: &VaultRow, max_age: Duration) -> bool {
-    let Some(remote) = date_s(row.last_inventory_date.as_deref()) else {
+    let Some(remote) = timefmt::iso_secs(row.last_inventory_date.as_deref()) else {
         return false;
     };
-    match date_s(row.inventory_date.as_deref()) {
+    match timefmt::iso_secs(row.inventory_date.as_deref()) {
         None => true,
         Some(local) => remote > local && now_s() - local > max_age.as_secs() as i64,
     }
@@ -208,7 +201,7 @@ async fn find_or_start_job(
     config: &InventoryConfig,
     row: &VaultRow,
 ) -> Result<JobDesc, InventoryError> {
-    let inventory_s = date_s(row.last_inventory_date.as_deref()).unwrap_or(0);
+    let inventory_s = timefmt::iso_secs(row.last_inventory_date.as_deref()).unwrap_or(0);
     let jobs = config
         .client
         .list_jobs(&row.name, JobFilter::default())
@@ -217,8 +210,8 @@ async fn find_or_start_job(
     let reusable = jobs
         .into_iter()
         .filter(|j| j.action == JobAction::InventoryRetrieval && j.status != JobStatus::Failed)
-        .filter(|j| date_s(j.creation_date.as_deref()).unwrap_or(0) >= inventory_s)
-        .max_by_key(|j| date_s(j.creation_date.as_deref()).unwrap_or(0));
+        .filter(|j| timefmt::iso_secs(j.creation_date.as_deref()).unwrap_or(0) >= inventory_s)
+        .max_by_key(|j| timefmt::iso_secs(j.creation_date.as_deref()).unwrap_or(0));
     if let Some(job) = reusable {
         log::info!("vault {}: reusing inventory job {}", row.name, job.job_id);
         record_job(config, row.ino, &job).await?;
@@ -279,8 +272,8 @@ async fn record_job(
                     vault as i64,
                     job.status.as_str(),
                     job.status_message,
-                    date_s(job.creation_date.as_deref()).unwrap_or_else(now_s),
-                    date_s(job.completion_date.as_deref()),
+                    timefmt::iso_secs(job.creation_date.as_deref()).unwrap_or_else(now_s),
+                    timefmt::iso_secs(job.completion_date.as_deref()),
                     job.inventory_size.map(|s| s as i64),
                 ],
             )?;
