@@ -143,7 +143,13 @@ fn is_stale(path: &Path) -> bool {
     // SAFETY: `st` is plain data statfs fills in; `c` is a valid path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+    // While the kernel is still tearing the dead connection down, requests can also fail with
+    // ECONNABORTED or EIO before they settle on ENOTCONN.
+    rc != 0
+        && matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOTCONN | libc::ECONNABORTED | libc::EIO)
+        )
 }
 
 fn is_mount_point(path: &Path) -> bool {

@@ -85,7 +85,11 @@ fn spawn_daemon(
     extra: &[&str],
     log: &tempfile::NamedTempFile,
 ) -> Result<Child, String> {
-    let log_out = log.reopen().map_err(|e| e.to_string())?;
+    // Appended, so a remount's log follows the killed daemon's instead of overwriting it.
+    let log_out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log.path())
+        .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(binary());
     aws_env(&mut cmd)
         .arg("mount")
@@ -160,6 +164,9 @@ impl Mount {
     /// the stale mount the killed daemon left must be cleared by the new one.
     pub fn remount(&mut self, endpoint: &str, extra: &[&str]) {
         self.kill();
+        // The dead daemon's mount must stop answering before the new daemon starts, or the
+        // wait below could take the old mount for the new one.
+        wait_until(Duration::from_secs(10), || !statfs_ok(&self.mountpoint));
         let child = spawn_daemon(
             endpoint,
             &self.cache_dir,
