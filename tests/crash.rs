@@ -1,8 +1,10 @@
 //! Crash and fault trials for writes: SIGKILL the daemon at seeded random moments during a
-//! copy that includes multipart files, remount on the same mountpoint, and check that every
-//! file ends up archived exactly once with exact content, that duplicates from lost replies
-//! are settled by the next inventory, and that no multipart upload is left behind. Then the
-//! same copy under 20% transient faults.
+//! copy that includes multipart files, and at each step of each piece of background work (the
+//! crash matrix: an upload's initiate, its parts, its complete, a delete, an inventory's
+//! download and its ingest), remount on the same mountpoint, and check that every file ends up
+//! archived exactly once with exact content, that duplicates from lost replies are settled by
+//! the next inventory, and that no multipart upload is left behind. Then the same copy under
+//! 20% transient faults.
 
 mod support;
 
@@ -272,5 +274,329 @@ fn staged_files_survive_the_loss_of_the_catalog() {
                     && emu.archive_data(VAULT, &a.id).as_deref() == Some(data.as_slice())),
             "{rel} was not archived after recovery"
         );
+    }
+}
+
+/// One point of the crash matrix: the `skip+1`-th request to `op` stalls, before the service
+/// acts on it (`Timeout`) or after (`TimeoutAfterCommit`), and the daemon is killed while it
+/// waits for the reply. `then` runs on the emulator after the kill.
+struct CrashPoint {
+    name: &'static str,
+    op: Op,
+    skip: usize,
+    kind: FaultKind,
+    then: fn(&Emulator),
+}
+
+fn nothing(_: &Emulator) {}
+
+/// The service reclaims the upload while the daemon is down: the resume must start over.
+fn reclaim_uploads(emu: &Emulator) {
+    for u in emu.multipart_uploads(VAULT) {
+        emu.drop_upload(VAULT, &u.id);
+    }
+}
+
+/// Waits until the stalled request has reached the emulator (and, for a `*AfterCommit` kind,
+/// the service has acted on it), then kills the daemon.
+fn kill_at(emu: &Emulator, mount: &mut Mount, op: Op, what: &str) {
+    let reached = wait_until(Duration::from_secs(60), || {
+        emu.request_log()
+            .iter()
+            .any(|(o, status)| *o == op && *status == 0)
+    });
+    assert!(
+        reached,
+        "{what}: the daemon never reached {op:?}; log:\n{}",
+        mount.log_text()
+    );
+    mount.kill();
+}
+
+/// A single-part file and a four-part file, written one part at a time so each step is reached
+/// in a known order.
+fn matrix_files() -> BTreeMap<String, Vec<u8>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4242);
+    [("small.txt", 100_000), ("big/four-parts.bin", 3 * MIB + 1)]
+        .into_iter()
+        .map(|(rel, n)| {
+            let data: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            (rel.to_string(), data)
+        })
+        .collect()
+}
+
+const SERIAL: &[&str] = &[
+    "--part-size",
+    "1MiB",
+    "--write-back-delay",
+    "0s",
+    "--upload-concurrency",
+    "1",
+];
+
+#[test]
+fn crash_matrix_of_an_upload() {
+    if !fuse_available() {
+        return;
+    }
+    use FaultKind::{Timeout, TimeoutAfterCommit};
+    let points = [
+        CrashPoint {
+            name: "before UploadArchive",
+            op: Op::UploadArchive,
+            skip: 0,
+            kind: Timeout,
+            then: nothing,
+        },
+        CrashPoint {
+            name: "after UploadArchive, before the catalog knows",
+            op: Op::UploadArchive,
+            skip: 0,
+            kind: TimeoutAfterCommit,
+            then: nothing,
+        },
+        CrashPoint {
+            name: "before InitiateMultipartUpload",
+            op: Op::InitiateMultipartUpload,
+            skip: 0,
+            kind: Timeout,
+            then: nothing,
+        },
+        CrashPoint {
+            name: "after InitiateMultipartUpload, before the journal knows",
+            op: Op::InitiateMultipartUpload,
+            skip: 0,
+            kind: TimeoutAfterCommit,
+            then: nothing,
+        },
+        CrashPoint {
+            name: "during the first part",
+            op: Op::UploadPart,
+            skip: 0,
+            kind: Timeout,
+            then: nothing,
+        },
+        CrashPoint {
+            name: "after the second part",
+            op: Op::UploadPart,
+            skip: 1,
+            kind: TimeoutAfterCommit,
+            then: nothing,
+        },
+        CrashPoint {
+            name: "after the third part, upload reclaimed while down",
+            op: Op::UploadPart,
+            skip: 2,
+            kind: TimeoutAfterCommit,
+            then: reclaim_uploads,
+        },
+        CrashPoint {
+            name: "before CompleteMultipartUpload",
+            op: Op::CompleteMultipartUpload,
+            skip: 0,
+            kind: Timeout,
+            then: nothing,
+        },
+        CrashPoint {
+            name: "after CompleteMultipartUpload, before the catalog knows",
+            op: Op::CompleteMultipartUpload,
+            skip: 0,
+            kind: TimeoutAfterCommit,
+            then: nothing,
+        },
+    ];
+    let files = matrix_files();
+    for point in points {
+        let emu = Emulator::start();
+        emu.create_vault(VAULT);
+        // Long enough that the daemon is killed while it still waits for the reply.
+        emu.set_stall(Duration::from_secs(120));
+        emu.fail_after(point.op, point.skip, point.kind);
+        let cache = tempfile::tempdir().unwrap();
+        let mut mount = Mount::start(&emu.endpoint(), cache.path(), SERIAL);
+        copy_missing(&mount, &files).unwrap();
+        kill_at(&emu, &mut mount, point.op, point.name);
+        (point.then)(&emu);
+        mount.remount(&emu.endpoint(), SERIAL);
+        settle_and_check(&emu, &mut mount, &files, point.name);
+    }
+}
+
+#[test]
+fn crash_matrix_of_a_delete() {
+    if !fuse_available() {
+        return;
+    }
+    for (name, kind) in [
+        ("before DeleteArchive", FaultKind::Timeout),
+        (
+            "after DeleteArchive, before the catalog knows",
+            FaultKind::TimeoutAfterCommit,
+        ),
+    ] {
+        let emu = Emulator::start();
+        emu.create_vault(VAULT);
+        emu.set_stall(Duration::from_secs(120));
+        let mut files = matrix_files();
+        let cache = tempfile::tempdir().unwrap();
+        let mut mount = Mount::start(&emu.endpoint(), cache.path(), SERIAL);
+        copy_missing(&mount, &files).unwrap();
+        sync_wait(&mount.path(VAULT));
+        assert_eq!(emu.archives(VAULT).len(), files.len(), "{name}");
+        emu.fail_next(Op::DeleteArchive, kind, 1);
+        std::fs::remove_file(mount.path(VAULT).join("small.txt")).unwrap();
+        files.remove("small.txt");
+        kill_at(&emu, &mut mount, Op::DeleteArchive, name);
+        mount.remount(&emu.endpoint(), SERIAL);
+        assert!(
+            !mount.path(VAULT).join("small.txt").exists(),
+            "{name}: the deleted file came back after the remount"
+        );
+        settle_and_check(&emu, &mut mount, &files, name);
+        assert!(
+            !mount.path(VAULT).join("small.txt").exists(),
+            "{name}: the deleted file came back with the inventory"
+        );
+    }
+}
+
+#[test]
+fn crash_matrix_of_an_inventory_download() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    emu.set_stall(Duration::from_secs(120));
+    let mut expected = BTreeMap::new();
+    for i in 0..300 {
+        let rel = format!("old/dir-{}/f-{i}.txt", i % 7);
+        let body = format!("archive {i}").into_bytes();
+        emu.put_archive(VAULT, &names::encode_mt2(&rel, 1_600_000_000), &body, None);
+        expected.insert(rel, body.len() as u64);
+    }
+    emu.take_inventory(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let mut mount = Mount::start(&emu.endpoint(), cache.path(), &[]);
+    let _ = std::fs::read_dir(mount.path(VAULT)).map(|d| d.count());
+    let job = wait_until(Duration::from_secs(30), || {
+        emu.jobs(VAULT)
+            .iter()
+            .any(|j| j.action == "InventoryRetrieval")
+    });
+    assert!(job, "listing the vault started no inventory job");
+    let id = emu
+        .jobs(VAULT)
+        .into_iter()
+        .find(|j| j.action == "InventoryRetrieval")
+        .unwrap()
+        .id;
+    emu.stall_job_output(&id, 0);
+    emu.complete_all_jobs();
+    kill_at(
+        &emu,
+        &mut mount,
+        Op::GetJobOutput,
+        "during the inventory download",
+    );
+    emu.clear_faults();
+    mount.remount(&emu.endpoint(), &[]);
+    let vault = mount.path(VAULT);
+    let loaded = wait_until(Duration::from_secs(60), || {
+        emu.complete_all_jobs();
+        let _ = std::fs::read_dir(&vault).map(|d| d.count());
+        support::walk(&vault)
+            .into_iter()
+            .filter_map(|(rel, seen)| seen.map(|s| (rel, s.size)))
+            .collect::<BTreeMap<_, _>>()
+            == expected
+    });
+    assert!(
+        loaded,
+        "the inventory never loaded after the crash; log:\n{}",
+        mount.log_text()
+    );
+}
+
+/// Writes a JSON inventory of `count` archives in `dirs` directories.
+fn write_inventory(path: &Path, count: usize, dirs: usize) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    write!(
+        out,
+        r#"{{"VaultARN":"arn:aws:glacier:us-east-1:123456789012:vaults/{VAULT}","InventoryDate":"2099-01-01T00:00:00Z","ArchiveList":["#
+    )
+    .unwrap();
+    for i in 0..count {
+        let hash = format!("{:064x}", i + 1);
+        let id = format!("{hash}{hash}{}", &hash[..10]);
+        let desc = names::encode_mt2(&format!("d{}/f{i}", i % dirs), 1_600_000_000);
+        let sep = if i == 0 { "" } else { "," };
+        write!(
+            out,
+            r#"{sep}{{"ArchiveId":"{id}","ArchiveDescription":"{desc}","CreationDate":"2024-01-01T00:00:00Z","Size":{},"SHA256TreeHash":"{hash}"}}"#,
+            i + 1
+        )
+        .unwrap();
+    }
+    write!(out, "]}}").unwrap();
+}
+
+/// SIGKILL `glacierfs inventory import` at seeded moments while it ingests a large inventory:
+/// the catalog must never be left damaged, and importing again must give the whole tree.
+#[test]
+fn a_killed_inventory_ingest_leaves_a_sound_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.json");
+    const COUNT: usize = 100_000;
+    write_inventory(&inventory, COUNT, 100);
+    let import = |cache: &Path| {
+        let mut cmd = Command::new(binary());
+        cmd.args(["inventory", "import", "--cache-dir"])
+            .arg(cache)
+            .arg(VAULT)
+            .arg(&inventory)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    // How long a whole import takes here, so the kills spread over all of it.
+    let cache = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    assert!(import(cache.path()).status().unwrap().success());
+    let whole = started.elapsed();
+    let trials: u64 = std::env::var("GLACIERFS_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    for seed in 0..trials {
+        let cache = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let at = whole.mul_f64(rng.random_range(0.05..0.95));
+        let mut child = import(cache.path()).spawn().unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        let again = import(cache.path()).output().unwrap();
+        assert!(
+            again.status.success(),
+            "trial {seed} (killed after {at:?}): the next import failed: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        if fuse_available() {
+            // A vault Glacier never inventoried: the catalog is its whole view.
+            let emu = Emulator::start();
+            emu.create_vault(VAULT);
+            let mount = Mount::start(&emu.endpoint(), cache.path(), &[]);
+            let listed: usize = (0..100)
+                .map(|d| {
+                    std::fs::read_dir(mount.path(VAULT).join(format!("d{d}")))
+                        .unwrap()
+                        .count()
+                })
+                .sum();
+            assert_eq!(listed, COUNT, "trial {seed}: entries lost or doubled");
+        }
     }
 }

@@ -592,6 +592,12 @@ impl Emulator {
         self.shared.faults().fail_next(op, kind, count);
     }
 
+    /// Lets `skip` more requests to `op` through, then hits the next one with `kind`: places a
+    /// fault (or, with a `*AfterCommit` stall, a crash point) at an exact step.
+    pub fn fail_after(&self, op: Op, skip: usize, kind: FaultKind) {
+        self.shared.faults().fail_after(op, skip, kind);
+    }
+
     /// Flips a byte in the next download of this job's output (every download if persistent).
     pub fn corrupt_job_output(&self, job_id: &str, persistent: bool) {
         self.shared.faults().corrupt_job(job_id, persistent);

@@ -26,6 +26,10 @@ pub enum FaultKind {
     RequestTimeout,
     /// 503 InsufficientCapacityException: no Expedited capacity (meant for InitiateJob).
     InsufficientCapacity,
+    /// 400 PolicyEnforcedException: a permanent refusal by the vault's retrieval policy.
+    PolicyEnforced,
+    /// 400 InvalidParameterValueException: a permanent refusal of the request as sent.
+    InvalidParameter,
     /// Read the request, stall for the emulator's stall time, then close without a response.
     Timeout,
     /// Read the request, then reset the connection (RST) without a response.
@@ -73,7 +77,9 @@ pub(crate) struct Faults {
     plan: Option<FaultPlan>,
     /// Requests seen per operation since the plan was set: the `n` of the decision.
     counters: HashMap<Op, u64>,
-    scripted: HashMap<Op, VecDeque<(FaultKind, usize)>>,
+    /// Per operation, runs of requests in order: `(None, n)` lets n pass, `(Some(k), n)` hits
+    /// n with k.
+    scripted: HashMap<Op, VecDeque<(Option<FaultKind>, usize)>>,
     /// Job id → persistent? for `corrupt_job_output`.
     corrupt_jobs: HashMap<String, bool>,
     /// Job id → the output offset from which its downloads stall, for `stall_job_output`.
@@ -107,6 +113,17 @@ impl Faults {
             kind.applies_to(op),
             "{kind:?} only applies to GetJobOutput, not {op:?}"
         );
+        self.script(op, Some(kind), count);
+    }
+
+    /// Lets `skip` more requests to `op` pass, then hits the next one with `kind`.
+    pub fn fail_after(&mut self, op: Op, skip: usize, kind: FaultKind) {
+        assert!(kind.applies_to(op), "{kind:?} does not apply to {op:?}");
+        self.script(op, None, skip);
+        self.script(op, Some(kind), 1);
+    }
+
+    fn script(&mut self, op: Op, kind: Option<FaultKind>, count: usize) {
         if count > 0 {
             self.scripted
                 .entry(op)
@@ -151,7 +168,7 @@ impl Faults {
                 if front.1 == 0 {
                     queue.pop_front();
                 }
-                return Some(kind);
+                return kind;
             }
         }
         let plan = self.plan.as_ref()?;

@@ -98,7 +98,9 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
             | FaultKind::InternalError
             | FaultKind::ServiceUnavailable
             | FaultKind::RequestTimeout
-            | FaultKind::InsufficientCapacity),
+            | FaultKind::InsufficientCapacity
+            | FaultKind::PolicyEnforced
+            | FaultKind::InvalidParameter),
         ) => {
             shared.count_fault(kind);
             let resp = fault_error(kind).to_response();
@@ -216,6 +218,16 @@ fn fault_error(kind: FaultKind) -> ApiError {
             503,
             "InsufficientCapacityException",
             "There is not enough capacity to process this job (injected)",
+        ),
+        FaultKind::PolicyEnforced => ApiError::new(
+            400,
+            "PolicyEnforcedException",
+            "InitiateJob request denied by current data retrieval policy (injected)",
+        ),
+        FaultKind::InvalidParameter => ApiError::new(
+            400,
+            "InvalidParameterValueException",
+            "Invalid parameter value (injected)",
         ),
         other => unreachable!("{other:?} is not an error-response fault"),
     }
