@@ -48,6 +48,13 @@ const PARALLEL_CHUNKS: usize = 4;
 const PARALLEL_DOWNLOADS: usize = 2;
 /// A download that fails verification this many times marks its job Failed: the open gets EIO.
 const MAX_CORRUPT: i64 = 2;
+/// How long a permanent refusal to start a job (PolicyEnforced, access denied, a bad request)
+/// answers opens with EIO before an open may ask Glacier again. Without it every open would
+/// ask again and get EAGAIN, so a user would wait for a job that never started. An explicit
+/// `retrieve` asks again at once.
+const REFUSAL_HOLD_S: i64 = 15 * 60;
+/// The `jobs.message` prefix of a refused start; the row's id is made up (`refused-…`).
+const REFUSED: &str = "Glacier refused the retrieval: ";
 
 pub struct Retriever {
     catalog: Catalog,
@@ -90,6 +97,7 @@ pub struct JobRow {
     /// Whether its output has been downloaded (a later eviction does not start a new job:
     /// the output is fetched again while Glacier keeps it).
     pub downloaded: bool,
+    pub created_s: i64,
 }
 
 impl JobRow {
@@ -106,7 +114,7 @@ fn job_for_archive(
 ) -> Result<Option<JobRow>, CatalogError> {
     let mut stmt = c.prepare_cached(
         "SELECT job_id, vault, archive_id, status, message, ino, \
-         bytes_done >= COALESCE(size, 0) AND status = 'Succeeded' FROM jobs \
+         bytes_done >= COALESCE(size, 0) AND status = 'Succeeded', created_s FROM jobs \
          WHERE action = 'ArchiveRetrieval' AND vault = ?1 AND archive_id = ?2 \
          ORDER BY CASE status WHEN 'Failed' THEN 1 ELSE 0 END, created_s DESC LIMIT 1",
     )?;
@@ -120,6 +128,7 @@ fn job_for_archive(
                 message: r.get(4)?,
                 ino: r.get::<_, Option<i64>>(5)?.map(|i| i as u64),
                 downloaded: r.get(6)?,
+                created_s: r.get(7)?,
             })
         })
         .optional()?)
@@ -160,7 +169,10 @@ impl Retriever {
         match job {
             Ok(Some(j))
                 if j.status == "Failed"
-                    && j.message.as_deref().is_some_and(|m| m.contains(CORRUPT)) =>
+                    && j.message.as_deref().is_some_and(|m| {
+                        m.contains(CORRUPT)
+                            || (m.starts_with(REFUSED) && now_s() - j.created_s < REFUSAL_HOLD_S)
+                    }) =>
             {
                 return FsError::Io(std::io::Error::other(format!(
                     "{}: {}",
@@ -301,6 +313,9 @@ impl Retriever {
         self.runtime.spawn(async move {
             if let Err(e) = me.start_job(&n, &archive_id, tier, auto).await {
                 log::warn!("retrieving {}: {e}", n.name);
+                if !e.is_transient() && e.kind != ErrorKind::Other {
+                    me.record_refusal(&n, &archive_id, &e).await;
+                }
             }
             let mut st = lock(&me.state);
             st.starting.remove(&archive_id);
@@ -451,6 +466,38 @@ impl Retriever {
             })
             .await
             .map_err(|e| GlacierError::new("record job", ErrorKind::Other, e.to_string()))
+    }
+
+    /// Keeps a permanent refusal as a Failed row, so `.jobs` shows Glacier's message and opens
+    /// get EIO for [`REFUSAL_HOLD_S`] instead of waiting on a job that does not exist.
+    async fn record_refusal(&self, n: &Node, archive_id: &str, e: &GlacierError) {
+        let now = now_s();
+        let id = format!("refused-{}-{now}", n.ino);
+        let message = format!("{REFUSED}{e}");
+        let (vault, ino, size, archive_id) = (n.vault, n.ino, n.size, archive_id.to_owned());
+        let r = self
+            .catalog
+            .write_async(move |tx| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO jobs (job_id, vault, action, archive_id, status, \
+                     message, created_s, completed_s, size, auto, ino) \
+                     VALUES (?1, ?2, 'ArchiveRetrieval', ?3, 'Failed', ?4, ?5, ?5, ?6, 0, ?7)",
+                    params![
+                        id,
+                        vault as i64,
+                        archive_id,
+                        message,
+                        now,
+                        size as i64,
+                        ino as i64
+                    ],
+                )?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            log::warn!("recording a refused retrieval of {}: {e}", n.name);
+        }
     }
 
     fn vault_name(&self, vault: u64) -> Result<String, CatalogError> {

@@ -117,8 +117,14 @@ impl WriteBack {
     }
 
     /// Asks for the staged files among `inos` to be uploaded now.
+    /// A file waiting out the backoff after a failure is tried again at once: the user asked.
     pub fn force(&self, inos: impl IntoIterator<Item = u64>) {
-        lock(&self.state).forced.extend(inos);
+        let mut st = lock(&self.state);
+        for ino in inos {
+            st.retry_at.remove(&ino);
+            st.forced.insert(ino);
+        }
+        drop(st);
         self.open_files.wake.notify_one();
     }
 
