@@ -3,9 +3,18 @@
 # against moto. Installs what the tests need first (Debian packages, a virtualenv with moto), and
 # stops moto afterwards whether the tests pass or fail.
 #
-#   scripts/test.sh                 # everything
+#   scripts/test.sh                 # everything, in the quick (bounded) mode
+#   scripts/test.sh --long          # more crash trials, fault rounds and fuzz cases
 #   scripts/test.sh --test browse   # extra arguments go to `cargo test`
 set -euo pipefail
+if [ "${1:-}" = "--long" ]; then
+  shift
+  # The figures RELIABILITY.md reports: at least 50 crash trials, 1,000 faulty calls.
+  export GLACIERFS_CRASH_TRIALS=${GLACIERFS_CRASH_TRIALS:-50}
+  export GLACIERFS_FAULT_ROUNDS=${GLACIERFS_FAULT_ROUNDS:-10}
+  export GLACIERFS_FUZZ_CASES=${GLACIERFS_FUZZ_CASES:-20000}
+  export GLACIERFS_MODEL_CASES=${GLACIERFS_MODEL_CASES:-100}
+fi
 cd "$(dirname "$0")/.."
 root=$(pwd)
 mkdir -p target

@@ -32,6 +32,9 @@ pub enum Command {
     /// Load vault inventories
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Look after the catalog itself
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
     /// Request retrieval of files or whole subtrees of a running mount
     Retrieve(RetrieveArgs),
     /// Upload staged files now, optionally waiting until they are in the vault
@@ -164,6 +167,13 @@ pub struct StatusArgs {
 pub enum InventoryCommand {
     /// Load an inventory file (JSON or CSV) you already have into the catalog
     Import(ImportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Put a damaged catalog aside and restore its latest copy (or start empty); the next
+    /// mount reads each vault's inventory again and recovers staged files from their sidecars
+    Rebuild(CacheArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -444,12 +444,45 @@ pub fn run(
             let _ = lazy_unmount(&mountpoint_owned);
         }
     });
+    spawn_catalog_copies(&catalog, runtime.handle());
     reporter.ready();
     let result = session.run();
     log::info!("unmounted; saving state");
     runtime.shutdown_timeout(Duration::from_secs(5));
     catalog.close();
+    if let Err(e) = catalog.save_copy() {
+        log::warn!("saving a copy of the catalog: {e}");
+    }
     result.map_err(MountError::Mount)
+}
+
+/// Keeps a catalog copy no older than a day while mounted, for `glacierfs catalog rebuild`; the
+/// first is saved a few minutes after the mount (out of the way of its start-up), so even a
+/// mount that never stops cleanly has one.
+fn spawn_catalog_copies(catalog: &Catalog, runtime: &tokio::runtime::Handle) {
+    const MAX_AGE: Duration = Duration::from_secs(86_400);
+    let catalog = catalog.clone();
+    runtime.spawn(async move {
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        loop {
+            let copy = catalog
+                .path()
+                .with_file_name(crate::catalog::copy::COPY_FILE);
+            let age = std::fs::metadata(&copy)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if age.map_or(true, |a| a >= MAX_AGE) {
+                let c = catalog.clone();
+                match tokio::task::spawn_blocking(move || c.save_copy()).await {
+                    Ok(Ok(())) => log::debug!("saved a copy of the catalog"),
+                    Ok(Err(e)) => log::warn!("saving a copy of the catalog: {e}"),
+                    Err(e) => log::warn!("saving a copy of the catalog: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
 }
 
 async fn wait_for_stop_signal() {

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use glacierfs::catalog::{vaults, Catalog};
-use glacierfs::config::{Cli, Command, ImportArgs, InventoryCommand, MountArgs, TreehashArgs};
+use glacierfs::config::{
+    CacheArgs, CatalogCommand, Cli, Command, ImportArgs, InventoryCommand, MountArgs, TreehashArgs,
+};
 use glacierfs::{daemon, inventory, names, treehash};
 
 fn main() -> ExitCode {
@@ -22,6 +24,10 @@ fn main() -> ExitCode {
         Command::Inventory(InventoryCommand::Import(args)) => {
             init_logging(0, false, None);
             import_inventory(&args)
+        }
+        Command::Catalog(CatalogCommand::Rebuild(args)) => {
+            init_logging(0, false, None);
+            rebuild_catalog(&args)
         }
         Command::Status(args) => glacierfs::status::run(&args),
         Command::Retrieve(args) => {
@@ -126,6 +132,46 @@ fn treehash_files(args: &TreehashArgs) -> ExitCode {
         }
     }
     status
+}
+
+fn rebuild_catalog(args: &CacheArgs) -> ExitCode {
+    let result = (|| -> Result<glacierfs::catalog::copy::Rebuilt, String> {
+        let cache_dir = args.resolve()?;
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(0o077) };
+        let _lock = daemon::CacheLock::acquire(&cache_dir)
+            .map_err(|e| format!("{e}; unmount it before rebuilding its catalog"))?;
+        glacierfs::catalog::copy::rebuild(&cache_dir).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(r) => {
+            if let Some(kept) = &r.kept_as {
+                println!("the old catalog is kept as {}", kept.display());
+            }
+            match r.copy_saved_s {
+                Some(s) => println!(
+                    "restored the catalog copy of {} ({} entries{})",
+                    glacierfs::timefmt::format_iso8601(s, 0),
+                    r.entries,
+                    if r.dropped > 0 {
+                        format!("; {} uploaded since are left to the inventory", r.dropped)
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => println!("no catalog copy to restore: starting from an empty catalog"),
+            }
+            println!(
+                "mount again: each vault's inventory is read again, and staged files are \
+                 recovered from their sidecars"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("glacierfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn import_inventory(args: &ImportArgs) -> ExitCode {

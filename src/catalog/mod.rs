@@ -6,6 +6,7 @@
 //! failure does not undo its neighbours); FUSE threads read through a pool of read-only
 //! connections. Nothing here runs on a tokio worker: async callers use [`Catalog::write_async`].
 
+pub mod copy;
 pub mod jobs;
 pub mod nodes;
 pub mod schema;
@@ -32,8 +33,9 @@ pub enum CatalogError {
     TooNew { found: u32, supported: u32 },
     #[error("this catalog belongs to {recorded}, not {requested}; use another --cache-dir for it")]
     WrongIdentity { recorded: String, requested: String },
-    #[error("the catalog {} is damaged ({detail}); move it aside and mount again to rebuild it \
-             from Glacier's inventory; files staged but not uploaded yet are recovered from \
+    #[error("the catalog {} is damaged ({detail}); run `glacierfs catalog rebuild` (with the \
+             same --cache-dir) to restore its latest copy, then mount again: each vault's \
+             inventory is read again, and files staged but not uploaded yet are recovered from \
              their sidecars", path.display())]
     Damaged { path: PathBuf, detail: String },
     #[error("catalog commit failed: {0}")]
@@ -114,6 +116,7 @@ impl Catalog {
             // Create it 0600 ourselves: SQLite gives the -wal and -shm files the same mode.
             create_private_file(&path)?;
         }
+        check_length(&path)?;
         let mut conn = open_write_connection(&path).map_err(|e| damaged(&path, e))?;
         schema::migrate(&mut conn).map_err(|e| damaged(&path, e))?;
         // Cleared here, set again by a clean close: finding it unset means the last run died.
@@ -121,8 +124,25 @@ impl Catalog {
             .query_row("SELECT value FROM meta WHERE key = 'clean_stop'", [], |r| {
                 r.get::<_, String>(0)
             })
-            .optional()?
+            .optional()
+            .map_err(|e| damaged(&path, e.into()))?
             .is_some();
+        if !clean {
+            // After a crash, SQLite's own check runs before anything is served: WAL and the
+            // crash model say it finds nothing, but a disk that lied about a flush, or a
+            // file cut short, must stop the mount rather than serve a wrong tree. It costs a
+            // read of the catalog, and only after an unclean stop.
+            let verdict: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(|e| damaged(&path, e.into()))?;
+            if verdict != "ok" {
+                return Err(CatalogError::Damaged {
+                    path,
+                    detail: verdict,
+                });
+            }
+            log::info!("catalog checked after an unclean stop: ok");
+        }
         conn.execute("DELETE FROM meta WHERE key = 'clean_stop'", [])?;
         ensure_reserve(dir);
         let reserve = dir.join(RESERVE_FILE);
@@ -138,33 +158,7 @@ impl Catalog {
                 readers: Mutex::new(Vec::new()),
             }),
         };
-        if !clean {
-            catalog.check_in_background();
-        }
         Ok(catalog)
-    }
-
-    /// After an unclean stop, SQLite's own integrity check runs on a read connection, off every
-    /// request path. WAL and the crash model say it should find nothing; if it does, the log
-    /// says so loudly and tells how to rebuild.
-    fn check_in_background(&self) {
-        let me = self.clone();
-        let _ = thread::Builder::new()
-            .name("catalog-check".into())
-            .spawn(move || {
-                let verdict = me.read(|c| {
-                    Ok(c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))?)
-                });
-                match verdict {
-                    Ok(v) if v == "ok" => log::info!("catalog checked after an unclean stop: ok"),
-                    Ok(v) => log::error!(
-                        "the catalog {} is damaged ({v}); unmount, move it aside, and mount again \
-                     to rebuild it from Glacier's inventory (staged files are recovered)",
-                        me.path().display()
-                    ),
-                    Err(e) => log::error!("checking the catalog: {e}"),
-                }
-            });
     }
 
     /// Opens an existing catalog for reading only (`glacierfs status`, beside a running mount):
@@ -451,6 +445,44 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, reserve: PathB
     }
 }
 
+/// A catalog file shorter than its own header says was cut short (a full disk, a bad copy):
+/// SQLite would only notice when a query reaches the missing pages.
+fn check_length(path: &Path) -> Result<(), CatalogError> {
+    use std::io::Read;
+    let mut header = [0u8; 100];
+    let len = std::fs::metadata(path)?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let short = || CatalogError::Damaged {
+        path: path.to_owned(),
+        detail: format!("the file is cut short at {len} bytes"),
+    };
+    if len < 100 {
+        return Err(short());
+    }
+    std::fs::File::open(path)?.read_exact(&mut header)?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(CatalogError::Damaged {
+            path: path.to_owned(),
+            detail: "not a SQLite database".into(),
+        });
+    }
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    // The page count in the header is only valid when the change counter matches the
+    // version-valid-for number (the SQLite file format, §1.3.7).
+    if be32(24) == be32(92) && u64::from(be32(28)) * page_size > len {
+        return Err(short());
+    }
+    Ok(())
+}
+
 /// A catalog SQLite cannot read says so in words a user can act on.
 fn damaged(path: &Path, e: CatalogError) -> CatalogError {
     match e {
@@ -604,7 +636,34 @@ mod tests {
         std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 64 * 1024]).unwrap();
         let err = Catalog::open(dir.path()).err().expect("refused");
         assert!(matches!(err, CatalogError::Damaged { .. }), "{err}");
-        assert!(err.to_string().contains("move it aside"), "{err}");
+        assert!(
+            err.to_string().contains("glacierfs catalog rebuild"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_catalog_cut_short_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        catalog
+            .write(|tx| {
+                tx.execute_batch("CREATE TABLE filler (x BLOB)")?;
+                for _ in 0..64 {
+                    tx.execute("INSERT INTO filler VALUES (zeroblob(4096))", [])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        catalog.close();
+        drop(catalog);
+        let path = dir.path().join(DB_FILE);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len / 2).unwrap();
+        let err = Catalog::open(dir.path()).err().expect("refused");
+        assert!(matches!(err, CatalogError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("cut short"), "{err}");
     }
 
     #[test]
