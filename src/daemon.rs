@@ -434,6 +434,7 @@ pub fn run(
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &fuse_config(args))
         .map_err(MountError::Mount)?;
     log::info!("mounted at {}", mountpoint.display());
+    crate::invalidate::spawn(catalog.watch(), session.notifier());
     let mut unmounter = session.unmount_callable();
     let mountpoint_owned = mountpoint.to_owned();
     runtime.spawn(async move {

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod export;
 pub mod fs;
 pub mod fuse;
+pub mod invalidate;
 pub mod glacier;
 pub mod inventory;
 pub mod names;

@@ -6,6 +6,7 @@
 //! failure does not undo its neighbours); FUSE threads read through a pool of read-only
 //! connections. Nothing here runs on a tokio worker: async callers use [`Catalog::write_async`].
 
+pub mod changes;
 pub mod copy;
 pub mod jobs;
 pub mod nodes;
@@ -102,6 +103,7 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    changes: Mutex<Option<mpsc::Sender<changes::Change>>>,
 }
 
 const DB_FILE: &str = "catalog.db";
@@ -156,6 +158,7 @@ impl Catalog {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
                 readers: Mutex::new(Vec::new()),
+                changes: Mutex::new(None),
             }),
         };
         Ok(catalog)
@@ -179,6 +182,7 @@ impl Catalog {
                 writer: Mutex::new(None),
                 writer_thread: Mutex::new(None),
                 readers: Mutex::new(vec![conn]),
+                changes: Mutex::new(None),
             }),
         })
     }
@@ -446,9 +450,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, reserve: PathB
 }
 
 /// A catalog file shorter than its own header says was cut short (a full disk, a bad copy):
-/// SQLite would only notice when a query reaches the missing pages.
+/// SQLite would only notice when a query reaches the missing pages. Only meaningful with no
+/// write-ahead log to replay: a checkpoint cut off by a crash can leave the file short of its
+/// header, and the WAL completes it on open (the crash suite found this).
 fn check_length(path: &Path) -> Result<(), CatalogError> {
     use std::io::Read;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
     let mut header = [0u8; 100];
     let len = std::fs::metadata(path)?.len();
     if len == 0 {
