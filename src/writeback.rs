@@ -56,6 +56,9 @@ struct QueueState {
     /// Earliest next attempt after a failure.
     retry_at: HashMap<u64, i64>,
     failures: HashMap<u64, u32>,
+    /// The last failure of each file's upload, for `.jobs`: also those that happen before the
+    /// upload has a journal row to carry its message.
+    last_error: HashMap<u64, String>,
     progress: HashMap<u64, Arc<AtomicU64>>,
     deletes_in_flight: HashSet<i64>,
 }
@@ -126,6 +129,11 @@ impl WriteBack {
         }
         drop(st);
         self.open_files.wake.notify_one();
+    }
+
+    /// Why the last attempt to upload `ino` failed, while it has not succeeded since.
+    pub fn last_error(&self, ino: u64) -> Option<String> {
+        lock(&self.state).last_error.get(&ino).cloned()
     }
 
     /// Bytes sent so far for the upload of `ino`, while it runs.
@@ -299,6 +307,7 @@ impl WriteBack {
             Ok(()) => {
                 st.failures.remove(&ino);
                 st.retry_at.remove(&ino);
+                st.last_error.remove(&ino);
             }
             Err(e) => {
                 let n = {
@@ -316,6 +325,7 @@ impl WriteBack {
                     "upload of inode {ino} failed (attempt {n}): {}; retrying in {secs}s",
                     e.message
                 );
+                st.last_error.insert(ino, e.message);
             }
         }
         drop(st);

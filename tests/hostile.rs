@@ -1169,7 +1169,7 @@ fn the_description_limit_is_enforced_when_a_name_is_given() {
 /// either the rename or the overwrite with ENAMETOOLONG; what must never happen is a write that
 /// succeeds and can then never be archived.
 #[test]
-fn bug_a_deep_directory_rename_strands_later_overwrites() {
+fn regression_a_deep_directory_rename_never_strands_a_later_overwrite() {
     if !fuse_available() {
         return;
     }
@@ -1490,7 +1490,7 @@ fn a_vault_of_hostile_descriptions_shows_only_safe_names() {
 /// is gone (an open finds a directory). Archives named `.jobs` take a collision suffix
 /// (DESIGN.md §1); a vault by that name needs the same treatment, so both stay reachable.
 #[test]
-fn bug_a_vault_named_dot_jobs_collides_with_the_root_control_file() {
+fn regression_a_vault_named_dot_jobs_and_the_root_control_file_both_stay_reachable() {
     if !fuse_available() {
         return;
     }

@@ -22,11 +22,7 @@ impl Catalog {
     /// nothing was cached.
     pub fn watch(&self) -> mpsc::Receiver<Change> {
         let (tx, rx) = mpsc::channel();
-        *self
-            .inner
-            .changes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *self.inner.changes.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         rx
     }
 

@@ -64,12 +64,19 @@ pub fn ensure(conn: &Connection, name: &str, state: &str) -> Result<VaultRow, Ca
     if let Some(v) = by_name(conn, name)? {
         return Ok(v);
     }
+    // Glacier allows a vault named `.jobs`, which the root's control file takes: its directory
+    // gets a suffix no vault name can have, so both stay reachable. The row keeps the real name.
+    let shown = if crate::names::is_reserved(name) {
+        format!("{name}~vault")
+    } else {
+        name.to_owned()
+    };
     let ino = nodes::insert(
         conn,
         Kind::Vault,
         &NewNode {
             parent: ROOT_INO,
-            name,
+            name: &shown,
             vault: 0,
             mtime_ns: now_ns(),
             ..Default::default()

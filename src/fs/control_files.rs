@@ -292,7 +292,10 @@ impl GlacierFs {
                     .set("Path", path_of(&u.vault, &u.path))
                     .set("SizeInBytes", u.size)
                     .set("BytesDone", done)
-                    .opt("StatusMessage", u.message),
+                    .opt(
+                        "StatusMessage",
+                        self.services.writeback.last_error(u.ino).or(u.message),
+                    ),
             );
         }
         for d in rows.deletes {

@@ -252,6 +252,14 @@ impl GlacierFs {
         let truncate = write && flags & libc::O_TRUNC != 0;
         if write {
             self.writable()?;
+            // New content becomes a new archive under this path: a path that cannot be
+            // described (an old archive from another tool, say) could never be uploaded.
+            let path = self
+                .catalog
+                .read(move |c| nodes::vault_relative_path(c, ino))?;
+            if !names::fits(&path, 0) {
+                return Err(FsError::NameTooLong(path));
+            }
         }
         if !n.local && !truncate && n.size > 0 {
             return Err(self.services.retriever.cold_open(&n));
@@ -584,7 +592,7 @@ impl GlacierFs {
         }
         let new_path = self.new_path(&dst_parent, &new_name)?;
         if src.kind == Kind::Dir {
-            self.check_staged_paths_fit(src.ino, &new_path)?;
+            self.check_paths_fit(src.ino, &new_path)?;
         }
         let existing = self
             .catalog
@@ -656,10 +664,11 @@ impl GlacierFs {
         }
     }
 
-    /// A directory may move only where every staged file under it can still be described.
-    fn check_staged_paths_fit(&self, dir: u64, new_dir_path: &str) -> FsResult<()> {
-        let staged = self.catalog.read(|c| staged_below(c, dir))?;
-        for rel in staged {
+    /// A directory may move only where every file under it can still be described: a staged
+    /// one is uploaded under its new path, and an archived one would be if it were rewritten.
+    fn check_paths_fit(&self, dir: u64, new_dir_path: &str) -> FsResult<()> {
+        let files = self.catalog.read(|c| files_below(c, dir))?;
+        for rel in files {
             let path = format!("{new_dir_path}/{rel}");
             if !names::fits(&path, 0) {
                 return Err(FsError::NameTooLong(path));
@@ -719,14 +728,14 @@ pub(crate) fn remove_file_node(
 }
 
 /// Paths (relative to `dir`) of the staged files below it.
-fn staged_below(c: &Connection, dir: u64) -> Result<Vec<String>, CatalogError> {
+fn files_below(c: &Connection, dir: u64) -> Result<Vec<String>, CatalogError> {
     let mut stmt = c.prepare(
         "WITH RECURSIVE sub(ino, path, kind, dirty) AS ( \
              SELECT ino, name, kind, dirty FROM nodes WHERE parent = ?1 AND ino != ?1 \
              UNION ALL \
              SELECT n.ino, sub.path || '/' || n.name, n.kind, n.dirty \
              FROM nodes n JOIN sub ON n.parent = sub.ino WHERE sub.kind != 3) \
-         SELECT path FROM sub WHERE kind = 3 AND dirty > 0",
+         SELECT path FROM sub WHERE kind = 3",
     )?;
     let rows = stmt.query_map([dir as i64], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)

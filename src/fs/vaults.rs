@@ -16,7 +16,10 @@ use crate::names;
 fn vault_name(name: &OsStr) -> FsResult<String> {
     let s = std::str::from_utf8(name.as_bytes())
         .map_err(|_| FsError::Invalid("vault names are ASCII".into()))?;
-    if names::is_valid_vault_name(s) {
+    if names::is_reserved(s) {
+        // The root's `.jobs` is a control file; a vault of that name could not be reached.
+        Err(FsError::Exists)
+    } else if names::is_valid_vault_name(s) {
         Ok(s.to_owned())
     } else {
         Err(FsError::Invalid(format!(
