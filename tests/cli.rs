@@ -242,7 +242,7 @@ fn a_damaged_catalog_refuses_the_mount_and_says_what_to_do() {
         .err()
         .expect("refused");
     assert!(
-        err.contains("damaged") && err.contains("move it aside"),
+        err.contains("damaged") && err.contains("glacierfs catalog rebuild"),
         "{err}"
     );
 }

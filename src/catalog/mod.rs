@@ -114,7 +114,8 @@ impl Catalog {
     /// Opens (creating and migrating as needed) the catalog in `dir`.
     pub fn open(dir: &Path) -> Result<Catalog, CatalogError> {
         let path = dir.join(DB_FILE);
-        if !path.exists() {
+        let fresh = !path.exists();
+        if fresh {
             // Create it 0600 ourselves: SQLite gives the -wal and -shm files the same mode.
             create_private_file(&path)?;
         }
@@ -129,7 +130,7 @@ impl Catalog {
             .optional()
             .map_err(|e| damaged(&path, e.into()))?
             .is_some();
-        if !clean {
+        if !clean && !fresh {
             // After a crash, SQLite's own check runs before anything is served: WAL and the
             // crash model say it finds nothing, but a disk that lied about a flush, or a
             // file cut short, must stop the mount rather than serve a wrong tree. It costs a
