@@ -60,18 +60,18 @@ record() { mkdir -p "$work/res/$1"; echo "$3" >>"$work/res/$1/$2"; }
 # MB/s (decimal, as dd and the design table count) for $1 MiB in $2 seconds.
 mbps() { awk -v m="$1" -v s="$2" 'BEGIN { printf "%.1f", m * 1.048576 / s }'; }
 
-# Staged write and cached read with dd, $runs times, into directory $1; samples go to target $2
-# of keys $3 (write) and $4 (read). Each write starts with no dirty pages left from the last.
-dd_runs() {
+# One staged write and cached read with dd into directory $1; the samples go to target $2 of
+# keys $3 (write) and $4 (read). The write starts with no dirty pages left from the last one.
+# Callers take turns between targets in each repetition, so that whatever else the disk and
+# the machine are doing weighs on every target alike.
+dd_once() {
   local dir=$1 target=$2 wkey=$3 rkey=$4 secs
-  for _ in $(seq "$runs"); do
-    rm -f "$dir/dd.bin"
-    sync
-    secs=$(measure dd if=/dev/zero of="$dir/dd.bin" bs=1M count="$dd_mib" status=none | cut -d' ' -f1)
-    record "$wkey" "$target" "$(mbps "$dd_mib" "$secs")"
-    secs=$(measure dd if="$dir/dd.bin" of=/dev/null bs=1M status=none | cut -d' ' -f1)
-    record "$rkey" "$target" "$(mbps "$dd_mib" "$secs")"
-  done
+  rm -f "$dir/dd.bin"
+  sync
+  secs=$(measure dd if=/dev/zero of="$dir/dd.bin" bs=1M count="$dd_mib" status=none | cut -d' ' -f1)
+  record "$wkey" "$target" "$(mbps "$dd_mib" "$secs")"
+  secs=$(measure dd if="$dir/dd.bin" of=/dev/null bs=1M status=none | cut -d' ' -f1)
+  record "$rkey" "$target" "$(mbps "$dd_mib" "$secs")"
   rm -f "$dir/dd.bin"
 }
 
@@ -83,7 +83,10 @@ if [ "${1:-}" = "--unprivileged-inner" ]; then
   "$bin" mount --endpoint-url "$endpoint" --cache-dir "$work/cache-unpriv" \
     --write-back-delay 1h "$work/mnt-unpriv" 2>>"$work/unpriv.log"
   trap 'umount "$work/mnt-unpriv" || umount -l "$work/mnt-unpriv" || true' EXIT
-  dd_runs "$work/mnt-unpriv/bench" glacierfs write_dd_unpriv read_dd_unpriv
+  for _ in $(seq "$runs"); do
+    dd_once "$work/native-dd" native write_dd_unpriv read_dd_unpriv
+    dd_once "$work/mnt-unpriv/bench" glacierfs write_dd_unpriv read_dd_unpriv
+  done
   exit 0
 fi
 
@@ -112,6 +115,7 @@ missing=()
 command -v rclone >/dev/null || missing+=(rclone)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v fio >/dev/null || missing+=(fio)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]} to compare against..."
@@ -232,43 +236,45 @@ if command -v rclone >/dev/null && mount_rclone "$work/rclone-src" "$work/rclone
 fi
 
 echo "staged write and cached read of $dd_mib MiB with dd ($runs runs each)..."
-dd_runs "$work/native-dd" native write_dd read_dd
-dd_runs "$work/mnt/bench" glacierfs write_dd read_dd
-[ "$have_rclone" = 1 ] && dd_runs "$work/rclone-dd" rclone write_dd read_dd
+for _ in $(seq "$runs"); do
+  dd_once "$work/native-dd" native write_dd read_dd
+  dd_once "$work/mnt/bench" glacierfs write_dd read_dd
+  if [ "$have_rclone" = 1 ]; then dd_once "$work/rclone-dd" rclone write_dd read_dd; fi
+done
 
 if command -v fio >/dev/null; then
   echo "sequential write of $dd_mib MiB with fio ($runs runs each)..."
-  fio_runs() {
+  fio_once() {
     local dir=$1 target=$2
-    for _ in $(seq "$runs"); do
-      rm -f "$dir/fio.bin"
-      sync
-      fio --name=seqwrite --filename="$dir/fio.bin" --rw=write --bs=1M --size="${dd_mib}M" \
-        --ioengine=psync --fallocate=none --output-format=json >"$work/fio.json"
-      record write_fio "$target" "$(python3 -c '
+    rm -f "$dir/fio.bin"
+    sync
+    fio --name=seqwrite --filename="$dir/fio.bin" --rw=write --bs=1M --size="${dd_mib}M" \
+      --ioengine=psync --fallocate=none --output-format=json >"$work/fio.json"
+    record write_fio "$target" "$(python3 -c '
 import json, sys
 bw = json.load(open(sys.argv[1]))["jobs"][0]["write"]["bw_bytes"]
 print("%.1f" % (bw / 1e6))' "$work/fio.json")"
-    done
     rm -f "$dir/fio.bin"
   }
-  fio_runs "$work/native-dd" native
-  fio_runs "$work/mnt/bench" glacierfs
-  [ "$have_rclone" = 1 ] && fio_runs "$work/rclone-dd" rclone
+  for _ in $(seq "$runs"); do
+    fio_once "$work/native-dd" native
+    fio_once "$work/mnt/bench" glacierfs
+    if [ "$have_rclone" = 1 ]; then fio_once "$work/rclone-dd" rclone; fi
+  done
 fi
 
 echo "ls -l and find over $ls_count entries ($runs runs each)..."
-listing_runs() {
-  local dir=$1 target=$2
-  ls -l "$dir" >/dev/null  # warm caches on every side alike
-  for _ in $(seq "$runs"); do
-    record ls "$target" "$(measure ls -l "$dir" | cut -d' ' -f1)"
-    record find "$target" "$(measure find "$dir" -type f | cut -d' ' -f1)"
-  done
+listing_once() {
+  record ls "$2" "$(measure ls -l "$1" | cut -d' ' -f1)"
+  record find "$2" "$(measure find "$1" -type f | cut -d' ' -f1)"
 }
-listing_runs "$work/native-ls" native
-listing_runs "$work/mnt/bench" glacierfs
-[ "$have_rclone" = 1 ] && listing_runs "$work/rclone-ls" rclone
+listing_dirs=("$work/native-ls" native "$work/mnt/bench" glacierfs)
+if [ "$have_rclone" = 1 ]; then listing_dirs+=("$work/rclone-ls" rclone); fi
+# Warm caches on every side alike.
+for ((i = 0; i < ${#listing_dirs[@]}; i += 2)); do ls -l "${listing_dirs[i]}" >/dev/null; done
+for _ in $(seq "$runs"); do
+  for ((i = 0; i < ${#listing_dirs[@]}; i += 2)); do listing_once "${listing_dirs[i]}" "${listing_dirs[i + 1]}"; done
+done
 entries=$(find "$work/mnt/bench" -maxdepth 1 -type f | wc -l)
 if [ "$entries" -lt "$ls_count" ]; then
   echo "bench.sh: the vault lists $entries archives, not $ls_count" >&2
@@ -377,8 +383,6 @@ rows = [
     ("sdk_cpu", "  the bare SDK from memory, for scale", "CPU-s/GiB", False, "", None),
 ]
 absolute = {"import_time": 5.0, "import_rss": 150 * 1e6 / 2**20, "mount_ready": 1.0, "idle_rss": 100 * 1e6 / 2**20}
-# Rows whose native column is another row's native figure.
-native_of = {"write_dd_unpriv": "write_dd", "read_dd_unpriv": "read_dd"}
 
 def samples(key, target):
     try:
@@ -411,7 +415,7 @@ head = f"{'measurement':<46} {'native':>14} {'rclone':>14} {'glacierfs':>14} {'r
 print(head)
 print("-" * len(head))
 for key, label, unit, higher, target_text, target_ratio in rows:
-    native = samples(native_of.get(key, key), "native")
+    native = samples(key, "native")
     rclone, glacierfs = samples(key, "rclone"), samples(key, "glacierfs")
     n, r, g = med(native), med(rclone), med(glacierfs)
     ratio = g / n if (g is not None and n) else None
