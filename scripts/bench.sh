@@ -23,7 +23,8 @@
 #   - time until `glacierfs mount` returns (ready) on a catalog of the same 1,000,000
 #     entries, and the daemon's RSS once it is idle;
 #   - CPU seconds per GiB uploaded through the upload engine and the SDK to the test emulator
-#     (the `cpu_cost_of_an_upload_through_the_sdk` test), against the SDK's own hashing;
+#     (the `cpu_cost_of_an_upload_through_the_sdk` test), against the SDK's own hashing (two
+#     SHA-256 passes over the data) and beside the bare SDK sending the same parts;
 #   - the write and read again on a mount without FUSE passthrough, as an unprivileged user
 #     gets: the daemon runs in a user namespace, where the kernel refuses it the
 #     CAP_SYS_ADMIN that passthrough needs (glacierfs has no switch to turn passthrough off).
@@ -311,10 +312,19 @@ echo "CPU per GiB uploaded through the upload engine and the SDK ($runs runs)...
 # The test prints lines like "cpu: upload ...: 0.357 CPU-s (...; 1.430 CPU-s/GiB, ...)"; the
 # figure per GiB is the last "CPU-s/GiB" of the line that starts with $2.
 per_gib() { echo "$1" | grep "cpu: $2" | grep -o '[0-9.]* CPU-s/GiB' | tail -1 | cut -d' ' -f1; }
+# The SDK's own hashing is two SHA-256 passes over every body, one input at a time: each MiB
+# for the tree hash and the whole body for the signature. The test's linear SHA-256 is one
+# such pass; its tree hash is the project's, which pairs leaves up and so costs less than
+# the SDK's pass does. So the floor is twice the linear pass. Its size comes from the
+# "hashing N MiB" line: CPU-s per GiB = 2 * CPU-s * 1024 / N.
+sdk_hashing() {
+  echo "$1" | grep "cpu: hashing" | sed -n 's/.*hashing \([0-9]*\) MiB:.*linear SHA-256 \([0-9.]*\) CPU-s.*/\1 \2/p' |
+    awk '{ if ($1 > 0) printf "%.3f", 2 * $2 * 1024 / $1 }'
+}
 for _ in $(seq "$runs"); do
   out=$(cargo test --release --quiet --test upload_engine cpu_cost_of_an_upload_through_the_sdk \
     -- --nocapture --test-threads=1 2>&1) || { echo "$out" >&2; echo "bench.sh: the upload measurement failed" >&2; exit 1; }
-  upload=$(per_gib "$out" "upload of") hashing=$(per_gib "$out" "hashing") bare=$(per_gib "$out" "the same parts")
+  upload=$(per_gib "$out" "upload of") hashing=$(sdk_hashing "$out") bare=$(per_gib "$out" "the same parts")
   if [ -z "$upload" ] || [ -z "$hashing" ] || [ -z "$bare" ]; then
     echo "$out" >&2
     echo "bench.sh: no CPU figures in the test's output" >&2
@@ -379,7 +389,7 @@ rows = [
     ("import_rss", "  its peak RSS", "MiB", False, "<= 150 MB", None),
     ("mount_ready", "mount ready, $inv_count catalog entries", "s", False, "<= 1 s", None),
     ("idle_rss", "  the daemon's idle RSS", "MiB", False, "<= 100 MB", None),
-    ("upload_cpu", "CPU per GiB uploaded (native: SDK hashing)", "CPU-s/GiB", False, "<= 1.1x hashing", 1.1),
+    ("upload_cpu", "CPU per GiB uploaded (native: SDK's hashing)", "CPU-s/GiB", False, "<= 1.1x hashing", 1.1),
     ("sdk_cpu", "  the bare SDK from memory, for scale", "CPU-s/GiB", False, "", None),
 ]
 absolute = {"import_time": 5.0, "import_rss": 150 * 1e6 / 2**20, "mount_ready": 1.0, "idle_rss": 100 * 1e6 / 2**20}
