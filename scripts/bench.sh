@@ -1,52 +1,48 @@
 #!/usr/bin/env bash
-# Measures glacierfs against the targets of DESIGN.md §4 and prints a table of medians.
+# Measures glacierfs against the performance targets of DESIGN.md §4, side by side with a native
+# directory and an `rclone mount --vfs-cache-mode full` of a local directory, all on the disk
+# that holds the work directory. Prints a table of medians with each figure's ratio to native,
+# and writes the same figures, every sample and a description of the machine as JSON.
 #
-#   scripts/bench.sh [--runs N]
+#   scripts/bench.sh [--runs N] [--json FILE] [--quick] [--dir DIR]
 #
-# Measurements:
-#   - staged write of 1 GiB (`dd bs=1M`) and cached read of it back, against a native
-#     directory and an `rclone mount --vfs-cache-mode full` of a local directory, same disk;
-#   - import of a generated 1,000,000-archive JSON inventory: wall time and peak RSS;
-#   - `ls -l` of a vault directory of 100,000 archives, against a native directory of
-#     100,000 files on the same disk;
-#   - CPU seconds per GiB uploaded through the upload engine and the SDK to the test emulator,
-#     against the SDK's own hashing.
-# The mount talks to moto (started here, in the same virtualenv scripts/test.sh uses); the
-# listing never reaches it, since browsing is answered from the catalog.
+#   --runs N     repetitions of each measurement (default 5; the table shows medians)
+#   --json FILE  where the JSON goes (default target/bench/bench.json)
+#   --quick      smaller sizes and 1 repetition unless --runs says otherwise: a smoke test
+#   --dir DIR    where to make the work directory (default $TMPDIR or /tmp); it is removed
+#                at the end, mounts included
+#
+# Measurements (sizes in quick mode in brackets):
+#   - staged write of 1 GiB [128 MiB] with `dd bs=1M` and with fio (sequential, psync, 1 MiB);
+#     the dd figure includes close, since close is when a staged file is complete;
+#   - cached read of the same file with `dd bs=1M` (a staged file's data is local, like a
+#     retrieved one's, and is served the same way: through passthrough when it is on);
+#   - `ls -l` and `find` over a directory of 100,000 [10,000] archives (rclone: files);
+#   - tree hash of 1 GiB [256 MiB] by `glacierfs treehash`, against `openssl dgst -sha256`;
+#   - import of a generated 1,000,000-archive [100,000] JSON inventory: time and peak RSS;
+#   - time until `glacierfs mount` returns (ready) on a catalog of the same 1,000,000
+#     entries, and the daemon's RSS once it is idle;
+#   - CPU seconds per GiB uploaded through the upload engine and the SDK to the test emulator
+#     (the `cpu_cost_of_an_upload_through_the_sdk` test), against the SDK's own hashing (two
+#     SHA-256 passes over the data) and beside the bare SDK sending the same parts;
+#   - the write and read again on a mount without FUSE passthrough, as an unprivileged user
+#     gets: the daemon runs in a user namespace, where the kernel refuses it the
+#     CAP_SYS_ADMIN that passthrough needs (glacierfs has no switch to turn passthrough off).
+# Where a tool cannot do something (rclone has no tree hash or inventory), the table shows "—".
+#
+# The mounts talk to moto (started here, in the virtualenv scripts/test.sh uses); none of the
+# measurements reaches it, since browsing is answered from the catalog and uploads wait for
+# --write-back-delay. Nothing here decides pass or fail on timing: the verdict column is
+# information, and the script succeeds whenever every measurement ran.
 set -euo pipefail
+start_dir=$(pwd)
 cd "$(dirname "$0")/.."
 root=$(pwd)
-runs=5
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --runs) runs=$2; shift 2 ;;
-    *) echo "usage: scripts/bench.sh [--runs N]" >&2; exit 2 ;;
-  esac
-done
+self="$root/scripts/bench.sh"
 
-if ! command -v rclone >/dev/null || ! command -v fusermount3 >/dev/null; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    echo "installing rclone and fuse3 to compare against..."
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone fuse3 >/dev/null
-  fi
-fi
+usage() { sed -n '7,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/glacierfs-bench.XXXXXX")
-moto_pid=""
-cleanup() {
-  for m in "$work/mnt" "$work/rclone-mnt"; do
-    if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m" || true; fi
-  done
-  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "building the release binary..."
-cargo build --release --quiet
-bin="$root/target/release/glacierfs"
-
-# Runs a command; prints "seconds peak_rss_MiB".
+# Runs a command; prints "wall_seconds peak_rss_MiB". Its output is discarded.
 measure() {
   python3 - "$@" <<'PY'
 import resource, subprocess, sys, time
@@ -59,39 +55,105 @@ print(f"{elapsed:.4f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 
 PY
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Appends one sample to results/<key>/<target>.
+record() { mkdir -p "$work/res/$1"; echo "$3" >>"$work/res/$1/$2"; }
 
-echo "generating inventories..."
-python3 scripts/gen_inventory.py 1000000 "$work/inv-1m.json"
-python3 scripts/gen_inventory.py 100000 "$work/inv-100k.json" --flat
+# MB/s (decimal, as dd and the design table count) for $1 MiB in $2 seconds.
+mbps() { awk -v m="$1" -v s="$2" 'BEGIN { printf "%.1f", m * 1.048576 / s }'; }
 
-echo "import of 1,000,000 archives ($runs runs)..."
-: >"$work/import.txt"
-for _ in $(seq "$runs"); do
-  rm -rf "$work/cache-import"
-  measure "$bin" inventory import --cache-dir "$work/cache-import" bench "$work/inv-1m.json" >>"$work/import.txt"
+# One staged write and cached read with dd into directory $1; the samples go to target $2 of
+# keys $3 (write) and $4 (read). The write starts with no dirty pages left from the last one.
+# Callers take turns between targets in each repetition, so that whatever else the disk and
+# the machine are doing weighs on every target alike.
+dd_once() {
+  local dir=$1 target=$2 wkey=$3 rkey=$4 secs
+  rm -f "$dir/dd.bin"
+  sync
+  secs=$(measure dd if=/dev/zero of="$dir/dd.bin" bs=1M count="$dd_mib" status=none | cut -d' ' -f1)
+  record "$wkey" "$target" "$(mbps "$dd_mib" "$secs")"
+  secs=$(measure dd if="$dir/dd.bin" of=/dev/null bs=1M status=none | cut -d' ' -f1)
+  record "$rkey" "$target" "$(mbps "$dd_mib" "$secs")"
+  rm -f "$dir/dd.bin"
+}
+
+# The unprivileged part, run inside `unshare --user --map-root-user --mount`: the mount exists
+# only in this namespace, so it is made, measured and unmounted here.
+if [ "${1:-}" = "--unprivileged-inner" ]; then
+  work=$2 runs=$3 dd_mib=$4 endpoint=$5 bin=$6
+  mkdir -p "$work/mnt-unpriv"
+  "$bin" mount --endpoint-url "$endpoint" --cache-dir "$work/cache-unpriv" \
+    --write-back-delay 1h "$work/mnt-unpriv" 2>>"$work/unpriv.log"
+  trap 'umount "$work/mnt-unpriv" || umount -l "$work/mnt-unpriv" || true' EXIT
+  for _ in $(seq "$runs"); do
+    dd_once "$work/native-dd" native write_dd_unpriv read_dd_unpriv
+    dd_once "$work/mnt-unpriv/bench" glacierfs write_dd_unpriv read_dd_unpriv
+  done
+  exit 0
+fi
+
+runs=5 runs_given=0 quick=0 json="$root/target/bench/bench.json" parent=${TMPDIR:-/tmp}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) [ $# -ge 2 ] || usage; runs=$2; runs_given=1; shift 2 ;;
+    --json) [ $# -ge 2 ] || usage; json=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --dir) [ $# -ge 2 ] || usage; parent=$(cd "$start_dir" && cd "$2" && pwd); shift 2 ;;
+    -h | --help) usage ;;
+    *) echo "bench.sh: unknown argument $1" >&2; usage ;;
+  esac
 done
-import_s=$(cut -d' ' -f1 "$work/import.txt" | median)
-import_rss=$(cut -d' ' -f2 "$work/import.txt" | median)
+case "$runs" in '' | *[!0-9]* | 0) echo "bench.sh: --runs takes a positive number" >&2; exit 2 ;; esac
+if [ "$quick" = 1 ]; then
+  [ "$runs_given" = 1 ] || runs=1
+  dd_mib=128 ls_count=10000 inv_count=100000 th_mib=256
+else
+  dd_mib=1024 ls_count=100000 inv_count=1000000 th_mib=1024
+fi
+case "$json" in /*) ;; *) json="$start_dir/$json" ;; esac
+mkdir -p "$(dirname "$json")"
 
-echo "preparing a vault of 100,000 archives and a native directory of 100,000 files..."
-"$bin" inventory import --cache-dir "$work/cache-ls" bench "$work/inv-100k.json" >/dev/null
-mkdir -p "$work/native" "$work/mnt"
-python3 - "$work/native" <<'PY'
-import os, sys
-for i in range(100000):
-    with open(os.path.join(sys.argv[1], f"file-{i:07d}.dat"), "wb") as f:
-        f.truncate(1 + i % 100000)
-PY
+missing=()
+command -v rclone >/dev/null || missing+=(rclone)
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v fio >/dev/null || missing+=(fio)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} to compare against..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+      echo "bench.sh: could not install ${missing[*]}; those columns will show —" >&2
+  else
+    echo "bench.sh: ${missing[*]} missing and cannot be installed here; those columns will show —" >&2
+  fi
+fi
 
+work=$(mktemp -d "$parent/glacierfs-bench.XXXXXX")
+moto_pid=""
+cleanup() {
+  for m in "$work"/mnt "$work"/mnt-ready "$work"/rclone-*; do
+    if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m" || true; fi
+  done
+  if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+echo "building the release binary..."
+cargo build --release --quiet
+bin="$root/target/release/glacierfs"
+
+# --- moto -------------------------------------------------------------------------------------
 venv="$root/target/moto-venv"
 if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "creating $venv with moto[server]..."
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
 fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 moto_pid=$!
+endpoint="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 for _ in $(seq 1 100); do
   python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
@@ -99,72 +161,301 @@ for _ in $(seq 1 100); do
 done
 "$venv/bin/python" -c "
 import boto3
-boto3.client('glacier', endpoint_url='http://127.0.0.1:$port', region_name='us-east-1').create_vault(vaultName='bench')"
-"$bin" mount --endpoint-url "http://127.0.0.1:$port" --cache-dir "$work/cache-ls" --write-back-delay 1h -q "$work/mnt"
+boto3.client('glacier', endpoint_url='$endpoint', region_name='us-east-1').create_vault(vaultName='bench')"
 
-dd_runs() {
-  local dir=$1 out_w=$2 out_r=$3
-  : >"$out_w"
-  : >"$out_r"
-  for _ in $(seq "$runs"); do
-    rm -f "$dir/dd.bin"
-    measure dd if=/dev/zero of="$dir/dd.bin" bs=1M count=1024 status=none >>"$out_w"
-    measure dd if="$dir/dd.bin" of=/dev/null bs=1M status=none >>"$out_r"
-  done
-  rm -f "$dir/dd.bin"
+# Mounts glacierfs on $2 with the catalog in $1; uploads wait an hour, so none runs meanwhile.
+mount_glacierfs() {
+  mkdir -p "$2"
+  "$bin" mount --endpoint-url "$endpoint" --cache-dir "$1" --write-back-delay 1h "$2"
 }
-mbps() { awk -v s="$1" 'BEGIN { if (s > 0) printf "%.0f", 1024 / s * 1.048576; else print "-" }'; }
 
-echo "staged write and cached read of 1 GiB ($runs runs each)..."
-mkdir -p "$work/dd-native" "$work/dd-rclone-src" "$work/rclone-mnt"
-dd_runs "$work/dd-native" "$work/w-native.txt" "$work/r-native.txt"
-dd_runs "$work/mnt/bench" "$work/w-glacierfs.txt" "$work/r-glacierfs.txt"
-rclone_w="-" rclone_r="-"
-if command -v rclone >/dev/null; then
-  rclone mount "$work/dd-rclone-src" "$work/rclone-mnt" --vfs-cache-mode full \
-    --cache-dir "$work/rclone-cache" --daemon >/dev/null 2>&1 || true
-  for _ in $(seq 1 50); do mountpoint -q "$work/rclone-mnt" && break; sleep 0.1; done
-  if mountpoint -q "$work/rclone-mnt"; then
-    dd_runs "$work/rclone-mnt" "$work/w-rclone.txt" "$work/r-rclone.txt"
-    rclone_w=$(cut -d' ' -f1 "$work/w-rclone.txt" | median)
-    rclone_r=$(cut -d' ' -f1 "$work/r-rclone.txt" | median)
-    umount "$work/rclone-mnt" || umount -l "$work/rclone-mnt" || true
+# Mounts rclone over local directory $1 on $2, with its cache in $3; fails if it never appears.
+mount_rclone() {
+  mkdir -p "$2"
+  rclone mount "$1" "$2" --vfs-cache-mode full --cache-dir "$3" --daemon >/dev/null 2>&1 || return 1
+  for _ in $(seq 1 100); do mountpoint -q "$2" && return 0; sleep 0.1; done
+  return 1
+}
+
+# "on" or "off (why)", from what a mount logged.
+passthrough_mode() {
+  local why
+  why=$(grep -ho 'FUSE passthrough is off (.*); file data' "$@" 2>/dev/null | head -1 |
+    sed 's/^FUSE passthrough is off (//; s/); file data$//')
+  if [ -n "$why" ]; then echo "off ($why)"; else echo "on"; fi
+}
+
+# --- inventory import and mount-ready ----------------------------------------------------------
+echo "generating inventories ($inv_count archives; $ls_count in one directory)..."
+python3 scripts/gen_inventory.py "$inv_count" "$work/inv-big.json"
+python3 scripts/gen_inventory.py "$ls_count" "$work/inv-flat.json" --flat
+
+echo "import of $inv_count archives ($runs runs)..."
+for _ in $(seq "$runs"); do
+  rm -rf "$work/cache-big"
+  m=$(measure "$bin" inventory import --cache-dir "$work/cache-big" bench "$work/inv-big.json")
+  record import_time glacierfs "${m% *}"
+  record import_rss glacierfs "${m#* }"
+done
+
+echo "mount ready with $inv_count catalog entries, and idle RSS ($runs runs)..."
+mkdir -p "$work/mnt-ready"
+# Whether process $1 is still there (a zombie waiting for its reaper counts as gone).
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+for _ in $(seq "$runs"); do
+  sync
+  secs=$(measure "$bin" mount --endpoint-url "$endpoint" --cache-dir "$work/cache-big" \
+    --write-back-delay 1h "$work/mnt-ready" | cut -d' ' -f1)
+  record mount_ready glacierfs "$secs"
+  pid=$("$bin" status --cache-dir "$work/cache-big" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("Pid") or "")')
+  # Idle: after the start-up work (catalog checks, the first listing of vaults) has settled.
+  sleep 3
+  if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
+    record idle_rss glacierfs "$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")"
   fi
+  umount "$work/mnt-ready"
+  # The next mount needs the cache directory free: wait for the daemon to exit.
+  for _ in $(seq 1 300); do [ -n "$pid" ] && alive "$pid" || break; sleep 0.1; done
+done
+
+# --- the main mounts ---------------------------------------------------------------------------
+echo "preparing $ls_count archives in a vault, and $ls_count files in a native directory..."
+"$bin" inventory import --cache-dir "$work/cache" bench "$work/inv-flat.json" >/dev/null
+python3 - "$work/native-ls" "$ls_count" <<'PY'
+import os, sys
+os.makedirs(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    with open(os.path.join(sys.argv[1], f"file-{i:07d}.dat"), "wb") as f:
+        f.truncate(1 + i % 100000)
+PY
+mount_glacierfs "$work/cache" "$work/mnt"
+mkdir -p "$work/native-dd" "$work/rclone-src"
+have_rclone=0
+if command -v rclone >/dev/null && mount_rclone "$work/rclone-src" "$work/rclone-dd" "$work/rclone-cache-dd" &&
+  mount_rclone "$work/native-ls" "$work/rclone-ls" "$work/rclone-cache-ls"; then
+  have_rclone=1
 fi
-w_native=$(cut -d' ' -f1 "$work/w-native.txt" | median)
-r_native=$(cut -d' ' -f1 "$work/r-native.txt" | median)
-w_glacierfs=$(cut -d' ' -f1 "$work/w-glacierfs.txt" | median)
-r_glacierfs=$(cut -d' ' -f1 "$work/r-glacierfs.txt" | median)
 
-echo "CPU per GiB uploaded through the SDK to the emulator..."
-upload_cpu=$(cargo test --release --quiet --test upload_engine cpu_cost_of_an_upload_through_the_sdk \
-  -- --nocapture 2>&1 | grep -o 'cpu:.*' || echo "cpu: measurement failed")
+echo "staged write and cached read of $dd_mib MiB with dd ($runs runs each)..."
+for _ in $(seq "$runs"); do
+  dd_once "$work/native-dd" native write_dd read_dd
+  dd_once "$work/mnt/bench" glacierfs write_dd read_dd
+  if [ "$have_rclone" = 1 ]; then dd_once "$work/rclone-dd" rclone write_dd read_dd; fi
+done
 
-ls_runs() {
-  local dir=$1 out=$2
-  ls -l "$dir" >/dev/null  # warm caches on both sides alike
-  : >"$out"
-  for _ in $(seq "$runs"); do measure ls -l "$dir" >>"$out"; done
+if command -v fio >/dev/null; then
+  echo "sequential write of $dd_mib MiB with fio ($runs runs each)..."
+  fio_once() {
+    local dir=$1 target=$2
+    rm -f "$dir/fio.bin"
+    sync
+    fio --name=seqwrite --filename="$dir/fio.bin" --rw=write --bs=1M --size="${dd_mib}M" \
+      --ioengine=psync --fallocate=none --output-format=json >"$work/fio.json"
+    record write_fio "$target" "$(python3 -c '
+import json, sys
+bw = json.load(open(sys.argv[1]))["jobs"][0]["write"]["bw_bytes"]
+print("%.1f" % (bw / 1e6))' "$work/fio.json")"
+    rm -f "$dir/fio.bin"
+  }
+  for _ in $(seq "$runs"); do
+    fio_once "$work/native-dd" native
+    fio_once "$work/mnt/bench" glacierfs
+    if [ "$have_rclone" = 1 ]; then fio_once "$work/rclone-dd" rclone; fi
+  done
+fi
+
+echo "ls -l and find over $ls_count entries ($runs runs each)..."
+listing_once() {
+  record ls "$2" "$(measure ls -l "$1" | cut -d' ' -f1)"
+  record find "$2" "$(measure find "$1" -type f | cut -d' ' -f1)"
 }
-echo "ls -l of 100,000 entries ($runs runs each)..."
-ls_runs "$work/native" "$work/ls-native.txt"
-ls_runs "$work/mnt/bench" "$work/ls-glacierfs.txt"
-ls_native=$(cut -d' ' -f1 "$work/ls-native.txt" | median)
-ls_glacierfs=$(cut -d' ' -f1 "$work/ls-glacierfs.txt" | median)
-entries=$(ls "$work/mnt/bench" | wc -l)
+listing_dirs=("$work/native-ls" native "$work/mnt/bench" glacierfs)
+if [ "$have_rclone" = 1 ]; then listing_dirs+=("$work/rclone-ls" rclone); fi
+# Warm caches on every side alike.
+for ((i = 0; i < ${#listing_dirs[@]}; i += 2)); do ls -l "${listing_dirs[i]}" >/dev/null; done
+for _ in $(seq "$runs"); do
+  for ((i = 0; i < ${#listing_dirs[@]}; i += 2)); do listing_once "${listing_dirs[i]}" "${listing_dirs[i + 1]}"; done
+done
+entries=$(find "$work/mnt/bench" -maxdepth 1 -type f | wc -l)
+if [ "$entries" -lt "$ls_count" ]; then
+  echo "bench.sh: the vault lists $entries archives, not $ls_count" >&2
+  exit 1
+fi
+root_mode=$(passthrough_mode "$work/cache/glacierfs.log")
+umount "$work/mnt"
+if [ "$have_rclone" = 1 ]; then
+  umount "$work/rclone-dd" || umount -l "$work/rclone-dd"
+  umount "$work/rclone-ls" || umount -l "$work/rclone-ls"
+fi
 
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+# --- without passthrough -------------------------------------------------------------------------
+echo "staged write and cached read without passthrough, as unprivileged ($runs runs each)..."
+unpriv_mode="not measured"
+if unshare --user --map-root-user --mount "$self" --unprivileged-inner "$work" "$runs" "$dd_mib" "$endpoint" "$bin"; then
+  unpriv_mode=$(passthrough_mode "$work/cache-unpriv/glacierfs.log" "$work/unpriv.log")
+else
+  echo "bench.sh: the mount in a user namespace failed; see $work/unpriv.log" >&2
+fi
+
+# --- tree hash ---------------------------------------------------------------------------------
+echo "tree hash of $th_mib MiB against openssl dgst -sha256 ($runs runs each)..."
+head -c "$((th_mib << 20))" /dev/urandom >"$work/th.bin"
+cat "$work/th.bin" >/dev/null  # from the page cache, for both
+for _ in $(seq "$runs"); do
+  record treehash native "$(measure openssl dgst -sha256 "$work/th.bin" | cut -d' ' -f1)"
+  record treehash glacierfs "$(measure "$bin" treehash "$work/th.bin" | cut -d' ' -f1)"
+done
+rm -f "$work/th.bin"
+
+# --- upload CPU --------------------------------------------------------------------------------
+echo "CPU per GiB uploaded through the upload engine and the SDK ($runs runs)..."
+# The test prints lines like "cpu: upload ...: 0.357 CPU-s (...; 1.430 CPU-s/GiB, ...)"; the
+# figure per GiB is the last "CPU-s/GiB" of the line that starts with $2.
+per_gib() { echo "$1" | grep "cpu: $2" | grep -o '[0-9.]* CPU-s/GiB' | tail -1 | cut -d' ' -f1; }
+# The SDK's own hashing is two SHA-256 passes over every body, one input at a time: each MiB
+# for the tree hash and the whole body for the signature. The test's linear SHA-256 is one
+# such pass; its tree hash is the project's, which pairs leaves up and so costs less than
+# the SDK's pass does. So the floor is twice the linear pass. Its size comes from the
+# "hashing N MiB" line: CPU-s per GiB = 2 * CPU-s * 1024 / N.
+sdk_hashing() {
+  echo "$1" | grep "cpu: hashing" | sed -n 's/.*hashing \([0-9]*\) MiB:.*linear SHA-256 \([0-9.]*\) CPU-s.*/\1 \2/p' |
+    awk '{ if ($1 > 0) printf "%.3f", 2 * $2 * 1024 / $1 }'
+}
+for _ in $(seq "$runs"); do
+  out=$(cargo test --release --quiet --test upload_engine cpu_cost_of_an_upload_through_the_sdk \
+    -- --nocapture --test-threads=1 2>&1) || { echo "$out" >&2; echo "bench.sh: the upload measurement failed" >&2; exit 1; }
+  upload=$(per_gib "$out" "upload of") hashing=$(sdk_hashing "$out") bare=$(per_gib "$out" "the same parts")
+  if [ -z "$upload" ] || [ -z "$hashing" ] || [ -z "$bare" ]; then
+    echo "$out" >&2
+    echo "bench.sh: no CPU figures in the test's output" >&2
+    exit 1
+  fi
+  record upload_cpu glacierfs "$upload"
+  record upload_cpu native "$hashing"
+  record sdk_cpu glacierfs "$bare"
+  record sdk_cpu native "$hashing"
+done
+
+# --- report ------------------------------------------------------------------------------------
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
-echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ { print $2 }') GiB"
-printf '%-44s %12s %12s %12s %10s %s\n' "measurement" "native" "rclone" "glacierfs" "ratio" "target"
-printf '%-44s %9s MB/s %9s MB/s %9s MB/s %10s %s\n' "dd 1 GiB into a vault (staged write)" \
-  "$(mbps "$w_native")" "$(mbps "$rclone_w")" "$(mbps "$w_glacierfs")" \
-  "$(awk -v a="$w_native" -v b="$w_glacierfs" 'BEGIN { printf "%.2fx", a / b }')" ">= 0.9x native"
-printf '%-44s %9s MB/s %9s MB/s %9s MB/s %10s %s\n' "dd 1 GiB out of a cached file" \
-  "$(mbps "$r_native")" "$(mbps "$rclone_r")" "$(mbps "$r_glacierfs")" \
-  "$(awk -v a="$r_native" -v b="$r_glacierfs" 'BEGIN { printf "%.2fx", a / b }')" ">= 0.9x native"
-printf '%-44s %12s %12s %11ss %10s %s\n' "import 1,000,000-archive inventory (time)" "-" "-" "$import_s" "-" "<= 5 s"
-printf '%-44s %12s %12s %9s MiB %10s %s\n' "import 1,000,000-archive inventory (peak RSS)" "-" "-" "$import_rss" "-" "<= 150 MB"
-printf '%-44s %11ss %12s %11ss %10s %s\n' "ls -l of $entries archives" "$ls_native" "-" "$ls_glacierfs" \
-  "$(awk -v a="$ls_glacierfs" -v b="$ls_native" 'BEGIN { printf "%.2fx", a / b }')" "<= 1.3x native"
-echo "upload engine: $upload_cpu (target: <= 1.1x the SDK's own hashing)"
+python3 - "$work/res" "$json" <<PY
+import json, os, platform, statistics, subprocess, sys
+
+res, out = sys.argv[1], sys.argv[2]
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+mem_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
+fs = sh("findmnt -no SOURCE,FSTYPE,OPTIONS -T '$work'").split()
+device = fs[0] if fs else ""
+machine = {
+    "cpu": cpu_model(),
+    "cores": os.cpu_count(),
+    "ram_gib": round(mem_kib / 2**20, 1),
+    "kernel": platform.release(),
+    "disk": {
+        "device": device,
+        "filesystem": fs[1] if len(fs) > 1 else "",
+        "mount_options": fs[2] if len(fs) > 2 else "",
+        "rotational": sh(f"lsblk -dno ROTA {device}") if device.startswith("/dev/") else "",
+        "model": sh(f"lsblk -dno MODEL {device}") if device.startswith("/dev/") else "",
+    },
+    "load_average_before": "$load_before",
+    "load_average_after": "$load_after",
+}
+
+# key: (label, unit, whether higher is better, the target as text, target ratio)
+rows = [
+    ("write_dd", "dd $dd_mib MiB into a vault (staged write)", "MB/s", True, ">= 0.9x native", 0.9),
+    ("write_fio", "fio sequential write of $dd_mib MiB", "MB/s", True, "", None),
+    ("read_dd", "dd $dd_mib MiB out of a cached file", "MB/s", True, ">= 0.9x native", 0.9),
+    ("write_dd_unpriv", "  the same write without passthrough", "MB/s", True, "", None),
+    ("read_dd_unpriv", "  the same read without passthrough", "MB/s", True, "", None),
+    ("ls", "ls -l of $ls_count archives", "s", False, "<= 1.3x native", 1.3),
+    ("find", "find over $ls_count archives", "s", False, "", None),
+    ("treehash", "tree hash of $th_mib MiB (native: openssl)", "s", False, "<= 0.6x openssl", 0.6),
+    ("import_time", "import of $inv_count-archive inventory", "s", False, "<= 5 s", None),
+    ("import_rss", "  its peak RSS", "MiB", False, "<= 150 MB", None),
+    ("mount_ready", "mount ready, $inv_count catalog entries", "s", False, "<= 1 s", None),
+    ("idle_rss", "  the daemon's idle RSS", "MiB", False, "<= 100 MB", None),
+    ("upload_cpu", "CPU per GiB uploaded (native: SDK's hashing)", "CPU-s/GiB", False, "<= 1.1x hashing", 1.1),
+    ("sdk_cpu", "  the bare SDK from memory, for scale", "CPU-s/GiB", False, "", None),
+]
+absolute = {"import_time": 5.0, "import_rss": 150 * 1e6 / 2**20, "mount_ready": 1.0, "idle_rss": 100 * 1e6 / 2**20}
+
+def samples(key, target):
+    try:
+        with open(os.path.join(res, key, target)) as f:
+            return [float(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+def fmt(v, unit):
+    if v is None:
+        return "—"
+    if unit == "MB/s":
+        return f"{v:,.0f} MB/s"
+    if unit == "s":
+        return f"{v:.3f} s"
+    if unit == "MiB":
+        return f"{v:.0f} MiB"
+    return f"{v:.3f}"
+
+results = []
+print(f"machine: {machine['cores']} cores ({machine['cpu']}), {machine['ram_gib']} GiB, kernel "
+      f"{machine['kernel']}, {machine['disk']['filesystem']} on {machine['disk']['device']}; "
+      f"load {machine['load_average_before']} before, {machine['load_average_after']} after")
+print("passthrough: root mount $root_mode; unprivileged mount $unpriv_mode")
+print(f"medians of $runs run(s); ratio = glacierfs / native")
+head = f"{'measurement':<46} {'native':>14} {'rclone':>14} {'glacierfs':>14} {'ratio':>7}  target"
+print(head)
+print("-" * len(head))
+for key, label, unit, higher, target_text, target_ratio in rows:
+    native = samples(key, "native")
+    rclone, glacierfs = samples(key, "rclone"), samples(key, "glacierfs")
+    n, r, g = med(native), med(rclone), med(glacierfs)
+    ratio = g / n if (g is not None and n) else None
+    verdict = ""
+    if target_ratio is not None and ratio is not None:
+        ok = ratio >= target_ratio if higher else ratio <= target_ratio
+        verdict = "ok" if ok else "MISSED"
+    elif key in absolute and g is not None:
+        verdict = "ok" if g <= absolute[key] else "MISSED"
+    print(f"{label:<46} {fmt(n, unit):>14} {fmt(r, unit):>14} {fmt(g, unit):>14} "
+          f"{(f'{ratio:.2f}x' if ratio is not None else '—'):>7}  {target_text} {verdict}".rstrip())
+    results.append({
+        "key": key, "measurement": label.strip(), "unit": unit, "higher_is_better": higher,
+        "median": {"native": n, "rclone": r, "glacierfs": g},
+        "ratio_to_native": {"glacierfs": ratio, "rclone": r / n if (r is not None and n) else None},
+        "target": target_text or None, "verdict": verdict or None,
+        "samples": {"native": native, "rclone": rclone, "glacierfs": glacierfs},
+    })
+
+doc = {
+    "machine": machine,
+    "runs": $runs,
+    "quick": bool($quick),
+    "sizes": {"dd_mib": $dd_mib, "listing_entries": $ls_count, "inventory_archives": $inv_count,
+              "treehash_mib": $th_mib},
+    "passthrough": {"root_mount": "$root_mode", "unprivileged_mount": "$unpriv_mode"},
+    "results": results,
+}
+with open(out, "w") as f:
+    json.dump(doc, f, indent=2, ensure_ascii=False)
+    f.write("\n")
+print(f"\nJSON: {out}")
+PY
