@@ -131,6 +131,10 @@ pub struct MountArgs {
     /// Refuse every write with EROFS
     #[arg(long)]
     pub read_only: bool,
+    /// Serve file data through the daemon even where FUSE passthrough is available (it needs
+    /// root); for comparison and for kernels whose passthrough misbehaves
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// Let other users see the mount (turns on kernel permission checks)
     #[arg(long, conflicts_with = "allow_root")]
     pub allow_other: bool,

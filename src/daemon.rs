@@ -431,6 +431,9 @@ pub fn run(
         data,
         open_files,
     );
+    if args.no_passthrough {
+        fs.backings().disable("--no-passthrough");
+    }
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &fuse_config(args))
         .map_err(MountError::Mount)?;
     log::info!("mounted at {}", mountpoint.display());

@@ -482,3 +482,57 @@ fn unlink_during_an_upload_aborts_it() {
         "a deleted file became an archive"
     );
 }
+
+/// `--no-passthrough`: the daemon serves every byte itself (the path unprivileged mounts take),
+/// and writes, overwrites in place, reads and uploads give the same bytes as with passthrough.
+#[test]
+fn without_passthrough_the_daemon_serves_the_same_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount_for_writes(&emu, cache.path(), &["--no-passthrough"]);
+    let mut files = BTreeMap::new();
+    for (i, size) in [1, MIB + 1, 3 * MIB + 1].into_iter().enumerate() {
+        let rel = format!("plain/file-{i}.bin");
+        let data = pattern(size, 40 + i as u8);
+        std::fs::create_dir_all(mount.path(VAULT).join("plain")).unwrap();
+        std::fs::write(mount.path(VAULT).join(&rel), &data).unwrap();
+        files.insert(rel, data);
+    }
+    // dd into the middle of a file without truncating it: the daemon writes at the offset.
+    let target = mount.path(VAULT).join("plain/file-2.bin");
+    let status = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            "bs=4096",
+            "count=3",
+            "seek=5",
+            "conv=notrunc",
+            "status=none",
+        ])
+        .arg(format!("of={}", target.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let data = files.get_mut("plain/file-2.bin").unwrap();
+    data[5 * 4096..8 * 4096].fill(0);
+    for (rel, data) in &files {
+        assert_eq!(
+            &std::fs::read(mount.path(VAULT).join(rel)).unwrap(),
+            data,
+            "{rel}"
+        );
+    }
+    sync_wait(&[&mount.path(VAULT)]);
+    check_archived(&emu, &mount, "", &files);
+    assert!(
+        mount
+            .log_text()
+            .contains("FUSE passthrough is off (--no-passthrough)"),
+        "{}",
+        mount.log_text()
+    );
+}
