@@ -118,6 +118,11 @@ impl Filesystem for FuseAdapter {
             log::warn!("kernel lacks {missing:?}; overwriting an archived file needs its data");
         }
         let _ = config.set_max_write(1 << 20);
+        // Without passthrough, opens keep the page cache (FOPEN_KEEP_CACHE below); the kernel
+        // still drops it when a file's size or mtime changes behind its back.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
+            log::info!("kernel lacks {missing:?}");
+        }
         // Passthrough: reads and writes of open files go straight to their data files in the
         // kernel. It needs the capability and a stacking depth (our backing files live on an
         // ordinary file system, at most one overlay deep).
@@ -196,7 +201,10 @@ impl Filesystem for FuseAdapter {
         match self.fs.open(ino.0, flags.0) {
             Ok(fh) => match self.backing(ino.0, fh, |f| reply.open_backing(f)) {
                 Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
-                None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // File data changes only through this mount's own writes (which the kernel
+                // sees) or with a new size or mtime (AUTO_INVAL_DATA): the page cache may stay
+                // across opens, so a second read is not served by the daemon again.
+                None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             },
             Err(e) => reply.error(errno("open", &e)),
         }
@@ -229,7 +237,9 @@ impl Filesystem for FuseAdapter {
                         FopenFlags::empty(),
                         &b,
                     ),
-                    None => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::empty()),
+                    None => {
+                        reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE)
+                    }
                 }
             }
             Err(e) => reply.error(errno("create", &e)),

@@ -526,6 +526,12 @@ fn without_passthrough_the_daemon_serves_the_same_bytes() {
             "{rel}"
         );
     }
+    // The page cache is kept across opens: an overwrite must still show at once.
+    let first = mount.path(VAULT).join("plain/file-1.bin");
+    let replaced = pattern(MIB / 2, 99);
+    std::fs::write(&first, &replaced).unwrap();
+    assert_eq!(std::fs::read(&first).unwrap(), replaced);
+    files.insert("plain/file-1.bin".into(), replaced);
     sync_wait(&[&mount.path(VAULT)]);
     check_archived(&emu, &mount, "", &files);
     assert!(

@@ -123,11 +123,16 @@ impl GlacierFs {
     pub(super) fn file_attr(&self, n: &Node) -> Attr {
         let mut a = self.attr_of(n);
         // Writes change the data file before close tells the catalog: its size is the truth.
+        // That includes the moment a release has let go of its handle but not yet recorded
+        // the size (the kernel asks for attributes right after close(2) returns, while the
+        // release is still on its way).
         if n.kind == Kind::File && self.open_files.writers(n.ino) > 0 {
-            if let Some(h) = self.handles.any_for(n.ino) {
-                if let Ok(m) = h.file.metadata() {
-                    a.size = m.len();
-                }
+            let size = match self.handles.any_for(n.ino) {
+                Some(h) => h.file.metadata().map(|m| m.len()),
+                None => std::fs::metadata(self.data.data_path(n.ino)).map(|m| m.len()),
+            };
+            if let Ok(size) = size {
+                a.size = size;
             }
         }
         a
