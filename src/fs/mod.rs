@@ -285,7 +285,8 @@ impl GlacierFs {
             }
             out.push(DirEntry {
                 name: n.name.as_bytes().to_vec(),
-                attr: self.attr_of(&n),
+                // As getattr would answer: a file open for writing has its data file's size.
+                attr: self.file_attr(&n),
                 cookie,
             });
         }
