@@ -4,6 +4,8 @@
 //! - hashing: one-shot ([`tree_hash`]), streaming ([`TreeHasher`]) and from files or readers
 //!   ([`tree_hash_file`], [`tree_hash_reader`]); leaves are hashed in parallel across cores,
 //!   and two at a time on each core where the CPU has the SHA extensions (module `shani`);
+//! - the two hashes of an upload body, tree and linear, in one pass ([`body_hashes`]), so
+//!   that neither the SDK nor anyone else has to go over the body twice;
 //! - combining: the hashes of multipart-upload parts into the archive hash ([`combine_parts`]);
 //! - range alignment: which retrieval ranges Glacier accepts ([`is_mib_aligned`]), which
 //!   ranges it sends a tree hash for ([`is_tree_aligned`]), and how to cut a download into
@@ -216,7 +218,7 @@ mod shani {
     };
     use std::sync::OnceLock;
 
-    use super::Digest;
+    use super::{Digest, LEAF};
 
     /// The round constants of FIPS 180-4, §4.2.2.
     const K: [u32; 64] = [
@@ -346,6 +348,61 @@ mod shani {
                 let k = _mm_loadu_si128(K.as_ptr().add(4 * g).cast());
                 rounds(sa, _mm_add_epi32(wa[g % 4], k));
                 rounds(sb, _mm_add_epi32(wb[g % 4], k));
+            }
+            *sa = State(
+                _mm_add_epi32(sa.0, start_a.0),
+                _mm_add_epi32(sa.1, start_a.1),
+            );
+            *sb = State(
+                _mm_add_epi32(sb.0, start_b.0),
+                _mm_add_epi32(sb.1, start_b.1),
+            );
+        }
+    }
+
+    /// The SHA-256 of all of `data` and of each of its leaves, in one pass over it.
+    ///
+    /// # Panics
+    /// If the CPU lacks the extensions ([`available`]).
+    pub(super) fn linear_and_leaves(data: &[u8]) -> (Digest, Vec<Digest>) {
+        assert!(available(), "linear_and_leaves needs the SHA extensions");
+        let mut leaves = Vec::with_capacity(data.len().div_ceil(LEAF));
+        // SAFETY: the CPU has every feature the function is compiled for (checked above).
+        let linear = unsafe { linear_and_leaves_unchecked(data, &mut leaves) };
+        (linear, leaves)
+    }
+
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    unsafe fn linear_and_leaves_unchecked(data: &[u8], leaves: &mut Vec<Digest>) -> Digest {
+        let mut linear = pack(&H0);
+        // Every leaf but the last is a whole MiB, so only the last can leave a partial block,
+        // and that block is also the linear hash's last.
+        let mut tail: &[u8] = &[];
+        for leaf in data.chunks(LEAF) {
+            let whole = leaf.len() - leaf.len() % 64;
+            let mut state = pack(&H0);
+            blocks_shared(&mut linear, &mut state, &leaf[..whole]);
+            tail = &leaf[whole..];
+            leaves.push(finish(state, tail, leaf.len()));
+        }
+        finish(linear, tail, data.len())
+    }
+
+    /// Runs whole 64-byte blocks of `data` through both `sa` and `sb`. The message schedule
+    /// depends on the data alone, so it is worked out once for both; the two chains of rounds
+    /// are independent and interleave as in [`blocks_two`].
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    unsafe fn blocks_shared(sa: &mut State, sb: &mut State, data: &[u8]) {
+        for block in data.chunks_exact(64) {
+            let mut w = load(block);
+            let (start_a, start_b) = (*sa, *sb);
+            for g in 0..16 {
+                if g >= 4 {
+                    schedule(&mut w, g);
+                }
+                let wk = _mm_add_epi32(w[g % 4], _mm_loadu_si128(K.as_ptr().add(4 * g).cast()));
+                rounds(sa, wk);
+                rounds(sb, wk);
             }
             *sa = State(
                 _mm_add_epi32(sa.0, start_a.0),
@@ -583,6 +640,62 @@ pub fn tree_hash(data: &[u8]) -> Digest {
         return sha256(data);
     }
     root_of_leaves(&leaf_hashes(data))
+}
+
+/// The two hashes Glacier checks an upload body against (API digest §4): its tree hash
+/// (`x-amz-sha256-tree-hash`) and its linear SHA-256 (`x-amz-content-sha256`, the payload hash
+/// SigV4 signs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyHashes {
+    pub tree: Digest,
+    pub linear: Digest,
+}
+
+/// Both hashes of an upload body in one pass over it, on the calling thread.
+///
+/// Every byte goes through two SHA-256 chains, its leaf's and the whole body's. With the SHA
+/// extensions the two run interleaved on one message schedule (module `shani`), which costs
+/// well under two single-chain passes: the SDK's own way, one pass per hash, is what this
+/// replaces. Not parallel: an upload's parts are hashed on threads of their own already.
+pub fn body_hashes(data: &[u8]) -> BodyHashes {
+    #[cfg(target_arch = "x86_64")]
+    if shani::available() {
+        let (linear, leaves) = shani::linear_and_leaves(data);
+        return BodyHashes {
+            tree: root_of_leaves(&leaves),
+            linear,
+        };
+    }
+    body_hashes_portable(data)
+}
+
+/// Bytes fed to both hashers in turn by [`body_hashes_portable`]: small enough to stay in the
+/// L1 cache between the two.
+const SHARED_PIECE: usize = 16 * 1024;
+
+/// [`body_hashes`] without the SHA extensions: still one pass over memory, each piece hashed
+/// twice while it is in cache.
+fn body_hashes_portable(data: &[u8]) -> BodyHashes {
+    let mut linear = Sha256::new();
+    let mut leaves = Vec::with_capacity(leaf_count(data.len()));
+    for leaf in data.chunks(LEAF) {
+        let mut h = Sha256::new();
+        for piece in leaf.chunks(SHARED_PIECE) {
+            h.update(piece);
+            linear.update(piece);
+        }
+        leaves.push(h.finalize().into());
+    }
+    // No leaves (empty data) gives SHA256(""), the empty body's tree hash.
+    BodyHashes {
+        tree: root_of_leaves(&leaves),
+        linear: linear.finalize().into(),
+    }
+}
+
+/// The plain SHA-256 of `data`: an upload body's linear hash when its tree hash is known.
+pub fn linear_sha256(data: &[u8]) -> Digest {
+    sha256(data)
 }
 
 /// A file, read in large blocks, leaves hashed in parallel across cores; bounded memory
@@ -963,6 +1076,54 @@ mod tests {
     }
 
     #[test]
+    fn body_hashes_are_the_tree_hash_and_the_plain_sha256() {
+        // The padding edges of the last block, of a leaf and of the whole body; whole leaves;
+        // and the sizes of single and multipart bodies.
+        let lens = [
+            0,
+            1,
+            55,
+            56,
+            63,
+            64,
+            65,
+            127,
+            1000,
+            LEAF - 1,
+            LEAF,
+            LEAF + 1,
+            LEAF + 56,
+            2 * LEAF,
+            3 * LEAF + 5,
+            4 * LEAF,
+            5 * LEAF - 63,
+        ];
+        for (i, len) in lens.into_iter().enumerate() {
+            // Random bytes throughout: a leaf's hash must differ from its neighbours'.
+            let data: Vec<u8> = (0..len)
+                .map(|j| {
+                    (j as u64 ^ (j as u64 >> 11) ^ (i as u64 * 0x9e37)).wrapping_mul(0x2545_f491)
+                        as u8
+                })
+                .collect();
+            let expected = BodyHashes {
+                tree: reference(&data),
+                linear: Sha256::digest(&data).into(),
+            };
+            assert_eq!(body_hashes(&data), expected, "{len}");
+            assert_eq!(body_hashes_portable(&data), expected, "{len}");
+            assert_eq!(linear_sha256(&data), expected.linear, "{len}");
+            #[cfg(target_arch = "x86_64")]
+            if shani::available() {
+                let (linear, leaves) = shani::linear_and_leaves(&data);
+                assert_eq!(linear, expected.linear, "{len}");
+                assert_eq!(leaves.len(), leaf_count(len), "{len}");
+                assert_eq!(root_of_leaves(&leaves), expected.tree, "{len}");
+            }
+        }
+    }
+
+    #[test]
     fn parallel_leaves_match_sequential_for_any_thread_count() {
         let data = pseudo_random(9 * LEAF + 123, 7);
         let mut expected = vec![[0; 32]; 10];
@@ -1243,6 +1404,8 @@ mod tests {
             prop_assert_eq!(streamed(&data, &cuts_in(len, &raw_cuts)), expected);
             prop_assert_eq!(tree_hash_reader(data.as_slice()).unwrap(), expected);
             prop_assert_eq!(root_of_leaves(&leaf_hashes(&data)), expected);
+            let linear: Digest = Sha256::digest(&data).into();
+            prop_assert_eq!(body_hashes(&data), BodyHashes { tree: expected, linear });
         }
 
         #[test]

@@ -11,12 +11,12 @@
 //!   finds them, and re-sending one overwrites it.
 //! - **Bounded memory, real parallelism.** The SDK holds each body in memory, so every body
 //!   read takes permits from [`UploadLimits`], shared by all uploads of a mount; parts run as
-//!   tokio tasks (the SDK's own hashing of each body runs where its future is polled, so one
-//!   task per part spreads it over the cores) and files are read with `pread` on the blocking
-//!   pool, never on a worker.
-//! - **No second hashing pass** (DESIGN.md §2). The SDK hashes every body it sends (the
-//!   per-MiB hashes for the tree-hash header, the linear SHA-256 it signs with) and Glacier
-//!   checks the body against that tree hash, so the engine hashes nothing it sends. A part's
+//!   tokio tasks, so the client's hashing of each body (on the blocking pool) spreads over the
+//!   cores, and files are read with `pread` on the blocking pool, never on a worker.
+//! - **No second hashing pass** (DESIGN.md §2). The client hashes every body it sends, once
+//!   (the tree hash for its header and the linear SHA-256 it signs with, in one pass; the SDK
+//!   hashes nothing, see [`crate::glacier::aws`]), and Glacier checks the body against that
+//!   tree hash, so the engine hashes nothing it sends. A part's
 //!   hash is the one Glacier echoes for it, the archive's is combined from those, and Complete,
 //!   which Glacier checks against the parts it holds, confirms the lot; an UploadArchive's is
 //!   its echo. The snapshot is hashed here only where nothing else can vouch for it: parts an
@@ -462,7 +462,7 @@ impl Upload<'_> {
             .client
             .upload_archive(&spec.vault, &spec.description, body.clone(), None)
             .await?;
-        // Glacier checked the body against the tree hash the SDK computed from it. The archive
+        // Glacier checked the body against the tree hash the client computed from it. The archive
         // exists either way; left unrecorded, the open intent is settled against the next
         // inventory.
         let what = || format!("archive {}", created.archive_id);
@@ -909,7 +909,7 @@ enum Check {
     /// Glacier lists the part with this hash: it is checked against the snapshot, and sent
     /// again (with our hash) if they differ.
     Listed(Digest),
-    /// The part is sent without a hash (the SDK computes one) and Glacier's echo is its hash.
+    /// The part is sent without a hash (the client computes one) and Glacier's echo is its hash.
     Echo,
     /// The part is hashed here and sent with that hash, which Glacier must echo.
     Missing,
@@ -923,8 +923,8 @@ struct PartDone {
 
 /// Reads one part (into `buffer`, when a finished part left one), then sends it unless
 /// Glacier already has exactly these bytes. A part is hashed here only when it must be checked
-/// against what Glacier lists or has said; the normal path leaves hashing to the SDK and takes
-/// Glacier's echo.
+/// against what Glacier lists or has said; the normal path leaves hashing to the client and
+/// takes Glacier's echo.
 ///
 /// The permit travels with the body: into the blocking read (so an aborted task still counts
 /// the buffer being filled), and back out with the outcome, so it is released only once
@@ -994,7 +994,8 @@ type PartOutcome = (
     Option<BytesMut>,
 );
 
-/// One UploadPart; `digest` `None` lets the SDK compute the tree-hash header. Returns the echo.
+/// One UploadPart; `digest` `None` lets the client compute the tree-hash header. Returns the
+/// echo.
 async fn send_part(
     ctx: &PartCtx,
     start: u64,
