@@ -315,9 +315,9 @@ pub trait GlacierClient: Send + Sync {
     fn delete_vault<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
 
     /// Uploads `body` as one archive. `tree_hash` is the body's tree hash when the caller has
-    /// one; with `None` the SDK computes it (it hashes every body it sends anyway: the per-MiB
-    /// hashes and the linear SHA-256 it signs with). Glacier checks the body against it, so the
-    /// tree hash it reports for the archive is that of the bytes it received.
+    /// one; with `None` the client computes it, together with the linear SHA-256 it signs with,
+    /// in one pass (the SDK hashes nothing). Glacier checks the body against it, so the tree
+    /// hash it reports for the archive is that of the bytes it received.
     fn upload_archive<'a>(
         &'a self,
         vault: &'a str,
@@ -335,7 +335,7 @@ pub trait GlacierClient: Send + Sync {
     ) -> BoxFut<'a, String>;
     /// Uploads one part starting at `start`; returns the tree hash Glacier echoes for it, which
     /// Glacier checked against the body it received. `tree_hash` is as for
-    /// [`GlacierClient::upload_archive`]: `None` lets the SDK compute it.
+    /// [`GlacierClient::upload_archive`]: `None` lets the client compute it.
     fn upload_part<'a>(
         &'a self,
         vault: &'a str,
