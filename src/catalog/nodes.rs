@@ -98,6 +98,22 @@ pub fn archive_in_use(
     Ok(stmt.exists(params![archive_key(archive_id), archive_id, vault as i64])?)
 }
 
+/// Whether any node below `dir` (a vault or a directory) refers to an archive. Walks the
+/// subtree by the `nodes_by_parent` index and stops at the first archive, so it is quick both
+/// for an empty vault in a large catalog (nothing to walk) and for a populated one (an archive
+/// among the first entries); only a large tree of local-only entries is walked in full.
+pub fn has_archives_below(conn: &Connection, dir: u64) -> Result<bool, CatalogError> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE sub(ino, kind, archived) AS ( \
+             SELECT ino, kind, archive_id IS NOT NULL FROM nodes WHERE parent = ?1 AND ino != ?1 \
+             UNION ALL \
+             SELECT n.ino, n.kind, n.archive_id IS NOT NULL FROM nodes n JOIN sub \
+             ON n.parent = sub.ino WHERE sub.kind != 3) \
+         SELECT 1 FROM sub WHERE archived LIMIT 1",
+    )?;
+    Ok(stmt.exists([dir as i64])?)
+}
+
 const COLUMNS: &str = "ino, parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
                        archive_id, tree_hash, description, created_s, local, dirty, closed_ns";
 

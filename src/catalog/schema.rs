@@ -217,6 +217,17 @@ pub fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
     Ok(())
 }
 
+/// The archive index exactly as migration 1 creates it, for an import that drops it and builds
+/// it again in one sorted pass (see `inventory::merge`).
+const ARCHIVE_INDEX: &str =
+    "CREATE INDEX nodes_by_archive ON nodes(archive_key) WHERE archive_key IS NOT NULL;";
+
+/// Creates the archive index (after it was dropped in the same transaction).
+pub fn create_archive_index(tx: &Connection) -> Result<(), CatalogError> {
+    tx.execute_batch(ARCHIVE_INDEX)?;
+    Ok(())
+}
+
 fn seed_root(tx: &Transaction<'_>) -> Result<(), CatalogError> {
     let now = super::now_ns();
     tx.execute(
@@ -225,4 +236,32 @@ fn seed_root(tx: &Transaction<'_>) -> Result<(), CatalogError> {
         rusqlite::params![ROOT_INO as i64, now],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_sql(conn: &Connection) -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'nodes_by_archive'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_rebuilt_archive_index_is_the_migrated_one() {
+        assert!(
+            MIGRATIONS[0].contains(ARCHIVE_INDEX),
+            "migration 1 defines it"
+        );
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let migrated = index_sql(&conn);
+        conn.execute_batch("DROP INDEX nodes_by_archive").unwrap();
+        create_archive_index(&conn).unwrap();
+        assert_eq!(index_sql(&conn), migrated);
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod merge;
 pub mod parse;
+mod sort;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -168,7 +169,7 @@ pub async fn refresh_vault(
     let fallback = row.last_inventory_date.clone();
     let report = tokio::task::spawn_blocking(move || -> Result<_, InventoryError> {
         let reader = std::io::BufReader::with_capacity(1 << 18, std::fs::File::open(&file)?);
-        let report = merge::import(&catalog, vault, reader, fallback)?;
+        let report = merge::import_shared(&catalog, vault, reader, fallback)?;
         let _ = std::fs::remove_file(&file);
         Ok(report)
     })
