@@ -312,11 +312,18 @@ pub fn run(
             connect_timeout: Some(Duration::from_secs(3)),
         }))
         .map_err(|e| MountError::Other(e.message))?;
-    catalog.bind_identity(&Identity {
+    let identity = Identity {
         endpoint: args.aws.endpoint_url.clone().unwrap_or_default(),
         region: aws.region().to_owned(),
         account: args.aws.account_id.clone(),
-    })?;
+    };
+    // A catalog that belongs elsewhere is refused now; a new one is bound only once the
+    // endpoint has answered, so a mistyped endpoint does not claim the cache for itself.
+    if had_identity {
+        catalog.bind_identity(&identity)?;
+    }
+    // An imported inventory (no endpoint recorded yet) can be browsed offline too.
+    let browsable = had_identity || !catalog.read(|c| crate::catalog::vaults::all(c))?.is_empty();
     let cache_size = args.cache_size;
     catalog.write(move |tx| {
         // For `glacierfs status`, which reads the catalog without the mount's options.
@@ -341,10 +348,15 @@ pub fn run(
         },
     );
     match runtime.block_on(inventory::refresh_vault_list(&catalog, &probe)) {
-        Ok(n) => log::info!("connected: {n} vaults"),
+        Ok(n) => {
+            log::info!("connected: {n} vaults");
+            if !had_identity {
+                catalog.bind_identity(&identity)?;
+            }
+        }
         Err(inventory::InventoryError::Glacier(e)) => match e.kind {
             ErrorKind::Credentials => return Err(MountError::Credentials(e.message)),
-            ErrorKind::Transient if had_identity => {
+            ErrorKind::Transient if browsable => {
                 log::warn!("Glacier is unreachable ({e}); browsing the catalog offline")
             }
             ErrorKind::Transient => return Err(MountError::Unreachable(e.to_string())),

@@ -457,6 +457,12 @@ fn an_unreachable_endpoint_browses_the_catalog_offline() {
         .err()
         .expect("refused");
     assert!(err.contains("unreachable"), "{err}");
+    // That failed mount did not claim the cache for the endpoint it could not reach: the
+    // right endpoint mounts it.
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let m = Mount::start(&emu.endpoint(), empty.path(), &[]);
+    assert!(m.path(VAULT).is_dir(), "log:\n{}", m.log_text());
 }
 
 #[test]

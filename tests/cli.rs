@@ -88,7 +88,19 @@ fn an_imported_inventory_is_browsable() {
     if !fuse_available() {
         return;
     }
-    // A vault Glacier never inventoried needs no job: the catalog is its whole view.
+    // An imported inventory browses offline before any endpoint has answered...
+    {
+        let offline = Mount::start("http://127.0.0.1:9", &cache_dir, &[]);
+        assert_eq!(
+            std::fs::metadata(offline.path("archive/reports/2019, final.pdf"))
+                .unwrap()
+                .len(),
+            1234,
+            "log:\n{}",
+            offline.log_text()
+        );
+    }
+    // ...and a vault Glacier never inventoried needs no job: the catalog is its whole view.
     let emu = Emulator::start();
     emu.create_vault("archive");
     let m = Mount::start(&emu.endpoint(), &cache_dir, &[]);
