@@ -323,7 +323,7 @@ pub fn run(
         catalog.bind_identity(&identity)?;
     }
     // An imported inventory (no endpoint recorded yet) can be browsed offline too.
-    let browsable = had_identity || !catalog.read(|c| crate::catalog::vaults::all(c))?.is_empty();
+    let browsable = had_identity || !catalog.read(crate::catalog::vaults::all)?.is_empty();
     let cache_size = args.cache_size;
     catalog.write(move |tx| {
         // For `glacierfs status`, which reads the catalog without the mount's options.
