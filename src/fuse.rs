@@ -23,9 +23,11 @@ use crate::fs::files::SetAttr;
 use crate::fs::passthrough;
 use crate::fs::{Attr, FileKind, FsError, GlacierFs};
 
-/// How long the kernel may keep names and attributes. Catalog changes made behind the kernel's
-/// back (an inventory merge) are rare and harmless for this long.
-const TTL: Duration = Duration::from_secs(10);
+/// How long the kernel may keep names and attributes. Every change made behind the kernel's
+/// back (an inventory dropping archives, a vault gone upstream, sizes settled after a crash)
+/// is sent to it as an invalidation (`catalog::changes`, `invalidate`), so this can be long;
+/// names not seen yet need no notice, as listings and failed lookups are not cached.
+const TTL: Duration = Duration::from_secs(3600);
 /// Longest name, as statfs reports it.
 const NAME_MAX: u32 = 255;
 

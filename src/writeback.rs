@@ -800,6 +800,7 @@ impl WriteBack {
             "{} file(s) were open for writing when glacierfs stopped; taking them as closed",
             sizes.len()
         );
+        let inos: Vec<u64> = sizes.iter().map(|(ino, _)| *ino).collect();
         self.catalog
             .write_async(move |tx| {
                 let mut stmt = tx.prepare(
@@ -811,6 +812,9 @@ impl WriteBack {
                 Ok(())
             })
             .await?;
+        // The mount may have shown the sizes the catalog had before.
+        self.catalog
+            .changed(inos.into_iter().map(crate::catalog::changes::Change::Node));
         Ok(())
     }
 

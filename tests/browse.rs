@@ -512,3 +512,37 @@ fn transient_faults_are_retried_until_the_vault_loads() {
         "the plan injected no fault"
     );
 }
+
+/// Names and attributes are cached by the kernel for a long time; an archive that a newer
+/// inventory drops must still vanish at once, because the merge tells the kernel so.
+#[test]
+fn an_archive_dropped_by_a_newer_inventory_vanishes_from_the_kernel_cache() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let gone = emu.put_archive(VAULT, &mt2("gone.txt", 1_600_000_000), b"old", None);
+    emu.put_archive(VAULT, &mt2("kept.txt", 1_600_000_000), b"kept", None);
+    emu.take_inventory(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mount::start(&emu.endpoint(), cache.path(), &["--inventory-max-age", "1s"]);
+    load_vault(&emu, &m, 2);
+    let vault = m.path(VAULT);
+    // Looked up now, so the kernel holds the name and its attributes.
+    assert_eq!(std::fs::metadata(vault.join("gone.txt")).unwrap().len(), 3);
+    emu.delete_archive_direct(VAULT, &gone);
+    emu.advance(std::time::Duration::from_secs(2 * 86_400));
+    emu.take_inventory(VAULT);
+    std::fs::write(vault.join(".jobs"), "inventory\n").unwrap();
+    let vanished = wait_until(std::time::Duration::from_secs(60), || {
+        emu.complete_all_jobs();
+        std::fs::symlink_metadata(vault.join("gone.txt")).is_err()
+    });
+    assert!(
+        vanished,
+        "the dropped archive is still visible; log:\n{}",
+        m.log_text()
+    );
+    assert!(vault.join("kept.txt").exists());
+}

@@ -492,11 +492,12 @@ fn a_download_cut_off_by_a_crash_resumes_from_the_verified_bytes() {
             "re-requested {start}, below the verified {verified}"
         );
     }
+    // The daemon may have verified (and recorded) a little more after the test looked.
     let re_requested = after.bytes_served - before.bytes_served;
-    assert_eq!(
-        re_requested,
-        data.len() as u64 - verified,
-        "bytes asked for again"
+    assert!(
+        re_requested <= data.len() as u64 - verified,
+        "{re_requested} bytes asked for again, more than the {} not verified",
+        data.len() as u64 - verified
     );
     assert_eq!(retrievals(&emu), 1, "the restart started a new job");
 }

@@ -29,6 +29,7 @@ use rusqlite::{params, Connection};
 use super::parse::{self, InventoryArchive};
 use super::sort;
 use super::InventoryError;
+use crate::catalog::changes::Change;
 use crate::catalog::{self, nodes, schema, vaults, Catalog, CatalogError, Kind};
 use crate::{names, timefmt};
 
@@ -438,10 +439,10 @@ fn merge(
     if settled > 0 {
         log::info!("settled {settled} archive(s) of uploads whose outcome was unknown");
     }
-    let removed = match inventory_s {
+    let gone = match inventory_s {
         Some(s) => catalog.write(move |tx| {
             if !nodes::has_archives_below(tx, vault)? {
-                return Ok(0);
+                return Ok(Vec::new());
             }
             // Built after staging, in one sorted pass, rather than kept up row by row.
             tx.execute_batch(
@@ -451,8 +452,15 @@ fn merge(
             drop_gone_upstream(tx, vault, s)
         })?,
         // Without a date there is no telling old from new: drop nothing.
-        None => 0,
+        None => Vec::new(),
     };
+    let removed = gone.len() as u64;
+    // The kernel may hold these names; new ones need no notice (listings are not cached, and
+    // a failed lookup is not remembered).
+    catalog.changed(
+        gone.into_iter()
+            .map(|(parent, name)| Change::Entry { parent, name }),
+    );
     // Directories first, so that a file and a directory with the same path leave the name to
     // the directory wherever they fall in the order.
     let started = Instant::now();
@@ -792,16 +800,26 @@ fn settle_unconfirmed(
 }
 
 /// Removes archived files the inventory no longer lists, if they are older than it, and the
-/// tombstones the inventory confirms.
-fn drop_gone_upstream(tx: &Connection, vault: u64, inventory_s: i64) -> Result<u64, CatalogError> {
-    let removed = tx.execute(
-        "DELETE FROM nodes WHERE vault = ?1 AND kind = 3 AND archive_id IS NOT NULL \
-         AND dirty = 0 AND COALESCE(created_s, 0) < ?2 \
-         AND NOT EXISTS (SELECT 1 FROM inventory_import i \
-                         WHERE i.archive_key = nodes.archive_key \
-                         AND i.archive_id = nodes.archive_id AND i.vault = ?1)",
-        params![vault as i64, inventory_s],
-    )?;
+/// tombstones the inventory confirms. Returns the (parent, name) of each file removed.
+fn drop_gone_upstream(
+    tx: &Connection,
+    vault: u64,
+    inventory_s: i64,
+) -> Result<Vec<(u64, String)>, CatalogError> {
+    let removed = {
+        let mut stmt = tx.prepare(
+            "DELETE FROM nodes WHERE vault = ?1 AND kind = 3 AND archive_id IS NOT NULL \
+             AND dirty = 0 AND COALESCE(created_s, 0) < ?2 \
+             AND NOT EXISTS (SELECT 1 FROM inventory_import i \
+                             WHERE i.archive_key = nodes.archive_key \
+                             AND i.archive_id = nodes.archive_id AND i.vault = ?1) \
+             RETURNING parent, name",
+        )?;
+        let rows = stmt.query_map(params![vault as i64, inventory_s], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
     tx.execute(
         "DELETE FROM tombstones WHERE vault = ?1 AND deleted_s < ?2 \
          AND NOT EXISTS (SELECT 1 FROM inventory_import i \
@@ -809,7 +827,7 @@ fn drop_gone_upstream(tx: &Connection, vault: u64, inventory_s: i64) -> Result<u
                          AND i.archive_id = tombstones.archive_id AND i.vault = ?1)",
         params![vault as i64, inventory_s],
     )?;
-    Ok(removed as u64)
+    Ok(removed)
 }
 
 /// The ino of directory `path` (relative to the vault), creating the missing ones.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use crate::catalog::now_s;
+use crate::catalog::changes::Change;
 use crate::catalog::{vaults, Catalog, CatalogError, VaultRow};
 use crate::glacier::{
     GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest, JobStatus,
@@ -339,23 +340,31 @@ pub async fn refresh_vault_list(
 ) -> Result<usize, InventoryError> {
     let list = client.list_vaults().await?;
     let count = list.len();
-    catalog
+    let gone = catalog
         .write_async(move |tx| {
             let names: HashSet<String> = list.iter().map(|v| v.name.clone()).collect();
             for v in &list {
                 vaults::record_remote(tx, v)?;
             }
+            let mut gone = Vec::new();
             for v in vaults::all(tx)? {
                 // Only vaults known to exist upstream can vanish; ones being created or
                 // deleted by this mount are its own business.
                 if v.state == "present" && v.arn.is_some() && !names.contains(&v.name) {
                     log::info!("vault {} is gone upstream", v.name);
+                    if let Some(n) = crate::catalog::nodes::get(tx, v.ino)? {
+                        gone.push(Change::Entry {
+                            parent: n.parent,
+                            name: n.name,
+                        });
+                    }
                     vaults::forget(tx, v.ino)?;
                 }
             }
-            Ok(())
+            Ok(gone)
         })
         .await?;
+    catalog.changed(gone);
     Ok(count)
 }
 

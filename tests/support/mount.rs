@@ -117,11 +117,16 @@ fn spawn_daemon(
     let up = wait_until(Duration::from_secs(30), || {
         live() || matches!(child.try_wait(), Ok(Some(_)))
     });
-    if !up || !live() || matches!(child.try_wait(), Ok(Some(_))) {
+    let exited = child.try_wait().ok().flatten();
+    if !up || !live() || exited.is_some() {
+        let (mounted, answering) = (is_mounted(mountpoint), statfs_ok(mountpoint));
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().ok();
         let err = std::fs::read_to_string(log.path()).unwrap_or_default();
-        return Err(format!("glacierfs did not mount: {err}"));
+        return Err(format!(
+            "glacierfs did not mount (exit {status:?}, mounted {mounted}, answering \
+             {answering}): {err}"
+        ));
     }
     Ok(child)
 }
