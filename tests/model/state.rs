@@ -630,8 +630,18 @@ impl Model {
         }
     }
 
-    /// What vault `v` should hold once everything is uploaded and every delete is done.
+    /// What vault `v` should hold once everything is uploaded and every delete is done:
+    /// the model's files, and what other tools put there that no inventory has shown yet.
     pub fn expected_archives(&self, v: usize) -> Vec<Expected> {
+        let unseen = self
+            .upstream
+            .iter()
+            .filter(|u| u.vault == v)
+            .map(|u| Expected {
+                path_now: format!("(not listed yet) {}", u.path),
+                content: u.content.clone(),
+                desc_paths: [u.path.clone()].into(),
+            });
         self.vaults[v]
             .iter()
             .filter_map(|(p, e)| match e {
@@ -647,6 +657,7 @@ impl Model {
                     _ => f.version_paths.clone(),
                 },
             })
+            .chain(unseen)
             .collect()
     }
 }
