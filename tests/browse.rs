@@ -526,7 +526,11 @@ fn an_archive_dropped_by_a_newer_inventory_vanishes_from_the_kernel_cache() {
     emu.put_archive(VAULT, &mt2("kept.txt", 1_600_000_000), b"kept", None);
     emu.take_inventory(VAULT);
     let cache = tempfile::tempdir().unwrap();
-    let m = Mount::start(&emu.endpoint(), cache.path(), &["--inventory-max-age", "1s"]);
+    let m = Mount::start(
+        &emu.endpoint(),
+        cache.path(),
+        &["--inventory-max-age", "1s"],
+    );
     load_vault(&emu, &m, 2);
     let vault = m.path(VAULT);
     // Looked up now, so the kernel holds the name and its attributes.

@@ -67,7 +67,7 @@ fn random_operation_sequences_match_the_model() {
     let case = std::sync::atomic::AtomicU32::new(0);
     let result = runner.run(&(any::<bool>(), ops::ops(25)), |(long_delay, ops)| {
         let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        harness::run_case(&ops, long_delay, false).map_err(|e| {
+        harness::run_case(&ops, long_delay, true).map_err(|e| {
             // Shown as it happens: shrinking a failure can take a while.
             let first = e.lines().next().unwrap_or_default();
             eprintln!("run {case} ({} ops) failed: {first}", ops.len());

@@ -542,3 +542,46 @@ fn without_passthrough_the_daemon_serves_the_same_bytes() {
         mount.log_text()
     );
 }
+
+/// A file unlinked while open stays usable through its descriptor, as POSIX has it: fstat,
+/// ftruncate, reads and writes work; at the last close its data is dropped, never uploaded.
+#[test]
+fn a_file_unlinked_while_open_stays_usable_until_closed() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = mount_for_writes(&emu, cache.path(), &[]);
+    let script = r#"
+import os, sys
+p = sys.argv[1]
+fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"hello world")
+os.unlink(p)
+assert os.fstat(fd).st_size == 11, os.fstat(fd)
+os.ftruncate(fd, 5)
+assert os.fstat(fd).st_size == 5, os.fstat(fd)
+os.lseek(fd, 0, 0)
+assert os.read(fd, 100) == b"hello"
+os.close(fd)
+assert not os.path.exists(p)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(mount.path(VAULT).join("scratch.tmp"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        mount.log_text()
+    );
+    std::fs::write(mount.path(VAULT).join("kept.txt"), b"kept").unwrap();
+    sync_wait(&[&mount.path(VAULT)]);
+    let archives = emu.archives(VAULT);
+    assert_eq!(archives.len(), 1, "only kept.txt may be archived");
+    assert_eq!(names::decode(&archives[0].description).path, "kept.txt");
+}

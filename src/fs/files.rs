@@ -451,7 +451,10 @@ impl GlacierFs {
             // Truncating a control file (a shell's `>`) is accepted and changes nothing.
             return a;
         }
-        let n = self.node(ino)?;
+        let n = match self.node(ino) {
+            Err(FsError::NotFound) => return self.setattr_unlinked(ino, fh, change),
+            n => n?,
+        };
         let any = change.mode.is_some()
             || change.uid.is_some()
             || change.gid.is_some()
@@ -485,6 +488,44 @@ impl GlacierFs {
         self.refresh_sidecar(ino);
         let n = self.node(ino)?;
         Ok(self.file_attr(&n))
+    }
+
+    /// The attributes of a file unlinked while still open: it lives on in its handles' data
+    /// file until the last close, with no name and no catalog entry (POSIX keeps such a file
+    /// usable through its descriptors: fstat, ftruncate, reads and writes).
+    pub(super) fn unlinked_attr(&self, ino: u64) -> Option<Attr> {
+        use std::os::unix::fs::MetadataExt;
+        let h = self.handles.any_open(ino)?;
+        let m = h.file.metadata().ok()?;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Some(Attr {
+            ino,
+            size: m.len(),
+            kind: super::FileKind::RegularFile,
+            // The data file's own mode is the cache's 0600; the file's mode went with its entry.
+            perm: 0o644,
+            nlink: 0,
+            uid: self.options.uid,
+            gid: self.options.gid,
+            mtime: super::time_from_ns(ns(m.mtime(), m.mtime_nsec())),
+            ctime: super::time_from_ns(ns(m.ctime(), m.ctime_nsec())),
+        })
+    }
+
+    /// setattr on a file unlinked while open: a new size applies to its data file; the other
+    /// attributes had their home in the catalog entry, which is gone, so they stay as they are.
+    fn setattr_unlinked(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> FsResult<Attr> {
+        if let Some(size) = change.size {
+            let h = fh
+                .and_then(|fh| self.handles.get(fh))
+                .filter(|h| h.write && h.ino == ino)
+                .or_else(|| self.handles.any_for(ino))
+                .ok_or(FsError::NotFound)?;
+            h.file.set_len(size).map_err(io_err)?;
+            h.modified.store(true, Ordering::Relaxed);
+            h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+        }
+        self.unlinked_attr(ino).ok_or(FsError::NotFound)
     }
 
     fn truncate(&self, n: &Node, fh: Option<u64>, size: u64) -> FsResult<()> {

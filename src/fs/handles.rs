@@ -77,6 +77,16 @@ impl Handles {
     }
 
     /// Any open handle of `ino`, to read its current size from.
+    /// Any open handle of `ino`, for reading or writing.
+    pub fn any_open(&self, ino: u64) -> Option<Arc<Handle>> {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|h| h.ino == ino)
+            .cloned()
+    }
+
     pub fn any_for(&self, ino: u64) -> Option<Arc<Handle>> {
         self.table
             .lock()

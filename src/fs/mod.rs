@@ -206,7 +206,10 @@ impl GlacierFs {
         if let Some(a) = self.control_getattr(ino) {
             return a;
         }
-        Ok(self.file_attr(&self.node(ino)?))
+        match self.node(ino) {
+            Err(FsError::NotFound) => self.unlinked_attr(ino).ok_or(FsError::NotFound),
+            n => Ok(self.file_attr(&n?)),
+        }
     }
 
     /// Whether `ino` is a control file (opened with direct I/O, never passthrough).

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::catalog::now_s;
 use crate::catalog::changes::Change;
+use crate::catalog::now_s;
 use crate::catalog::{vaults, Catalog, CatalogError, VaultRow};
 use crate::glacier::{
     GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest, JobStatus,
