@@ -67,7 +67,7 @@ fn random_operation_sequences_match_the_model() {
     let case = std::sync::atomic::AtomicU32::new(0);
     let result = runner.run(&(any::<bool>(), ops::ops(25)), |(long_delay, ops)| {
         let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        harness::run_case(&ops, long_delay, true).map_err(|e| {
+        harness::run_case(&ops, long_delay).map_err(|e| {
             // Shown as it happens: shrinking a failure can take a while.
             let first = e.lines().next().unwrap_or_default();
             eprintln!("run {case} ({} ops) failed: {first}", ops.len());
@@ -86,13 +86,12 @@ fn replay(long_delay: bool, ops: &[ops::Op]) {
     if !fuse_available() {
         return;
     }
-    if let Err(e) = harness::run_case(ops, long_delay, true) {
+    if let Err(e) = harness::run_case(ops, long_delay) {
         panic!("{e}");
     }
 }
 
 /// A smoke sequence touching every kind of operation once, so a broken harness shows at once.
-/// (Not strict: it holds files open for writing, which the readdir bug below trips over.)
 #[test]
 fn every_kind_of_operation_once() {
     if !fuse_available() {
@@ -190,18 +189,16 @@ fn every_kind_of_operation_once() {
             Inventory,
         ],
         false,
-        false,
     );
     if let Err(e) = r {
         panic!("{e}");
     }
 }
 
-/// A listing (READDIRPLUS) gives the catalog's size of a file that is open and being written,
-/// not the size of its data file, and the kernel keeps that size: `ls -l` and `stat` show the
-/// size as of the last close (here 0) while the writer has written 10 bytes.
+/// A listing (READDIRPLUS) once gave the catalog's size of a file open for writing (0 here)
+/// instead of its data file's, and the kernel kept that size for `ls -l` and `stat`.
 #[test]
-fn regression_readdir_shows_the_closed_size_of_a_file_open_for_writing() {
+fn regression_a_listing_gives_a_file_open_for_writing_its_written_size() {
     replay(
         false,
         &[Create {

@@ -35,12 +35,6 @@ struct Harness {
     mount: Mount,
     emu: Emulator,
     args: Vec<String>,
-    /// Check files held open for writing, or closed by a writer in this step, too. The random
-    /// test does not while the known bug of
-    /// `regression_readdir_shows_the_closed_size_of_a_file_open_for_writing` stands (a
-    /// listing gives the size as of the last close the daemon has processed, and close(2)
-    /// returns before it has), so that it goes on finding other divergences.
-    strict: bool,
     _cache: tempfile::TempDir,
 }
 
@@ -93,7 +87,7 @@ pub fn mt2(path: &str, mtime: i64) -> String {
 }
 
 impl Harness {
-    fn start(long_delay: bool, strict: bool) -> Harness {
+    fn start(long_delay: bool) -> Harness {
         // The emulated clock starts at the real time and is only moved forward, so every
         // inventory is dated after every upload the daemon (on the real clock) has made.
         let emu = Emulator::start_with(EmulatorOptions {
@@ -123,7 +117,6 @@ impl Harness {
             mount,
             emu,
             args,
-            strict,
             _cache: cache,
         }
     }
@@ -535,23 +528,10 @@ impl Harness {
                         if meta.is_dir() {
                             return Err(format!("{vault}/{p}: a directory, the model has a file"));
                         }
-                        if !self.strict && (m.writers(*ino) > 0 || m.just_closed.contains(ino)) {
-                            continue;
-                        }
-                        // Not strict: a stale size must heal within the kernel's attribute
-                        // TTL (10 s); the listing race the `strict` note names leaves one.
+                        // Files open for writing, or closed a moment ago, too: a listing
+                        // and getattr both give the data file's size while a writer is open
+                        // or its release is on its way.
                         let want = f.content.len() as u64;
-                        if meta.len() != want
-                            && !self.strict
-                            && wait_until(Duration::from_secs(15), || {
-                                let _ =
-                                    std::fs::read_dir(self.mount.path(vault)).map(|d| d.count());
-                                std::fs::metadata(self.path(v, p)).map(|m| m.len()).ok()
-                                    == Some(want)
-                            })
-                        {
-                            continue;
-                        }
                         if meta.len() != want {
                             return Err(format!(
                                 "{vault}/{p}: size {}, the model says {}",
@@ -701,11 +681,11 @@ fn walk(
 
 /// Runs one case: a fresh emulator, cache and mount; `ops` step by step with the tree checked
 /// after each; then the end-of-case checks. The error names the step and carries the log.
-pub fn run_case(ops: &[Op], long_delay: bool, strict: bool) -> Result<(), String> {
+pub fn run_case(ops: &[Op], long_delay: bool) -> Result<(), String> {
     // Files are created 0644 and directories 0755 whatever the caller's umask was.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o022) };
-    let mut h = Harness::start(long_delay, strict);
+    let mut h = Harness::start(long_delay);
     let mut m = Model::new(VAULTS.len(), long_delay);
     let fail = |h: &Harness, at: String, e: String| {
         Err(format!(
@@ -714,7 +694,6 @@ pub fn run_case(ops: &[Op], long_delay: bool, strict: bool) -> Result<(), String
         ))
     };
     for (i, op) in ops.iter().enumerate() {
-        m.just_closed.clear();
         if let Err(e) = h.step(&mut m, op).and_then(|()| h.check_tree(&m)) {
             return fail(&h, format!("step {i} {op:?}"), e);
         }

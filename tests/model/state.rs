@@ -97,8 +97,6 @@ pub struct Model {
     pub files: BTreeMap<Ino, File>,
     pub handles: Vec<Handle>,
     pub upstream: Vec<Upstream>,
-    /// Files a writer closed during the current step (see the harness's `strict`).
-    pub just_closed: BTreeSet<Ino>,
     next_ino: Ino,
     /// The write-back delay is long: nothing goes up before a sync, so a version's
     /// description names exactly the path it has at the sync.
@@ -116,7 +114,6 @@ impl Model {
             files: BTreeMap::new(),
             handles: Vec::new(),
             upstream: Vec::new(),
-            just_closed: BTreeSet::new(),
             next_ino: 1,
             long_delay,
         }
@@ -328,9 +325,6 @@ impl Model {
 
     pub fn close(&mut self, hi: usize) {
         let h = self.handles.remove(hi);
-        if h.write {
-            self.just_closed.insert(h.ino);
-        }
         if h.write && self.writers(h.ino) == 0 && self.files.contains_key(&h.ino) {
             let f = self.file_mut(h.ino);
             if f.unclosed_mod {
