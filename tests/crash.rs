@@ -95,33 +95,8 @@ fn settle_and_check(
         &emu.endpoint(),
         &[ARGS, &["--inventory-max-age", "1s"]].concat(),
     );
-    let _ = std::fs::read_dir(mount.path(VAULT)).map(|d| d.count());
-    let settled = wait_until(Duration::from_secs(60), || {
-        emu.complete_all_jobs();
-        let archives = emu.archives(VAULT);
-        archives.len() == files.len()
-            && files.iter().all(|(rel, data)| {
-                archives.iter().any(|a| {
-                    names::decode(&a.description).path == *rel
-                        && emu.archive_data(VAULT, &a.id).as_deref() == Some(data.as_slice())
-                })
-            })
-    });
-    assert!(
-        settled,
-        "{trial}: archives never settled to one per file: {:#?}\nlog:\n{}",
-        emu.archives(VAULT)
-            .iter()
-            .map(|a| (names::decode(&a.description).path, a.size))
-            .collect::<Vec<_>>(),
-        mount.log_text()
-    );
-    assert!(
-        wait_until(Duration::from_secs(30), || emu
-            .multipart_uploads(VAULT)
-            .is_empty()),
-        "{trial}: multipart uploads left behind"
-    );
+    let dir = mount.path(VAULT);
+    support::assert_vault_holds_exactly(emu, VAULT, &dir, files, trial, || mount.log_text());
     for (rel, data) in files {
         // A file may be cold (only in Glacier): each EAGAIN lets the emulator finish its job.
         let mut got = None;

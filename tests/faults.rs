@@ -174,33 +174,9 @@ fn round(rate: f64, seed: u64) -> u64 {
         &emu.endpoint(),
         &[ARGS, &["--inventory-max-age", "1s"]].concat(),
     );
-    let settled = wait_until(Duration::from_secs(120), || {
-        emu.complete_all_jobs();
-        let _ = std::fs::read_dir(&vault).map(|d| d.count());
-        let archives = emu.archives(VAULT);
-        archives.len() == expected.len()
-            && expected.iter().all(|(rel, data)| {
-                archives.iter().any(|a| {
-                    names::decode(&a.description).path == *rel
-                        && emu.archive_data(VAULT, &a.id).as_deref() == Some(data.as_slice())
-                })
-            })
-    });
-    assert!(
-        settled,
-        "{trial}: the vault does not hold exactly the files: {:#?}\nlog:\n{}",
-        emu.archives(VAULT)
-            .iter()
-            .map(|a| (names::decode(&a.description).path, a.size))
-            .collect::<Vec<_>>(),
+    support::assert_vault_holds_exactly(&emu, VAULT, &vault, &expected, &trial, || {
         mount.log_text()
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || emu
-            .multipart_uploads(VAULT)
-            .is_empty()),
-        "{trial}: multipart uploads left behind"
-    );
+    });
     let seen: Vec<String> = walk(&vault)
         .into_iter()
         .filter(|(_, s)| s.is_some())

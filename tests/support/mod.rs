@@ -97,3 +97,44 @@ pub async fn glacier_client(
     };
     std::sync::Arc::new(Retrying::new(std::sync::Arc::new(aws), policy))
 }
+
+/// Waits until `vault` holds exactly one archive per file of `expected` (decoded mt2 path and
+/// exact bytes) and no multipart upload, listing `dir` (the vault in the mount) meanwhile so
+/// the daemon takes in new inventories; fails with the vault's contents and `log` otherwise.
+pub fn assert_vault_holds_exactly(
+    emu: &emulator::Emulator,
+    vault: &str,
+    dir: &Path,
+    expected: &BTreeMap<String, Vec<u8>>,
+    trial: &str,
+    log: impl Fn() -> String,
+) {
+    use std::time::Duration;
+    let settled = mount::wait_until(Duration::from_secs(120), || {
+        emu.complete_all_jobs();
+        let _ = std::fs::read_dir(dir).map(|d| d.count());
+        let archives = emu.archives(vault);
+        archives.len() == expected.len()
+            && expected.iter().all(|(rel, data)| {
+                archives.iter().any(|a| {
+                    glacierfs::names::decode(&a.description).path == *rel
+                        && emu.archive_data(vault, &a.id).as_deref() == Some(data.as_slice())
+                })
+            })
+    });
+    assert!(
+        settled,
+        "{trial}: the vault does not hold exactly one archive per file: {:#?}\nlog:\n{}",
+        emu.archives(vault)
+            .iter()
+            .map(|a| (glacierfs::names::decode(&a.description).path, a.size))
+            .collect::<Vec<_>>(),
+        log()
+    );
+    assert!(
+        mount::wait_until(Duration::from_secs(60), || emu
+            .multipart_uploads(vault)
+            .is_empty()),
+        "{trial}: multipart uploads left behind"
+    );
+}
