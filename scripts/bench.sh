@@ -27,7 +27,8 @@
 #     SHA-256 passes over the data) and beside the bare SDK sending the same parts;
 #   - the write and read again on a mount without FUSE passthrough, as an unprivileged user
 #     gets: the daemon runs in a user namespace, where the kernel refuses it the
-#     CAP_SYS_ADMIN that passthrough needs (glacierfs has no switch to turn passthrough off).
+#     CAP_SYS_ADMIN that passthrough needs (`--no-passthrough` gives the same path as root;
+#     the namespace shows what an unprivileged user really gets).
 # Where a tool cannot do something (rclone has no tree hash or inventory), the table shows "—".
 #
 # The mounts talk to moto (started here, in the virtualenv scripts/test.sh uses); none of the

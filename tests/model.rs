@@ -210,3 +210,27 @@ fn regression_a_listing_gives_a_file_open_for_writing_its_written_size() {
         }],
     );
 }
+
+/// Found by the random test (the model was wrong): a write of zero bytes at an offset past the
+/// end of a file does not extend it.
+#[test]
+fn regression_a_zero_length_write_past_the_end_changes_nothing() {
+    replay(
+        false,
+        &[
+            Create {
+                v: 0,
+                p: 0,
+                len: Zero,
+                seed: 0,
+                keep_open: true,
+            },
+            Write {
+                h: 0,
+                off: At(1),
+                len: Zero,
+                seed: 0,
+            },
+        ],
+    );
+}

@@ -305,6 +305,10 @@ impl Model {
     }
 
     pub fn write(&mut self, hi: usize, off: u64, data: &[u8]) {
+        // POSIX: writing no bytes has no other result, not even at an offset past the end.
+        if data.is_empty() {
+            return;
+        }
         let ino = self.handles[hi].ino;
         self.handles[hi].modified = true;
         let f = self.file_mut(ino);

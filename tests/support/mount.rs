@@ -110,10 +110,19 @@ fn spawn_daemon(
         )
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_out));
+    let logged_before = std::fs::metadata(log.path()).map(|m| m.len()).unwrap_or(0);
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     // A live mount answers statfs (which always reaches the daemon); a stale one says
-    // "Transport endpoint is not connected".
-    let live = || is_mounted(mountpoint) && statfs_ok(mountpoint);
+    // "Transport endpoint is not connected". And it must be this daemon's mount: a mount the
+    // previous daemon left can still answer for a moment, so wait for this one to say it has
+    // mounted, too.
+    let says_mounted = || {
+        std::fs::read(log.path())
+            .ok()
+            .and_then(|t| t.get(logged_before as usize..).map(|t| t.to_vec()))
+            .is_some_and(|t| String::from_utf8_lossy(&t).contains("mounted at"))
+    };
+    let live = || says_mounted() && is_mounted(mountpoint) && statfs_ok(mountpoint);
     let up = wait_until(Duration::from_secs(30), || {
         live() || matches!(child.try_wait(), Ok(Some(_)))
     });
