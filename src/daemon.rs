@@ -481,10 +481,7 @@ fn spawn_catalog_copies(catalog: &Catalog, runtime: &tokio::runtime::Handle) {
     runtime.spawn(async move {
         tokio::time::sleep(Duration::from_secs(300)).await;
         loop {
-            let copy = catalog
-                .path()
-                .with_file_name(crate::catalog::copy::COPY_FILE);
-            let age = std::fs::metadata(&copy)
+            let age = std::fs::metadata(catalog.copy_path())
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok());

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use glacierfs::names;
 use support::emulator::{Emulator, FaultKind, FaultPlan, Op};
-use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
+use support::mount::{binary, fuse_available, sync_wait, wait_until, Mount};
 
 const VAULT: &str = "crashy";
 const MIB: usize = 1 << 20;
@@ -52,19 +52,6 @@ fn files(seed: u64) -> BTreeMap<String, Vec<u8>> {
             (format!("set/file-{i}.bin"), data)
         })
         .collect()
-}
-
-fn sync_wait(path: &Path) {
-    let out = aws_env(&mut Command::new(binary()))
-        .args(["sync", "--wait"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sync: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Writes every file not yet complete in the mount (as a user re-running the copy would).

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 
 use glacierfs::names;
 use support::emulator::{Emulator, FaultKind, FaultPlan, Op};
-use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
+use support::mount::{aws_env, binary, fuse_available, sync_wait, wait_until, Mount};
 use support::walk;
 
 const VAULT: &str = "faulty";
@@ -38,15 +38,6 @@ fn glacierfs(args: &[&str], paths: &[&Path]) -> std::process::Output {
         .args(paths)
         .output()
         .unwrap()
-}
-
-fn sync_wait(path: &Path) {
-    let out = glacierfs(&["sync", "--wait"], &[path]);
-    assert!(
-        out.status.success(),
-        "sync: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn bytes(rng: &mut impl Rng, n: usize) -> Vec<u8> {

@@ -29,7 +29,7 @@ use glacierfs::inventory::parse::{self as inventory, InventoryArchive, Inventory
 use glacierfs::names::{self, Format};
 use glacierfs::timefmt;
 use support::emulator::Emulator;
-use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
+use support::mount::{aws_env, binary, fuse_available, sync_wait, wait_until, Mount};
 use support::{walk, xattr};
 
 const ARCHIVE_ID: &str =
@@ -831,20 +831,6 @@ fn assert_alive(m: &Mount, after: &str) {
         std::fs::read_dir(m.path(VAULT)).is_ok() && std::fs::metadata(m.path("")).is_ok(),
         "the mount stopped answering after {after}; log:\n{}",
         m.log_text()
-    );
-}
-
-fn sync_wait(path: &Path) {
-    let out = aws_env(&mut Command::new(binary()))
-        .arg("sync")
-        .arg("--wait")
-        .arg(path)
-        .output()
-        .expect("glacierfs sync runs");
-    assert!(
-        out.status.success(),
-        "sync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

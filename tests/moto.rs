@@ -330,16 +330,7 @@ fn moto_cp_rsync_and_rm_end_to_end() {
         .status()
         .expect("rsync runs (scripts/test.sh installs it)");
     assert!(rsync.success());
-    let sync = support::mount::aws_env(&mut std::process::Command::new(support::mount::binary()))
-        .args(["sync", "--wait"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        sync.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sync.stderr)
-    );
+    support::mount::sync_wait(&root);
 
     let listed = moto_inventory(&rt, &client, &vault);
     for prefix in ["cp", "rsync"] {

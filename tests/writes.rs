@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use glacierfs::names;
 use support::emulator::Emulator;
-use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
+use support::mount::{fuse_available, sync_wait, wait_until, Mount};
 
 const VAULT: &str = "backup";
 const MIB: usize = 1 << 20;
@@ -53,20 +53,6 @@ fn pattern(size: usize, seed: u8) -> Vec<u8> {
     (0..size)
         .map(|k| (k as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn sync_wait(paths: &[&Path]) {
-    let out = aws_env(&mut Command::new(binary()))
-        .arg("sync")
-        .arg("--wait")
-        .args(paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sync failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn mtime_secs(p: &Path) -> i64 {
@@ -166,7 +152,7 @@ fn cp_r_of_200_files_gives_one_verified_archive_each() {
         let meta = std::fs::metadata(mount.path(VAULT).join("copy").join(rel)).unwrap();
         assert_eq!(meta.len(), data.len() as u64, "{rel}");
     }
-    sync_wait(&[&mount.path(VAULT)]);
+    sync_wait(&mount.path(VAULT));
     check_archived(&emu, &mount, "copy/", &files);
     assert!(
         emu.jobs(VAULT).is_empty(),
@@ -212,7 +198,7 @@ fn rsync_twice_then_mv() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run("-a");
-    sync_wait(&[&dest]);
+    sync_wait(&dest);
     check_archived(&emu, &mount, "dir/", &files);
     let second = run("-ai");
     assert_eq!(
@@ -253,7 +239,7 @@ fn sync_wait_returns_once_the_archive_is_in_the_vault() {
         emu.archives(VAULT).is_empty(),
         "uploaded before the write-back delay"
     );
-    sync_wait(&[&file]);
+    sync_wait(&file);
     let archives = emu.archives(VAULT);
     assert_eq!(archives.len(), 1);
     assert_eq!(
@@ -277,11 +263,11 @@ fn overwrite_and_rm_delete_replaced_archives() {
     let mount = mount_for_writes(&emu, cache.path(), &[]);
     let file: PathBuf = mount.path(VAULT).join("doc.txt");
     std::fs::write(&file, b"first version").unwrap();
-    sync_wait(&[&file]);
+    sync_wait(&file);
     let first = emu.archives(VAULT)[0].id.clone();
 
     std::fs::write(&file, b"second, longer version").unwrap();
-    sync_wait(&[&file]);
+    sync_wait(&file);
     assert!(
         wait_until(Duration::from_secs(20), || {
             let a = emu.archives(VAULT);
@@ -302,7 +288,7 @@ fn overwrite_and_rm_delete_replaced_archives() {
     let tmp = mount.path(VAULT).join(".doc.txt.AbC123");
     std::fs::write(&tmp, b"third version").unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    sync_wait(&[&file]);
+    sync_wait(&file);
     assert!(wait_until(Duration::from_secs(20), || emu
         .archives(VAULT)
         .len()
@@ -379,7 +365,7 @@ fn refused_writes_get_the_documented_errors() {
     // Empty files and directories stay in the catalog only.
     std::fs::write(v.join("empty"), b"").unwrap();
     std::fs::create_dir(v.join("empty-dir")).unwrap();
-    sync_wait(&[&v]);
+    sync_wait(&v);
     assert!(emu
         .archives(VAULT)
         .iter()
@@ -430,7 +416,7 @@ fn a_full_cache_disk_gives_enospc_and_loses_nothing_staged() {
         kept_data,
         "staged data was damaged"
     );
-    sync_wait(&[&kept]);
+    sync_wait(&kept);
     let archives = emu.archives(VAULT);
     assert_eq!(archives.len(), 1);
     assert_eq!(emu.archive_data(VAULT, &archives[0].id).unwrap(), kept_data);
@@ -532,7 +518,7 @@ fn without_passthrough_the_daemon_serves_the_same_bytes() {
     std::fs::write(&first, &replaced).unwrap();
     assert_eq!(std::fs::read(&first).unwrap(), replaced);
     files.insert("plain/file-1.bin".into(), replaced);
-    sync_wait(&[&mount.path(VAULT)]);
+    sync_wait(&mount.path(VAULT));
     check_archived(&emu, &mount, "", &files);
     assert!(
         mount
@@ -580,7 +566,7 @@ assert not os.path.exists(p)
         mount.log_text()
     );
     std::fs::write(mount.path(VAULT).join("kept.txt"), b"kept").unwrap();
-    sync_wait(&[&mount.path(VAULT)]);
+    sync_wait(&mount.path(VAULT));
     let archives = emu.archives(VAULT);
     assert_eq!(archives.len(), 1, "only kept.txt may be archived");
     assert_eq!(names::decode(&archives[0].description).path, "kept.txt");

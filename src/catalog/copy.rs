@@ -17,15 +17,16 @@ use super::{Catalog, CatalogError, DB_FILE};
 pub const COPY_FILE: &str = "catalog.copy.db";
 
 impl Catalog {
+    /// Where [`Catalog::save_copy`] puts the copy: beside the catalog.
+    pub fn copy_path(&self) -> PathBuf {
+        self.path().with_file_name(COPY_FILE)
+    }
+
     /// Saves a copy of everything committed so far as [`COPY_FILE`], atomically: a crash while
     /// saving leaves the previous copy.
     pub fn save_copy(&self) -> Result<(), CatalogError> {
-        let dir = self
-            .path()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let tmp = dir.join(format!("{COPY_FILE}.tmp"));
+        let copy = self.copy_path();
+        let tmp = copy.with_extension("db.tmp");
         let _ = std::fs::remove_file(&tmp);
         let target = tmp.clone();
         self.read(move |c| {
@@ -34,8 +35,10 @@ impl Catalog {
         })?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(COPY_FILE))?;
-        std::fs::File::open(&dir)?.sync_all()?;
+        std::fs::rename(&tmp, &copy)?;
+        if let Some(dir) = copy.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         Ok(())
     }
 }

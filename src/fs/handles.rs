@@ -76,23 +76,22 @@ impl Handles {
             .remove(&fh)
     }
 
-    /// Any open handle of `ino`, to read its current size from.
     /// Any open handle of `ino`, for reading or writing.
     pub fn any_open(&self, ino: u64) -> Option<Arc<Handle>> {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .find(|h| h.ino == ino)
-            .cloned()
+        self.find(|h| h.ino == ino)
     }
 
+    /// Any handle open for writing `ino`, to read its current size from.
     pub fn any_for(&self, ino: u64) -> Option<Arc<Handle>> {
+        self.find(|h| h.ino == ino && h.write)
+    }
+
+    fn find(&self, pred: impl Fn(&Handle) -> bool) -> Option<Arc<Handle>> {
         self.table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .find(|h| h.ino == ino && h.write)
+            .find(|h| pred(h))
             .cloned()
     }
 }

@@ -281,3 +281,18 @@ impl Mount {
         self.child.as_ref().map(|c| c.id())
     }
 }
+
+/// `glacierfs sync --wait` on `path` (a file or directory in a mount): uploads what is staged
+/// there now and returns once it is in the vault; fails the test if the command fails.
+pub fn sync_wait(path: &Path) {
+    let out = aws_env(&mut Command::new(binary()))
+        .args(["sync", "--wait"])
+        .arg(path)
+        .output()
+        .expect("glacierfs sync runs");
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
