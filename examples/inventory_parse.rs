@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use glacierfs::inventory::parse;
+use glacierfs::engine::inventory::parse;
 
 fn main() {
     let path = std::env::args()

@@ -1,25 +1,28 @@
 //! glacierfs: a FUSE file system for Amazon Glacier vaults.
 //!
 //! Vaults are directories and archives are files. A SQLite catalog caches each vault's
-//! inventory so browsing never waits on the network; see DESIGN.md for the contract.
+//! inventory so browsing never waits on the network. ARCHITECTURE.md maps the modules below
+//! into layers; each layer uses only the ones beneath it (a test reads the `use` lines and
+//! keeps it so):
+//!
+//! - [`codec`]: pure functions on bytes and strings (names, tree hash, dates);
+//! - [`glacier`]: the vault API behind one trait;
+//! - [`config`]: command-line options and their typed values;
+//! - [`client`]: how another process reaches a running mount;
+//! - [`catalog`]: the SQLite catalog, the only place that speaks SQL;
+//! - [`store`]: local data files and the open-file table, shared by engines and file system;
+//! - [`engine`]: background work (uploads, retrievals, inventories, recovery, export);
+//! - [`fs`]: the file-system semantics and the FUSE adapter;
+//! - [`daemon`]: a mount's life cycle;
+//! - [`cli`]: the commands that are not the daemon.
 
-pub mod cache;
 pub mod catalog;
-pub mod client_cmds;
+pub mod cli;
+pub mod client;
+pub mod codec;
 pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod export;
+pub mod engine;
 pub mod fs;
-pub mod fuse;
 pub mod glacier;
-pub mod invalidate;
-pub mod inventory;
-pub mod names;
-pub mod recovery;
-pub mod retrieve;
-pub mod status;
-pub mod timefmt;
-pub mod transfer;
-pub mod treehash;
-pub mod writeback;
+pub mod store;

@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use glacierfs::catalog::{vaults, Catalog};
+use glacierfs::codec::{names, treehash};
 use glacierfs::config::{
     CacheArgs, CatalogCommand, Cli, Command, ImportArgs, InventoryCommand, MountArgs, TreehashArgs,
 };
-use glacierfs::{daemon, inventory, names, treehash};
+use glacierfs::daemon;
+use glacierfs::engine::inventory;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,18 +31,18 @@ fn main() -> ExitCode {
             init_logging(0, false, None);
             rebuild_catalog(&args)
         }
-        Command::Status(args) => glacierfs::status::run(&args),
+        Command::Status(args) => glacierfs::cli::status::run(&args),
         Command::Retrieve(args) => {
             init_logging(0, false, None);
-            glacierfs::client_cmds::retrieve(&args)
+            glacierfs::cli::sync::retrieve(&args)
         }
         Command::Sync(args) => {
             init_logging(0, false, None);
-            glacierfs::client_cmds::sync(&args)
+            glacierfs::cli::sync::sync(&args)
         }
         Command::Export(args) => {
             init_logging(0, true, None);
-            glacierfs::export::run(&args)
+            glacierfs::engine::export::run(&args)
         }
     }
 }
@@ -151,7 +153,7 @@ fn rebuild_catalog(args: &CacheArgs) -> ExitCode {
             match r.copy_saved_s {
                 Some(s) => println!(
                     "restored the catalog copy of {} ({} entries{})",
-                    glacierfs::timefmt::format_iso8601(s, 0),
+                    glacierfs::codec::timefmt::format_iso8601(s, 0),
                     r.entries,
                     if r.dropped > 0 {
                         format!("; {} uploaded since are left to the inventory", r.dropped)
@@ -222,5 +224,5 @@ fn try_import(args: &ImportArgs) -> Result<(), String> {
 fn file_date(path: &Path) -> Option<String> {
     let mtime = std::fs::metadata(path).ok()?.modified().ok()?;
     let secs = mtime.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
-    Some(glacierfs::timefmt::format_iso8601(secs, 0))
+    Some(glacierfs::codec::timefmt::format_iso8601(secs, 0))
 }

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use glacierfs::timefmt::format_compact;
+use glacierfs::codec::timefmt::format_compact;
 use support::emulator::Emulator;
 use support::mount::{fuse_available, wait_until, Mount};
 use support::{walk, xattr, Seen};

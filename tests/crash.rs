@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use glacierfs::names;
+use glacierfs::codec::names;
 use support::emulator::{Emulator, FaultKind, FaultPlan, Op};
 use support::mount::{binary, fuse_available, sync_wait, wait_until, Mount};
 

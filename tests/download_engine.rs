@@ -1,4 +1,4 @@
-//! The download engine (`glacierfs::transfer::download`) against the project's Glacier emulator,
+//! The download engine (`glacierfs::engine::transfer::download`) against the project's Glacier emulator,
 //! through the real SDK client: sizes around the leaf and chunk edges at several chunk sizes and
 //! parallelisms, corrupted, truncated and cut-off bodies, resuming from the journal (with the
 //! same and another chunk size), expired jobs, an endpoint that ignores `Range` (as moto does),
@@ -16,14 +16,14 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use glacierfs::codec::treehash::{self, Digest, MIB};
+use glacierfs::engine::transfer::download::{
+    download, DownloadError, DownloadJournal, DownloadSpec, Resume,
+};
 use glacierfs::glacier::{
     ArchiveCreated, BodyReader, BoxFut, ErrorKind, GlacierClient, GlacierError, JobDesc, JobFilter,
     JobOutput, JobRequest, LockDesc, PartsListing, Tier, UploadDesc, VaultDesc,
 };
-use glacierfs::transfer::download::{
-    download, DownloadError, DownloadJournal, DownloadSpec, Resume,
-};
-use glacierfs::treehash::{self, Digest, MIB};
 use support::emulator::{Emulator, FaultKind, Op};
 use tokio::io::{AsyncRead, ReadBuf};
 

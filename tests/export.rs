@@ -19,7 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 
-use glacierfs::timefmt::format_compact;
+use glacierfs::codec::timefmt::format_compact;
 use support::emulator::{Emulator, DEFAULT_START_SECS};
 use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
 use support::{walk, xattr};

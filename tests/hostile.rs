@@ -23,11 +23,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use proptest::prelude::*;
 
-use glacierfs::control::{self, Command as JobCommand, Entry};
+use glacierfs::codec::names::{self, Format};
+use glacierfs::codec::timefmt;
+use glacierfs::engine::inventory::parse::{self as inventory, InventoryArchive, InventoryFormat};
+use glacierfs::fs::control::{self, Command as JobCommand, Entry};
 use glacierfs::glacier::Tier;
-use glacierfs::inventory::parse::{self as inventory, InventoryArchive, InventoryFormat};
-use glacierfs::names::{self, Format};
-use glacierfs::timefmt;
 use support::emulator::Emulator;
 use support::mount::{aws_env, binary, fuse_available, sync_wait, wait_until, Mount};
 use support::{walk, xattr};

@@ -11,7 +11,7 @@ use aws_sdk_glacier::primitives::ByteStream;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
-use glacierfs::timefmt::format_compact;
+use glacierfs::codec::timefmt::format_compact;
 use support::emulator::sdk_client;
 use support::mount::{fuse_available, wait_until, Mount};
 use support::xattr;
@@ -263,7 +263,7 @@ fn moto_inventory(
             let desc = a["ArchiveDescription"].as_str().unwrap_or_default();
             (
                 a["ArchiveId"].as_str().unwrap().to_owned(),
-                glacierfs::names::decode(desc).path,
+                glacierfs::codec::names::decode(desc).path,
                 a["Size"].as_u64().unwrap(),
             )
         })

@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use glacierfs::timefmt::format_compact;
+use glacierfs::codec::timefmt::format_compact;
 use support::emulator::Emulator;
 use support::mount::{aws_env, binary, fuse_available, wait_until, Mount};
 use support::{walk, xattr};

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use glacierfs::names;
+use glacierfs::codec::names;
 use support::emulator::Emulator;
 use support::mount::{
     aws_env, binary, force_unmount, fuse_available, is_mounted, wait_until, Mount,

@@ -1,4 +1,4 @@
-//! The upload engine (`glacierfs::transfer::upload`) against the project's Glacier emulator,
+//! The upload engine (`glacierfs::engine::transfer::upload`) against the project's Glacier emulator,
 //! through the real SDK client: single and multipart uploads around the part-size edges, the
 //! order of journal intents and calls, parallelism within the memory budget, resuming (after a
 //! failure, a dropped future, a changed part, a reclaimed upload), echoed hashes that lie,
@@ -21,14 +21,14 @@ use aws_smithy_runtime_api::client::orchestrator::LoadedRequestBody;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
+use glacierfs::codec::treehash::{self, to_hex, Digest, MIB};
+use glacierfs::engine::transfer::upload::{
+    upload, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec, Uploaded,
+};
 use glacierfs::glacier::{
     ArchiveCreated, BoxFut, ErrorKind, GlacierClient, GlacierError, JobDesc, JobFilter, JobOutput,
     JobRequest, LockDesc, PartsListing, UploadDesc, VaultDesc,
 };
-use glacierfs::transfer::upload::{
-    upload, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec, Uploaded,
-};
-use glacierfs::treehash::{self, to_hex, Digest, MIB};
 use support::emulator::{Emulator, FaultKind, FaultPlan, Op};
 
 // ---------------------------------------------------------------------------------------------

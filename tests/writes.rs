@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
-use glacierfs::names;
+use glacierfs::codec::names;
 use support::emulator::Emulator;
 use support::mount::{fuse_available, sync_wait, wait_until, Mount};
 
@@ -103,7 +103,8 @@ fn check_archived(emu: &Emulator, mount: &Mount, prefix: &str, files: &BTreeMap<
             *data,
             "{path}: archive bytes"
         );
-        let expected_hash = glacierfs::treehash::to_hex(&glacierfs::treehash::tree_hash(data));
+        let expected_hash =
+            glacierfs::codec::treehash::to_hex(&glacierfs::codec::treehash::tree_hash(data));
         assert_eq!(a.tree_hash, expected_hash, "{path}: tree hash");
         assert_eq!(
             *mtime,

@@ -8,6 +8,7 @@
 
 pub mod changes;
 pub mod copy;
+pub mod deletes;
 pub mod jobs;
 pub mod nodes;
 pub mod schema;

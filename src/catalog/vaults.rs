@@ -66,7 +66,7 @@ pub fn ensure(conn: &Connection, name: &str, state: &str) -> Result<VaultRow, Ca
     }
     // Glacier allows a vault named `.jobs`, which the root's control file takes: its directory
     // gets a suffix no vault name can have, so both stay reachable. The row keeps the real name.
-    let shown = if crate::names::is_reserved(name) {
+    let shown = if crate::codec::names::is_reserved(name) {
         format!("{name}~vault")
     } else {
         name.to_owned()

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use super::{Attr, FileKind, FsError, FsResult, GlacierFs};
 use crate::catalog::{self, nodes, vaults, Kind, Node, ROOT_INO};
-use crate::control::{self, Command, Entry};
-use crate::timefmt;
+use crate::codec::timefmt;
+use crate::fs::control::{self, Command, Entry};
 
 const CONTROL_BIT: u64 = 1 << 62;
 pub const JOBS: &str = ".jobs";

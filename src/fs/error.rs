@@ -5,6 +5,7 @@
 //! loudly it is logged (a missing file is routine, a catalog failure is not).
 
 use crate::catalog::CatalogError;
+use crate::engine::retrieve::RetrieveError;
 use crate::glacier::{ErrorKind, GlacierError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,17 @@ pub enum FsError {
     Glacier(#[from] GlacierError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<RetrieveError> for FsError {
+    fn from(e: RetrieveError) -> FsError {
+        match e {
+            RetrieveError::NotYetAvailable(m) => FsError::NotYetAvailable(m),
+            RetrieveError::BudgetSpent(m) => FsError::BudgetSpent(m),
+            RetrieveError::Failed(m) => FsError::Io(std::io::Error::other(m)),
+            RetrieveError::Catalog(e) => FsError::Catalog(e),
+        }
+    }
 }
 
 impl FsError {

@@ -13,11 +13,12 @@ use std::sync::atomic::Ordering;
 use rusqlite::{params, Connection};
 
 use super::control_files;
-use super::handles::Handle;
 use super::{checked_name, Attr, FsError, FsResult, GlacierFs};
-use crate::cache::Sidecar;
+use crate::catalog::deletes::queue_delete;
 use crate::catalog::{self, nodes, vaults, CatalogError, Kind, Node, ROOT_INO};
-use crate::names;
+use crate::codec::names;
+use crate::store::cache::Sidecar;
+use crate::store::handles::Handle;
 
 /// What setattr asks to change.
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,46 +39,6 @@ fn io_err(e: std::io::Error) -> FsError {
     } else {
         FsError::Io(e)
     }
-}
-
-/// Queues the deletion of an archive no node uses any more. With `after_ino`, the delete waits
-/// until that node's new content is in Glacier: the replaced version goes only once the
-/// replacement is safe.
-pub(crate) fn queue_delete(
-    tx: &Connection,
-    vault: u64,
-    archive_id: &str,
-    path: &str,
-    not_before_ns: i64,
-    after_ino: Option<u64>,
-) -> Result<(), CatalogError> {
-    if nodes::archive_in_use(tx, vault, archive_id)? {
-        // Another entry (a catalog-only copy, or an endpoint that reuses ids) still needs it.
-        return Ok(());
-    }
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO tombstones (vault, archive_id, archive_key, deleted_s) \
-         VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![
-        vault as i64,
-        archive_id,
-        nodes::archive_key(archive_id),
-        catalog::now_s()
-    ])?;
-    tx.prepare_cached(
-        "INSERT INTO deletes (vault, archive_id, path, not_before_ns, after_ino, created_s) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        vault as i64,
-        archive_id,
-        path,
-        not_before_ns,
-        after_ino.map(|i| i as i64),
-        catalog::now_s()
-    ])?;
-    Ok(())
 }
 
 impl GlacierFs {
@@ -267,7 +228,7 @@ impl GlacierFs {
             }
         }
         if !n.local && !truncate && n.size > 0 {
-            return Err(self.services.retriever.cold_open(&n));
+            return Err(self.services.retriever.cold_open(&n).into());
         }
         if !write {
             if n.archive_id.is_some() {

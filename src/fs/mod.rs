@@ -1,15 +1,17 @@
 //! The file-system semantics of DESIGN.md §1, independent of the kernel: what each operation
-//! means for vaults, directories and archives. The fuser adapter (`crate::fuse`) only
+//! means for vaults, directories and archives. The fuser adapter (`crate::fs::fuse`) only
 //! translates to and from these calls, so everything here is testable without a mount.
 //!
 //! Requests are answered from the catalog and local files only. Work that must wait on Glacier
 //! (creating and deleting vaults) is handed to the background runtime together with a
 //! completion, so no FUSE thread ever blocks on the network.
 
+pub mod control;
 mod control_files;
 pub mod error;
 pub mod files;
-pub mod handles;
+pub mod fuse;
+pub mod invalidate;
 mod lock_file;
 pub mod passthrough;
 mod vaults;
@@ -24,12 +26,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use error::{FsError, FsResult};
 pub(crate) use vaults::spawn_delete as spawn_vault_delete;
 
-use crate::cache::DataStore;
 use crate::catalog::{self, nodes, Catalog, Kind, Node, ROOT_INO};
+use crate::codec::names;
+use crate::engine::inventory::InventoryHandle;
 use crate::glacier::GlacierClient;
-use crate::inventory::InventoryHandle;
-use crate::names;
-use handles::{Handles, OpenFiles};
+use crate::store::cache::DataStore;
+use crate::store::handles::{self, Handles, OpenFiles};
 
 /// A request's completion: called exactly once, from whichever thread finishes the work.
 pub type Done<T> = Box<dyn FnOnce(FsResult<T>) + Send>;
@@ -53,8 +55,8 @@ pub struct Services {
     pub runtime: tokio::runtime::Handle,
     pub client: Arc<dyn GlacierClient>,
     pub inventory: InventoryHandle,
-    pub writeback: Arc<crate::writeback::WriteBack>,
-    pub retriever: Arc<crate::retrieve::Retriever>,
+    pub writeback: Arc<crate::engine::writeback::WriteBack>,
+    pub retriever: Arc<crate::engine::retrieve::Retriever>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,7 +391,7 @@ impl GlacierFs {
 
     pub fn statfs(&self) -> FsResult<StatFs> {
         let used = self.catalog.read(nodes::total_bytes)?;
-        let available = crate::cache::free_space(&self.options.cache_dir)?;
+        let available = crate::store::cache::free_space(&self.options.cache_dir)?;
         let block_size = 4096u64;
         let free_blocks = available / block_size;
         Ok(StatFs {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::{Done, FsError, FsResult, GlacierFs};
 use crate::catalog::{self, nodes, vaults, Catalog};
+use crate::codec::names;
 use crate::glacier::{ErrorKind, GlacierClient};
-use crate::names;
 
 fn vault_name(name: &OsStr) -> FsResult<String> {
     let s = std::str::from_utf8(name.as_bytes())

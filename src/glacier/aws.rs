@@ -41,7 +41,7 @@ use super::{
     JobDesc, JobFilter, JobOutput, JobRequest, JobStatus, LockDesc, PartDesc, PartsListing,
     UploadDesc, VaultDesc,
 };
-use crate::treehash::{self, to_hex, BodyHashes, Digest};
+use crate::codec::treehash::{self, to_hex, BodyHashes, Digest};
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use crate::treehash::Digest;
+use crate::codec::treehash::Digest;
 
 /// A boxed, sendable future of a Glacier call.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GlacierError>> + Send + 'a>>;

@@ -15,7 +15,7 @@ use super::{
     ArchiveCreated, BoxFut, GlacierClient, GlacierError, JobDesc, JobFilter, JobOutput, JobRequest,
     LockDesc, PartsListing, UploadDesc, VaultDesc,
 };
-use crate::treehash::Digest;
+use crate::codec::treehash::Digest;
 
 /// How hard to try.
 #[derive(Debug, Clone, Copy)]

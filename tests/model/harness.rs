@@ -81,7 +81,7 @@ fn expect<T, U>(what: &str, pred: &Predict<T>, got: &Result<U, i32>) -> Result<(
 pub fn mt2(path: &str, mtime: i64) -> String {
     let json = format!(
         r#"{{"filename":"{path}","mtime":"{}"}}"#,
-        glacierfs::timefmt::format_compact(mtime)
+        glacierfs::codec::timefmt::format_compact(mtime)
     );
     format!("mt2 {}", URL_SAFE_NO_PAD.encode(json))
 }
@@ -217,7 +217,8 @@ impl Harness {
         }
         let taken_in = |v: usize| {
             let date = xattr(&self.mount.path(VAULTS[v]), "user.glacier.inventory_date").ok();
-            glacierfs::timefmt::iso_secs(date.as_deref()) == self.emu.inventory_date(VAULTS[v])
+            glacierfs::codec::timefmt::iso_secs(date.as_deref())
+                == self.emu.inventory_date(VAULTS[v])
         };
         let ok = wait_until(SETTLE, || {
             self.emu.complete_all_jobs();
@@ -614,7 +615,7 @@ impl Harness {
             .iter()
             .map(|a| {
                 (
-                    glacierfs::names::decode(&a.description).path,
+                    glacierfs::codec::names::decode(&a.description).path,
                     self.emu.archive_data(vault, &a.id).unwrap_or_default(),
                 )
             })

@@ -562,7 +562,7 @@ impl Model {
                 .collect();
             new.sort_by(|a, b| (&a.path, -a.created, &a.id).cmp(&(&b.path, -b.created, &b.id)));
             for u in new {
-                let date = glacierfs::timefmt::format_compact(u.created);
+                let date = glacierfs::codec::timefmt::format_compact(u.created);
                 let id8: String = u.id.chars().take(8).collect();
                 let name = [
                     u.path.clone(),

@@ -117,7 +117,7 @@ pub fn assert_vault_holds_exactly(
         archives.len() == expected.len()
             && expected.iter().all(|(rel, data)| {
                 archives.iter().any(|a| {
-                    glacierfs::names::decode(&a.description).path == *rel
+                    glacierfs::codec::names::decode(&a.description).path == *rel
                         && emu.archive_data(vault, &a.id).as_deref() == Some(data.as_slice())
                 })
             })
@@ -127,7 +127,7 @@ pub fn assert_vault_holds_exactly(
         "{trial}: the vault does not hold exactly one archive per file: {:#?}\nlog:\n{}",
         emu.archives(vault)
             .iter()
-            .map(|a| (glacierfs::names::decode(&a.description).path, a.size))
+            .map(|a| (glacierfs::codec::names::decode(&a.description).path, a.size))
             .collect::<Vec<_>>(),
         log()
     );

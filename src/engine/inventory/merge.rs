@@ -31,7 +31,7 @@ use super::sort;
 use super::InventoryError;
 use crate::catalog::changes::Change;
 use crate::catalog::{self, nodes, schema, vaults, Catalog, CatalogError, Kind};
-use crate::{names, timefmt};
+use crate::codec::{names, timefmt};
 
 /// Rows handed to the writer per transaction while staging.
 const STAGE_BATCH: usize = 50_000;
@@ -776,7 +776,7 @@ fn settle_unconfirmed(
                     )?;
                 }
                 _ => {
-                    crate::fs::files::queue_delete(
+                    crate::catalog::deletes::queue_delete(
                         tx,
                         vault,
                         &archive_id,

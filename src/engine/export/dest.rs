@@ -24,8 +24,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::transfer::download::{DownloadJournal, Resume};
-use crate::treehash::{from_hex, to_hex, tree_hash_file, Digest, MIB};
+use crate::codec::treehash::{from_hex, to_hex, tree_hash_file, Digest, MIB};
+use crate::engine::transfer::download::{DownloadJournal, Resume};
 
 /// The state directory's name, directly under DEST.
 pub const STATE_DIR: &str = ".glacierfs-export";
@@ -390,7 +390,7 @@ fn leaves_of(path: &Path, len: u64) -> io::Result<Vec<Digest>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::treehash::leaf_hashes;
+    use crate::codec::treehash::leaf_hashes;
 
     #[test]
     fn temporary_names_sit_beside_and_stay_short() {
@@ -453,7 +453,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::write(&src, b"hello world").unwrap();
-        let hash = crate::treehash::tree_hash(b"hello world");
+        let hash = crate::codec::treehash::tree_hash(b"hello world");
         assert!(holds(&src, 11, Some(&hash)).unwrap());
         assert!(!holds(&src, 11, Some(&[0; 32])).unwrap());
         assert!(!holds(&src, 12, None).unwrap());

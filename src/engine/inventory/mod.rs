@@ -20,10 +20,10 @@ use tokio::io::AsyncWriteExt;
 use crate::catalog::changes::Change;
 use crate::catalog::now_s;
 use crate::catalog::{vaults, Catalog, CatalogError, VaultRow};
+use crate::codec::timefmt;
 use crate::glacier::{
     GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest, JobStatus,
 };
-use crate::timefmt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {

@@ -15,18 +15,18 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::cache::DataStore;
 use crate::catalog::{vaults, Catalog, CatalogError, Identity};
 use crate::config::MountArgs;
-use crate::fs::handles::OpenFiles;
+use crate::engine::inventory::{self, InventoryConfig, InventoryHandle};
+use crate::engine::retrieve::{RetrieveOptions, Retriever};
+use crate::engine::writeback::{WriteBack, WriteBackOptions};
+use crate::fs::fuse::FuseAdapter;
 use crate::fs::{FsOptions, GlacierFs, Services};
-use crate::fuse::FuseAdapter;
 use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{ErrorKind, GlacierClient, GlacierError};
-use crate::inventory::{self, InventoryConfig, InventoryHandle};
-use crate::retrieve::{RetrieveOptions, Retriever};
-use crate::writeback::{WriteBack, WriteBackOptions};
+use crate::store::cache::DataStore;
+use crate::store::handles::OpenFiles;
 
 /// Why a mount could not start; each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -386,7 +386,7 @@ pub fn run(
     let data =
         DataStore::open(cache_dir).map_err(|e| MountError::CacheDir(cache_dir.to_owned(), e))?;
     // Before anything is served: staged files whose catalog was lost come back first.
-    match crate::recovery::recover_staged(&catalog, &data) {
+    match crate::engine::recovery::recover_staged(&catalog, &data) {
         Ok(0) => {}
         Ok(n) => log::warn!("{n} staged file(s) recovered from their sidecars"),
         Err(e) => return Err(e.into()),
@@ -449,7 +449,7 @@ pub fn run(
     let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &fuse_config(args))
         .map_err(MountError::Mount)?;
     log::info!("mounted at {}", mountpoint.display());
-    crate::invalidate::spawn(catalog.watch(), session.notifier());
+    crate::fs::invalidate::spawn(catalog.watch(), session.notifier());
     let mut unmounter = session.unmount_callable();
     let mountpoint_owned = mountpoint.to_owned();
     runtime.spawn(async move {

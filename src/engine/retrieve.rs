@@ -14,17 +14,18 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::cache::DataStore;
 use crate::catalog::now_s;
 use crate::catalog::{self, nodes, vaults, Catalog, CatalogError, Node};
-use crate::fs::handles::OpenFiles;
-use crate::fs::FsError;
+use crate::codec::treehash::{self, Digest};
+use crate::engine::transfer::download::{
+    self, DownloadError, DownloadJournal, DownloadSpec, Resume,
+};
 use crate::glacier::{
     ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest, JobStatus,
     Tier,
 };
-use crate::transfer::download::{self, DownloadError, DownloadJournal, DownloadSpec, Resume};
-use crate::treehash::{self, Digest};
+use crate::store::cache::DataStore;
+use crate::store::handles::OpenFiles;
 
 /// Settings of retrieval.
 #[derive(Debug, Clone)]
@@ -55,6 +56,23 @@ const MAX_CORRUPT: i64 = 2;
 const REFUSAL_HOLD_S: i64 = 15 * 60;
 /// The `jobs.message` prefix of a refused start; the row's id is made up (`refused-…`).
 const REFUSED: &str = "Glacier refused the retrieval: ";
+
+/// Why a read of a cold file cannot be served now. The file-system layer turns each into its
+/// errno (EAGAIN, EDQUOT, EIO), so this engine need not know about errnos.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    /// A retrieval is on its way (or automatic retrieval is off): ask again later.
+    #[error("data not yet retrieved: {0}")]
+    NotYetAvailable(String),
+    /// Starting a retrieval would pass the retrieval budget.
+    #[error("retrieval budget spent: {0}")]
+    BudgetSpent(String),
+    /// The file's retrieval failed in a way asking again at once would not fix.
+    #[error("retrieval failed: {0}")]
+    Failed(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
 
 pub struct Retriever {
     catalog: Catalog,
@@ -157,9 +175,9 @@ impl Retriever {
     }
 
     /// The error a data open of cold file `n` gets, after starting or reusing its retrieval.
-    pub fn cold_open(self: &Arc<Self>, n: &Node) -> FsError {
+    pub fn cold_open(self: &Arc<Self>, n: &Node) -> RetrieveError {
         let Some(archive_id) = n.archive_id.clone() else {
-            return FsError::NotYetAvailable(n.name.clone());
+            return RetrieveError::NotYetAvailable(n.name.clone());
         };
         let vault = n.vault;
         let job = {
@@ -174,18 +192,18 @@ impl Retriever {
                             || (m.starts_with(REFUSED) && now_s() - j.created_s < REFUSAL_HOLD_S)
                     }) =>
             {
-                return FsError::Io(std::io::Error::other(format!(
+                return RetrieveError::Failed(format!(
                     "{}: {}",
                     n.name,
                     j.message.unwrap_or_default()
-                )));
+                ));
             }
             Ok(Some(j)) if j.status != "Failed" => {
                 if j.downloaded {
                     self.fetch_again(&j, n.ino);
                 }
                 self.wake.notify_one();
-                return FsError::NotYetAvailable(format!(
+                return RetrieveError::NotYetAvailable(format!(
                     "{} is being retrieved (job {})",
                     n.name, j.job_id
                 ));
@@ -194,7 +212,7 @@ impl Retriever {
             Err(e) => return e.into(),
         }
         if !self.options.auto {
-            return FsError::NotYetAvailable(format!(
+            return RetrieveError::NotYetAvailable(format!(
                 "{} is in Glacier; automatic retrieval is off",
                 n.name
             ));
@@ -209,7 +227,7 @@ impl Retriever {
                     n.size,
                     left
                 );
-                return FsError::BudgetSpent(format!(
+                return RetrieveError::BudgetSpent(format!(
                     "{} needs {} bytes, {left} left",
                     n.name, n.size
                 ));
@@ -218,11 +236,11 @@ impl Retriever {
             Err(e) => return e.into(),
         }
         self.start(n.clone(), self.options.tier, true);
-        FsError::NotYetAvailable(format!("{} is being retrieved", n.name))
+        RetrieveError::NotYetAvailable(format!("{} is being retrieved", n.name))
     }
 
     /// An explicit request: starts or reuses a job for a cold file; no budget applies.
-    pub fn request(self: &Arc<Self>, n: &Node, tier: Option<Tier>) -> Result<bool, FsError> {
+    pub fn request(self: &Arc<Self>, n: &Node, tier: Option<Tier>) -> Result<bool, RetrieveError> {
         if n.local || n.archive_id.is_none() || n.size == 0 {
             return Ok(false);
         }
@@ -455,8 +473,9 @@ impl Retriever {
                         j.tier,
                         j.status.as_str(),
                         j.status_message,
-                        crate::timefmt::iso_secs(j.creation_date.as_deref()).unwrap_or_else(now_s),
-                        crate::timefmt::iso_secs(j.completion_date.as_deref()),
+                        crate::codec::timefmt::iso_secs(j.creation_date.as_deref())
+                            .unwrap_or_else(now_s),
+                        crate::codec::timefmt::iso_secs(j.completion_date.as_deref()),
                         size as i64,
                         auto,
                         ino as i64
@@ -591,7 +610,7 @@ impl Retriever {
             j.job_id.clone(),
             d.status.as_str().to_owned(),
             d.status_message.clone(),
-            crate::timefmt::iso_secs(d.completion_date.as_deref()),
+            crate::codec::timefmt::iso_secs(d.completion_date.as_deref()),
         );
         self.catalog
             .write_async(move |tx| {
@@ -835,7 +854,7 @@ impl Retriever {
                 Ok(())
             })?;
         }
-        crate::cache::evict(&self.catalog, &self.data, self.options.cache_size, &|ino| {
+        crate::store::cache::evict(&self.catalog, &self.data, self.options.cache_size, &|ino| {
             self.open_elsewhere(ino)
         })
     }

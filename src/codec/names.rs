@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::timefmt;
+use crate::codec::timefmt;
 
 /// Glacier's limit on a description, in characters (all ASCII, so also bytes).
 pub const MAX_DESCRIPTION: usize = 1024;

@@ -41,8 +41,8 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 
+use crate::codec::treehash::{from_hex, is_tree_aligned, root_of_leaves, to_hex, Digest, MIB};
 use crate::glacier::{BodyReader, ErrorKind, GlacierClient, GlacierError, JobOutput};
-use crate::treehash::{from_hex, is_tree_aligned, root_of_leaves, to_hex, Digest, MIB};
 
 /// Fetches of one chunk (or, with an endpoint that ignores `Range`, consecutive fetches of the
 /// whole output that make no progress) before the download fails.

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::dest::{self, DestError, Journal};
+use crate::codec::treehash::Digest;
+use crate::engine::transfer::download::{self, DownloadError, DownloadSpec};
 use crate::glacier::{
     parse_range, ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest,
     JobStatus, Tier,
 };
-use crate::transfer::download::{self, DownloadError, DownloadSpec};
-use crate::treehash::Digest;
 
 /// Each ranged GetJobOutput covers one tree-aligned chunk of at most this, so a restart
 /// fetches at most this much again per chunk in flight.
@@ -180,7 +180,7 @@ pub async fn fetch(
 }
 
 pub fn unix_secs(iso: &str) -> Option<i64> {
-    crate::timefmt::iso_secs(Some(iso))
+    crate::codec::timefmt::iso_secs(Some(iso))
 }
 
 pub fn system_time(iso: &str) -> Option<SystemTime> {

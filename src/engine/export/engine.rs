@@ -29,10 +29,10 @@ use super::archive::{
 };
 use super::pace::{self, Budget};
 use super::report::{Live, Reporter, Tally};
+use crate::engine::transfer::download::DownloadError;
 use crate::glacier::{
     ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobStatus, Tier,
 };
-use crate::transfer::download::DownloadError;
 
 /// Files downloaded at once.
 const PARALLEL_FILES: usize = 4;

@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::cache::DataStore;
+use crate::catalog::deletes::queue_delete;
 use crate::catalog::{self, nodes, vaults, Catalog, CatalogError};
-use crate::fs::files::queue_delete;
-use crate::fs::handles::OpenFiles;
+use crate::codec::names;
+use crate::codec::treehash::{self, Digest};
+use crate::engine::transfer::upload::{
+    self, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec,
+};
 use crate::glacier::{ErrorKind, GlacierClient};
-use crate::names;
-use crate::transfer::upload::{self, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec};
-use crate::treehash::{self, Digest};
+use crate::store::cache::DataStore;
+use crate::store::handles::OpenFiles;
 
 /// Settings of the queue.
 #[derive(Debug, Clone)]

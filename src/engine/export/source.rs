@@ -17,10 +17,10 @@ use std::time::SystemTime;
 
 use clap::Parser;
 
-use crate::client_cmds::get_xattr;
+use crate::client::get_xattr;
+use crate::codec::treehash::{from_hex, Digest};
 use crate::config::{AwsArgs, Cli, Command, MountArgs};
 use crate::glacier::Tier;
-use crate::treehash::{from_hex, Digest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

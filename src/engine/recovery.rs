@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use rusqlite::params;
 
-use crate::cache::{DataStore, Sidecar};
 use crate::catalog::{self, nodes, vaults, Catalog, CatalogError, Kind};
-use crate::names;
+use crate::codec::names;
+use crate::store::cache::{DataStore, Sidecar};
 
 /// A staged data file whose node is gone.
 struct Orphan {

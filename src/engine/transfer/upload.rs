@@ -47,8 +47,8 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinSet};
 
+use crate::codec::treehash::{self, combine_parts, from_hex, to_hex, Digest, MIB};
 use crate::glacier::{ArchiveCreated, ErrorKind, GlacierClient, GlacierError, PartsListing};
-use crate::treehash::{self, combine_parts, from_hex, to_hex, Digest, MIB};
 
 /// Glacier's cap on the parts of one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;

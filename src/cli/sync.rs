@@ -2,75 +2,13 @@
 //! uploads with the `user.glacier.sync` attribute and watches `user.glacier.state`. No socket
 //! or daemon protocol is needed, and permissions are the file system's own.
 
-use std::ffi::CString;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::client::{get_xattr, mount_roots, set_xattr};
 use crate::config::{RetrieveArgs, SyncArgs};
-
-/// Sets an extended attribute; the error says which path refused it.
-pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| "path holds NUL".to_string())?;
-    let n = CString::new(name).map_err(|_| "name holds NUL".to_string())?;
-    // SAFETY: valid C strings and a buffer of the stated length.
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    Err(match err.raw_os_error() {
-        Some(libc::ENOTSUP) => format!("{}: not inside a glacierfs mount", path.display()),
-        _ => format!("{}: {err}", path.display()),
-    })
-}
-
-/// Reads an extended attribute as text; None if the file has none by that name.
-pub fn get_xattr(path: &Path, name: &str) -> Option<String> {
-    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
-    let n = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the stated length.
-    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if len < 0 {
-        return None;
-    }
-    buf.truncate(len as usize);
-    String::from_utf8(buf).ok()
-}
-
-/// The roots of every glacierfs mount of this machine.
-pub fn mount_roots() -> Vec<PathBuf> {
-    roots_in(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
-}
-
-/// glacierfs mount points in a mountinfo text. After the " - " separator come the file system
-/// type, then the source; depending on how the mount was made, glacierfs shows as type
-/// "fuse.glacierfs" or as type "fuse" from source "glacierfs".
-fn roots_in(info: &str) -> Vec<PathBuf> {
-    info.lines()
-        .filter(|l| {
-            let tail = l.split(" - ").nth(1).unwrap_or_default();
-            let mut f = tail.split(' ');
-            matches!(
-                (f.next(), f.next()),
-                (Some("fuse.glacierfs"), _) | (Some("fuse"), Some("glacierfs"))
-            )
-        })
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .collect()
-}
 
 /// Files at or under `path` that are still on their way to Glacier, with their sizes.
 fn pending(path: &Path, out: &mut Vec<(PathBuf, u64)>) {
@@ -189,21 +127,4 @@ pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
     }
     println!("requested; `cat .jobs` in the vault shows their progress");
     ExitCode::SUCCESS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mounts_are_found_in_either_mountinfo_form() {
-        let info = "36 25 0:32 / /mnt/a rw,nosuid - fuse glacierfs rw,user_id=0\n\
-                    37 25 0:33 / /mnt/b rw - fuse.glacierfs glacierfs rw\n\
-                    38 25 0:34 / /mnt/c rw - fuse sshfs rw\n\
-                    39 25 8:1 / / rw - ext4 /dev/vda rw\n";
-        assert_eq!(
-            roots_in(info),
-            vec![PathBuf::from("/mnt/a"), PathBuf::from("/mnt/b")]
-        );
-    }
 }

@@ -31,11 +31,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::codec::treehash::{to_hex, Digest};
 use crate::config::{AwsArgs, ExportArgs};
 use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{GlacierClient, GlacierError, Tier};
-use crate::treehash::{to_hex, Digest};
 
 use archive::{Target, Work};
 use dest::{Dest, DestError, Journal, Record};

@@ -1,0 +1,7 @@
+//! Codecs: pure conversions with no I/O of their own beyond the readers they are handed:
+//! archive descriptions to names and back ([`names`]), Glacier's SHA-256 tree hash
+//! ([`treehash`]), and the date formats Glacier and the description formats use ([`timefmt`]).
+
+pub mod names;
+pub mod timefmt;
+pub mod treehash;
