@@ -5,7 +5,8 @@
 //! into layers; each layer uses only the ones beneath it (a test reads the `use` lines and
 //! keeps it so):
 //!
-//! - [`codec`]: pure functions on bytes and strings (names, tree hash, dates);
+//! - [`codec`] and [`locks`]: pure functions on bytes and strings (names, tree hash, dates),
+//!   and the one lock helper;
 //! - [`glacier`]: the vault API behind one trait;
 //! - [`config`]: command-line options and their typed values;
 //! - [`client`]: how another process reaches a running mount;
@@ -25,4 +26,5 @@ pub mod daemon;
 pub mod engine;
 pub mod fs;
 pub mod glacier;
+pub mod locks;
 pub mod store;

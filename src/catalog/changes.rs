@@ -22,13 +22,13 @@ impl Catalog {
     /// nothing was cached.
     pub fn watch(&self) -> mpsc::Receiver<Change> {
         let (tx, rx) = mpsc::channel();
-        *self.inner.changes.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *crate::locks::lock(&self.inner.changes) = Some(tx);
         rx
     }
 
     /// Notes committed changes; nothing happens when nobody watches (the CLI commands).
     pub fn changed(&self, changes: impl IntoIterator<Item = Change>) {
-        let guard = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = crate::locks::lock(&self.inner.changes);
         if let Some(tx) = guard.as_ref() {
             for c in changes {
                 if tx.send(c).is_err() {

@@ -244,7 +244,7 @@ impl Catalog {
                 },
             ) as Reply
         });
-        let guard = self.inner.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = crate::locks::lock(&self.inner.writer);
         guard
             .as_ref()
             .ok_or(CatalogError::WriterGone)?
@@ -258,7 +258,7 @@ impl Catalog {
         f: impl FnOnce(&Connection) -> Result<T, CatalogError>,
     ) -> Result<T, CatalogError> {
         let conn = {
-            let mut pool = self.inner.readers.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pool = crate::locks::lock(&self.inner.readers);
             pool.pop()
         };
         let conn = match conn {
@@ -266,11 +266,7 @@ impl Catalog {
             None => open_read_connection(&self.inner.path)?,
         };
         let result = f(&conn);
-        self.inner
-            .readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(conn);
+        crate::locks::lock(&self.inner.readers).push(conn);
         result
     }
 
@@ -383,18 +379,8 @@ impl Catalog {
             )?;
             Ok(())
         });
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(h) = self
-            .inner
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        crate::locks::lock(&self.inner.writer).take();
+        if let Some(h) = crate::locks::lock(&self.inner.writer_thread).take() {
             let _ = h.join();
         }
     }

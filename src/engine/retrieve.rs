@@ -100,7 +100,7 @@ struct RState {
 }
 
 fn lock(m: &Mutex<RState>) -> std::sync::MutexGuard<'_, RState> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    crate::locks::lock(&m)
 }
 
 /// A retrieval job as the catalog knows it.

@@ -61,10 +61,7 @@ pub struct LockSnapshot {
 impl ControlHandles {
     pub fn add(&self, snapshot: LockSnapshot) -> u64 {
         let fh = CONTROL_BIT | (self.next.fetch_add(1, Ordering::Relaxed) + 1);
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, snapshot);
+        crate::locks::lock(&self.open).insert(fh, snapshot);
         fh
     }
 }
@@ -124,11 +121,7 @@ impl GlacierFs {
     }
 
     pub(super) fn read_control(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        let open = self
-            .control_snapshots
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let open = crate::locks::lock(&self.control_snapshots.open);
         let snap = open
             .get(&fh)
             .ok_or(FsError::Invalid("stale file handle".into()))?;
@@ -140,11 +133,7 @@ impl GlacierFs {
     /// A write to an open control file: whole commands, whose result is the write's.
     pub fn write_control(&self, ino: u64, fh: u64, data: &[u8], uid: u32, done: super::Done<u32>) {
         let dir = {
-            let open = self
-                .control_snapshots
-                .open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let open = crate::locks::lock(&self.control_snapshots.open);
             match open.get(&fh) {
                 Some(s) => s.dir,
                 None => return done(Err(FsError::Invalid("stale file handle".into()))),
@@ -165,11 +154,7 @@ impl GlacierFs {
     }
 
     pub(super) fn release_control(&self, fh: u64) {
-        self.control_snapshots
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh);
+        crate::locks::lock(&self.control_snapshots.open).remove(&fh);
     }
 
     fn run_command(&self, dir: u64, command: Command) -> FsResult<()> {

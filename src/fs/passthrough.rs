@@ -47,10 +47,7 @@ impl Backings {
 
     /// Whether some handle of `ino` is open through passthrough.
     pub fn in_use(&self, ino: u64) -> bool {
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&ino)
+        crate::locks::lock(&self.slots).contains_key(&ino)
     }
 
     /// The registration handle `fh` of `ino` (opened on `file`) should use: the inode's
@@ -67,7 +64,7 @@ impl Backings {
         }
         let meta = file.metadata().ok()?;
         let file_id = (meta.dev(), meta.ino());
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = crate::locks::lock(&self.slots);
         let token = match slots.get_mut(&ino) {
             Some(slot) if slot.file_id == file_id => {
                 slot.users += 1;
@@ -93,24 +90,16 @@ impl Backings {
                 }
             },
         };
-        self.by_handle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, ino);
+        crate::locks::lock(&self.by_handle).insert(fh, ino);
         Some(token)
     }
 
     /// Called when handle `fh` is released; the last user drops the registration.
     pub fn release(&self, fh: u64) {
-        let Some(ino) = self
-            .by_handle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh)
-        else {
+        let Some(ino) = crate::locks::lock(&self.by_handle).remove(&fh) else {
             return;
         };
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = crate::locks::lock(&self.slots);
         if let Some(slot) = slots.get_mut(&ino) {
             slot.users -= 1;
             if slot.users == 0 {

@@ -54,26 +54,16 @@ pub struct Handles {
 impl Handles {
     pub fn insert(&self, h: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, Arc::new(h));
+        crate::locks::lock(&self.table).insert(fh, Arc::new(h));
         fh
     }
 
     pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh)
-            .cloned()
+        crate::locks::lock(&self.table).get(&fh).cloned()
     }
 
     pub fn remove(&self, fh: u64) -> Option<Arc<Handle>> {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh)
+        crate::locks::lock(&self.table).remove(&fh)
     }
 
     /// Any open handle of `ino`, for reading or writing.
@@ -87,9 +77,7 @@ impl Handles {
     }
 
     fn find(&self, pred: impl Fn(&Handle) -> bool) -> Option<Arc<Handle>> {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::locks::lock(&self.table)
             .values()
             .find(|h| pred(h))
             .cloned()
@@ -109,16 +97,11 @@ pub struct OpenFiles {
 
 impl OpenFiles {
     pub fn opened(&self, ino: u64) {
-        *self
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(ino)
-            .or_insert(0) += 1;
+        *crate::locks::lock(&self.open).entry(ino).or_insert(0) += 1;
     }
 
     pub fn closed(&self, ino: u64) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::locks::lock(&self.open);
         match open.get_mut(&ino) {
             Some(n) if *n > 1 => *n -= 1,
             _ => {
@@ -128,33 +111,20 @@ impl OpenFiles {
     }
 
     pub fn is_open(&self, ino: u64) -> bool {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&ino)
+        crate::locks::lock(&self.open).contains_key(&ino)
     }
 
     pub fn writers(&self, ino: u64) -> u32 {
-        *self
-            .writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ino)
-            .unwrap_or(&0)
+        *crate::locks::lock(&self.writers).get(&ino).unwrap_or(&0)
     }
 
     pub fn add_writer(&self, ino: u64) {
-        *self
-            .writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(ino)
-            .or_insert(0) += 1;
+        *crate::locks::lock(&self.writers).entry(ino).or_insert(0) += 1;
     }
 
     /// Returns how many writers remain.
     pub fn remove_writer(&self, ino: u64) -> u32 {
-        let mut w = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = crate::locks::lock(&self.writers);
         let left = match w.get_mut(&ino) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -166,26 +136,16 @@ impl OpenFiles {
             }
         };
         if left == 0 {
-            self.mtime_set_ns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&ino);
+            crate::locks::lock(&self.mtime_set_ns).remove(&ino);
         }
         left
     }
 
     pub fn mtime_set(&self, ino: u64, at_ns: i64) {
-        self.mtime_set_ns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ino, at_ns);
+        crate::locks::lock(&self.mtime_set_ns).insert(ino, at_ns);
     }
 
     pub fn mtime_set_at(&self, ino: u64) -> Option<i64> {
-        self.mtime_set_ns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ino)
-            .copied()
+        crate::locks::lock(&self.mtime_set_ns).get(&ino).copied()
     }
 }

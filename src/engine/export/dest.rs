@@ -293,7 +293,7 @@ impl Journal {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
-        self.rec.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.rec)
     }
 
     /// Records the job now used for this archive. Not synced: losing it only loses the count of

@@ -205,7 +205,7 @@ fn import_with(
     fallback_date: Option<String>,
     settings: &Settings,
 ) -> Result<ImportReport, InventoryError> {
-    let _one_at_a_time = IMPORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = crate::locks::lock(&IMPORTS);
     // Left over by an import that died; nothing may mix with this one's rows.
     catalog.write(clear_side_table)?;
     let fresh =

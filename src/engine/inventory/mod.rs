@@ -100,7 +100,7 @@ impl InventoryHandle {
     pub fn request(&self, vault: u64, force: bool) {
         let Some(inner) = &self.inner else { return };
         {
-            let mut seen = inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let mut seen = crate::locks::lock(&inner.seen);
             if !seen.insert(vault) && !force {
                 return;
             }
@@ -121,11 +121,7 @@ impl InventoryHandle {
                     Err(e) => {
                         log::warn!("inventory of vault #{vault}: {e}");
                         // Let the next access try again.
-                        inner
-                            .seen
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&vault);
+                        crate::locks::lock(&inner.seen).remove(&vault);
                         return;
                     }
                 }
