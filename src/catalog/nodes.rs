@@ -38,6 +38,19 @@ impl Kind {
     }
 }
 
+/// Kinds are stored as their code, so SQL binds `Kind::File` rather than a bare `3`.
+impl rusqlite::ToSql for Kind {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.code().into())
+    }
+}
+
+impl rusqlite::types::FromSql for Kind {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_i64().map(Kind::from_code)
+    }
+}
+
 /// One catalog entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
