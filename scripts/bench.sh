@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures glacierfs against the performance targets of DESIGN.md §4, side by side with a native
+# Measures glacierfs against the performance targets in the README, side by side with a native
 # directory and an `rclone mount --vfs-cache-mode full` of a local directory, all on the disk
 # that holds the work directory. Prints a table of medians with each figure's ratio to native,
 # and writes the same figures, every sample and a description of the machine as JSON.

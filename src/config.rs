@@ -1,5 +1,5 @@
 //! The command line: clap definitions, typed option values (sizes, durations, tiers) with their
-//! validation, and the defaults DESIGN.md §1 promises.
+//! validation, and the defaults the README documents.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -295,7 +295,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?}: too large"))
 }
 
-/// A part size must be 2^k MiB with k in 0..=12 (GLACIER-API.md §4).
+/// A part size must be 2^k MiB with k in 0..=12 (Glacier's rule for multipart uploads).
 pub fn parse_part_size(s: &str) -> Result<u64, String> {
     let n = parse_size(s)?;
     if n.is_power_of_two() && (MIB..=4 * GIB).contains(&n) {

@@ -83,7 +83,7 @@ impl Expected {
 }
 
 /// Fills the emulator's vault with 1,000 archives covering every description format and the
-/// hostile cases of the Core issue, and returns the tree DESIGN.md §1 says they make.
+/// hostile cases of the Core issue, and returns the tree SEMANTICS.md says they make.
 fn populate(emu: &Emulator) -> Expected {
     emu.create_vault(VAULT);
     let mut exp = Expected::default();

@@ -1,6 +1,6 @@
 //! End-to-end checks against moto's Glacier, an implementation nobody on this project wrote.
 //! `scripts/test.sh` starts moto and sets GLACIERFS_MOTO_ENDPOINT. moto differs from Glacier
-//! in documented ways (DESIGN.md §3): archive ids are MD5s, its inventory is live, and its jobs
+//! in documented ways: archive ids are MD5s, its inventory is live, and its jobs
 //! finish after a few real seconds, so these tests wait in real time.
 
 mod support;

@@ -1,4 +1,4 @@
-//! The security requirements of DESIGN.md §5, checked through real mounts over the Glacier
+//! The security requirements (SEMANTICS.md and the README), checked through real mounts over the Glacier
 //! emulator: the cache directory stays private (0700 directories, 0600 files) whatever the
 //! umask; credentials never reach the logs at any level; the mount is private unless
 //! `--allow-other`, which brings `default_permissions` and keeps `.lock` writes for the owner;

@@ -1,7 +1,7 @@
 //! The feed of catalog changes the kernel cannot know about: those made by background work
 //! (an inventory merge, a refreshed vault list) rather than by a FUSE request, whose reply
 //! already tells the kernel. The mount drains it into kernel cache invalidations, which is what
-//! lets entries and attributes carry long TTLs (DESIGN.md §4).
+//! lets entries and attributes carry long TTLs (ARCHITECTURE.md, "Threads").
 
 use std::sync::mpsc;
 

@@ -1,4 +1,4 @@
-//! Copies of the catalog, and the rebuild of a damaged one (DESIGN.md §5).
+//! Copies of the catalog, and the rebuild of a damaged one (SEMANTICS.md, "When the catalog is damaged").
 //!
 //! A mount saves a consistent copy (`VACUUM INTO`, which reads through a snapshot and needs no
 //! writer) when it stops cleanly and once a day while it runs. `glacierfs catalog rebuild`

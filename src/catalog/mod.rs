@@ -1,7 +1,7 @@
 //! The catalog: a SQLite database (WAL, `synchronous=NORMAL`) that caches each vault's
 //! inventory as a tree of nodes, so that browsing never waits on the network.
 //!
-//! Concurrency follows DESIGN.md §2: one writer thread owns the only write connection and runs
+//! Concurrency (ARCHITECTURE.md, "Threads"): one writer thread owns the only write connection and runs
 //! queued operations in short, batched transactions (each operation in its own savepoint, so one
 //! failure does not undo its neighbours); FUSE threads read through a pool of read-only
 //! connections. Nothing here runs on a tokio worker: async callers use [`Catalog::write_async`].
@@ -475,7 +475,7 @@ fn check_length(path: &Path) -> Result<(), CatalogError> {
         n => u64::from(n),
     };
     // The page count in the header is only valid when the change counter matches the
-    // version-valid-for number (the SQLite file format, §1.3.7).
+    // version-valid-for number (the SQLite file format, section 1.3.7).
     if be32(24) == be32(92) && u64::from(be32(28)) * page_size > len {
         return Err(short());
     }

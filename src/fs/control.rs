@@ -1,5 +1,5 @@
 //! The `.jobs` control file: rendering this mount's background work as JSON Lines, and
-//! parsing the commands written to it (DESIGN.md §1, "Control files").
+//! parsing the commands written to it (SEMANTICS.md, "Control files").
 //!
 //! Keys follow the Glacier API where they exist (`Action`, `StatusCode`, `JobId`, ...). Work of
 //! this mount's own (uploads, deletes, vault deletes) gets the same shape, with actions

@@ -1,7 +1,7 @@
 //! The real [`GlacierClient`]: aws-sdk-glacier over an HTTPS client built with rustls and ring.
 //!
 //! The SDK's own retries are turned off. Retrying lives in [`super::retry`], where the
-//! classification of GLACIER-API.md §8 applies (the SDK would, for one, keep retrying
+//! classification in [`super::ErrorKind`] applies (the SDK would, for one, keep retrying
 //! LimitExceededException as if it were throttling).
 //!
 //! Upload bodies are hashed here, once, and not by the SDK. Its Glacier customisation hashes

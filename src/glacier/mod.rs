@@ -22,7 +22,8 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GlacierError>> + 
 /// A job-output body, streamed.
 pub type BodyReader = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
 
-/// How a failure should be handled. The classification follows GLACIER-API.md §8.
+/// How a failure should be handled: throttling, 5xx answers, timeouts and resets are
+/// transient and worth retrying with backoff; everything else is the caller's to handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Throttling, 5xx, timeouts, resets: retry with backoff.

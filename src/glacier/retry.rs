@@ -1,7 +1,7 @@
 //! Retries with jittered exponential backoff, as a decorator around any [`GlacierClient`].
 //!
 //! Only transient failures (throttling, 5xx, timeouts, resets) are retried; everything else is
-//! returned at once so the caller can recover (GLACIER-API.md §8). Full jitter keeps many
+//! returned at once so the caller can recover. Full jitter keeps many
 //! concurrent uploads from retrying in lockstep after a burst of throttling.
 
 use std::future::Future;

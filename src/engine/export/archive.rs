@@ -97,7 +97,7 @@ pub fn better(c: &JobDesc, best: Option<&JobDesc>) -> bool {
 }
 
 /// InitiateJob for a whole archive. Expedited capacity that is not available falls back to
-/// Standard, as GLACIER-API.md §8 advises.
+/// Standard, as Glacier advises when Expedited capacity runs out.
 pub async fn initiate(
     client: &dyn GlacierClient,
     vault: &str,

@@ -12,7 +12,7 @@
 //!   verified prefix is kept for the next run).
 //!
 //! Jobs are polled with DescribeJob while few are running and with one ListJobs (completed jobs
-//! only) per poll when many are, as the daemon does (DESIGN.md §2). Stopping (Ctrl-C) drops the
+//! only) per poll when many are, as the daemon does. Stopping (Ctrl-C) drops the
 //! downloads where they are: their data stays under temporary names, their records in the
 //! state directory, and a new run resumes them.
 

@@ -73,7 +73,8 @@ pub fn download_order(completed: Option<i64>, index: usize) -> (i64, usize) {
     (completed.unwrap_or(i64::MAX), index)
 }
 
-/// How long jobs of a tier usually take (GLACIER-API.md §3): the upper end of the range.
+/// How long jobs of a tier usually take: the upper end of the range Glacier documents (1-5
+/// minutes for Expedited, 3-5 hours for Standard, 5-12 hours for Bulk).
 pub fn typical_wait(tier: &str) -> Duration {
     match tier.to_ascii_lowercase().as_str() {
         "expedited" => Duration::from_secs(5 * 60),
