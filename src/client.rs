@@ -7,10 +7,25 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Why a mount refused a request made through an extended attribute.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}: the path holds a NUL byte", .0.display())]
+    Nul(PathBuf),
+    #[error("{}: not inside a glacierfs mount", .0.display())]
+    NotAMount(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Refused {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Sets an extended attribute; the error says which path refused it.
-pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| "path holds NUL".to_string())?;
-    let n = CString::new(name).map_err(|_| "name holds NUL".to_string())?;
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), ClientError> {
+    let p =
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| ClientError::Nul(path.to_owned()))?;
+    let n = CString::new(name).map_err(|_| ClientError::Nul(path.to_owned()))?;
     // SAFETY: valid C strings and a buffer of the stated length.
     let rc = unsafe {
         libc::setxattr(
@@ -26,8 +41,11 @@ pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), String> {
     }
     let err = std::io::Error::last_os_error();
     Err(match err.raw_os_error() {
-        Some(libc::ENOTSUP) => format!("{}: not inside a glacierfs mount", path.display()),
-        _ => format!("{}: {err}", path.display()),
+        Some(libc::ENOTSUP) => ClientError::NotAMount(path.to_owned()),
+        _ => ClientError::Refused {
+            path: path.to_owned(),
+            source: err,
+        },
     })
 }
 

@@ -54,7 +54,7 @@ pub struct CacheArgs {
 }
 
 impl CacheArgs {
-    pub fn resolve(&self) -> Result<PathBuf, String> {
+    pub fn resolve(&self) -> Result<PathBuf, OptionError> {
         if let Some(dir) = &self.cache_dir {
             return Ok(dir.clone());
         }
@@ -63,9 +63,7 @@ impl CacheArgs {
         }
         match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             Some(home) => Ok(PathBuf::from(home).join(".cache").join("glacierfs")),
-            None => {
-                Err("cannot find a cache directory: set --cache-dir, XDG_CACHE_HOME or HOME".into())
-            }
+            None => Err(OptionError::NoCacheDir),
         }
     }
 }
@@ -231,6 +229,29 @@ pub struct TreehashArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// An option value glacierfs cannot take; each message is one line that says what would do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("cannot find a cache directory: set --cache-dir, XDG_CACHE_HOME or HOME")]
+    NoCacheDir,
+    #[error("invalid size {0:?}: expected a number with an optional unit like 16MiB")]
+    SizeNotANumber(String),
+    #[error("invalid size {0:?}: unknown unit {1:?} (use B, KiB, MiB, GiB, TiB)")]
+    SizeUnit(String, String),
+    #[error("invalid duration {0:?}: expected seconds or a value like 5s, 10m, 24h")]
+    DurationNotANumber(String),
+    #[error("invalid duration {0:?}: unknown unit {1:?} (use s, m, h or d)")]
+    DurationUnit(String, String),
+    #[error("invalid size {0:?}: too large")]
+    SizeTooLarge(String),
+    #[error("invalid duration {0:?}: too large")]
+    DurationTooLarge(String),
+    #[error("invalid part size {0:?}: must be a power of two from 1MiB to 4GiB")]
+    PartSize(String),
+    #[error("invalid tier {0:?}: use expedited, standard or bulk")]
+    Tier(String),
+}
+
 /// Bytes in binary units, as the options take them: `512 B`, `1.5 KiB`, `10.0 GiB`.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -248,67 +269,57 @@ pub fn format_size(bytes: u64) -> String {
 
 /// Parses sizes like `4096`, `16MiB`, `1GiB`, `10G`, `512k`. Binary units throughout: a
 /// storage tool's "G" means GiB to almost everyone who types it.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, OptionError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("invalid size {s:?}: expected a number with an optional unit like 16MiB")
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| OptionError::SizeNotANumber(s.to_string()))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => KIB,
         "m" | "mb" | "mib" => MIB,
         "g" | "gb" | "gib" => GIB,
         "t" | "tb" | "tib" => GIB << 10,
-        other => {
-            return Err(format!(
-                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB)"
-            ))
-        }
+        other => return Err(OptionError::SizeUnit(s.to_string(), other.to_string())),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+        .ok_or_else(|| OptionError::SizeTooLarge(s.to_string()))
 }
 
 /// Parses durations: plain seconds, or a number with s, m, h or d.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, OptionError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("invalid duration {s:?}: expected seconds or a value like 5s, 10m, 24h")
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| OptionError::DurationNotANumber(s.to_string()))?;
     let secs = match unit.trim() {
         "" | "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,
         "d" => 86400,
-        other => {
-            return Err(format!(
-                "invalid duration {s:?}: unknown unit {other:?} (use s, m, h or d)"
-            ))
-        }
+        other => return Err(OptionError::DurationUnit(s.to_string(), other.to_string())),
     };
     n.checked_mul(secs)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+        .ok_or_else(|| OptionError::DurationTooLarge(s.to_string()))
 }
 
 /// A part size must be 2^k MiB with k in 0..=12 (Glacier's rule for multipart uploads).
-pub fn parse_part_size(s: &str) -> Result<u64, String> {
+pub fn parse_part_size(s: &str) -> Result<u64, OptionError> {
     let n = parse_size(s)?;
     if n.is_power_of_two() && (MIB..=4 * GIB).contains(&n) {
         Ok(n)
     } else {
-        Err(format!(
-            "invalid part size {s:?}: must be a power of two from 1MiB to 4GiB"
-        ))
+        Err(OptionError::PartSize(s.to_string()))
     }
 }
 
-pub fn parse_tier(s: &str) -> Result<Tier, String> {
-    Tier::parse(s).ok_or_else(|| format!("invalid tier {s:?}: use expedited, standard or bulk"))
+pub fn parse_tier(s: &str) -> Result<Tier, OptionError> {
+    Tier::parse(s).ok_or_else(|| OptionError::Tier(s.to_string()))
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ fn treehash_files(args: &TreehashArgs) -> ExitCode {
 
 fn rebuild_catalog(args: &CacheArgs) -> ExitCode {
     let result = (|| -> Result<glacierfs::catalog::copy::Rebuilt, String> {
-        let cache_dir = args.resolve()?;
+        let cache_dir = args.resolve().map_err(|e| e.to_string())?;
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(0o077) };
         let _lock = daemon::CacheLock::acquire(&cache_dir)
@@ -190,7 +190,7 @@ fn try_import(args: &ImportArgs) -> Result<(), String> {
     if !names::is_valid_vault_name(&args.vault) {
         return Err(format!("{:?} is not a vault name", args.vault));
     }
-    let cache_dir = args.cache.resolve()?;
+    let cache_dir = args.cache.resolve().map_err(|e| e.to_string())?;
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o077) };
     daemon::prepare_cache_dir(&cache_dir).map_err(|e| e.to_string())?;
