@@ -100,7 +100,7 @@ struct RState {
 }
 
 fn lock(m: &Mutex<RState>) -> std::sync::MutexGuard<'_, RState> {
-    crate::locks::lock(&m)
+    crate::locks::lock(m)
 }
 
 /// A retrieval job as the catalog knows it.

@@ -77,7 +77,7 @@ fn now_ns() -> i64 {
 }
 
 fn lock(m: &Mutex<QueueState>) -> std::sync::MutexGuard<'_, QueueState> {
-    crate::locks::lock(&m)
+    crate::locks::lock(m)
 }
 
 /// One uploads row, as the journal left it.
