@@ -1,6 +1,7 @@
 //! Keeping each vault's catalog in step with Glacier's inventory: deciding when an inventory
-//! job is needed, starting or reusing one, waiting for it, downloading its output and handing
-//! it to [`merge`]. Also the background refresh of the vault list (ListVaults).
+//! job is needed, starting or reusing one, waiting for it, downloading its output, parsing it
+//! ([`parse`]) and handing it to the catalog's import ([`merge`]). Also the background refresh
+//! of the vault list (ListVaults).
 //!
 //! An inventory job takes hours and costs a request, so one is started only when the catalog
 //! has no inventory of the vault, or its inventory is older than `--inventory-max-age` and
@@ -8,7 +9,6 @@
 
 pub mod merge;
 pub mod parse;
-mod sort;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use crate::catalog::changes::Change;
+use crate::catalog::inventory::{job, ImportError};
 use crate::catalog::now_s;
 use crate::catalog::{vaults, Catalog, CatalogError, VaultRow};
 use crate::codec::timefmt;
@@ -35,8 +36,21 @@ pub enum InventoryError {
     Parse(#[from] parse::ParseError),
     #[error("inventory I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The import failed other than in the catalog (a scratch file, a thread).
+    #[error(transparent)]
+    Import(ImportError),
     #[error("inventory job {job_id} failed: {message}")]
     JobFailed { job_id: String, message: String },
+}
+
+impl From<ImportError> for InventoryError {
+    /// A catalog error stays one, whichever stage of the import met it.
+    fn from(e: ImportError) -> Self {
+        match e {
+            ImportError::Catalog(e) => InventoryError::Catalog(e),
+            e => InventoryError::Import(e),
+        }
+    }
 }
 
 /// Whole refreshes tried before giving up until the next access; each call inside is retried
@@ -52,6 +66,7 @@ impl InventoryError {
                 e.is_transient() || e.kind == crate::glacier::ErrorKind::NotFound
             }
             InventoryError::Io(_) | InventoryError::Parse(_) => true,
+            InventoryError::Import(e) => e.is_transient(),
             InventoryError::Catalog(_) | InventoryError::JobFailed { .. } => false,
         }
     }
@@ -183,8 +198,8 @@ pub async fn refresh_vault(
     Ok(())
 }
 
-/// DESIGN.md §1: a job only when the catalog has no inventory, or an old one that Glacier has
-/// replaced. A vault Glacier never inventoried needs none: the catalog is its whole view.
+/// A job only when the catalog has no inventory, or one older than `max_age` that Glacier has
+/// replaced since: a job takes hours and costs a request. A vault Glacier never inventoried needs none: the catalog is its whole view.
 fn needs_inventory(row: &VaultRow, max_age: Duration) -> bool {
     let Some(remote) = timefmt::iso_secs(row.last_inventory_date.as_deref()) else {
         return false;
@@ -218,14 +233,7 @@ async fn find_or_start_job(
     let vault = row.ino;
     let intent = config
         .catalog
-        .write_async(move |tx| {
-            tx.execute(
-                "INSERT INTO intents (kind, vault, created_s, updated_s) \
-                 VALUES ('inventory-job', ?1, ?2, ?2)",
-                rusqlite::params![vault as i64, now_s()],
-            )?;
-            Ok(tx.last_insert_rowid())
-        })
+        .write_async(move |tx| job::intend(tx, vault))
         .await?;
     let request = JobRequest::Inventory {
         format: "JSON".into(),
@@ -238,14 +246,7 @@ async fn find_or_start_job(
     record_job(config, row.ino, &job).await?;
     config
         .catalog
-        .write_async(move |tx| {
-            tx.execute(
-                "UPDATE intents SET state = 'done', payload = json_object('job_id', ?2), \
-                 updated_s = ?3 WHERE id = ?1",
-                rusqlite::params![intent, job_id, now_s()],
-            )?;
-            Ok(())
-        })
+        .write_async(move |tx| job::started(tx, intent, &job_id))
         .await?;
     log::info!("vault {}: started inventory job {}", row.name, job.job_id);
     Ok(job)
@@ -256,27 +257,10 @@ async fn record_job(
     vault: u64,
     job: &JobDesc,
 ) -> Result<(), CatalogError> {
-    let job = job.clone();
+    let desc = job.clone();
     config
         .catalog
-        .write_async(move |tx| {
-            tx.execute(
-                "INSERT INTO jobs (job_id, vault, action, status, message, created_s, completed_s, size) \
-                 VALUES (?1, ?2, 'InventoryRetrieval', ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT(job_id) DO UPDATE SET status = excluded.status, \
-                 message = excluded.message, completed_s = excluded.completed_s, size = excluded.size",
-                rusqlite::params![
-                    job.job_id,
-                    vault as i64,
-                    job.status.as_str(),
-                    job.status_message,
-                    timefmt::iso_secs(job.creation_date.as_deref()).unwrap_or_else(now_s),
-                    timefmt::iso_secs(job.completion_date.as_deref()),
-                    job.inventory_size.map(|s| s as i64),
-                ],
-            )?;
-            Ok(())
-        })
+        .write_async(move |tx| job::record(tx, vault, &desc))
         .await
 }
 

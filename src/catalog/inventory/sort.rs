@@ -12,7 +12,52 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use super::merge::Staged;
+use super::Listed;
+use crate::codec::{names, timefmt};
+
+/// One archive of the inventory, with the path and mtime its description gives: what is sorted
+/// here, staged in the side table, and placed. This module owns it because only the sorter
+/// depends on its layout (the scratch file encoding and [`Staged::weight`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Staged {
+    pub(super) archive_id: String,
+    pub(super) description: String,
+    pub(super) created_s: i64,
+    pub(super) size: u64,
+    pub(super) tree_hash: String,
+    pub(super) path: String,
+    pub(super) mtime_s: i64,
+}
+
+impl Staged {
+    /// Roughly the memory a row holds: its text, its four allocations and the struct itself.
+    pub(super) fn weight(&self) -> usize {
+        self.archive_id.len()
+            + self.description.len()
+            + self.tree_hash.len()
+            + self.path.len()
+            + 4 * 16
+            + std::mem::size_of::<Staged>()
+    }
+}
+
+impl From<Listed> for Staged {
+    fn from(a: Listed) -> Staged {
+        let (segments, mtime) = names::archive_path(&a.description, &a.archive_id);
+        let created_s = timefmt::parse_iso8601(&a.creation_date)
+            .map(|(s, _)| s)
+            .unwrap_or(0);
+        Staged {
+            path: segments.join("/"),
+            mtime_s: mtime.unwrap_or(created_s),
+            archive_id: a.archive_id,
+            description: a.description,
+            created_s,
+            size: a.size,
+            tree_hash: a.tree_hash,
+        }
+    }
+}
 
 /// Bytes of rows (as [`Staged::weight`] counts them) held in memory before a run is sorted and
 /// spilled. Together with one read buffer per run while merging, this is the sorter's memory.

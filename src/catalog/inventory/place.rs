@@ -1,0 +1,310 @@
+//! Placing new archives as files, in naming order, a chunk of rows per transaction (see
+//! [`Settings`]): the directories they need first, then each file under its own name if free,
+//! else a collision suffix. Both ways of an import end here.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::sort::Staged;
+use super::{Settings, SHARED_ROWS};
+use crate::catalog::{self, nodes, schema, Catalog, CatalogError, Kind};
+use crate::codec::names;
+
+/// Rows read ahead of the placing transaction (see [`place_stream`]), and handed over at a time.
+const READ_AHEAD: usize = 16 * READ_BATCH;
+const READ_BATCH: usize = 1024;
+
+/// Creates the directories (paths relative to the vault, in order) that new archives need, and
+/// returns the ino of each.
+pub(super) fn make_dirs(
+    catalog: &Catalog,
+    vault: u64,
+    dir_paths: Vec<String>,
+) -> Result<HashMap<String, u64>, CatalogError> {
+    let mut dirs: HashMap<String, u64> = HashMap::new();
+    for chunk in dir_paths.chunks(SHARED_ROWS / 4) {
+        let chunk = chunk.to_vec();
+        dirs = catalog.write(move |tx| {
+            for path in &chunk {
+                ensure_dirs(tx, vault, path, &mut dirs)?;
+            }
+            Ok(dirs)
+        })?;
+    }
+    Ok(dirs)
+}
+
+/// How a placing transaction tells an archive listed twice in the inventory from a new one.
+pub(super) enum Dedup {
+    /// Ask the catalog (by the archive index) about each row flagged as possibly placed.
+    Catalog,
+    /// Nothing else writes and the vault had no archive: only this import placed archives, and
+    /// the ids of those whose key is listed more than once are kept here.
+    Memory(HashMap<i64, Vec<String>>),
+}
+
+/// What placing needs besides the rows.
+pub(super) struct Place {
+    pub(super) dirs: HashMap<String, u64>,
+    pub(super) dedup: Dedup,
+    /// Drop the archive index before placing and build it again after, in the same
+    /// transaction: one sorted build costs a fraction of a million scattered inserts. Only for
+    /// [`Sharing::Exclusive`], where placing is one transaction, so the index is never missing
+    /// for anyone, even after a crash.
+    pub(super) rebuild_archive_index: bool,
+}
+
+/// A row to place, and whether its archive may have a node already (so must be checked).
+pub(super) type PlaceRow = (Staged, bool);
+
+/// What a placing transaction carries from one chunk to the next.
+struct PlaceState {
+    batches: Receiver<Result<Vec<PlaceRow>, CatalogError>>,
+    /// Rows received and not placed yet, in reverse order (the next one last).
+    pending: Vec<PlaceRow>,
+    place: Place,
+    added: u64,
+    done: bool,
+}
+
+/// Places new archives in naming order, as `read` hands them over from another thread, a
+/// chunk per transaction; returns how many files were placed. `read` gets a function that
+/// passes a row on and says whether to go on.
+pub(super) fn place_stream(
+    catalog: &Catalog,
+    vault: u64,
+    place: Place,
+    settings: &Settings,
+    read: impl FnOnce(&mut dyn FnMut(Result<PlaceRow, CatalogError>) -> bool) + Send,
+) -> Result<u64, CatalogError> {
+    // Rows travel in batches: a hand-over per row would cost more in thread wake-ups than
+    // placing the row does.
+    let (to_placer, batches) = sync_channel(READ_AHEAD / READ_BATCH);
+    let (max_rows, max_hold) = (settings.chunk_rows, settings.chunk_hold);
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("inventory-read".into())
+            .spawn_scoped(s, move || {
+                let to_placer: SyncSender<_> = to_placer;
+                let mut batch = Vec::with_capacity(READ_BATCH);
+                let mut open = true;
+                read(&mut |row| {
+                    match row {
+                        Ok(row) => {
+                            batch.push(row);
+                            if batch.len() == READ_BATCH {
+                                let full =
+                                    std::mem::replace(&mut batch, Vec::with_capacity(READ_BATCH));
+                                // Stops when the placer has gone (it failed).
+                                open = to_placer.send(Ok(full)).is_ok();
+                            }
+                        }
+                        Err(e) => {
+                            let _ = to_placer.send(Ok(std::mem::take(&mut batch)));
+                            let _ = to_placer.send(Err(e));
+                            open = false;
+                        }
+                    }
+                    open
+                });
+                if open && !batch.is_empty() {
+                    let _ = to_placer.send(Ok(batch));
+                }
+            })?;
+        let mut state = PlaceState {
+            batches,
+            pending: Vec::new(),
+            place,
+            added: 0,
+            done: false,
+        };
+        while !state.done {
+            state = catalog.write(move |tx| {
+                let rebuild = state.place.rebuild_archive_index;
+                if rebuild {
+                    tx.execute_batch("DROP INDEX IF EXISTS nodes_by_archive")?;
+                }
+                let state = place_chunk(tx, vault, state, max_rows, max_hold)?;
+                if rebuild {
+                    schema::create_archive_index(tx)?;
+                }
+                Ok(state)
+            })?;
+        }
+        Ok(state.added)
+    })
+}
+
+/// Places rows until the stream ends or the chunk is full (in rows or in time).
+fn place_chunk(
+    tx: &Connection,
+    vault: u64,
+    mut state: PlaceState,
+    max_rows: usize,
+    max_hold: Duration,
+) -> Result<PlaceState, CatalogError> {
+    let started = Instant::now();
+    let mut n = 0usize;
+    while n < max_rows {
+        // Checking the clock every row would cost more than it saves.
+        if n % 1024 == 1023 && started.elapsed() >= max_hold {
+            break;
+        }
+        if state.pending.is_empty() {
+            match state.batches.recv() {
+                Ok(batch) => {
+                    state.pending = batch?;
+                    state.pending.reverse();
+                }
+                Err(_) => {
+                    state.done = true;
+                    break;
+                }
+            }
+        }
+        let Some((row, may_be_placed)) = state.pending.pop() else {
+            continue;
+        };
+        n += 1;
+        let place = &mut state.place;
+        // An inventory may list one archive twice; the first placement wins.
+        let already = may_be_placed
+            && match &mut place.dedup {
+                Dedup::Catalog => nodes::archive_in_use(tx, vault, &row.archive_id)?,
+                Dedup::Memory(placed) => {
+                    let ids = placed
+                        .entry(nodes::archive_key(&row.archive_id))
+                        .or_default();
+                    if ids.contains(&row.archive_id) {
+                        true
+                    } else {
+                        ids.push(row.archive_id.clone());
+                        false
+                    }
+                }
+            };
+        if !already {
+            place_file(tx, vault, &row, &place.dirs)?;
+            state.added += 1;
+        }
+    }
+    Ok(state)
+}
+
+/// The ino of directory `path` (relative to the vault), creating the missing ones.
+fn ensure_dirs(
+    tx: &Connection,
+    vault: u64,
+    path: &str,
+    dirs: &mut HashMap<String, u64>,
+) -> Result<u64, CatalogError> {
+    if let Some(&ino) = dirs.get(path) {
+        return Ok(ino);
+    }
+    let (parent, name) = match path.rsplit_once('/') {
+        Some((p, n)) => (ensure_dirs(tx, vault, p, dirs)?, n),
+        None => (vault, path),
+    };
+    let ino = match nodes::lookup(tx, parent, name)? {
+        Some(n) if n.kind == Kind::Dir => n.ino,
+        // A name already shown as a file (or reserved) keeps it; the directory is set apart.
+        existing => {
+            let name = if existing.is_some() || (parent == vault && names::is_reserved(name)) {
+                format!("{name}~dir")
+            } else {
+                name.to_owned()
+            };
+            match nodes::lookup(tx, parent, &name)? {
+                Some(n) if n.kind == Kind::Dir => n.ino,
+                _ => nodes::insert(
+                    tx,
+                    Kind::Dir,
+                    &nodes::NewNode {
+                        parent,
+                        name: &name,
+                        vault,
+                        mtime_ns: catalog::now_ns(),
+                        ..Default::default()
+                    },
+                )?,
+            }
+        }
+    };
+    dirs.insert(path.to_owned(), ino);
+    Ok(ino)
+}
+
+/// Places one new archive as a file.
+fn place_file(
+    tx: &Connection,
+    vault: u64,
+    row: &Staged,
+    dirs: &HashMap<String, u64>,
+) -> Result<(), CatalogError> {
+    let (parent, name) = match row.path.rsplit_once('/') {
+        Some((p, n)) => (*dirs.get(p).ok_or(CatalogError::NotFound)?, n),
+        None => (vault, row.path.as_str()),
+    };
+    let node = |name| nodes::NewNode {
+        parent,
+        name,
+        vault,
+        size: row.size,
+        mtime_ns: row.mtime_s.saturating_mul(1_000_000_000),
+        archive_id: Some(&row.archive_id),
+        tree_hash: Some(&row.tree_hash),
+        description: Some(&row.description),
+        created_s: Some(row.created_s),
+        ..Default::default()
+    };
+    // Most names are free: try the insert first and let the unique index say otherwise,
+    // rather than looking every name up before inserting it.
+    if !(parent == vault && names::is_reserved(name)) {
+        match nodes::insert(tx, Kind::File, &node(name)) {
+            Ok(_) => return Ok(()),
+            Err(CatalogError::Exists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let name = free_name(
+        tx,
+        parent,
+        parent == vault,
+        name,
+        row.created_s,
+        &row.archive_id,
+    )?;
+    nodes::insert(tx, Kind::File, &node(&name))?;
+    Ok(())
+}
+
+/// The name a new archive takes: its own if free, else the collision suffixes in turn.
+fn free_name(
+    tx: &Connection,
+    parent: u64,
+    at_vault_root: bool,
+    name: &str,
+    created_s: i64,
+    archive_id: &str,
+) -> Result<String, CatalogError> {
+    let free =
+        |n: &str| -> Result<bool, CatalogError> { Ok(nodes::lookup(tx, parent, n)?.is_none()) };
+    if !(at_vault_root && names::is_reserved(name)) && free(name)? {
+        return Ok(name.to_owned());
+    }
+    let by_date = names::suffixed(name, created_s);
+    if free(&by_date)? {
+        return Ok(by_date);
+    }
+    let by_id = names::suffixed_with_id(name, created_s, archive_id);
+    let mut candidate = by_id.clone();
+    let mut n = 2;
+    while !free(&candidate)? {
+        candidate = format!("{by_id}~{n}");
+        n += 1;
+    }
+    Ok(candidate)
+}
