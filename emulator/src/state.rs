@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::inventory;
 use super::retrievals::Retrievals;
-use super::util::{chunk_hashes, iso_ms, random_id, tree_of, Digest};
+use super::util::{chunk_hashes, random_id, tree_of, Digest};
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
@@ -293,10 +293,6 @@ impl State {
 
     pub fn location(&self, rest: &str) -> String {
         format!("/{}/vaults/{}", self.config.account_id, rest)
-    }
-
-    pub fn iso_now(&self) -> String {
-        iso_ms(self.now_ms)
     }
 
     /// Stores a new archive; the caller has checked everything. Returns its id.
