@@ -1,9 +1,10 @@
 //! The emulated service's state: vaults, archives, uploads, jobs, locks and the clock.
 //!
-//! Time only moves when a test says so. Job completion, job expiry and lock expiry are all
-//! functions of that clock; [`State::settle`] applies them, and runs after every request and
-//! every clock change so that a job's output is fixed at the moment it completes (an inventory
-//! job returns the snapshot current at completion, not whatever is current when it is read).
+//! Time only moves when the owner says so (a test, or the binary keeping up with real time).
+//! Job completion, job expiry and lock expiry are all functions of that clock; [`State::settle`]
+//! applies them, and runs after every request and every clock change so that a job's output is
+//! fixed at the moment it completes (an inventory job returns the snapshot current at
+//! completion, not whatever is current when it is read).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
