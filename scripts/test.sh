@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every glacierfs test: unit tests, the emulator-backed FUSE tests, and the end-to-end tests
-# against moto. Installs what the tests need first (Debian packages, a virtualenv with moto), and
-# stops moto afterwards whether the tests pass or fail.
+# Runs every test of the workspace: glacierfs's unit tests, the emulator-backed FUSE tests, the
+# end-to-end tests against moto, and the Glacier emulator's own tests (emulator/). Installs what
+# the tests need first (Debian packages, a virtualenv with moto), and stops moto afterwards
+# whether the tests pass or fail.
 #
 #   scripts/test.sh                 # everything, in the quick (bounded) mode
 #   scripts/test.sh --long          # more crash trials, fault rounds and fuzz cases
@@ -57,5 +58,6 @@ for _ in $(seq 1 100); do
 done
 export GLACIERFS_MOTO_ENDPOINT="http://127.0.0.1:$port"
 
-# One profile only: the mounted tests run the release binary this same build produces.
-cargo test --release "$@"
+# One profile only: the mounted tests run the release binary this same build produces. The
+# whole workspace, so the emulator's own tests run too (`--test NAME` finds NAME in any member).
+cargo test --release --workspace "$@"

@@ -12,9 +12,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
 use glacierfs::codec::timefmt::format_compact;
-use support::emulator::sdk_client;
 use support::mount::{fuse_available, wait_until, Mount};
-use support::xattr;
+use support::{sdk_client, xattr};
 
 fn moto_endpoint() -> Option<String> {
     match std::env::var("GLACIERFS_MOTO_ENDPOINT") {

@@ -976,7 +976,7 @@ fn signature_of(sent: &Sent) -> String {
     use aws_sigv4::sign::v4;
     use aws_smithy_runtime_api::client::identity::Identity;
 
-    // The credentials and region of support::emulator::sdk_config.
+    // The credentials and region of support::sdk_config.
     let identity: Identity = aws_sdk_glacier::config::Credentials::new(
         "AKIDEMULATOR",
         "emulator-secret",
@@ -1026,13 +1026,13 @@ async fn the_client_hashes_each_body_once_and_the_sdk_none() {
     let emu = Emulator::start();
     emu.create_vault("sig");
     let ours = Capture::default();
-    let conf = support::emulator::sdk_config(&emu.endpoint())
+    let conf = support::sdk_config(&emu.endpoint())
         .interceptor(ours.clone())
         .build();
     let client = AwsGlacier::from_conf(conf, "-");
     let theirs = Capture::default();
     let sdk = aws_sdk_glacier::Client::from_conf(
-        support::emulator::sdk_config(&emu.endpoint())
+        support::sdk_config(&emu.endpoint())
             .interceptor(theirs.clone())
             .build(),
     );
@@ -1532,7 +1532,7 @@ fn cpu_cost_child() {
     let whole = Bytes::from(bytes.clone());
     let archive_hash = to_hex(&treehash::tree_hash(&whole));
     let bare_cpu = rt.block_on(async {
-        let sdk = support::emulator::sdk_client(&endpoint);
+        let sdk = support::sdk_client(&endpoint);
         let cpu0 = cpu_seconds();
         let init = sdk
             .initiate_multipart_upload()

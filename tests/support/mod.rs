@@ -1,8 +1,10 @@
-//! Shared test support: the Glacier emulator, running mounts, and small file-system helpers.
+//! Shared test support: the Glacier emulator (the `glacier-emulator` crate), running mounts,
+//! SDK clients, and small file-system helpers.
 #![allow(dead_code)]
 
-pub mod emulator;
 pub mod mount;
+
+pub use glacier_emulator as emulator;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -65,6 +67,39 @@ pub fn xattr(path: &Path, name: &str) -> Result<String, i32> {
     }
     buf.truncate(len as usize);
     Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A bare SDK client for `endpoint`: dummy credentials, us-east-1, retries off (tests see raw
+/// behaviour), plain HTTP through the rustls-ring client (the crate has no default client).
+/// The emulator's own tests build theirs the same way; the emulator library has no SDK in it.
+pub fn sdk_client(endpoint: &str) -> aws_sdk_glacier::Client {
+    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).build())
+}
+
+/// The configuration behind [`sdk_client`], for tests that need to change something (an
+/// interceptor, say) before building a client.
+pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
+    use aws_sdk_glacier::config::retry::RetryConfig;
+    use aws_sdk_glacier::config::timeout::TimeoutConfig;
+    use aws_sdk_glacier::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let credentials = Credentials::new("AKIDEMULATOR", "emulator-secret", None, None, "emulator");
+    aws_sdk_glacier::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(endpoint)
+        .http_client(http)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .build(),
+        )
 }
 
 /// The real SDK client on `endpoint` (dummy credentials), behind the retrying decorator the

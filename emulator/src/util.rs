@@ -1,8 +1,8 @@
 //! Pure helpers for the emulator: the SHA-256 tree hash and its alignment rules, ISO-8601 and
 //! HTTP dates, random ids, opaque pagination markers and the description rules.
 //!
-//! The tree hash here is written independently of `src/treehash.rs` on purpose: the emulator is
-//! the referee for the daemon's hashing, so it must not share the code it checks.
+//! The tree hash here is written independently of glacierfs's `src/treehash.rs` on purpose: the
+//! emulator is the referee for the daemon's hashing, so it must not share the code it checks.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -48,10 +48,6 @@ pub(crate) fn tree_of(hashes: &[Digest]) -> Digest {
             .collect();
     }
     level[0]
-}
-
-pub(crate) fn tree_hash(data: &[u8]) -> Digest {
-    tree_of(&chunk_hashes(data))
 }
 
 /// Whether `[start, end_excl)` is exactly one node of the tree of an archive of `size` bytes:

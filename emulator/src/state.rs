@@ -1,9 +1,10 @@
 //! The emulated service's state: vaults, archives, uploads, jobs, locks and the clock.
 //!
-//! Time only moves when a test says so. Job completion, job expiry and lock expiry are all
-//! functions of that clock; [`State::settle`] applies them, and runs after every request and
-//! every clock change so that a job's output is fixed at the moment it completes (an inventory
-//! job returns the snapshot current at completion, not whatever is current when it is read).
+//! Time only moves when the owner says so (a test, or the binary keeping up with real time).
+//! Job completion, job expiry and lock expiry are all functions of that clock; [`State::settle`]
+//! applies them, and runs after every request and every clock change so that a job's output is
+//! fixed at the moment it completes (an inventory job returns the snapshot current at
+//! completion, not whatever is current when it is read).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use super::inventory;
 use super::retrievals::Retrievals;
-use super::util::{chunk_hashes, iso_ms, random_id, tree_of, Digest};
+use super::util::{chunk_hashes, random_id, tree_of, Digest};
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
@@ -293,10 +294,6 @@ impl State {
 
     pub fn location(&self, rest: &str) -> String {
         format!("/{}/vaults/{}", self.config.account_id, rest)
-    }
-
-    pub fn iso_now(&self) -> String {
-        iso_ms(self.now_ms)
     }
 
     /// Stores a new archive; the caller has checked everything. Returns its id.

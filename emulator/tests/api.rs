@@ -1,8 +1,7 @@
-//! Drives the Glacier emulator (`tests/support/emulator`) through the real aws-sdk-glacier, so
-//! the emulator is held to what the SDK sends and expects: every operation's happy path, the
-//! documented checks and error codes, the job clock, inventories, vault lock and fault injection.
-//! A few tests speak raw HTTP where the SDK cannot produce the request (no version header,
-//! chunked bodies).
+//! Drives the Glacier emulator through the real aws-sdk-glacier, so the emulator is held to
+//! what the SDK sends and expects: every operation's happy path, the documented checks and error
+//! codes, the job clock, inventories, vault lock and fault injection. A few tests speak raw HTTP
+//! where the SDK cannot produce the request (no version header, chunked bodies).
 
 mod support;
 
@@ -14,8 +13,9 @@ use aws_sdk_glacier::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glacier::primitives::ByteStream;
 use aws_sdk_glacier::types::{InventoryRetrievalJobInput, JobParameters, StatusCode};
 use aws_sdk_glacier::Client;
+use glacier_emulator::*;
 use sha2::{Digest, Sha256};
-use support::emulator::*;
+use support::{sdk_client, sdk_client_with_timeout, sdk_config};
 
 const MIB: usize = 1 << 20;
 const HOUR: Duration = Duration::from_secs(3600);

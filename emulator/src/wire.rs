@@ -121,13 +121,6 @@ impl Response {
         self.body = body;
         self
     }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// A Glacier error. `code` doubles as `x-amzn-ErrorType`, which the Rust SDK reads first.

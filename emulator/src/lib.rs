@@ -1,5 +1,7 @@
-//! A Glacier emulator for tests: an HTTP/1.1 server on 127.0.0.1 that speaks the Glacier REST
-//! API (2012-06-01) as the project's API digest (GLACIER-API.md) describes it, inside the test process.
+//! A Glacier emulator: an HTTP/1.1 server on 127.0.0.1 that speaks the Glacier REST API
+//! (2012-06-01) as the project's API digest (GLACIER-API.md) describes it, inside the process
+//! that starts it. glacierfs's tests start one per test; the `glacier-emulator` binary
+//! (`main.rs`) serves one on its own for a try-out, its clock following real time.
 //!
 //! Tests drive the service through the real SDK and inspect or nudge it through [`Emulator`]'s
 //! methods: a clock that only moves on [`Emulator::advance`], inventory snapshots taken on
@@ -14,9 +16,10 @@
 //! Signatures are not checked (any `Authorization` passes); `x-amz-glacier-version` is required.
 //!
 //! **Clock.** Emulated time starts at [`DEFAULT_START_SECS`] (or real now) and moves only on
-//! [`Emulator::advance`] / [`Emulator::complete_all_jobs`]. Jobs complete at creation + tier time
-//! (inventory: 4 h whatever the tier), their output is fixed at that instant, and they vanish
-//! (404, gone from ListJobs) 24 h later. An InProgress vault lock expires 24 h after initiation.
+//! [`Emulator::advance`] / [`Emulator::complete_all_jobs`] (the binary calls `advance` in step
+//! with real time). Jobs complete at creation + tier time (inventory: 4 h whatever the tier),
+//! their output is fixed at that instant, and they vanish (404, gone from ListJobs) 24 h later.
+//! An InProgress vault lock expires 24 h after initiation.
 //!
 //! **Inventory.** Jobs return the last snapshot, never live state: [`Emulator::take_inventory`]
 //! takes one now; with [`Emulator::set_auto_inventory`] each inventory job snapshots the vault at
@@ -312,6 +315,12 @@ impl Emulator {
     }
 
     pub fn start_with(opts: EmulatorOptions) -> Emulator {
+        Emulator::try_start_with(opts).expect("start the emulator")
+    }
+
+    /// Like [`Emulator::start_with`], but an address that cannot be bound (already in use, say)
+    /// is an error rather than a panic, for the binary to report.
+    pub fn try_start_with(opts: EmulatorOptions) -> std::io::Result<Emulator> {
         let start_ms = match opts.clock {
             ClockStart::Fixed(secs) => secs * 1000,
             ClockStart::RealNow => SystemTime::now()
@@ -342,18 +351,17 @@ impl Emulator {
             shutdown: AtomicBool::new(false),
             request_ids: AtomicU64::new(1),
         });
-        let listener = TcpListener::bind(opts.bind).expect("bind the emulator's listener");
-        let addr = listener.local_addr().expect("listener address");
+        let listener = TcpListener::bind(opts.bind)?;
+        let addr = listener.local_addr()?;
         let server_shared = shared.clone();
         let server = std::thread::Builder::new()
             .name("glacier-emulator".into())
-            .spawn(move || http::serve(listener, server_shared))
-            .expect("spawn the emulator's accept thread");
-        Emulator {
+            .spawn(move || http::serve(listener, server_shared))?;
+        Ok(Emulator {
             shared,
             addr,
             server: Some(server),
-        }
+        })
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -668,46 +676,4 @@ impl Drop for Emulator {
             let _ = server.join();
         }
     }
-}
-
-/// A ready SDK client for `endpoint`: dummy credentials, us-east-1, retries off (tests see raw
-/// behaviour), plain HTTP through the rustls-ring client (the crate has no default client).
-pub fn sdk_client(endpoint: &str) -> aws_sdk_glacier::Client {
-    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).build())
-}
-
-/// Like [`sdk_client`], with an attempt timeout, so a stalled connection shows as a timeout.
-pub fn sdk_client_with_timeout(endpoint: &str, timeout: Duration) -> aws_sdk_glacier::Client {
-    use aws_sdk_glacier::config::timeout::TimeoutConfig;
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(timeout)
-        .build();
-    aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).timeout_config(timeouts).build())
-}
-
-/// The configuration behind [`sdk_client`], for tests that need to change something (retries,
-/// timeouts) before building a client.
-pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
-    use aws_sdk_glacier::config::retry::RetryConfig;
-    use aws_sdk_glacier::config::timeout::TimeoutConfig;
-    use aws_sdk_glacier::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let credentials = Credentials::new("AKIDEMULATOR", "emulator-secret", None, None, "emulator");
-    aws_sdk_glacier::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(credentials)
-        .endpoint_url(endpoint)
-        .http_client(http)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build(),
-        )
 }

@@ -1,0 +1,162 @@
+//! `glacier-emulator`: one emulator served on its own, a local Glacier endpoint to try glacierfs
+//! against. Unlike in the tests, nobody here moves the clock by hand, so it follows real time:
+//! every job, whatever its tier, completes `--job-delay` seconds after it was initiated, and an
+//! inventory job returns a snapshot of the vault taken as it completes.
+//!
+//! Prints the endpoint URL on stdout, one line, once it accepts connections, and serves until
+//! SIGTERM or SIGINT. Exit codes: 0 stopped by a signal, 1 could not start, 2 bad usage.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use glacier_emulator::{ClockStart, Emulator, EmulatorOptions};
+
+const USAGE: &str = "usage: glacier-emulator [--listen ADDR:PORT] [--job-delay SECS] [--seed N]";
+
+const HELP: &str = "\
+Serves a Glacier emulator on a local endpoint until SIGTERM or SIGINT.
+
+Options:
+  --listen ADDR:PORT   where to listen (default 127.0.0.1:0, a free port)
+  --job-delay SECS     how long every retrieval and inventory job takes (default 5)
+  --seed N             seeds the archive, upload, job and lock ids
+  -h, --help           prints this help
+
+The endpoint URL is printed on stdout, one line, once it accepts connections.";
+
+/// How often the emulated clock catches up with real time: the most a job completes late.
+const TICK: Duration = Duration::from_millis(50);
+
+struct Args {
+    listen: SocketAddr,
+    job_delay: Duration,
+    seed: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}\n\n{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("glacier-emulator: {msg} ({USAGE})");
+            return ExitCode::from(2);
+        }
+    };
+    // Before any thread starts, so that every thread inherits the mask and the signals wait
+    // for `next_stop_signal` instead of killing the process in the middle of a response.
+    let stop_signals = block_stop_signals();
+
+    let defaults = EmulatorOptions::default();
+    let opts = EmulatorOptions {
+        bind: args.listen,
+        clock: ClockStart::RealNow,
+        expedited: args.job_delay,
+        standard: args.job_delay,
+        bulk: args.job_delay,
+        inventory: args.job_delay,
+        auto_inventory: true,
+        id_seed: args.seed.unwrap_or(defaults.id_seed),
+        ..defaults
+    };
+    let emu = match Emulator::try_start_with(opts) {
+        Ok(emu) => emu,
+        Err(e) => {
+            eprintln!("glacier-emulator: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    // Whoever reads the URL may have gone; the endpoint serves regardless.
+    let _ = writeln!(stdout, "{}", emu.endpoint());
+    let _ = stdout.flush();
+
+    // The emulated clock moves only when told to; advancing it by the real time elapsed, in
+    // whole milliseconds counted from the start (so no rounding accumulates), completes each
+    // job on time and keeps the `Date` header and every timestamp close to the real clock.
+    let started = Instant::now();
+    let mut followed = Duration::ZERO;
+    while !next_stop_signal(&stop_signals, TICK) {
+        let elapsed = Duration::from_millis(started.elapsed().as_millis() as u64);
+        emu.advance(elapsed - followed);
+        followed = elapsed;
+    }
+    ExitCode::SUCCESS
+}
+
+/// The options, or None when help was asked for; Err is one line saying what is wrong.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        job_delay: Duration::from_secs(5),
+        seed: None,
+    };
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (arg, None),
+        };
+        if !matches!(name.as_str(), "--listen" | "--job-delay" | "--seed") {
+            return Err(format!("unknown argument '{name}'"));
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            return Err(format!("{name} needs a value"));
+        };
+        match name.as_str() {
+            "--listen" => {
+                parsed.listen = value.parse().map_err(|_| {
+                    format!("--listen takes ADDR:PORT, such as 127.0.0.1:9000, not '{value}'")
+                })?;
+            }
+            "--job-delay" => {
+                parsed.job_delay = value
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .ok_or_else(|| {
+                        format!("--job-delay takes seconds, such as 5 or 0.5, not '{value}'")
+                    })?;
+            }
+            _ => {
+                parsed.seed = Some(value.parse().map_err(|_| {
+                    format!("--seed takes a whole number from 0 to 2^64-1, not '{value}'")
+                })?);
+            }
+        }
+    }
+    Ok(Some(parsed))
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread and returns the set, for
+/// [`next_stop_signal`].
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use, and both calls only read or
+    // write the set and this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits up to `timeout` for one of the blocked stop signals; true if one came.
+fn next_stop_signal(set: &libc::sigset_t, timeout: Duration) -> bool {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the call; a null info pointer is allowed.
+    let signo = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    // -1 is the timeout (EAGAIN) or another signal's handler running (EINTR): keep serving.
+    signo > 0
+}
