@@ -12,6 +12,7 @@ pub mod deletes;
 pub mod jobs;
 pub mod nodes;
 pub mod schema;
+pub mod uploads;
 pub mod vaults;
 
 use std::path::{Path, PathBuf};
