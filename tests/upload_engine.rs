@@ -23,7 +23,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
 use glacierfs::codec::treehash::{self, to_hex, Digest, MIB};
 use glacierfs::engine::transfer::upload::{
-    upload, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec, Uploaded,
+    upload, JournalError, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec, Uploaded,
 };
 use glacierfs::glacier::{
     ArchiveCreated, BoxFut, ErrorKind, GlacierClient, GlacierError, JobDesc, JobFilter, JobOutput,
@@ -355,9 +355,9 @@ impl TestJournal {
         }
     }
 
-    fn push(&self, step: &'static str, ev: Ev) -> Result<(), String> {
+    fn push(&self, step: &'static str, ev: Ev) -> Result<(), JournalError> {
         if self.fail_at == Some(step) {
-            return Err(format!("injected failure at {step}"));
+            return Err(JournalError::new(format!("injected failure at {step}")));
         }
         let stats = self.emu.stats();
         let seen = Seen {
@@ -401,13 +401,13 @@ impl TestJournal {
 }
 
 impl UploadJournal for TestJournal {
-    fn before_single(&self) -> Result<(), String> {
+    fn before_single(&self) -> Result<(), JournalError> {
         self.push("before_single", Ev::BeforeSingle)
     }
-    fn before_initiate(&self, part_size: u64) -> Result<(), String> {
+    fn before_initiate(&self, part_size: u64) -> Result<(), JournalError> {
         self.push("before_initiate", Ev::BeforeInitiate(part_size))
     }
-    fn initiated(&self, upload_id: &str, part_size: u64) -> Result<(), String> {
+    fn initiated(&self, upload_id: &str, part_size: u64) -> Result<(), JournalError> {
         self.push("initiated", Ev::Initiated(upload_id.into(), part_size))
     }
     fn before_complete(
@@ -415,14 +415,14 @@ impl UploadJournal for TestJournal {
         upload_id: &str,
         size: u64,
         tree_hash: &Digest,
-    ) -> Result<(), String> {
+    ) -> Result<(), JournalError> {
         let ev = Ev::BeforeComplete(upload_id.into(), size, to_hex(tree_hash));
         self.push("before_complete", ev)
     }
-    fn created(&self, archive_id: &str, tree_hash: &Digest) -> Result<(), String> {
+    fn created(&self, archive_id: &str, tree_hash: &Digest) -> Result<(), JournalError> {
         self.push("created", Ev::Created(archive_id.into(), to_hex(tree_hash)))
     }
-    fn restarted(&self) -> Result<(), String> {
+    fn restarted(&self) -> Result<(), JournalError> {
         self.push("restarted", Ev::Restarted)
     }
 }
@@ -1620,22 +1620,22 @@ fn cpu_cost_child() {
 struct NoJournal;
 
 impl UploadJournal for NoJournal {
-    fn before_single(&self) -> Result<(), String> {
+    fn before_single(&self) -> Result<(), JournalError> {
         Ok(())
     }
-    fn before_initiate(&self, _: u64) -> Result<(), String> {
+    fn before_initiate(&self, _: u64) -> Result<(), JournalError> {
         Ok(())
     }
-    fn initiated(&self, _: &str, _: u64) -> Result<(), String> {
+    fn initiated(&self, _: &str, _: u64) -> Result<(), JournalError> {
         Ok(())
     }
-    fn before_complete(&self, _: &str, _: u64, _: &Digest) -> Result<(), String> {
+    fn before_complete(&self, _: &str, _: u64, _: &Digest) -> Result<(), JournalError> {
         Ok(())
     }
-    fn created(&self, _: &str, _: &Digest) -> Result<(), String> {
+    fn created(&self, _: &str, _: &Digest) -> Result<(), JournalError> {
         Ok(())
     }
-    fn restarted(&self) -> Result<(), String> {
+    fn restarted(&self) -> Result<(), JournalError> {
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod nodes;
 pub mod schema;
+pub mod uploads;
 pub mod vaults;
 
 use std::path::{Path, PathBuf};
