@@ -11,6 +11,7 @@ pub mod copy;
 pub mod deletes;
 pub mod jobs;
 pub mod nodes;
+pub mod retrievals;
 pub mod schema;
 pub mod vaults;
 
