@@ -344,3 +344,91 @@ fn leaves_of(blob: &[u8]) -> Vec<Digest> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Connection {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        c
+    }
+
+    fn job<'a>(id: &'a str, archive: &'a str, created_s: i64) -> NewRetrieval<'a> {
+        NewRetrieval {
+            job_id: id,
+            vault: 2,
+            archive_id: Some(archive),
+            tier: Some("Standard"),
+            state: JobState::InProgress,
+            message: None,
+            created_s,
+            completed_s: None,
+            size: 10,
+            auto: true,
+            ino: 5,
+        }
+    }
+
+    #[test]
+    fn states_and_causes_round_trip_and_a_new_word_clears_the_cause() {
+        let c = catalog();
+        record(&c, &job("j1", "a", 100)).unwrap();
+        let got = for_archive(&c, 2, "a").unwrap().unwrap();
+        assert_eq!((got.state, got.cause), (JobState::InProgress, None));
+        assert!(got.in_flight());
+        assert_eq!(auto_bytes_since(&c, 99).unwrap(), 10);
+        assert_eq!(auto_bytes_since(&c, 100).unwrap(), 0);
+
+        begin_download(&c, 5, "j1", "a", 2, 10).unwrap();
+        record_corrupt(&c, 5, "j1", "bad bytes", true).unwrap();
+        let got = for_archive(&c, 2, "a").unwrap().unwrap();
+        assert_eq!(got.state, JobState::Failed);
+        assert_eq!(got.cause, Some(FailureCause::Corrupt));
+        assert_eq!(got.message.as_deref(), Some("bad bytes"));
+
+        // Glacier's word on the same job replaces the message, and the cause with it.
+        record(&c, &job("j1", "a", 100)).unwrap();
+        let got = for_archive(&c, 2, "a").unwrap().unwrap();
+        assert_eq!((got.state, got.cause), (JobState::InProgress, None));
+    }
+
+    #[test]
+    fn a_refusal_is_a_failed_row_that_a_live_job_outranks() {
+        let c = catalog();
+        let refusal = Refusal {
+            vault: 2,
+            ino: 5,
+            archive_id: "a",
+            size: 10,
+            message: "Glacier refused the retrieval: no",
+            at_s: 200,
+        };
+        record_refusal(&c, &refusal).unwrap();
+        let got = for_archive(&c, 2, "a").unwrap().unwrap();
+        assert_eq!(got.job_id, "refused-5-200");
+        assert_eq!(got.cause, Some(FailureCause::Refused));
+        assert_eq!(
+            auto_bytes_since(&c, 0).unwrap(),
+            0,
+            "a refusal costs nothing"
+        );
+        record(&c, &job("j2", "a", 100)).unwrap();
+        assert_eq!(for_archive(&c, 2, "a").unwrap().unwrap().job_id, "j2");
+    }
+
+    #[test]
+    fn a_download_resumes_only_the_same_jobs_record() {
+        let c = catalog();
+        assert_eq!(
+            begin_download(&c, 5, "j1", "a", 2, 10).unwrap(),
+            DownloadRecord::default()
+        );
+        record_verified(&c, 5, 4, &[[7u8; 32]]).unwrap();
+        let resumed = begin_download(&c, 5, "j1", "a", 2, 10).unwrap();
+        assert_eq!((resumed.verified, resumed.leaves), (4, vec![[7u8; 32]]));
+        let other = begin_download(&c, 5, "j2", "a", 2, 10).unwrap();
+        assert_eq!(other, DownloadRecord::default());
+    }
+}
