@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use glacierfs::codec::treehash::{self, Digest, MIB};
 use glacierfs::engine::transfer::download::{
-    download, DownloadError, DownloadJournal, DownloadSpec, Resume,
+    download, DownloadError, DownloadJournal, DownloadSpec, JournalError, Resume,
 };
 use glacierfs::glacier::{
     ArchiveCreated, BodyReader, BoxFut, ErrorKind, GlacierClient, GlacierError, JobDesc, JobFilter,
@@ -226,10 +226,10 @@ struct Journal {
 }
 
 impl DownloadJournal for Journal {
-    fn verified(&self, upto: u64, leaves: &[Digest]) -> Result<(), String> {
+    fn verified(&self, upto: u64, leaves: &[Digest]) -> Result<(), JournalError> {
         let mut records = self.records.lock().expect("journal lock");
         if self.accept.is_some_and(|n| records.len() >= n) {
-            return Err("injected journal failure".into());
+            return Err(io::Error::other("injected journal failure").into());
         }
         records.push((upto, leaves.to_vec()));
         Ok(())

@@ -1,15 +1,105 @@
 //! Read-side views of background work, for `.jobs` and `glacierfs status`: Glacier jobs, the
-//! uploads of staged files, and the delete queue, each with the path it concerns.
+//! uploads of staged files, and the delete queue, each with the path it concerns; the types
+//! the `jobs` table stores (a job's state, why it failed); and the few writes `.jobs` commands
+//! and `glacierfs status` need. The retrieval engine's own reads and writes of the table are in
+//! [`super::retrievals`].
 
-use rusqlite::{params, Connection};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{nodes, CatalogError};
+use crate::glacier::JobStatus;
+
+/// A job's state as the `jobs.status` column keeps it: Glacier's own words, as TEXT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    InProgress,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::InProgress => "InProgress",
+            JobState::Succeeded => "Succeeded",
+            JobState::Failed => "Failed",
+        }
+    }
+}
+
+impl From<JobStatus> for JobState {
+    fn from(s: JobStatus) -> JobState {
+        match s {
+            JobStatus::InProgress => JobState::InProgress,
+            JobStatus::Succeeded => JobState::Succeeded,
+            JobStatus::Failed => JobState::Failed,
+        }
+    }
+}
+
+impl ToSql for JobState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for JobState {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        match v.as_str()? {
+            "InProgress" => Ok(JobState::InProgress),
+            "Succeeded" => Ok(JobState::Succeeded),
+            "Failed" => Ok(JobState::Failed),
+            other => Err(FromSqlError::Other(
+                format!("unknown job status {other:?}").into(),
+            )),
+        }
+    }
+}
+
+/// Why glacierfs itself marked a job Failed (`jobs.cause`); NULL for jobs Glacier reported as
+/// failed, and for every job that has not failed. The human text stays in `jobs.message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureCause {
+    /// Its output failed verification against the archive's tree hash too many times.
+    Corrupt,
+    /// Glacier refused to start it (a retrieval policy, access denied, a bad request); the row
+    /// stands for a job that never existed.
+    Refused,
+}
+
+impl FailureCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCause::Corrupt => "corrupt",
+            FailureCause::Refused => "refused",
+        }
+    }
+}
+
+impl ToSql for FailureCause {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for FailureCause {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        match v.as_str()? {
+            "corrupt" => Ok(FailureCause::Corrupt),
+            "refused" => Ok(FailureCause::Refused),
+            other => Err(FromSqlError::Other(
+                format!("unknown job failure cause {other:?}").into(),
+            )),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct JobView {
     pub job_id: String,
     pub action: String,
-    pub status: String,
+    pub status: JobState,
     pub vault: String,
     pub path: Option<String>,
     pub archive_id: Option<String>,
@@ -55,8 +145,16 @@ pub struct Overview {
 /// are shown for a day, as long as Glacier keeps their output; failed ones until replaced.
 pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogError> {
     let scope = vault.map(|v| v as i64);
+    Ok(Overview {
+        jobs: glacier_jobs(c, scope)?,
+        uploads: uploads(c, scope)?,
+        deletes: deletes(c, scope)?,
+    })
+}
+
+fn glacier_jobs(c: &Connection, scope: Option<i64>) -> Result<Vec<JobView>, CatalogError> {
     let day_ago = super::now_s() - 86_400;
-    let mut out = Overview::default();
+    let mut out = Vec::new();
     let mut stmt = c.prepare_cached(
         "SELECT j.job_id, j.action, j.status, v.name, j.archive_id, j.tier, j.created_s, \
          j.completed_s, j.size, j.bytes_done, j.message, j.ino FROM jobs j \
@@ -87,9 +185,13 @@ pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogE
         if let Some(ino) = j.ino {
             j.path = nodes::vault_relative_path(c, ino).ok();
         }
-        out.jobs.push(j);
+        out.push(j);
     }
+    Ok(out)
+}
 
+fn uploads(c: &Connection, scope: Option<i64>) -> Result<Vec<UploadView>, CatalogError> {
+    let mut out = Vec::new();
     let mut stmt = c.prepare_cached(
         "SELECT n.ino, v.name, n.size, u.message, COALESCE(u.bytes_done, 0), u.started_s \
          FROM nodes n \
@@ -108,7 +210,7 @@ pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogE
     })?;
     for row in rows {
         let (ino, vault, size, message, bytes_done, started_s) = row?;
-        out.uploads.push(UploadView {
+        out.push(UploadView {
             ino,
             vault,
             path: nodes::vault_relative_path(c, ino)?,
@@ -118,7 +220,11 @@ pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogE
             started_s,
         });
     }
+    Ok(out)
+}
 
+fn deletes(c: &Connection, scope: Option<i64>) -> Result<Vec<DeleteView>, CatalogError> {
+    let mut out = Vec::new();
     let mut stmt = c.prepare_cached(
         "SELECT d.id, v.name, d.path, d.archive_id, d.attempts, d.message FROM deletes d \
          JOIN vaults v ON v.ino = d.vault WHERE (?1 IS NULL OR d.vault = ?1) ORDER BY d.id",
@@ -134,7 +240,7 @@ pub fn overview(c: &Connection, vault: Option<u64>) -> Result<Overview, CatalogE
         })
     })?;
     for d in rows {
-        out.deletes.push(d?);
+        out.push(d?);
     }
     Ok(out)
 }
@@ -149,4 +255,48 @@ pub fn cache_use(c: &Connection) -> Result<(u64, u64), CatalogError> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok((cached.max(0) as u64, staged.max(0) as u64))
+}
+
+/// The `--cache-size` the mount last recorded, if any (a `glacierfs status` beside it shows it).
+pub fn recorded_cache_size(c: &Connection) -> Result<Option<u64>, CatalogError> {
+    let size: Option<String> = c
+        .query_row("SELECT value FROM meta WHERE key = 'cache_size'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(size.and_then(|s| s.parse::<u64>().ok()))
+}
+
+/// Which queued deletes a `.jobs` `cancel` names.
+#[derive(Debug, Clone, Default)]
+pub struct CancelTarget {
+    /// `delete-N`: that one delete, wherever it is.
+    pub id: Option<i64>,
+    /// Otherwise, deletes of this vault-relative path not tried yet...
+    pub path: String,
+    /// ...in this vault (by ino: the `.jobs` of a vault)...
+    pub vault: Option<u64>,
+    /// ...or in the vault of this name (a `vault/path` target at the root).
+    pub vault_name: Option<String>,
+}
+
+/// Drops the queued deletes `t` names, with their tombstones: the archive stays, so the next
+/// inventory may show it again. Returns how many were cancelled.
+pub fn cancel_deletes(c: &Connection, t: &CancelTarget) -> Result<usize, CatalogError> {
+    let p = params![t.id, t.path, t.vault.map(|v| v as i64), t.vault_name];
+    c.execute(
+        "DELETE FROM tombstones WHERE EXISTS (SELECT 1 FROM deletes d \
+         WHERE (d.id = ?1 OR (?1 IS NULL AND d.path = ?2 AND d.attempts = 0 AND \
+               (?3 IS NULL OR d.vault = ?3) AND \
+               (?4 IS NULL OR d.vault = (SELECT ino FROM vaults WHERE name = ?4)))) \
+         AND d.vault = tombstones.vault AND d.archive_id = tombstones.archive_id)",
+        p,
+    )?;
+    Ok(c.execute(
+        "DELETE FROM deletes \
+         WHERE (id = ?1 OR (?1 IS NULL AND path = ?2 AND attempts = 0 AND \
+               (?3 IS NULL OR vault = ?3) AND \
+               (?4 IS NULL OR vault = (SELECT ino FROM vaults WHERE name = ?4))))",
+        p,
+    )?)
 }

@@ -12,6 +12,7 @@ pub mod deletes;
 pub mod inventory;
 pub mod jobs;
 pub mod nodes;
+pub mod retrievals;
 pub mod schema;
 pub mod uploads;
 pub mod vaults;

@@ -188,6 +188,17 @@ const MIGRATIONS: &[&str] = &[
         created_s   INTEGER NOT NULL
     );
     "#,
+    // 3: why glacierfs marked a job Failed, as a column of its own. It used to be told by the
+    // start of the message (which stays the human text): existing rows are filled from it.
+    r#"
+    ALTER TABLE jobs ADD COLUMN cause TEXT;        -- corrupt | refused; NULL: not ours to say
+    UPDATE jobs SET cause = 'refused'
+        WHERE status = 'Failed'
+        AND substr(message, 1, 31) = 'Glacier refused the retrieval: ';
+    UPDATE jobs SET cause = 'corrupt'
+        WHERE status = 'Failed'
+        AND instr(message, 'retrieved data does not match the archive''s tree hash') > 0;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -263,5 +274,49 @@ mod tests {
         conn.execute_batch("DROP INDEX nodes_by_archive").unwrap();
         create_archive_index(&conn).unwrap();
         assert_eq!(index_sql(&conn), migrated);
+    }
+
+    #[test]
+    fn migration_3_reads_the_cause_off_the_message() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        let row = |id: &str, status: &str, message: &str| {
+            conn.execute(
+                "INSERT INTO jobs (job_id, vault, action, status, message, created_s) \
+                 VALUES (?1, 2, 'ArchiveRetrieval', ?2, ?3, 0)",
+                rusqlite::params![id, status, message],
+            )
+            .unwrap();
+        };
+        row(
+            "refused-3-9",
+            "Failed",
+            "Glacier refused the retrieval: InitiateJob: PolicyEnforced: no",
+        );
+        row(
+            "corrupt",
+            "Failed",
+            "retrieved data does not match the archive's tree hash: job x, bytes 0-9",
+        );
+        row("glacier", "Failed", "Glacier's own failure");
+        row(
+            "running",
+            "InProgress",
+            "Glacier refused the retrieval: old text",
+        );
+        migrate(&mut conn).unwrap();
+        let cause = |id: &str| -> Option<String> {
+            conn.query_row("SELECT cause FROM jobs WHERE job_id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(cause("refused-3-9").as_deref(), Some("refused"));
+        assert_eq!(cause("corrupt").as_deref(), Some("corrupt"));
+        assert_eq!(cause("glacier"), None);
+        assert_eq!(cause("running"), None);
     }
 }

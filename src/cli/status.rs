@@ -2,12 +2,13 @@
 //! mount, read from the catalog alone (so it works whether or not the mount is up, and never
 //! touches the network).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::catalog::{jobs, Catalog};
+use crate::catalog::jobs::{self, JobState};
+use crate::catalog::{Catalog, CatalogError};
 use crate::config::StatusArgs;
 use crate::daemon::CacheLock;
 
@@ -16,27 +17,30 @@ pub fn human(bytes: u64) -> String {
     crate::config::format_size(bytes)
 }
 
+/// Why there is nothing to report.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{}: no glacierfs catalog here", .0.display())]
+    NoCatalog(PathBuf),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
 /// The whole report, as JSON (the human form is rendered from it).
-pub fn report(dir: &Path) -> Result<Value, String> {
+pub fn report(dir: &Path) -> Result<Value, StatusError> {
     if !dir.join("catalog.db").exists() {
-        return Err(format!("{}: no glacierfs catalog here", dir.display()));
+        return Err(StatusError::NoCatalog(dir.to_owned()));
     }
     let pid = CacheLock::holder(dir);
-    let catalog = Catalog::open_read_only(dir).map_err(|e| e.to_string())?;
-    let (overview, (cached, staged), cache_size) = catalog
-        .read(|c| {
-            let size: Option<String> = c
-                .query_row("SELECT value FROM meta WHERE key = 'cache_size'", [], |r| {
-                    r.get(0)
-                })
-                .ok();
-            Ok((
-                jobs::overview(c, None)?,
-                jobs::cache_use(c)?,
-                size.and_then(|s| s.parse::<u64>().ok()),
-            ))
-        })
-        .map_err(|e| e.to_string())?;
+    let catalog = Catalog::open_read_only(dir)?;
+    let (overview, (cached, staged), cache_size) = catalog.read(|c| {
+        Ok((
+            jobs::overview(c, None)?,
+            jobs::cache_use(c)?,
+            // A size that cannot be read shows as unknown rather than failing the report.
+            jobs::recorded_cache_size(c).ok().flatten(),
+        ))
+    })?;
     let now = crate::catalog::now_s();
     let uploads: Vec<Value> = overview
         .uploads
@@ -56,7 +60,7 @@ pub fn report(dir: &Path) -> Result<Value, String> {
         .iter()
         .map(|j| {
             json!({
-                "Action": j.action, "StatusCode": j.status, "JobId": j.job_id, "Vault": j.vault,
+                "Action": j.action, "StatusCode": j.status.as_str(), "JobId": j.job_id, "Vault": j.vault,
                 "Path": j.path, "Tier": j.tier, "AgeSeconds": (now - j.created_s).max(0),
                 "SizeInBytes": j.size, "BytesDone": j.bytes_done, "StatusMessage": j.message,
             })
@@ -71,7 +75,7 @@ pub fn report(dir: &Path) -> Result<Value, String> {
         .uploads
         .iter()
         .filter_map(|u| u.message.as_ref().map(|m| json!({"Action": "Upload", "Path": format!("{}/{}", u.vault, u.path), "StatusMessage": m})))
-        .chain(overview.jobs.iter().filter(|j| j.status == "Failed").map(|j| {
+        .chain(overview.jobs.iter().filter(|j| j.status == JobState::Failed).map(|j| {
             json!({"Action": j.action, "Path": j.path, "JobId": j.job_id, "StatusMessage": j.message})
         }))
         .chain(overview.deletes.iter().filter_map(|d| {

@@ -200,31 +200,20 @@ impl GlacierFs {
         let id = target
             .strip_prefix("delete-")
             .and_then(|n| n.parse::<i64>().ok());
-        let scope = (dir != ROOT_INO).then_some(dir as i64);
+        let scope = (dir != ROOT_INO).then_some(dir);
         let (path, vault_name) = match target.split_once('/') {
             Some((v, p)) if dir == ROOT_INO => (p.to_owned(), Some(v.to_owned())),
             _ => (target.to_owned(), None),
         };
-        let cancelled = self.catalog.write(move |tx| {
-            let which = "(id = ?1 OR (?1 IS NULL AND path = ?2 AND attempts = 0 AND \
-                         (?3 IS NULL OR vault = ?3) AND \
-                         (?4 IS NULL OR vault = (SELECT ino FROM vaults WHERE name = ?4))))";
-            let p = rusqlite::params![id, path, scope, vault_name];
-            // The archive stays, so the next inventory may show it again: no tombstone.
-            tx.execute(
-                &format!(
-                    "DELETE FROM tombstones WHERE EXISTS (SELECT 1 FROM deletes d WHERE {which} \
-                     AND d.vault = tombstones.vault AND d.archive_id = tombstones.archive_id)"
-                )
-                .replace("(id = ?1", "(d.id = ?1")
-                .replace("AND path", "AND d.path")
-                .replace("AND attempts", "AND d.attempts")
-                .replace("OR vault = ?3", "OR d.vault = ?3")
-                .replace("OR vault = (SELECT", "OR d.vault = (SELECT"),
-                p,
-            )?;
-            Ok(tx.execute(&format!("DELETE FROM deletes WHERE {which}"), p)?)
-        })?;
+        let target_of = catalog::jobs::CancelTarget {
+            id,
+            path,
+            vault: scope,
+            vault_name,
+        };
+        let cancelled = self
+            .catalog
+            .write(move |tx| catalog::jobs::cancel_deletes(tx, &target_of))?;
         if cancelled == 0 {
             return Err(FsError::Invalid(format!(
                 "{target}: no queued work of this mount to cancel (Glacier's jobs cannot be)"
@@ -251,7 +240,7 @@ impl GlacierFs {
         for j in rows.jobs {
             let progress = j.ino.and_then(|i| self.services.retriever.progress(i));
             out.push(
-                Entry::new(&j.action, &j.status)
+                Entry::new(&j.action, j.status.as_str())
                     .set("JobId", j.job_id)
                     .set("Vault", j.vault.clone())
                     .opt("Path", j.path.map(|p| path_of(&j.vault, &p)))

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::codec::treehash::{from_hex, to_hex, tree_hash_file, Digest, MIB};
-use crate::engine::transfer::download::{DownloadJournal, Resume};
+use crate::engine::transfer::download::{DownloadJournal, JournalError, Resume};
 
 /// The state directory's name, directly under DEST.
 pub const STATE_DIR: &str = ".glacierfs-export";
@@ -320,11 +320,11 @@ impl Journal {
 }
 
 impl DownloadJournal for Journal {
-    fn verified(&self, upto: u64, leaves: &[Digest]) -> Result<(), String> {
+    fn verified(&self, upto: u64, leaves: &[Digest]) -> Result<(), JournalError> {
         let mut rec = self.lock();
         rec.verified = upto;
         rec.leaves = leaves.iter().map(to_hex).collect();
-        self.file.save(&rec, true).map_err(|e| e.to_string())
+        Ok(self.file.save(&rec, true)?)
     }
 }
 
