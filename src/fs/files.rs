@@ -259,8 +259,7 @@ impl GlacierFs {
             return Err(FsError::BadHandle(fh));
         }
         h.file.write_all_at(data, offset).map_err(data_err(h.ino))?;
-        h.modified.store(true, Ordering::Relaxed);
-        h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+        h.mark_written(catalog::now_ns());
         Ok(data.len() as u32)
     }
 
@@ -421,8 +420,7 @@ impl GlacierFs {
                 .or_else(|| self.handles.any_for(ino))
                 .ok_or(FsError::NotFound(Missing::Inode(ino)))?;
             h.file.set_len(size).map_err(data_err(ino))?;
-            h.modified.store(true, Ordering::Relaxed);
-            h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+            h.mark_written(catalog::now_ns());
         }
         self.unlinked_attr(ino)
             .ok_or(FsError::NotFound(Missing::Inode(ino)))
@@ -439,24 +437,17 @@ impl GlacierFs {
         match fh.and_then(|fh| self.handles.get(fh)).filter(|h| h.write) {
             Some(h) => {
                 h.file.set_len(size).map_err(data_err(ino))?;
-                h.modified.store(true, Ordering::Relaxed);
-                h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+                h.mark_written(catalog::now_ns());
             }
             None => {
-                if n.local {
+                let file = if n.local {
                     self.unshare(ino)?;
-                    self.data
-                        .open_data(ino, true)
-                        .map_err(data_err(ino))?
-                        .set_len(size)
-                        .map_err(data_err(ino))?;
+                    self.data.open_data(ino, true)
                 } else {
-                    self.data
-                        .create_empty(ino)
-                        .map_err(data_err(ino))?
-                        .set_len(size)
-                        .map_err(data_err(ino))?;
-                }
+                    self.data.create_empty(ino)
+                };
+                let file = file.map_err(data_err(ino))?;
+                file.set_len(size).map_err(data_err(ino))?;
                 let now = catalog::now_ns();
                 let writers = self.open_files.writers(ino);
                 self.catalog
@@ -644,5 +635,116 @@ impl CloseState {
             size,
             last_write_ns,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::engine::inventory::InventoryHandle;
+    use crate::engine::retrieve::{RetrieveOptions, Retriever};
+    use crate::engine::writeback::{WriteBack, WriteBackOptions};
+    use crate::fs::{FsOptions, Services};
+    use crate::glacier::{aws::AwsGlacier, GlacierClient, Tier};
+    use crate::store::cache::DataStore;
+    use crate::store::handles::OpenFiles;
+
+    /// A file system on a fresh catalog with one vault, `v`. Nothing here reaches Glacier: the
+    /// client points at a closed port and no engine is started.
+    fn fs(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> (GlacierFs, u64) {
+        let catalog = Catalog::open(dir).unwrap();
+        let vault = catalog
+            .write(|tx| vaults::ensure(tx, "v", "present"))
+            .unwrap()
+            .ino;
+        let conf = aws_sdk_glacier::Config::builder()
+            .behavior_version(aws_sdk_glacier::config::BehaviorVersion::latest())
+            .region(aws_sdk_glacier::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build();
+        let client: Arc<dyn GlacierClient> = Arc::new(AwsGlacier::from_conf(conf, "-"));
+        let data = DataStore::open(dir).unwrap();
+        let open_files = Arc::new(OpenFiles::default());
+        let writeback = WriteBack::new(
+            catalog.clone(),
+            client.clone(),
+            data.clone(),
+            open_files.clone(),
+            WriteBackOptions {
+                delay: Duration::from_secs(3600),
+                part_size: 1 << 20,
+                concurrency: 1,
+                memory_budget: 1 << 24,
+                delete_delay: Duration::ZERO,
+            },
+        );
+        let retriever = Retriever::new(
+            catalog.clone(),
+            client.clone(),
+            data.clone(),
+            RetrieveOptions {
+                tier: Tier::Bulk,
+                auto: false,
+                budget: 0,
+                poll_interval: Duration::from_secs(3600),
+                cache_size: 1 << 30,
+            },
+            runtime.handle().clone(),
+            open_files.clone(),
+        );
+        let options = FsOptions {
+            uid: 0,
+            gid: 0,
+            read_only: false,
+            cache_dir: dir.to_owned(),
+            retry_interval: Duration::from_secs(3600),
+            delete_delay: Duration::ZERO,
+        };
+        let services = Services {
+            runtime: runtime.handle().clone(),
+            client,
+            inventory: InventoryHandle::disabled(),
+            writeback,
+            retriever,
+        };
+        let fs = GlacierFs::new(catalog, options, services, data, open_files);
+        (fs, vault)
+    }
+
+    fn errno<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
+        r.expect_err("the call should fail").errno()
+    }
+
+    #[test]
+    fn unknown_and_released_handles_are_ebadf() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (fs, vault) = fs(dir.path(), &runtime);
+        let (attr, fh) = fs.create(vault, OsStr::new("f"), 0o644, 0, 0).unwrap();
+        assert_eq!(fs.write(fh, 0, b"data").unwrap(), 4);
+        assert_eq!(fs.read(fh, 0, 16).unwrap(), b"data");
+        fs.release(fh).unwrap();
+        assert_eq!(fs.getattr(attr.ino).unwrap().size, 4);
+        // A released handle and one never given out fail alike.
+        for bad in [fh, 9999] {
+            assert_eq!(errno(fs.read(bad, 0, 1)), libc::EBADF);
+            assert_eq!(errno(fs.write(bad, 0, b"x")), libc::EBADF);
+            assert_eq!(errno(fs.fsync(bad)), libc::EBADF);
+        }
+        // As write(2) on a descriptor opened read-only.
+        let ro = fs.open(attr.ino, libc::O_RDONLY).unwrap();
+        assert_eq!(errno(fs.write(ro, 0, b"x")), libc::EBADF);
+        fs.release(ro).unwrap();
+        // A name that is not there says which, and is still ENOENT.
+        let e = fs.unlink(vault, OsStr::new("nope")).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert!(e.to_string().contains("\"nope\""), "{e}");
     }
 }
