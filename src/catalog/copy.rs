@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Catalog, CatalogError, DB_FILE};
+use super::{Catalog, CatalogError, Kind, DB_FILE};
 
 /// The latest copy, beside the catalog.
 pub const COPY_FILE: &str = "catalog.copy.db";
@@ -96,8 +96,8 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, CatalogError> {
     let (entries, dropped) = catalog.write(move |tx| {
         // Staged in the copy but without data now: uploaded since, then evicted.
         let missing: Vec<i64> = {
-            let mut stmt = tx.prepare("SELECT ino FROM nodes WHERE kind = 3 AND dirty > 0")?;
-            let inos = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+            let mut stmt = tx.prepare("SELECT ino FROM nodes WHERE kind = ?1 AND dirty > 0")?;
+            let inos = stmt.query_map([Kind::File], |r| r.get::<_, i64>(0))?;
             inos.collect::<Result<Vec<_>, _>>()?
                 .into_iter()
                 .filter(|ino| !data.join(ino.to_string()).exists())
@@ -148,8 +148,8 @@ mod tests {
                 for n in &names {
                     tx.execute(
                         "INSERT INTO nodes (parent, name, kind, vault, mtime_ns, ctime_ns, dirty) \
-                         VALUES (1, ?1, 3, 0, 0, 0, ?2)",
-                        rusqlite::params![n, dirty as i64],
+                         VALUES (1, ?1, ?3, 0, 0, 0, ?2)",
+                        rusqlite::params![n, dirty as i64, Kind::File],
                     )?;
                 }
                 Ok(())
@@ -160,9 +160,9 @@ mod tests {
     fn names(dir: &Path) -> Vec<String> {
         let c = Connection::open(dir.join(DB_FILE)).unwrap();
         let mut stmt = c
-            .prepare("SELECT name FROM nodes WHERE kind = 3 ORDER BY name")
+            .prepare("SELECT name FROM nodes WHERE kind = ?1 ORDER BY name")
             .unwrap();
-        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        let rows = stmt.query_map([Kind::File], |r| r.get(0)).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
     }
 

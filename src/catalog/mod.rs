@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod copy;
 pub mod deletes;
+pub mod files;
 pub mod inventory;
 pub mod jobs;
 pub mod nodes;

@@ -121,10 +121,10 @@ pub fn has_archives_below(conn: &Connection, dir: u64) -> Result<bool, CatalogEr
              SELECT ino, kind, archive_id IS NOT NULL FROM nodes WHERE parent = ?1 AND ino != ?1 \
              UNION ALL \
              SELECT n.ino, n.kind, n.archive_id IS NOT NULL FROM nodes n JOIN sub \
-             ON n.parent = sub.ino WHERE sub.kind != 3) \
+             ON n.parent = sub.ino WHERE sub.kind != ?2) \
          SELECT 1 FROM sub WHERE archived LIMIT 1",
     )?;
-    Ok(stmt.exists([dir as i64])?)
+    Ok(stmt.exists(params![dir as i64, Kind::File])?)
 }
 
 const COLUMNS: &str = "ino, parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
@@ -135,7 +135,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
         ino: r.get::<_, i64>(0)? as u64,
         parent: r.get::<_, i64>(1)? as u64,
         name: r.get(2)?,
-        kind: Kind::from_code(r.get(3)?),
+        kind: r.get(3)?,
         vault: r.get::<_, i64>(4)? as u64,
         size: r.get::<_, i64>(5)? as u64,
         mtime_ns: r.get(6)?,
@@ -198,10 +198,10 @@ pub fn staged_at_or_below(conn: &Connection, n: &Node) -> Result<Vec<u64>, Catal
              SELECT ino, kind, dirty FROM nodes WHERE parent = ?1 AND ino != ?1 \
              UNION ALL \
              SELECT n.ino, n.kind, n.dirty FROM nodes n JOIN sub ON n.parent = sub.ino \
-             WHERE sub.kind != 3) \
-         SELECT ino FROM sub WHERE kind = 3 AND dirty > 0",
+             WHERE sub.kind != ?2) \
+         SELECT ino FROM sub WHERE kind = ?2 AND dirty > 0",
     )?;
-    let rows = stmt.query_map([n.ino as i64], |r| r.get::<_, i64>(0))?;
+    let rows = stmt.query_map(params![n.ino as i64, Kind::File], |r| r.get::<_, i64>(0))?;
     Ok(rows
         .map(|r| r.map(|i| i as u64))
         .collect::<Result<_, _>>()?)
@@ -218,20 +218,21 @@ pub fn cold_at_or_below(conn: &Connection, n: &Node) -> Result<Vec<Node>, Catalo
         "WITH RECURSIVE sub(ino, kind) AS ( \
              SELECT ino, kind FROM nodes WHERE parent = ?1 AND ino != ?1 \
              UNION ALL \
-             SELECT c.ino, c.kind FROM nodes c JOIN sub ON c.parent = sub.ino WHERE sub.kind != 3) \
+             SELECT c.ino, c.kind FROM nodes c JOIN sub ON c.parent = sub.ino \
+             WHERE sub.kind != ?2) \
          SELECT {cols} FROM sub JOIN nodes n ON n.ino = sub.ino \
-         WHERE n.kind = 3 AND n.local = 0 AND n.archive_id IS NOT NULL AND n.size > 0"
+         WHERE n.kind = ?2 AND n.local = 0 AND n.archive_id IS NOT NULL AND n.size > 0"
     ))?;
-    let rows = stmt.query_map([n.ino as i64], from_row)?;
+    let rows = stmt.query_map(params![n.ino as i64, Kind::File], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Number of files in a vault, and their total size.
 pub fn vault_usage(conn: &Connection, vault: u64) -> Result<(u64, u64), CatalogError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes WHERE vault = ?1 AND kind = 3",
+        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM nodes WHERE vault = ?1 AND kind = ?2",
     )?;
-    Ok(stmt.query_row([vault as i64], |r| {
+    Ok(stmt.query_row(params![vault as i64, Kind::File], |r| {
         Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
     })?)
 }
@@ -239,8 +240,8 @@ pub fn vault_usage(conn: &Connection, vault: u64) -> Result<(u64, u64), CatalogE
 /// Total bytes of all files in the catalog.
 pub fn total_bytes(conn: &Connection) -> Result<u64, CatalogError> {
     let mut stmt =
-        conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM nodes WHERE kind = 3")?;
-    Ok(stmt.query_row([], |r| r.get::<_, i64>(0))? as u64)
+        conn.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM nodes WHERE kind = ?1")?;
+    Ok(stmt.query_row([Kind::File], |r| r.get::<_, i64>(0))? as u64)
 }
 
 /// The '/'-joined path of a node relative to its vault (empty for a vault itself).
@@ -253,6 +254,21 @@ pub fn vault_relative_path(conn: &Connection, ino: u64) -> Result<String, Catalo
     }
     parts.reverse();
     Ok(parts.join("/"))
+}
+
+/// The paths, relative to `dir`, of every file below it (staged or archived): what a move of
+/// `dir` must check against the description limit.
+pub fn files_below(conn: &Connection, dir: u64) -> Result<Vec<String>, CatalogError> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE sub(ino, path, kind) AS ( \
+             SELECT ino, name, kind FROM nodes WHERE parent = ?1 AND ino != ?1 \
+             UNION ALL \
+             SELECT n.ino, sub.path || '/' || n.name, n.kind \
+             FROM nodes n JOIN sub ON n.parent = sub.ino WHERE sub.kind != ?2) \
+         SELECT path FROM sub WHERE kind = ?2",
+    )?;
+    let rows = stmt.query_map(params![dir as i64, Kind::File], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// What a new node holds; the catalog assigns its ino.
@@ -282,7 +298,7 @@ pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, Cat
     let result = stmt.execute(params![
         n.parent as i64,
         n.name,
-        kind.code(),
+        kind,
         n.vault as i64,
         n.size as i64,
         n.mtime_ns,

@@ -132,6 +132,44 @@ pub fn set_inventory_date(conn: &Connection, ino: u64, date: &str) -> Result<(),
     Ok(())
 }
 
+/// Records a refused DeleteVault where `.jobs` shows it: one row per vault, whose message is
+/// the latest refusal.
+pub fn record_delete_failure(
+    conn: &Connection,
+    ino: u64,
+    message: &str,
+) -> Result<(), CatalogError> {
+    conn.execute(
+        "INSERT INTO jobs (job_id, vault, action, status, message, created_s)
+         VALUES (?1, ?2, 'DeleteVault', 'InProgress', ?3, ?4)
+         ON CONFLICT(job_id) DO UPDATE SET message = excluded.message",
+        params![
+            format!("delete-vault-{ino}"),
+            ino as i64,
+            message,
+            super::now_s()
+        ],
+    )?;
+    Ok(())
+}
+
+/// Records how a vault-lock command ended: a lock id it produced (kept only when `keep_id`),
+/// and the refusal message, if any (cleared by a success).
+pub fn record_lock_result(
+    conn: &Connection,
+    ino: u64,
+    lock_id: Option<&str>,
+    keep_id: bool,
+    message: Option<&str>,
+) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE vaults SET lock_id = CASE WHEN ?2 THEN ?3 ELSE lock_id END, \
+         lock_message = ?4 WHERE ino = ?1",
+        params![ino as i64, keep_id && lock_id.is_some(), lock_id, message],
+    )?;
+    Ok(())
+}
+
 /// Forgets a vault entirely: its row, its subtree, its tombstones and jobs.
 pub fn forget(conn: &Connection, ino: u64) -> Result<(), CatalogError> {
     conn.execute("DELETE FROM nodes WHERE vault = ?1", [ino as i64])?;

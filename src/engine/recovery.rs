@@ -6,10 +6,7 @@
 
 use std::path::PathBuf;
 
-use rusqlite::params;
-
-use crate::catalog::{self, nodes, vaults, Catalog, CatalogError, Kind};
-use crate::codec::names;
+use crate::catalog::{files, nodes, vaults, Catalog, CatalogError, Kind};
 use crate::store::cache::{DataStore, Sidecar};
 
 /// A staged data file whose node is gone.
@@ -26,7 +23,18 @@ pub fn recover_staged(catalog: &Catalog, data: &DataStore) -> Result<usize, Cata
     for o in orphans {
         let sidecar = o.sidecar.clone();
         let size = std::fs::metadata(&o.parked)?.len();
-        let ino = catalog.write(move |tx| place(tx, &sidecar, size))?;
+        let ino = catalog.write(move |tx| {
+            let file = files::Recovered {
+                vault: &sidecar.vault,
+                path: &sidecar.path,
+                size,
+                mtime_ns: sidecar.mtime_ns,
+                mode: sidecar.mode,
+                uid: sidecar.uid,
+                gid: sidecar.gid,
+            };
+            files::place_recovered(tx, &file)
+        })?;
         std::fs::rename(&o.parked, data.data_path(ino))?;
         let mut sidecar = o.sidecar;
         sidecar.path = catalog.read(move |c| nodes::vault_relative_path(c, ino))?;
@@ -89,67 +97,6 @@ fn find_orphans(catalog: &Catalog, data: &DataStore) -> Result<Vec<Orphan>, Cata
         orphans.push(Orphan { parked, sidecar });
     }
     Ok(orphans)
-}
-
-/// A node for a recovered file at its recorded path (a free variant of the name if the path
-/// is taken), staged and due for upload.
-fn place(tx: &rusqlite::Transaction<'_>, s: &Sidecar, size: u64) -> Result<u64, CatalogError> {
-    let vault = vaults::ensure(tx, &s.vault, "present")?.ino;
-    let segments = names::sanitize(&s.path).unwrap_or_else(|| vec!["recovered".into()]);
-    let (file, dirs) = segments.split_last().ok_or(CatalogError::NotFound)?;
-    let mut parent = vault;
-    for d in dirs {
-        parent = match nodes::lookup(tx, parent, d)? {
-            Some(n) if n.kind.is_dir() => n.ino,
-            _ => nodes::insert(
-                tx,
-                Kind::Dir,
-                &nodes::NewNode {
-                    parent,
-                    name: d,
-                    vault,
-                    mtime_ns: catalog::now_ns(),
-                    ..Default::default()
-                },
-            )?,
-        };
-    }
-    let mut name = file.clone();
-    let mut n = 1;
-    while nodes::lookup(tx, parent, &name)?.is_some()
-        || (parent == vault && names::is_reserved(&name))
-    {
-        name = format!(
-            "{file}~recovered{}",
-            if n > 1 {
-                format!("-{n}")
-            } else {
-                String::new()
-            }
-        );
-        n += 1;
-    }
-    let ino = nodes::insert(
-        tx,
-        Kind::File,
-        &nodes::NewNode {
-            parent,
-            name: &name,
-            vault,
-            size,
-            mtime_ns: s.mtime_ns,
-            mode: s.mode,
-            uid: s.uid,
-            gid: s.gid,
-            ..Default::default()
-        },
-    )?;
-    let now = catalog::now_ns();
-    tx.execute(
-        "UPDATE nodes SET local = 1, dirty = ?2, closed_ns = ?2 WHERE ino = ?1",
-        params![ino as i64, now],
-    )?;
-    Ok(ino)
 }
 
 #[cfg(test)]

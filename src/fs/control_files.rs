@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::{Attr, FileKind, FsError, FsResult, GlacierFs};
-use crate::catalog::{self, nodes, vaults, Kind, Node, ROOT_INO};
+use crate::catalog::{self, vaults, Kind, Node, ROOT_INO};
 use crate::codec::timefmt;
 use crate::fs::control::{self, Command, Entry};
 
@@ -107,7 +107,7 @@ impl GlacierFs {
     /// Opens a control file; `.lock` answers once Glacier has, from the runtime.
     pub fn open_control(&self, ino: u64, done: super::Done<u64>) {
         let Some((dir, which)) = control_dir(ino) else {
-            return done(Err(FsError::NotFound));
+            return done(Err(FsError::NotFound(super::Missing::Inode(ino))));
         };
         match which {
             Which::Lock => self.open_lock(dir, done),
@@ -122,9 +122,7 @@ impl GlacierFs {
 
     pub(super) fn read_control(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let open = crate::locks::lock(&self.control_snapshots.open);
-        let snap = open
-            .get(&fh)
-            .ok_or(FsError::Invalid("stale file handle".into()))?;
+        let snap = open.get(&fh).ok_or(FsError::BadHandle(fh))?;
         let start = (offset as usize).min(snap.content.len());
         let end = start.saturating_add(size as usize).min(snap.content.len());
         Ok(snap.content[start..end].to_vec())
@@ -136,7 +134,7 @@ impl GlacierFs {
             let open = crate::locks::lock(&self.control_snapshots.open);
             match open.get(&fh) {
                 Some(s) => s.dir,
-                None => return done(Err(FsError::Invalid("stale file handle".into()))),
+                None => return done(Err(FsError::BadHandle(fh))),
             }
         };
         if matches!(control_dir(ino), Some((_, Which::Lock))) {
@@ -189,7 +187,7 @@ impl GlacierFs {
         let mut n = self.node(dir)?;
         for seg in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
             let parent = n.ino;
-            n = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, seg))?)?;
+            n = self.entry(parent, std::ffi::OsStr::new(seg))?;
         }
         Ok(n)
     }

@@ -1,20 +1,17 @@
-//! Files: create, open, read, write, close, fsync, setattr, unlink and rename, as DESIGN.md §1
-//! says. New content goes to a data file on local disk (visible at once, exact size and
+//! Files: create, open, read, write, close, fsync, setattr, unlink and rename, as SEMANTICS.md
+//! describes them. New content goes to a data file on local disk (visible at once, exact size and
 //! times) and is uploaded by the write-back queue after the last close; renames of archived
 //! files and directories are catalog-only, since Glacier cannot change a description.
 //!
 //! The catalog is written at open, close, setattr, unlink and rename, never on each write().
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
-use rusqlite::{params, Connection};
-
 use super::control_files;
+use super::error::{Missing, Op};
 use super::{checked_name, Attr, FsError, FsResult, GlacierFs};
-use crate::catalog::deletes::queue_delete;
 use crate::catalog::{self, nodes, vaults, CatalogError, Kind, Node, ROOT_INO};
 use crate::codec::names;
 use crate::store::cache::Sidecar;
@@ -33,54 +30,18 @@ pub struct SetAttr {
 /// Linux's RENAME_NOREPLACE.
 pub const RENAME_NOREPLACE: u32 = 1;
 
-fn io_err(e: std::io::Error) -> FsError {
-    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-        FsError::NoSpace
-    } else {
-        FsError::Io(e)
+/// A failure on the data file of `ino`; a full cache disk is ENOSPC whatever the call was.
+fn data_err(ino: u64) -> impl Fn(std::io::Error) -> FsError {
+    move |e| {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            FsError::NoSpace
+        } else {
+            FsError::DataFile { ino, source: e }
+        }
     }
 }
 
 impl GlacierFs {
-    fn writable(&self) -> FsResult<()> {
-        if self.options.read_only {
-            Err(FsError::ReadOnly)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The vault-relative path a new entry `name` in `parent` would have, checked against the
-    /// description limit: a path that could never be uploaded is refused now, not later.
-    pub(super) fn new_path(&self, parent: &Node, name: &str) -> FsResult<String> {
-        let rel = self
-            .catalog
-            .read(|c| nodes::vault_relative_path(c, parent.ino))?;
-        let path = if rel.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel}/{name}")
-        };
-        if !names::fits(&path, 0) {
-            return Err(FsError::NameTooLong(path));
-        }
-        if !names::is_stable_path(&path) {
-            return Err(FsError::Invalid(format!(
-                "{name:?} would not survive a round trip through its archive description"
-            )));
-        }
-        Ok(path)
-    }
-
-    fn entry_parent(&self, parent: u64) -> FsResult<Node> {
-        let p = self.node(parent)?;
-        match p.kind {
-            Kind::Root => Err(FsError::NotPermitted("only vaults live at the root")),
-            Kind::File => Err(FsError::NotDir),
-            Kind::Vault | Kind::Dir => Ok(p),
-        }
-    }
-
     pub(super) fn file_attr(&self, n: &Node) -> Attr {
         let mut a = self.attr_of(n);
         // Writes change the data file before close tells the catalog: its size is the truth.
@@ -124,7 +85,7 @@ impl GlacierFs {
                         log::warn!("sidecar of {}: {e}", n.name);
                     }
                 }
-                Err(e) => e.log("sidecar"),
+                Err(e) => e.log(Op::new("sidecar").ino(ino)),
             }
         }
     }
@@ -158,7 +119,7 @@ impl GlacierFs {
         if self.backings.in_use(ino) {
             return Ok(());
         }
-        self.data.unshare(ino).map_err(io_err)
+        self.data.unshare(ino).map_err(data_err(ino))
     }
 
     pub fn create(
@@ -194,13 +155,13 @@ impl GlacierFs {
                     ..Default::default()
                 },
             )?;
-            tx.execute(
-                "UPDATE nodes SET local = 1, dirty = ?2, closed_ns = NULL WHERE ino = ?1",
-                params![ino as i64, now],
-            )?;
+            catalog::files::stage_created(tx, ino, now)?;
             nodes::get(tx, ino)?.ok_or(CatalogError::NotFound)
         })?;
-        let file = self.data.create_empty(node.ino).map_err(io_err)?;
+        let file = self
+            .data
+            .create_empty(node.ino)
+            .map_err(data_err(node.ino))?;
         self.refresh_sidecar(node.ino);
         let fh = self.open_handle(node.ino, file, true, true);
         Ok((self.attr_of(&node), fh))
@@ -235,10 +196,10 @@ impl GlacierFs {
                 self.services.retriever.touch(ino);
             }
             let file = if n.local {
-                self.data.open_data(ino, false).map_err(io_err)?
+                self.data.open_data(ino, false).map_err(data_err(ino))?
             } else {
                 // An empty file has no data file until someone writes to it.
-                self.data.create_empty(ino).map_err(io_err)?
+                self.data.create_empty(ino).map_err(data_err(ino))?
             };
             return Ok(self.open_handle(ino, file, false, false));
         }
@@ -246,26 +207,20 @@ impl GlacierFs {
             self.unshare(ino)?;
         }
         let file = if n.local && !truncate {
-            self.data.open_data(ino, true).map_err(io_err)?
+            self.data.open_data(ino, true).map_err(data_err(ino))?
         } else {
-            self.data.create_empty(ino).map_err(io_err)?
+            self.data.create_empty(ino).map_err(data_err(ino))?
         };
         if truncate {
-            file.set_len(0).map_err(io_err)?;
+            file.set_len(0).map_err(data_err(ino))?;
         }
         // The file counts as staged and open from now on, in the catalog too: if the daemon
         // dies while it is written, the restart finds it (writes through passthrough leave no
         // other trace). A close without writes puts it back.
         let gen = catalog::now_ns();
-        self.catalog.write(move |tx| {
-            tx.execute(
-                "UPDATE nodes SET local = 1, closed_ns = NULL, \
-                 size = CASE WHEN ?3 THEN 0 ELSE size END, \
-                 dirty = CASE WHEN ?3 OR dirty = 0 THEN ?2 ELSE dirty END WHERE ino = ?1",
-                params![ino as i64, gen, !n.local || truncate],
-            )?;
-            Ok(())
-        })?;
+        let emptied = !n.local || truncate;
+        self.catalog
+            .write(move |tx| catalog::files::open_for_write(tx, ino, gen, emptied))?;
         if !n.local || truncate || n.dirty == 0 {
             self.refresh_sidecar(ino);
         }
@@ -282,10 +237,7 @@ impl GlacierFs {
         if control_files::is_control_handle(fh) {
             return self.read_control(fh, offset, size);
         }
-        let h = self
-            .handles
-            .get(fh)
-            .ok_or(FsError::Invalid("stale file handle".into()))?;
+        let h = self.handles.get(fh).ok_or(FsError::BadHandle(fh))?;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -293,7 +245,7 @@ impl GlacierFs {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(e)),
+                Err(e) => return Err(data_err(h.ino)(e)),
             }
         }
         buf.truncate(done);
@@ -301,16 +253,13 @@ impl GlacierFs {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let h = self
-            .handles
-            .get(fh)
-            .ok_or(FsError::Invalid("stale file handle".into()))?;
+        let h = self.handles.get(fh).ok_or(FsError::BadHandle(fh))?;
         if !h.write {
-            return Err(FsError::Invalid("file not open for writing".into()));
+            // As write(2) on a descriptor not open for writing.
+            return Err(FsError::BadHandle(fh));
         }
-        h.file.write_all_at(data, offset).map_err(io_err)?;
-        h.modified.store(true, Ordering::Relaxed);
-        h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+        h.file.write_all_at(data, offset).map_err(data_err(h.ino))?;
+        h.mark_written(catalog::now_ns());
         Ok(data.len() as u32)
     }
 
@@ -320,11 +269,8 @@ impl GlacierFs {
         if control_files::is_control_handle(fh) {
             return Ok(());
         }
-        let h = self
-            .handles
-            .get(fh)
-            .ok_or(FsError::Invalid("stale file handle".into()))?;
-        h.file.sync_all().map_err(io_err)?;
+        let h = self.handles.get(fh).ok_or(FsError::BadHandle(fh))?;
+        h.file.sync_all().map_err(data_err(h.ino))?;
         let state = CloseState::of(&h)?;
         if state.written {
             self.record_close_state(h.ino, state, false)?;
@@ -360,14 +306,9 @@ impl GlacierFs {
             Ok(state) if state.written => self.record_close_state(ino, state, true),
             Ok(_) => self
                 .catalog
+                // Opened for writing but not written: clean again if it was, and due as before.
                 .write(move |tx| {
-                    // Opened for writing but not written: clean again if it was, and due as before.
-                    tx.execute(
-                        "UPDATE nodes SET dirty = CASE WHEN dirty = ?2 THEN 0 ELSE dirty END, \
-                     closed_ns = COALESCE(closed_ns, ?3) WHERE ino = ?1",
-                        params![ino as i64, marked, catalog::now_ns()],
-                    )?;
-                    Ok(())
+                    catalog::files::close_unwritten(tx, ino, marked, catalog::now_ns())
                 })
                 .map_err(FsError::from),
             Err(e) => Err(e),
@@ -391,18 +332,14 @@ impl GlacierFs {
             _ if last_write > 0 => Some(last_write),
             _ => None,
         };
-        let now = catalog::now_ns();
-        self.catalog.write_twice(|| {
-            move |tx: &rusqlite::Transaction<'_>| {
-                tx.execute(
-                    "UPDATE nodes SET size = ?2, mtime_ns = COALESCE(?3, mtime_ns), ctime_ns = ?4, \
-                     local = 1, dirty = ?4, closed_ns = CASE WHEN ?5 THEN ?4 ELSE closed_ns END \
-                     WHERE ino = ?1",
-                    params![ino as i64, size as i64, mtime, now, closing],
-                )?;
-                Ok(())
-            }
-        })?;
+        let written = catalog::files::Written {
+            size,
+            mtime_ns: mtime,
+            now_ns: catalog::now_ns(),
+            closing,
+        };
+        self.catalog
+            .write_twice(|| move |tx| catalog::files::record_written(tx, ino, &written))?;
         self.refresh_sidecar(ino);
         Ok(())
     }
@@ -413,7 +350,7 @@ impl GlacierFs {
             return a;
         }
         let n = match self.node(ino) {
-            Err(FsError::NotFound) => return self.setattr_unlinked(ino, fh, change),
+            Err(FsError::NotFound(_)) => return self.setattr_unlinked(ino, fh, change),
             n => n?,
         };
         let any = change.mode.is_some()
@@ -481,12 +418,12 @@ impl GlacierFs {
                 .and_then(|fh| self.handles.get(fh))
                 .filter(|h| h.write && h.ino == ino)
                 .or_else(|| self.handles.any_for(ino))
-                .ok_or(FsError::NotFound)?;
-            h.file.set_len(size).map_err(io_err)?;
-            h.modified.store(true, Ordering::Relaxed);
-            h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+                .ok_or(FsError::NotFound(Missing::Inode(ino)))?;
+            h.file.set_len(size).map_err(data_err(ino))?;
+            h.mark_written(catalog::now_ns());
         }
-        self.unlinked_attr(ino).ok_or(FsError::NotFound)
+        self.unlinked_attr(ino)
+            .ok_or(FsError::NotFound(Missing::Inode(ino)))
     }
 
     fn truncate(&self, n: &Node, fh: Option<u64>, size: u64) -> FsResult<()> {
@@ -499,36 +436,22 @@ impl GlacierFs {
         let ino = n.ino;
         match fh.and_then(|fh| self.handles.get(fh)).filter(|h| h.write) {
             Some(h) => {
-                h.file.set_len(size).map_err(io_err)?;
-                h.modified.store(true, Ordering::Relaxed);
-                h.last_write_ns.store(catalog::now_ns(), Ordering::Relaxed);
+                h.file.set_len(size).map_err(data_err(ino))?;
+                h.mark_written(catalog::now_ns());
             }
             None => {
-                if n.local {
+                let file = if n.local {
                     self.unshare(ino)?;
-                    self.data
-                        .open_data(ino, true)
-                        .map_err(io_err)?
-                        .set_len(size)
-                        .map_err(io_err)?;
+                    self.data.open_data(ino, true)
                 } else {
-                    self.data
-                        .create_empty(ino)
-                        .map_err(io_err)?
-                        .set_len(size)
-                        .map_err(io_err)?;
-                }
+                    self.data.create_empty(ino)
+                };
+                let file = file.map_err(data_err(ino))?;
+                file.set_len(size).map_err(data_err(ino))?;
                 let now = catalog::now_ns();
                 let writers = self.open_files.writers(ino);
-                self.catalog.write(move |tx| {
-                    tx.execute(
-                        "UPDATE nodes SET size = ?2, local = 1, dirty = ?3, mtime_ns = ?3, \
-                         ctime_ns = ?3, closed_ns = CASE WHEN ?4 THEN ?3 ELSE closed_ns END \
-                         WHERE ino = ?1",
-                        params![ino as i64, size as i64, now, writers == 0],
-                    )?;
-                    Ok(())
-                })?;
+                self.catalog
+                    .write(move |tx| catalog::files::truncated(tx, ino, size, now, writers == 0))?;
                 self.refresh_sidecar(ino);
                 if writers == 0 {
                     self.open_files.wake.notify_one();
@@ -540,8 +463,7 @@ impl GlacierFs {
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         self.writable()?;
-        let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
-        let n = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, name))?)?;
+        let n = self.entry(parent, name)?;
         if n.kind.is_dir() {
             return Err(FsError::IsDir);
         }
@@ -553,7 +475,7 @@ impl GlacierFs {
         self.data.remove(n.ino);
         self.catalog.write_twice(|| {
             let (node, path) = (n.clone(), path.clone());
-            move |tx: &rusqlite::Transaction<'_>| remove_file_node(tx, &node, &path, delay)
+            move |tx| catalog::files::remove(tx, &node, &path, delay)
         })?;
         // Staged content going up now has nobody left to serve: stop it.
         self.services.writeback.cancel(n.ino);
@@ -579,8 +501,7 @@ impl GlacierFs {
                 "only RENAME_NOREPLACE is supported".into(),
             ));
         }
-        let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
-        let src = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, name))?)?;
+        let src = self.entry(parent, name)?;
         if src.kind == Kind::Vault || parent == ROOT_INO {
             return Err(FsError::NotPermitted("vaults cannot be renamed"));
         }
@@ -608,43 +529,22 @@ impl GlacierFs {
             if e.ino == src.ino {
                 return Ok(());
             }
-            if flags & RENAME_NOREPLACE != 0 {
-                return Err(FsError::Exists);
-            }
-            match (src.kind, e.kind) {
-                (Kind::File, Kind::File) => {}
-                (Kind::File, _) => return Err(FsError::IsDir),
-                (_, Kind::File) => return Err(FsError::NotDir),
-                _ => {
-                    if self.catalog.read(|c| nodes::has_children(c, e.ino))? {
-                        return Err(FsError::NotEmpty);
-                    }
-                }
-            }
+            self.check_replace(&src, e, flags)?;
         }
         let delay = self.delete_not_before();
-        let replaced_path = match &existing {
-            Some(e) => self
-                .catalog
-                .read(|c| nodes::vault_relative_path(c, e.ino))?,
-            None => String::new(),
-        };
-        let (src_c, existing_c) = (src.clone(), existing.clone());
-        self.catalog.write(move |tx| {
-            if let Some(e) = &existing_c {
-                if e.kind == Kind::File {
-                    // The replaced archive goes once the moved file's content is safe in Glacier.
-                    let after = (src_c.dirty > 0).then_some(src_c.ino);
-                    let current = nodes::get(tx, e.ino)?.and_then(|c| c.archive_id);
-                    nodes::remove(tx, e.ino)?;
-                    if let Some(id) = &current {
-                        queue_delete(tx, e.vault, id, &replaced_path, delay, after)?;
-                    }
-                } else {
-                    nodes::remove(tx, e.ino)?;
-                }
+        let replaced = match existing.clone() {
+            Some(e) => {
+                let path = self
+                    .catalog
+                    .read(|c| nodes::vault_relative_path(c, e.ino))?;
+                Some((e, path))
             }
-            nodes::rename(tx, src_c.ino, new_parent, &new_name)
+            None => None,
+        };
+        let src_c = src.clone();
+        self.catalog.write(move |tx| {
+            let replaced = replaced.as_ref().map(|(e, path)| (e, path.as_str()));
+            catalog::files::rename_replacing(tx, &src_c, replaced, new_parent, &new_name, delay)
         })?;
         if let Some(e) = existing.filter(|e| e.kind == Kind::File) {
             self.data.remove(e.ino);
@@ -652,6 +552,27 @@ impl GlacierFs {
         }
         self.refresh_sidecars_under(&src);
         Ok(())
+    }
+
+    /// Whether `src` may take the place of `e`: a file replaces a file, a directory an empty
+    /// directory, and nothing replaces anything under RENAME_NOREPLACE.
+    fn check_replace(&self, src: &Node, e: &Node, flags: u32) -> FsResult<()> {
+        if flags & RENAME_NOREPLACE != 0 {
+            return Err(FsError::Exists);
+        }
+        match (src.kind, e.kind) {
+            (Kind::File, Kind::File) => Ok(()),
+            (Kind::File, _) => Err(FsError::IsDir),
+            (_, Kind::File) => Err(FsError::NotDir),
+            _ => {
+                let ino = e.ino;
+                if self.catalog.read(|c| nodes::has_children(c, ino))? {
+                    Err(FsError::NotEmpty)
+                } else {
+                    Ok(())
+                }
+            }
+        }
     }
 
     /// Whether `ino` is `ancestor` or lies below it.
@@ -663,7 +584,7 @@ impl GlacierFs {
             let n = self
                 .catalog
                 .read(|c| nodes::get(c, ino))?
-                .ok_or(FsError::NotFound)?;
+                .ok_or(FsError::NotFound(Missing::Inode(ino)))?;
             if n.kind == Kind::Vault || n.kind == Kind::Root {
                 return Ok(false);
             }
@@ -674,7 +595,7 @@ impl GlacierFs {
     /// A directory may move only where every file under it can still be described: a staged
     /// one is uploaded under its new path, and an archived one would be if it were rewritten.
     fn check_paths_fit(&self, dir: u64, new_dir_path: &str) -> FsResult<()> {
-        let files = self.catalog.read(|c| files_below(c, dir))?;
+        let files = self.catalog.read(|c| nodes::files_below(c, dir))?;
         for rel in files {
             let path = format!("{new_dir_path}/{rel}");
             if !names::fits(&path, 0) {
@@ -707,7 +628,7 @@ struct CloseState {
 
 impl CloseState {
     fn of(h: &Handle) -> FsResult<CloseState> {
-        let size = h.file.metadata().map_err(io_err)?.len();
+        let size = h.file.metadata().map_err(data_err(h.ino))?.len();
         let (written, last_write_ns) = h.written();
         Ok(CloseState {
             written,
@@ -717,33 +638,113 @@ impl CloseState {
     }
 }
 
-/// Removes a file node; its archive (if no other node uses it) is tombstoned and queued for
-/// deletion after the delete delay.
-pub(crate) fn remove_file_node(
-    tx: &Connection,
-    n: &Node,
-    path: &str,
-    not_before_ns: i64,
-) -> Result<(), CatalogError> {
-    // The archive id as it is now: an upload may have finished since `n` was read.
-    let current = nodes::get(tx, n.ino)?.and_then(|c| c.archive_id);
-    nodes::remove(tx, n.ino)?;
-    if let Some(id) = current {
-        queue_delete(tx, n.vault, &id, path, not_before_ns, None)?;
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
 
-/// Paths (relative to `dir`) of the staged files below it.
-fn files_below(c: &Connection, dir: u64) -> Result<Vec<String>, CatalogError> {
-    let mut stmt = c.prepare(
-        "WITH RECURSIVE sub(ino, path, kind, dirty) AS ( \
-             SELECT ino, name, kind, dirty FROM nodes WHERE parent = ?1 AND ino != ?1 \
-             UNION ALL \
-             SELECT n.ino, sub.path || '/' || n.name, n.kind, n.dirty \
-             FROM nodes n JOIN sub ON n.parent = sub.ino WHERE sub.kind != 3) \
-         SELECT path FROM sub WHERE kind = 3",
-    )?;
-    let rows = stmt.query_map([dir as i64], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::engine::inventory::InventoryHandle;
+    use crate::engine::retrieve::{RetrieveOptions, Retriever};
+    use crate::engine::writeback::{WriteBack, WriteBackOptions};
+    use crate::fs::{FsOptions, Services};
+    use crate::glacier::{aws::AwsGlacier, GlacierClient, Tier};
+    use crate::store::cache::DataStore;
+    use crate::store::handles::OpenFiles;
+
+    /// A file system on a fresh catalog with one vault, `v`. Nothing here reaches Glacier: the
+    /// client points at a closed port and no engine is started.
+    fn fs(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> (GlacierFs, u64) {
+        let catalog = Catalog::open(dir).unwrap();
+        let vault = catalog
+            .write(|tx| vaults::ensure(tx, "v", "present"))
+            .unwrap()
+            .ino;
+        let conf = aws_sdk_glacier::Config::builder()
+            .behavior_version(aws_sdk_glacier::config::BehaviorVersion::latest())
+            .region(aws_sdk_glacier::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build();
+        let client: Arc<dyn GlacierClient> = Arc::new(AwsGlacier::from_conf(conf, "-"));
+        let data = DataStore::open(dir).unwrap();
+        let open_files = Arc::new(OpenFiles::default());
+        let writeback = WriteBack::new(
+            catalog.clone(),
+            client.clone(),
+            data.clone(),
+            open_files.clone(),
+            WriteBackOptions {
+                delay: Duration::from_secs(3600),
+                part_size: 1 << 20,
+                concurrency: 1,
+                memory_budget: 1 << 24,
+                delete_delay: Duration::ZERO,
+            },
+        );
+        let retriever = Retriever::new(
+            catalog.clone(),
+            client.clone(),
+            data.clone(),
+            RetrieveOptions {
+                tier: Tier::Bulk,
+                auto: false,
+                budget: 0,
+                poll_interval: Duration::from_secs(3600),
+                cache_size: 1 << 30,
+            },
+            runtime.handle().clone(),
+            open_files.clone(),
+        );
+        let options = FsOptions {
+            uid: 0,
+            gid: 0,
+            read_only: false,
+            cache_dir: dir.to_owned(),
+            retry_interval: Duration::from_secs(3600),
+            delete_delay: Duration::ZERO,
+        };
+        let services = Services {
+            runtime: runtime.handle().clone(),
+            client,
+            inventory: InventoryHandle::disabled(),
+            writeback,
+            retriever,
+        };
+        let fs = GlacierFs::new(catalog, options, services, data, open_files);
+        (fs, vault)
+    }
+
+    fn errno<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
+        r.expect_err("the call should fail").errno()
+    }
+
+    #[test]
+    fn unknown_and_released_handles_are_ebadf() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (fs, vault) = fs(dir.path(), &runtime);
+        let (attr, fh) = fs.create(vault, OsStr::new("f"), 0o644, 0, 0).unwrap();
+        assert_eq!(fs.write(fh, 0, b"data").unwrap(), 4);
+        assert_eq!(fs.read(fh, 0, 16).unwrap(), b"data");
+        fs.release(fh).unwrap();
+        assert_eq!(fs.getattr(attr.ino).unwrap().size, 4);
+        // A released handle and one never given out fail alike.
+        for bad in [fh, 9999] {
+            assert_eq!(errno(fs.read(bad, 0, 1)), libc::EBADF);
+            assert_eq!(errno(fs.write(bad, 0, b"x")), libc::EBADF);
+            assert_eq!(errno(fs.fsync(bad)), libc::EBADF);
+        }
+        // As write(2) on a descriptor opened read-only.
+        let ro = fs.open(attr.ino, libc::O_RDONLY).unwrap();
+        assert_eq!(errno(fs.write(ro, 0, b"x")), libc::EBADF);
+        fs.release(ro).unwrap();
+        // A name that is not there says which, and is still ENOENT.
+        let e = fs.unlink(vault, OsStr::new("nope")).unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT);
+        assert!(e.to_string().contains("\"nope\""), "{e}");
+    }
 }

@@ -21,7 +21,7 @@ use fuser::BackingId;
 
 use crate::fs::files::SetAttr;
 use crate::fs::passthrough;
-use crate::fs::{Attr, FileKind, FsError, GlacierFs};
+use crate::fs::{Attr, FileKind, FsError, GlacierFs, Op};
 
 /// How long the kernel may keep names and attributes. Every change made behind the kernel's
 /// back (an inventory dropping archives, a vault gone upstream, sizes settled after a crash)
@@ -75,7 +75,7 @@ fn time_ns(t: TimeOrNow) -> i64 {
     }
 }
 
-fn errno(op: &str, e: &FsError) -> Errno {
+fn errno(op: Op<'_>, e: &FsError) -> Errno {
     e.log(op);
     Errno::from_i32(e.errno())
 }
@@ -145,14 +145,14 @@ impl Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno("lookup", &e)),
+            Err(e) => reply.error(errno(Op::new("lookup").entry(parent.0, name), &e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno("getattr", &e)),
+            Err(e) => reply.error(errno(Op::new("getattr").ino(ino.0), &e)),
         }
     }
 
@@ -165,26 +165,28 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let (parent, owned) = (parent.0, name.to_owned());
         self.fs.mkdir(
-            parent.0,
+            parent,
             name,
             mode & !umask,
             req.uid(),
             req.gid(),
             Box::new(move |r| match r {
                 Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-                Err(e) => reply.error(errno("mkdir", &e)),
+                Err(e) => reply.error(errno(Op::new("mkdir").entry(parent, &owned), &e)),
             }),
         );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (parent, owned) = (parent.0, name.to_owned());
         self.fs.rmdir(
-            parent.0,
+            parent,
             name,
             Box::new(move |r| match r {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", &e)),
+                Err(e) => reply.error(errno(Op::new("rmdir").entry(parent, &owned), &e)),
             }),
         );
     }
@@ -196,7 +198,7 @@ impl Filesystem for FuseAdapter {
                 ino.0,
                 Box::new(move |r| match r {
                     Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                    Err(e) => reply.error(errno("open", &e)),
+                    Err(e) => reply.error(errno(Op::new("open").ino(ino.0), &e)),
                 }),
             );
         }
@@ -208,7 +210,7 @@ impl Filesystem for FuseAdapter {
                 // across opens, so a second read is not served by the daemon again.
                 None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             },
-            Err(e) => reply.error(errno("open", &e)),
+            Err(e) => reply.error(errno(Op::new("open").ino(ino.0), &e)),
         }
     }
 
@@ -244,14 +246,14 @@ impl Filesystem for FuseAdapter {
                     }
                 }
             }
-            Err(e) => reply.error(errno("create", &e)),
+            Err(e) => reply.error(errno(Op::new("create").entry(parent.0, name), &e)),
         }
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -261,7 +263,7 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", &e)),
+            Err(e) => reply.error(errno(Op::new("read").ino(ino.0).fh(fh.0), &e)),
         }
     }
 
@@ -285,13 +287,13 @@ impl Filesystem for FuseAdapter {
                 req.uid(),
                 Box::new(move |r| match r {
                     Ok(n) => reply.written(n),
-                    Err(e) => reply.error(errno("write", &e)),
+                    Err(e) => reply.error(errno(Op::new("write").ino(ino.0).fh(fh.0), &e)),
                 }),
             );
         }
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno("write", &e)),
+            Err(e) => reply.error(errno(Op::new("write").ino(ino.0).fh(fh.0), &e)),
         }
     }
 
@@ -309,7 +311,7 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -322,21 +324,21 @@ impl Filesystem for FuseAdapter {
         let result = self.fs.release(fh.0);
         match result {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("release", &e)),
+            Err(e) => reply.error(errno(Op::new("release").ino(ino.0).fh(fh.0), &e)),
         }
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         match self.fs.fsync(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &e)),
+            Err(e) => reply.error(errno(Op::new("fsync").ino(ino.0).fh(fh.0), &e)),
         }
     }
 
@@ -367,14 +369,14 @@ impl Filesystem for FuseAdapter {
         };
         match self.fs.setattr(ino.0, fh.map(|f| f.0), change) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno("setattr", &e)),
+            Err(e) => reply.error(errno(Op::new("setattr").ino(ino.0), &e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("unlink", &e)),
+            Err(e) => reply.error(errno(Op::new("unlink").entry(parent.0, name), &e)),
         }
     }
 
@@ -393,7 +395,12 @@ impl Filesystem for FuseAdapter {
             .rename(parent.0, name, newparent.0, newname, flags.bits())
         {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rename", &e)),
+            Err(e) => reply.error(errno(
+                Op::new("rename")
+                    .entry(parent.0, name)
+                    .target(newparent.0, newname),
+                &e,
+            )),
         }
     }
 
@@ -403,7 +410,7 @@ impl Filesystem for FuseAdapter {
                 reply.opened(FileHandle(0), FopenFlags::empty())
             }
             Ok(_) => reply.error(Errno::from_i32(libc::ENOTDIR)),
-            Err(e) => reply.error(errno("opendir", &e)),
+            Err(e) => reply.error(errno(Op::new("opendir").ino(ino.0), &e)),
         }
     }
 
@@ -429,7 +436,7 @@ impl Filesystem for FuseAdapter {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno("readdir", &e)),
+            Err(e) => reply.error(errno(Op::new("readdir").ino(ino.0), &e)),
         }
     }
 
@@ -459,7 +466,7 @@ impl Filesystem for FuseAdapter {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno("readdirplus", &e)),
+            Err(e) => reply.error(errno(Op::new("readdirplus").ino(ino.0), &e)),
         }
     }
 
@@ -475,21 +482,21 @@ impl Filesystem for FuseAdapter {
                 NAME_MAX,
                 s.block_size,
             ),
-            Err(e) => reply.error(errno("statfs", &e)),
+            Err(e) => reply.error(errno(Op::new("statfs"), &e)),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         match self.fs.getxattr(ino.0, name) {
             Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(errno("getxattr", &e)),
+            Err(e) => reply.error(errno(Op::new("getxattr").ino(ino.0), &e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         match self.fs.listxattr(ino.0) {
             Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(errno("listxattr", &e)),
+            Err(e) => reply.error(errno(Op::new("listxattr").ino(ino.0), &e)),
         }
     }
 
@@ -505,21 +512,21 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.setxattr(ino.0, name, value) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("setxattr", &e)),
+            Err(e) => reply.error(errno(Op::new("setxattr").ino(ino.0), &e)),
         }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self.fs.removexattr(ino.0, name) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("removexattr", &e)),
+            Err(e) => reply.error(errno(Op::new("removexattr").ino(ino.0), &e)),
         }
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         match self.fs.getattr(ino.0) {
             Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno("access", &e)),
+            Err(e) => reply.error(errno(Op::new("access").ino(ino.0), &e)),
         }
     }
 
@@ -532,7 +539,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         reply.error(errno(
-            "symlink",
+            Op::new("symlink"),
             &FsError::NotPermitted("archives cannot be symlinks"),
         ));
     }
@@ -546,7 +553,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         reply.error(errno(
-            "link",
+            Op::new("link"),
             &FsError::NotPermitted("archives cannot be hard links"),
         ));
     }
@@ -562,7 +569,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         reply.error(errno(
-            "mknod",
+            Op::new("mknod"),
             &FsError::NotPermitted("only regular files and directories"),
         ));
     }

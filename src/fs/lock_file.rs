@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::control_files::LockSnapshot;
-use super::{Done, FsError, GlacierFs};
+use super::{Done, FsError, GlacierFs, Missing};
 use crate::catalog::{vaults, Catalog};
 use crate::glacier::{ErrorKind, GlacierClient, GlacierError};
 
@@ -21,14 +21,27 @@ pub enum LockCommand {
     Abort,
 }
 
-pub fn parse(input: &[u8]) -> Result<LockCommand, String> {
+/// Why a write to `.lock` is not a command; the write fails with EINVAL and this message.
+#[derive(Debug, thiserror::Error)]
+pub enum LockCommandError {
+    #[error("commands are text")]
+    NotText,
+    #[error("not a JSON policy: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("a policy is a JSON object")]
+    NotAnObject,
+    #[error("write a JSON policy, `complete [lock-id]` or `abort`")]
+    Unknown,
+}
+
+pub fn parse(input: &[u8]) -> Result<LockCommand, LockCommandError> {
     let text = std::str::from_utf8(input)
-        .map_err(|_| "commands are text".to_string())?
+        .map_err(|_| LockCommandError::NotText)?
         .trim();
     if text.starts_with('{') {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("not a JSON policy: {e}"))?;
+        let v: Value = serde_json::from_str(text)?;
         if !v.is_object() {
-            return Err("a policy is a JSON object".into());
+            return Err(LockCommandError::NotAnObject);
         }
         return Ok(LockCommand::Initiate {
             policy: v.to_string(),
@@ -40,7 +53,7 @@ pub fn parse(input: &[u8]) -> Result<LockCommand, String> {
             lock_id: id.map(str::to_owned),
         }),
         (Some("abort"), None, None) => Ok(LockCommand::Abort),
-        _ => Err("write a JSON policy, `complete [lock-id]` or `abort`".into()),
+        _ => Err(LockCommandError::Unknown),
     }
 }
 
@@ -101,7 +114,7 @@ impl GlacierFs {
     pub(super) fn open_lock(&self, vault: u64, done: Done<u64>) {
         let name = match self.catalog.read(move |c| vaults::by_ino(c, vault)) {
             Ok(Some(v)) => v.name,
-            Ok(None) => return done(Err(FsError::NotFound)),
+            Ok(None) => return done(Err(FsError::NotFound(Missing::Inode(vault)))),
             Err(e) => return done(Err(e.into())),
         };
         let (client, catalog) = (Arc::clone(&self.services.client), self.catalog.clone());
@@ -124,11 +137,11 @@ impl GlacierFs {
         }
         let command = match parse(data) {
             Ok(c) => c,
-            Err(e) => return done(Err(FsError::Invalid(e))),
+            Err(e) => return done(Err(FsError::Invalid(e.to_string()))),
         };
         let name = match self.catalog.read(move |c| vaults::by_ino(c, vault)) {
             Ok(Some(v)) => v,
-            Ok(None) => return done(Err(FsError::NotFound)),
+            Ok(None) => return done(Err(FsError::NotFound(Missing::Inode(vault)))),
             Err(e) => return done(Err(e.into())),
         };
         let (client, catalog) = (Arc::clone(&self.services.client), self.catalog.clone());
@@ -142,17 +155,13 @@ impl GlacierFs {
             let keep_id = result.is_ok();
             let _ = catalog
                 .write_async(move |tx| {
-                    tx.execute(
-                        "UPDATE vaults SET lock_id = CASE WHEN ?2 THEN ?3 ELSE lock_id END, \
-                         lock_message = ?4 WHERE ino = ?1",
-                        rusqlite::params![
-                            vault as i64,
-                            keep_id && lock_id.is_some(),
-                            lock_id,
-                            message
-                        ],
-                    )?;
-                    Ok(())
+                    vaults::record_lock_result(
+                        tx,
+                        vault,
+                        lock_id.as_deref(),
+                        keep_id,
+                        message.as_deref(),
+                    )
                 })
                 .await;
             done(result.map(|_| len).map_err(|e| refusal(&e)));

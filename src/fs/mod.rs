@@ -1,4 +1,4 @@
-//! The file-system semantics of DESIGN.md §1, independent of the kernel: what each operation
+//! The file-system semantics (SEMANTICS.md), independent of the kernel: what each operation
 //! means for vaults, directories and archives. The fuser adapter (`crate::fs::fuse`) only
 //! translates to and from these calls, so everything here is testable without a mount.
 //!
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use error::{FsError, FsResult};
+pub use error::{FsError, FsResult, Missing, Op};
 pub(crate) use vaults::spawn_delete as spawn_vault_delete;
 
 use crate::catalog::{self, nodes, Catalog, Kind, Node, ROOT_INO};
@@ -177,14 +177,17 @@ impl GlacierFs {
     }
 
     /// A node as the user may see it: vaults being deleted are already gone from view.
-    fn visible(&self, n: Option<Node>) -> FsResult<Node> {
-        let n = n.ok_or(FsError::NotFound)?;
+    /// `missing` names what was looked for, for the error.
+    fn visible(&self, n: Option<Node>, missing: impl FnOnce() -> Missing) -> FsResult<Node> {
+        let Some(n) = n else {
+            return Err(FsError::NotFound(missing()));
+        };
         if n.kind == Kind::Vault {
             let hidden = self
                 .catalog
                 .read(|c| Ok(catalog::vaults::by_ino(c, n.ino)?.map(|v| v.state == "deleting")))?;
             if hidden == Some(true) {
-                return Err(FsError::NotFound);
+                return Err(FsError::NotFound(missing()));
             }
         }
         Ok(n)
@@ -192,7 +195,18 @@ impl GlacierFs {
 
     fn node(&self, ino: u64) -> FsResult<Node> {
         let n = self.catalog.read(|c| nodes::get(c, ino))?;
-        self.visible(n)
+        self.visible(n, || Missing::Inode(ino))
+    }
+
+    /// The visible entry `name` of directory `parent`. Catalog names are UTF-8, so no other
+    /// name is ever found.
+    fn entry(&self, parent: u64, name: &OsStr) -> FsResult<Node> {
+        let missing = || Missing::entry(parent, name);
+        let Ok(utf8) = std::str::from_utf8(name.as_bytes()) else {
+            return Err(FsError::NotFound(missing()));
+        };
+        let n = self.catalog.read(|c| nodes::lookup(c, parent, utf8))?;
+        self.visible(n, missing)
     }
 
     /// First access to a vault's contents asks the inventory worker to make sure the catalog
@@ -209,7 +223,9 @@ impl GlacierFs {
             return a;
         }
         match self.node(ino) {
-            Err(FsError::NotFound) => self.unlinked_attr(ino).ok_or(FsError::NotFound),
+            Err(FsError::NotFound(missing)) => {
+                self.unlinked_attr(ino).ok_or(FsError::NotFound(missing))
+            }
             n => Ok(self.file_attr(&n?)),
         }
     }
@@ -230,12 +246,10 @@ impl GlacierFs {
             return Err(FsError::NotDir);
         }
         self.touch_vault(&p);
-        let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
-        if let Some(a) = self.lookup_control(&p, name) {
+        if let Some(a) = name.to_str().and_then(|utf8| self.lookup_control(&p, utf8)) {
             return Ok(a);
         }
-        let n = self.catalog.read(|c| nodes::lookup(c, parent, name))?;
-        Ok(self.file_attr(&self.visible(n)?))
+        Ok(self.file_attr(&self.entry(parent, name)?))
     }
 
     /// Up to `max` entries after `offset` (a cookie from an earlier entry, or 0).
@@ -361,6 +375,48 @@ impl GlacierFs {
         Ok(self.attr_of(&node))
     }
 
+    /// Refuses changes on a read-only mount.
+    fn writable(&self) -> FsResult<()> {
+        if self.options.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The vault-relative path a new entry `name` in `parent` would have, checked against the
+    /// description limit: a path that could never be uploaded is refused now, not later.
+    pub(super) fn new_path(&self, parent: &Node, name: &str) -> FsResult<String> {
+        let rel = self
+            .catalog
+            .read(|c| nodes::vault_relative_path(c, parent.ino))?;
+        let path = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if !names::fits(&path, 0) {
+            return Err(FsError::NameTooLong(path));
+        }
+        if !names::is_stable_path(&path) {
+            return Err(FsError::Invalid(format!(
+                "{name:?} would not survive a round trip through its archive description"
+            )));
+        }
+        Ok(path)
+    }
+
+    /// The directory a new entry goes into: a vault or a directory, never the root (which
+    /// holds only vaults) or a file.
+    fn entry_parent(&self, parent: u64) -> FsResult<Node> {
+        let p = self.node(parent)?;
+        match p.kind {
+            Kind::Root => Err(FsError::NotPermitted("only vaults live at the root")),
+            Kind::File => Err(FsError::NotDir),
+            Kind::Vault | Kind::Dir => Ok(p),
+        }
+    }
+
     /// Owners are recorded only when they differ from the mount's, so a catalog moved to
     /// another user keeps showing that user's files as theirs.
     fn owner(&self, uid: u32, gid: u32) -> (Option<u32>, Option<u32>) {
@@ -378,8 +434,7 @@ impl GlacierFs {
             return self.delete_vault(name, done);
         }
         let result = (|| {
-            let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
-            let n = self.visible(self.catalog.read(|c| nodes::lookup(c, parent, name))?)?;
+            let n = self.entry(parent, name)?;
             if n.kind != Kind::Dir {
                 return Err(FsError::NotDir);
             }

@@ -8,8 +8,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use super::{Done, FsError, FsResult, GlacierFs};
-use crate::catalog::{self, nodes, vaults, Catalog};
+use super::{Done, FsError, FsResult, GlacierFs, Missing};
+use crate::catalog::{nodes, vaults, Catalog};
 use crate::codec::names;
 use crate::glacier::{ErrorKind, GlacierClient};
 
@@ -73,13 +73,15 @@ impl GlacierFs {
 
     pub(super) fn delete_vault(&self, name: &OsStr, done: Done<()>) {
         let result = (|| {
-            let name = std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::NotFound)?;
-            let name = name.to_owned();
+            let missing = || FsError::NotFound(Missing::Vault(name.to_string_lossy().into_owned()));
+            let name = std::str::from_utf8(name.as_bytes())
+                .map_err(|_| missing())?
+                .to_owned();
             let v = self
                 .catalog
                 .read(move |c| vaults::by_name(c, &name))?
                 .filter(|v| v.state != "deleting")
-                .ok_or(FsError::NotFound)?;
+                .ok_or_else(missing)?;
             let (files, _) = self.catalog.read(|c| nodes::vault_usage(c, v.ino))?;
             let has_dirs = self.catalog.read(|c| nodes::has_children(c, v.ino))?;
             // Glacier's own count matters too: a vault whose inventory has not been merged yet
@@ -168,30 +170,11 @@ pub(crate) fn spawn_delete(
                     log::warn!("deleting vault {name}: {e}; will retry");
                     let message = e.message.clone();
                     let _ = catalog
-                        .write_async(move |tx| record_delete_failure(tx, ino, &message))
+                        .write_async(move |tx| vaults::record_delete_failure(tx, ino, &message))
                         .await;
                     tokio::time::sleep(retry_interval).await;
                 }
             }
         }
     });
-}
-
-fn record_delete_failure(
-    tx: &rusqlite::Transaction<'_>,
-    ino: u64,
-    message: &str,
-) -> Result<(), catalog::CatalogError> {
-    tx.execute(
-        "INSERT INTO jobs (job_id, vault, action, status, message, created_s)
-         VALUES (?1, ?2, 'DeleteVault', 'InProgress', ?3, ?4)
-         ON CONFLICT(job_id) DO UPDATE SET message = excluded.message",
-        rusqlite::params![
-            format!("delete-vault-{ino}"),
-            ino as i64,
-            message,
-            catalog::now_s()
-        ],
-    )?;
-    Ok(())
 }

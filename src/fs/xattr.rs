@@ -1,4 +1,5 @@
-//! Extended attributes: the read-only `user.glacier.*` view of files and vaults (DESIGN.md §1).
+//! Extended attributes: the read-only `user.glacier.*` view of files and vaults (SEMANTICS.md,
+//! "Extended attributes").
 //!
 //! Names outside `user.glacier.` get EOPNOTSUPP rather than ENODATA, which tells `ls -l` and
 //! friends to stop asking for SELinux labels and ACLs on every file.

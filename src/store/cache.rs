@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::files;
+
 /// What a staged file is, for recovery without the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sidecar {
@@ -170,24 +172,13 @@ pub fn evict(
     cache_size: u64,
     is_open: &dyn Fn(u64) -> bool,
 ) -> Result<(), crate::catalog::CatalogError> {
-    let (total, candidates): (i64, Vec<(u64, i64)>) = catalog.read(|c| {
-        let total = c
-            .prepare_cached(
-                "SELECT COALESCE(SUM(size), 0) FROM nodes \
-                 WHERE local = 1 AND dirty = 0 AND kind = 3 AND archive_id IS NOT NULL",
-            )?
-            .query_row([], |r| r.get(0))?;
-        if total as u64 <= cache_size {
+    let (mut total, candidates) = catalog.read(|c| {
+        let total = files::cached_bytes(c)?;
+        if total <= cache_size {
             return Ok((total, Vec::new()));
         }
-        let mut stmt = c.prepare_cached(
-            "SELECT ino, size FROM nodes WHERE local = 1 AND dirty = 0 AND kind = 3 \
-             AND archive_id IS NOT NULL AND read_ns IS NOT NULL ORDER BY read_ns",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
-        Ok((total, rows.collect::<Result<_, _>>()?))
+        Ok((total, files::eviction_order(c)?))
     })?;
-    let mut total = total.max(0) as u64;
     let mut evicted = Vec::new();
     for (ino, size) in candidates {
         if total <= cache_size {
@@ -197,19 +188,16 @@ pub fn evict(
             continue;
         }
         evicted.push(ino);
-        total = total.saturating_sub(size.max(0) as u64);
+        total = total.saturating_sub(size);
     }
     if evicted.is_empty() {
         return Ok(());
     }
     let evicted = catalog.write(move |tx| {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE nodes SET local = 0 WHERE ino = ?1 AND dirty = 0 AND local = 1",
-        )?;
         let mut marked = Vec::new();
         for ino in evicted {
             // A writer may have taken the file since it was chosen: then it stays.
-            if stmt.execute([ino as i64])? == 1 {
+            if files::evict(tx, ino)? {
                 marked.push(ino);
             }
         }

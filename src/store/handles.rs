@@ -25,14 +25,18 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Records a write or truncate through this handle, at `now_ns`.
+    pub fn mark_written(&self, now_ns: i64) {
+        self.modified.store(true, Ordering::Relaxed);
+        self.last_write_ns.store(now_ns, Ordering::Relaxed);
+    }
+
     /// Whether the file was written through this handle, seen or unseen by the daemon, and
     /// when it last was.
     pub fn written(&self) -> (bool, i64) {
         use std::os::unix::fs::MetadataExt;
-        let seen = self.modified.load(std::sync::atomic::Ordering::Relaxed);
-        let last = self
-            .last_write_ns
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let seen = self.modified.load(Ordering::Relaxed);
+        let last = self.last_write_ns.load(Ordering::Relaxed);
         match self.file.metadata() {
             Ok(m) => {
                 let now = (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec());
