@@ -935,7 +935,7 @@ fn hostile_names_get_clean_errors_or_round_trip() {
     let ok = Ok(());
     let einval = Err(libc::EINVAL);
     let toolong = Err(libc::ENAMETOOLONG);
-    // (name, outcome anywhere in the vault). SEMANTICS.md and DESIGN.md §1: names must be
+    // (name, outcome anywhere in the vault). SEMANTICS.md: names must be
     // UTF-8 without control characters (EINVAL), at most 255 bytes (ENAMETOOLONG), and must
     // come back unchanged from their description, which a `\` would not (read as `/`).
     let cases: Vec<(Vec<u8>, Result<(), i32>)> = vec![
@@ -1064,7 +1064,7 @@ fn hostile_names_get_clean_errors_or_round_trip() {
     check_names_survive_a_fresh_catalog(&emu, &files);
 }
 
-/// DESIGN.md §1: a path whose description would pass 1,024 characters is refused with
+/// SEMANTICS.md: a path whose description would pass 1,024 characters is refused with
 /// ENAMETOOLONG at create, mkdir and rename, including for staged files under a renamed
 /// directory. mt2 is `mt2 ` + base64 of 42 bytes of JSON around the path, so a path of up to
 /// 723 JSON bytes fits; a `"` costs two.
@@ -1151,7 +1151,7 @@ fn the_description_limit_is_enforced_when_a_name_is_given() {
 /// An archived file below a directory that is renamed deeper keeps its old description (a
 /// catalog-only rename), so the rename is allowed. But overwriting that file later makes new
 /// content that must go up under the new path, and that path no longer fits a description:
-/// DESIGN.md §1 says such a path is refused when it is named. The file system should refuse
+/// SEMANTICS.md says such a path is refused when it is named. The file system should refuse
 /// either the rename or the overwrite with ENAMETOOLONG; what must never happen is a write that
 /// succeeds and can then never be archived.
 #[test]
@@ -1474,7 +1474,7 @@ fn a_vault_of_hostile_descriptions_shows_only_safe_names() {
 /// name with a directory's attributes, which the kernel then caches. Which one a path reaches
 /// depends on whether the root was listed first; after a listing the root `.jobs` control file
 /// is gone (an open finds a directory). Archives named `.jobs` take a collision suffix
-/// (DESIGN.md §1); a vault by that name needs the same treatment, so both stay reachable.
+/// (SEMANTICS.md); a vault by that name needs the same treatment, so both stay reachable.
 #[test]
 fn regression_a_vault_named_dot_jobs_and_the_root_control_file_both_stay_reachable() {
     if !fuse_available() {

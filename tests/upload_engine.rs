@@ -1381,7 +1381,7 @@ async fn uploads_survive_transient_faults() {
     // Only faults that fire before the emulator acts. A reply lost after UploadArchive or
     // Complete committed (ResetAfterCommit, TimeoutAfterCommit) makes the retry create a
     // second archive; settling that against the inventory is the caller's business
-    // (DESIGN.md §2), not the engine's, so those kinds are not part of this test.
+    // (ARCHITECTURE.md, "The intents journal"), not the engine's, so those kinds are not part of this test.
     t.emu.set_faults(FaultPlan {
         rate: 0.2,
         kinds: vec![
@@ -1609,7 +1609,7 @@ fn cpu_cost_child() {
         bare_cpu / gib
     );
     println!(
-        "cpu: upload / the SDK's own hashing = {:.2} (DESIGN.md target: at most 1.1); upload / \
+        "cpu: upload / the SDK's own hashing = {:.2} (target: at most 1.1); upload / \
          bare SDK = {:.2}",
         upload_cpu / sdk,
         upload_cpu / bare_cpu

@@ -1,5 +1,5 @@
 //! A Glacier emulator: an HTTP/1.1 server on 127.0.0.1 that speaks the Glacier REST API
-//! (2012-06-01) as the project's API digest (GLACIER-API.md) describes it, inside the process
+//! (2012-06-01) as Glacier's API reference describes it, inside the process
 //! that starts it. glacierfs's tests start one per test; the `glacier-emulator` binary
 //! (`main.rs`) serves one on its own for a try-out, its clock following real time.
 //!

@@ -81,7 +81,7 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX jobs_by_archive ON jobs(archive_id) WHERE archive_id IS NOT NULL;
 
-    -- Creating calls recorded before they are made, and settled after (DESIGN.md §2).
+    -- Creating calls recorded before they are made, and settled after (ARCHITECTURE.md, "The intents journal").
     CREATE TABLE intents (
         id        INTEGER PRIMARY KEY,
         kind      TEXT NOT NULL,
@@ -139,7 +139,7 @@ const MIGRATIONS: &[&str] = &[
         message     TEXT
     );
 
-    -- One row per upload in progress: the intent of DESIGN.md §2, updated around every
+    -- One row per upload in progress: the intent of ARCHITECTURE.md's journal, updated around every
     -- creating call, so a restart knows exactly where each upload stands.
     CREATE TABLE uploads (
         ino          INTEGER PRIMARY KEY,
