@@ -1,6 +1,8 @@
 //! Browsing vaults through a real mount over the Glacier emulator: the tree built from
 //! descriptions of every format (and hostile ones), name stability across imports and
 //! refreshes, xattrs, vault mkdir/rmdir, the catalog's identity, and offline browsing.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! The command line as users meet it: `treehash`, value errors, `inventory import` followed by a
 //! mount that shows what was imported, and a detached mount that returns once it is ready.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -183,6 +185,7 @@ fn a_detached_mount_returns_once_ready_and_reports_failures() {
         .success());
     drop(guard);
     assert!(
+        // SAFETY: signal 0 only asks whether the process exists.
         wait_until(Duration::from_secs(20), || unsafe { libc::kill(pid, 0) }
             != 0),
         "the daemon outlived its mount"

@@ -5,6 +5,8 @@
 //! archived exactly once with exact content, that duplicates from lost replies are settled by
 //! the next inventory, and that no multipart upload is left behind. Then the same copy under
 //! 20% transient faults.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -118,6 +120,7 @@ fn sigkill_during_a_copy_loses_nothing_and_leaves_no_duplicate() {
         let pid = mount.pid().expect("daemon pid");
         let killer = std::thread::spawn(move || {
             std::thread::sleep(kill_after);
+            // SAFETY: kill takes plain integers; the daemon is this test's own child.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         });
         // The copy may be cut off by the kill: that is the point.

@@ -3,6 +3,8 @@
 //! parallelisms, corrupted, truncated and cut-off bodies, resuming from the journal (with the
 //! same and another chunk size), expired jobs, an endpoint that ignores `Range` (as moto does),
 //! and corruption that no tree-hash header can catch.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -6,6 +6,8 @@
 //! The export runs as a child process with `GLACIERFS_EXPORT_POLL_MS` set small, while the test
 //! moves the emulator's clock (`complete_all_jobs`) and, all along, checks that every file
 //! under its final name in DEST holds exactly its archive's bytes.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -6,6 +6,8 @@
 //! Failed entry in `.jobs` with Glacier's message, never to a user waiting forever.
 //!
 //! `GLACIERFS_FAULT_ROUNDS` runs more seeded rounds per rate (scripts/test.sh --long).
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -8,6 +8,8 @@
 //! deep nesting and truncation in inventories, and the exact shape of parsed commands.
 //!
 //! The properties run a few hundred cases by default; set GLACIERFS_FUZZ_CASES to run more.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

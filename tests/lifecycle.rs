@@ -1,5 +1,7 @@
 //! The daemon's life cycle and what it tells: `glacierfs status` with and without a mount,
 //! SIGTERM, credentials never in the log, and the local try-out script.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! `.lock` through a real mount over the Glacier emulator: the whole vault-lock state machine,
 //! refusals with their reasons, malformed input, expiry, and owner-only writes.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -22,6 +22,8 @@
 //! cases run (default 10), `GLACIERFS_MODEL_SEED` the seed (printed on failure), and
 //! `GLACIERFS_MODEL_SHRINK` how many shrink steps a failure may take (default 200). Failures
 //! that shrank to a real bug are kept below as `regression_*` tests.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -2,6 +2,8 @@
 //! `scripts/test.sh` starts moto and sets GLACIERFS_MOTO_ENDPOINT. moto differs from Glacier
 //! in documented ways: archive ids are MD5s, its inventory is live, and its jobs
 //! finish after a few real seconds, so these tests wait in real time.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -4,6 +4,8 @@
 //! automatic-retrieval budget, the hold after Glacier refuses a job, reuse of a job already
 //! started (by this engine or found in ListJobs), and a finished job's output becoming the
 //! file's data, or failing the file once it is corrupt too often.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -7,6 +7,8 @@
 //! tests/cli.rs checks the cache modes under the default umask; these run every glacierfs
 //! process with umask 000 and look again after writes, uploads, a retrieval and the client
 //! commands.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -117,10 +119,12 @@ impl Drop for Detached {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.mnt.path()).status();
         // Unmounted, the daemon exits on its own; a hung one is ended so the test can finish.
+        // SAFETY: signal 0 only asks whether the process exists.
         let gone = wait_until(Duration::from_secs(20), || unsafe {
             libc::kill(self.pid, 0) != 0
         });
         if !gone {
+            // SAFETY: kill takes plain integers; the daemon is this test's own.
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
         if is_mounted(self.mnt.path()) {

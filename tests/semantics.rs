@@ -2,6 +2,8 @@
 //! document stays true. Each ```sh block runs in order; a `#=>` line after a command is what
 //! its output must contain (`error: ...` means it must fail with that message), and `#!`
 //! lines are instructions to this harness.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! The systemd template unit: its keys say what the README promises, and, where
 //! systemd-analyze is installed, systemd itself accepts it.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::path::Path;

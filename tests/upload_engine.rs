@@ -5,6 +5,8 @@
 //! failing intents, changed snapshots and transient faults. Then the client under the engine:
 //! it hashes each body once and the SDK not at all, and what it sends is signed as the SDK
 //! would sign it. Ends with a CPU measurement.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -1430,8 +1432,9 @@ const BENCH_PART: u64 = 16 * MIB;
 
 /// User and system CPU seconds of this process so far.
 fn cpu_times() -> (f64, f64) {
-    // SAFETY: getrusage writes one rusage into the zeroed struct we pass.
+    // SAFETY: rusage is plain data, for which all zeroes is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into the struct we pass, which outlives the call.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     assert_eq!(rc, 0, "getrusage");
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;

@@ -1,6 +1,8 @@
 //! Writing into vaults through a real mount over the Glacier emulator: `cp -r`, `rsync -a`,
 //! `mv`, overwrite, `rm`, and `glacierfs sync --wait`. Every file must become exactly one
 //! archive with the right bytes, tree hash and mt2 description, and read back without a job.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -358,6 +360,7 @@ fn refused_writes_get_the_documented_errors() {
         libc::EPERM
     );
     let fifo = std::ffi::CString::new(v.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: `fifo` is a valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, -1);
     assert_eq!(
         std::io::Error::last_os_error().raw_os_error(),

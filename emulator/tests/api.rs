@@ -2,6 +2,8 @@
 //! what the SDK sends and expects: every operation's happy path, the documented checks and error
 //! codes, the job clock, inventories, vault lock and fault injection. A few tests speak raw HTTP
 //! where the SDK cannot produce the request (no version header, chunked bodies).
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

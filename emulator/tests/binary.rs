@@ -1,5 +1,7 @@
 //! The `glacier-emulator` binary as a try-out uses it: started on its own, it prints its
 //! endpoint, serves the SDK, completes jobs on its own in real time, and stops on SIGTERM.
+// A test fails by panicking, so unwrap and expect are how it says what went wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

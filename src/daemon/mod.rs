@@ -140,8 +140,9 @@ fn is_stale(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: `st` is plain data statfs fills in; `c` is a valid path.
+    // SAFETY: statfs is plain data, for which all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statfs that outlives the call.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     // While the kernel is still tearing the dead connection down, requests can also fail with
     // ECONNABORTED or EIO before they settle on ENOTCONN.

@@ -12,6 +12,7 @@ pub fn binary() -> &'static str {
 
 /// Whether FUSE mounts can run here. Under CI a missing /dev/fuse is an error, not a skip.
 pub fn fuse_available() -> bool {
+    // SAFETY: geteuid has no preconditions.
     let ok = Path::new("/dev/fuse").exists() && unsafe { libc::geteuid() } == 0;
     if !ok {
         assert!(
@@ -73,7 +74,9 @@ fn statfs_ok(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
+    // SAFETY: statfs is plain data, for which all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statfs that outlives the call.
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 }
 }
 
@@ -216,6 +219,7 @@ impl Mount {
     /// SIGTERM, and the daemon's exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
+        // SAFETY: kill takes plain integers; the daemon is this test's own child.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {

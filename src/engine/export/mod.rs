@@ -452,8 +452,9 @@ fn free_space(path: &Path) -> u64 {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return 0;
     };
-    // SAFETY: statvfs fills the zeroed struct; the path is a valid C string.
+    // SAFETY: statvfs is plain data, for which all zeroes is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statvfs that outlives the call.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return 0;
     }
