@@ -1,0 +1,144 @@
+//! Commands that work on a cache directory's catalog directly, with no mount running:
+//! `inventory import` (take an inventory file in) and `catalog rebuild` (restore the latest
+//! sound copy of a damaged catalog). Each holds the cache lock for as long as it runs, so it
+//! never races a mount.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::catalog::{copy, vaults, Catalog, CatalogError};
+use crate::codec::{names, timefmt};
+use crate::config::{CacheArgs, ImportArgs, OptionError};
+use crate::daemon;
+use crate::engine::inventory;
+
+/// Why a catalog command failed; each message is one line that says what to do where it can.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{0:?} is not a vault name")]
+    VaultName(String),
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    #[error("{0}; unmount it before rebuilding its catalog")]
+    MountedForRebuild(String),
+    #[error("{0}; unmount it first, or let the mount fetch inventories itself")]
+    MountedForImport(String),
+    #[error(transparent)]
+    CacheDir(#[from] daemon::MountError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("{}: {source}", path.display())]
+    Input {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Import {
+        path: PathBuf,
+        source: inventory::InventoryError,
+    },
+}
+
+/// `glacierfs catalog rebuild`.
+pub fn rebuild(args: &CacheArgs) -> ExitCode {
+    match try_rebuild(args) {
+        Ok(r) => {
+            if let Some(kept) = &r.kept_as {
+                println!("the old catalog is kept as {}", kept.display());
+            }
+            match r.copy_saved_s {
+                Some(s) => println!(
+                    "restored the catalog copy of {} ({} entries{})",
+                    timefmt::format_iso8601(s, 0),
+                    r.entries,
+                    if r.dropped > 0 {
+                        format!("; {} uploaded since are left to the inventory", r.dropped)
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => println!("no catalog copy to restore: starting from an empty catalog"),
+            }
+            println!(
+                "mount again: each vault's inventory is read again, and staged files are \
+                 recovered from their sidecars"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("glacierfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_rebuild(args: &CacheArgs) -> Result<copy::Rebuilt, LocalError> {
+    let cache_dir = args.resolve()?;
+    private_umask();
+    let _lock = daemon::CacheLock::acquire(&cache_dir)
+        .map_err(|e| LocalError::MountedForRebuild(e.to_string()))?;
+    Ok(copy::rebuild(&cache_dir)?)
+}
+
+/// `glacierfs inventory import`.
+pub fn import(args: &ImportArgs) -> ExitCode {
+    match try_import(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("glacierfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_import(args: &ImportArgs) -> Result<(), LocalError> {
+    if !names::is_valid_vault_name(&args.vault) {
+        return Err(LocalError::VaultName(args.vault.clone()));
+    }
+    let cache_dir = args.cache.resolve()?;
+    private_umask();
+    daemon::prepare_cache_dir(&cache_dir)?;
+    let _lock = daemon::CacheLock::acquire(&cache_dir)
+        .map_err(|e| LocalError::MountedForImport(e.to_string()))?;
+    let catalog = Catalog::open(&cache_dir)?;
+    let vault = args.vault.clone();
+    let row = catalog.write(move |tx| vaults::ensure(tx, &vault, "present"))?;
+    let input = |source| LocalError::Input {
+        path: args.file.clone(),
+        source,
+    };
+    let file = std::fs::File::open(&args.file).map_err(input)?;
+    let fallback = file_date(&args.file);
+    let reader = std::io::BufReader::with_capacity(1 << 18, file);
+    let started = std::time::Instant::now();
+    let report =
+        inventory::merge::import(&catalog, row.ino, reader, fallback).map_err(|source| {
+            LocalError::Import {
+                path: args.file.clone(),
+                source,
+            }
+        })?;
+    catalog.close();
+    println!(
+        "{}: {} archives ({} new, {} gone upstream) in {:.1}s",
+        args.vault,
+        report.archives,
+        report.added,
+        report.removed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Everything glacierfs creates is private: 0700 directories, 0600 files.
+fn private_umask() {
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
+}
+
+/// A CSV inventory carries no date; the file's own mtime is the best stand-in.
+fn file_date(path: &Path) -> Option<String> {
+    let mtime = std::fs::metadata(path).ok()?.modified().ok()?;
+    let secs = mtime.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some(timefmt::format_iso8601(secs, 0))
+}
