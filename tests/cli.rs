@@ -62,11 +62,14 @@ fn an_imported_inventory_is_browsable() {
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("cache");
     let inv = cache.path().join("inventory.csv");
+    let (aa, bb) = ("a".repeat(64), "b".repeat(64));
     std::fs::write(
         &inv,
-        "ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash\r\n\
-         id-one,\"reports/2019, final.pdf\",2019-05-01T10:00:00Z,1234,aa\r\n\
-         id-two,reports/draft.txt,2019-04-01T10:00:00Z,10,bb\r\n",
+        format!(
+            "ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash\r\n\
+             id-one,\"reports/2019, final.pdf\",2019-05-01T10:00:00Z,1234,{aa}\r\n\
+             id-two,reports/draft.txt,2019-04-01T10:00:00Z,10,{bb}\r\n"
+        ),
     )
     .unwrap();
     let out = run(&[

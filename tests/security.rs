@@ -298,8 +298,11 @@ fn the_cache_stays_private_under_umask_000() {
     let inventory = scratch.path().join("inventory.csv");
     std::fs::write(
         &inventory,
-        "ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash\n\
-         id-1,a.txt,2019-05-01T10:00:00Z,12,aa\n",
+        format!(
+            "ArchiveId,ArchiveDescription,CreationDate,Size,SHA256TreeHash\n\
+             id-1,a.txt,2019-05-01T10:00:00Z,12,{}\n",
+            "a".repeat(64)
+        ),
     )
     .unwrap();
     let fresh = scratch.path().join("fresh");

@@ -96,10 +96,11 @@ mod tests {
     #[test]
     fn a_csv_inventory_takes_the_fallback_date_and_a_bad_one_merges_nothing() {
         let (_d, cat, v) = setup();
-        let csv = "id-1,f,2020-01-01T00:00:00Z,5,00\n";
+        let h = "0".repeat(64);
+        let csv = format!("id-1,f,2020-01-01T00:00:00Z,5,{h}\n");
         let r = import(&cat, v, csv.as_bytes(), Some("2026-01-01T00:00:00Z".into())).unwrap();
         assert_eq!(r.inventory_date.as_deref(), Some("2026-01-01T00:00:00Z"));
-        let bad = "id-2,g,2020-01-01T00:00:00Z,5,00\nid-3,h,2020\n";
+        let bad = format!("id-2,g,2020-01-01T00:00:00Z,5,{h}\nid-3,h,2020\n");
         let e = import(&cat, v, bad.as_bytes(), None).unwrap_err();
         assert!(matches!(e, InventoryError::Parse(_)), "{e}");
         assert!(cat

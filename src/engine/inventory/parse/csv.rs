@@ -75,7 +75,20 @@ impl RawRecord {
             description: text(description, "ArchiveDescription", line)?,
             creation_date: text(date, "CreationDate", line)?,
             size: byte_count(&size, line)?,
-            tree_hash: text(hash, "SHA256TreeHash", line)?,
+            tree_hash: tree_hash(text(hash, "SHA256TreeHash", line)?, line)?,
+        })
+    }
+}
+
+/// A tree hash is 64 hex digits. Anything else is refused here, with its line, rather than
+/// stored: a cold read would only find out at the end of a download, as a hash mismatch.
+fn tree_hash(hash: String, line: u64) -> Result<String, ParseError> {
+    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hash)
+    } else {
+        Err(ParseError::Csv {
+            line,
+            msg: format!("SHA256TreeHash {hash:?} is not 64 hex digits"),
         })
     }
 }
@@ -366,6 +379,28 @@ mod tests {
             Err(ParseError::Csv { line: 1, msg }) => assert!(msg.contains("found 6"), "{msg}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn csv_tree_hash_must_be_64_hex_digits() {
+        let good = csv_line("a1", "one", 1);
+        for bad in [
+            &HASH[..63],
+            &format!("{HASH}0"),
+            &HASH.replace('b', "g"),
+            "",
+        ] {
+            let doc = format!("{CSV_HEADER}\n{good}\n{}\n", csv_line("a2", "two", 2))
+                .replace(&format!("2,{HASH}"), &format!("2,{bad}"));
+            match csv(&doc) {
+                Err(ParseError::Csv { line: 3, msg }) => {
+                    assert!(msg.contains("SHA256TreeHash"), "{msg}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let upper = csv_line("a1", "one", 1).replace(HASH, &HASH.to_ascii_uppercase());
+        assert!(csv(&upper).is_ok());
     }
 
     #[test]
