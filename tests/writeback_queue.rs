@@ -623,3 +623,64 @@ async fn recovery_drops_the_row_of_a_file_deleted_meanwhile() {
     assert_eq!(rig.emu.archives(VAULT), vec![]);
     assert!(!snapshot_exists(&rig, &row));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_goes_on_past_a_row_it_cannot_settle() {
+    let rig = Rig::new().await;
+    // First row: a file deleted meanwhile whose Complete's reply was lost; asking again is
+    // refused, so this row cannot be settled now.
+    let stuck_bytes = data(2 * MIB, 11);
+    let gone_bytes = data(3 * MIB, 12);
+    // Both are staged first: staging puts back every data file no node claims.
+    let stuck = rig.stage("stuck.bin", &stuck_bytes);
+    let gone = rig.stage("gone.bin", &gone_bytes);
+    let stuck_row = rig.journal(&stuck);
+    let stuck_upload = rig
+        .multipart(&stuck_row.description, &stuck_bytes, u64::MAX)
+        .await;
+    let (ino, id, hex) = (
+        stuck.ino,
+        stuck_upload.clone(),
+        to_hex(&treehash::tree_hash(&stuck_bytes)),
+    );
+    rig.catalog
+        .write(move |tx| {
+            uploads::initiated(tx, ino, &id, MIB)?;
+            uploads::before_complete(tx, ino, &id, &hex)?;
+            nodes::remove(tx, ino)
+        })
+        .expect("journal");
+    rig.emu
+        .fail_next(Op::CompleteMultipartUpload, FaultKind::InvalidParameter, 1);
+    // Second row: a file deleted meanwhile with a multipart upload under way, which recovery
+    // settles by aborting the upload and dropping the row.
+    let gone_row = rig.journal(&gone);
+    let gone_upload = rig.multipart(&gone_row.description, &gone_bytes, MIB).await;
+    let (ino, id) = (gone.ino, gone_upload.clone());
+    rig.catalog
+        .write(move |tx| {
+            uploads::initiated(tx, ino, &id, MIB)?;
+            nodes::remove(tx, ino)
+        })
+        .expect("journal");
+    assert!(stuck.ino < gone.ino, "the stuck row is settled first");
+
+    let _wb = rig.start(Duration::from_secs(3600));
+    assert!(
+        wait_for(Duration::from_secs(30), || rig.row(gone.ino).is_none()).await,
+        "the row after the stuck one was never settled"
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || rig
+            .emu
+            .multipart_uploads(VAULT)
+            .iter()
+            .all(|u| u.id != gone_upload))
+        .await,
+        "the second row's dead upload was not aborted"
+    );
+    assert!(
+        rig.row(stuck.ino).is_some(),
+        "the row that could not be settled stays in the journal"
+    );
+}

@@ -170,8 +170,13 @@ impl WriteBack {
         let _ = self.runtime.set(runtime.clone());
         let me = Arc::clone(self);
         runtime.spawn(async move {
-            if let Err(e) = me.recover().await {
-                log::error!("settling the previous run's uploads: {e}");
+            match me.recover().await {
+                Ok(failed) if !failed.is_empty() => log::warn!(
+                    "{} upload(s) of the previous run could not be settled yet",
+                    failed.len()
+                ),
+                Ok(_) => {}
+                Err(e) => log::error!("settling the previous run's uploads: {e}"),
             }
             loop {
                 if let Err(e) = me.tick().await {

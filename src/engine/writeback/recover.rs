@@ -17,23 +17,32 @@ use crate::locks::lock;
 impl WriteBack {
     /// Settles what a previous run left: uploads whose snapshot or node is gone, and multipart
     /// uploads started but never recorded (aborted, matched by description).
-    pub(super) async fn recover(&self) -> Result<(), WriteBackError> {
+    ///
+    /// Rows are settled one by one, and a row that cannot be settled now (Glacier refused a
+    /// call, say) does not stop the others: each failure is logged and returned, and the
+    /// row stays in the journal for the queue, or the next start, to settle.
+    pub(super) async fn recover(&self) -> Result<Vec<WriteBackError>, WriteBackError> {
         self.settle_interrupted_writers().await?;
         let rows = self.catalog.read_async(uploads::all).await?;
         let mut orphans_checked = HashSet::new();
+        let mut failed = Vec::new();
         for row in rows {
             let ino = row.ino;
             if row.state == UploadState::Initiating && orphans_checked.insert(row.vault) {
                 self.abort_unrecorded_uploads(row.vault).await;
             }
-            self.settle_row(row)
-                .await
-                .map_err(|e| WriteBackError::Settling {
+            if let Err(e) = self.settle_row(row).await {
+                let e = WriteBackError::Settling {
                     ino,
                     source: Box::new(e),
-                })?;
+                };
+                log::warn!("settling the previous run's upload of {e}; it stays in the journal");
+                // A file still there is retried by the queue, as after any failed attempt.
+                lock(&self.state).forced.insert(ino);
+                failed.push(e);
+            }
         }
-        Ok(())
+        Ok(failed)
     }
 
     /// Settles one journal row the previous run left.
