@@ -4,7 +4,7 @@
 //!
 //! The pieces: [`source`] finds the mount, its daemon's options and the tree under PATH;
 //! [`dest`] owns DEST, its temporary files and the state that lets a run resume; [`pace`]
-//! holds the pacing rules; [`prepare`] does step 1 below; [`archive`] retrieves one archive
+//! holds the pacing rules; [`survey`] does step 1 below; [`archive`] retrieves one archive
 //! (its job, download and placing); [`engine`] runs them all, paced; [`report`] shows progress
 //! and the summary. This file puts them in order:
 //! 1. list PATH through the mount, create every directory and empty file under DEST, copy what
@@ -20,9 +20,9 @@ mod archive;
 mod dest;
 mod engine;
 mod pace;
-mod prepare;
 mod report;
 mod source;
+mod survey;
 
 use std::ffi::CString;
 use std::io;
@@ -40,9 +40,9 @@ use crate::glacier::{GlacierClient, GlacierError, Tier};
 use archive::Work;
 use dest::{Dest, DestError};
 use engine::{Engine, EngineError, Settings};
-use prepare::prepare;
 use report::{Ending, PlanInfo, Reporter, Tally};
 use source::{Daemon, Listing, Located, SourceError};
+use survey::survey;
 
 use pace::POLL_ENV;
 
@@ -101,7 +101,7 @@ fn export(args: &ExportArgs) -> Result<Ending, ExportError> {
 
     let mut report = Reporter::new(args.json);
     let mut tally = Tally::default();
-    let works = prepare(&dest, &listing, &mut tally, &mut report)?;
+    let works = survey(&dest, &listing, &mut tally, &mut report)?;
     report.plan(
         &PlanInfo {
             vault: &at.vault,

@@ -57,7 +57,7 @@ impl<'l> Groups<'l> {
 
 /// Step 1: directories, empty files, files only the mount has, and files already in place.
 /// Returns the archives left to retrieve.
-pub fn prepare(
+pub fn survey(
     dest: &Dest,
     listing: &Listing,
     tally: &mut Tally,
