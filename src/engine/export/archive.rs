@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::task::JoinError;
+
 use super::dest::{self, DestError, Journal};
 use crate::codec::treehash::Digest;
 use crate::engine::transfer::download::{self, DownloadError, DownloadSpec};
@@ -30,8 +32,9 @@ pub enum FetchError {
     Download(#[from] DownloadError),
     #[error(transparent)]
     Place(#[from] DestError),
+    /// The task downloading or placing the archive panicked or was cancelled.
     #[error("the download task failed: {0}")]
-    Task(String),
+    Task(JoinError),
 }
 
 /// One file an archive is exported to.
@@ -175,7 +178,7 @@ pub async fn fetch(
     let w = work.clone();
     match tokio::task::spawn_blocking(move || place_all(&w)).await {
         Ok(placed) => Ok(placed.map(|()| work.size - resumed)?),
-        Err(e) => Err(FetchError::Task(e.to_string())),
+        Err(e) => Err(FetchError::Task(e)),
     }
 }
 
