@@ -118,16 +118,27 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, CatalogError> {
     Ok(rebuilt)
 }
 
+/// Why a copy cannot be restored; logged as the reason a rebuild starts empty.
+#[derive(Debug, thiserror::Error)]
+enum UnsoundCopy {
+    /// Missing or unreadable.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Not a database SQLite can open or check.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// SQLite's own check found damage; its verdict says what.
+    #[error("{verdict}")]
+    Damaged { verdict: String },
+}
+
 /// Whether `copy` passes SQLite's own check; returns when it was saved.
-fn sound_copy(copy: &Path) -> Result<i64, String> {
-    let meta = std::fs::metadata(copy).map_err(|e| e.to_string())?;
-    let conn = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let verdict: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+fn sound_copy(copy: &Path) -> Result<i64, UnsoundCopy> {
+    let meta = std::fs::metadata(copy)?;
+    let conn = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let verdict: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
     if verdict != "ok" {
-        return Err(verdict);
+        return Err(UnsoundCopy::Damaged { verdict });
     }
     let saved = meta
         .modified()

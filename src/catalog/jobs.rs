@@ -7,7 +7,7 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{nodes, CatalogError};
+use super::{nodes, CatalogError, Kind};
 use crate::glacier::JobStatus;
 
 /// A job's state as the `jobs.status` column keeps it: Glacier's own words, as TEXT.
@@ -196,9 +196,9 @@ fn uploads(c: &Connection, scope: Option<i64>) -> Result<Vec<UploadView>, Catalo
         "SELECT n.ino, v.name, n.size, u.message, COALESCE(u.bytes_done, 0), u.started_s \
          FROM nodes n \
          JOIN vaults v ON v.ino = n.vault LEFT JOIN uploads u ON u.ino = n.ino \
-         WHERE n.dirty > 0 AND n.kind = 3 AND (?1 IS NULL OR n.vault = ?1) ORDER BY n.ino",
+         WHERE n.dirty > 0 AND n.kind = ?2 AND (?1 IS NULL OR n.vault = ?1) ORDER BY n.ino",
     )?;
-    let rows = stmt.query_map(params![scope], |r| {
+    let rows = stmt.query_map(params![scope, Kind::File], |r| {
         Ok((
             r.get::<_, i64>(0)? as u64,
             r.get::<_, String>(1)?,
@@ -250,8 +250,8 @@ pub fn cache_use(c: &Connection) -> Result<(u64, u64), CatalogError> {
     let (cached, staged): (i64, i64) = c.query_row(
         "SELECT COALESCE(SUM(CASE WHEN dirty = 0 AND archive_id IS NOT NULL THEN size END), 0), \
                 COALESCE(SUM(CASE WHEN dirty > 0 THEN size END), 0) \
-         FROM nodes WHERE kind = 3 AND local = 1",
-        [],
+         FROM nodes WHERE kind = ?1 AND local = 1",
+        [Kind::File],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok((cached.max(0) as u64, staged.max(0) as u64))

@@ -13,6 +13,7 @@ pub mod files;
 pub mod fuse;
 pub mod invalidate;
 mod lock_file;
+pub mod namespace;
 pub mod passthrough;
 mod vaults;
 mod xattr;
