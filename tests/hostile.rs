@@ -1526,3 +1526,31 @@ fn regression_a_vault_named_dot_jobs_and_the_root_control_file_both_stay_reachab
         "the root .jobs control file is unreachable: {jobs:?}"
     );
 }
+
+/// A vault named `.jobs` shows as `.jobs~vault`; removing that directory deletes the vault
+/// (its row keeps the real name, which rmdir used to look up by the shown one, and fail).
+#[test]
+fn regression_a_vault_shown_as_dot_jobs_tilde_vault_can_be_removed() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(".jobs");
+    emu.take_inventory(".jobs");
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mount::start(&emu.endpoint(), cache.path(), &[]);
+    let shown = m.path(".jobs~vault");
+    assert!(
+        wait_until(Duration::from_secs(30), || shown.is_dir()),
+        "the vault named .jobs is not shown as .jobs~vault"
+    );
+    std::fs::remove_dir(&shown).unwrap_or_else(|e| panic!("rmdir .jobs~vault: {e}"));
+    assert!(
+        wait_until(Duration::from_secs(30), || !emu
+            .vault_names()
+            .iter()
+            .any(|v| v == ".jobs")),
+        "the vault named .jobs was not deleted from Glacier"
+    );
+    assert!(!shown.exists(), "the directory is still shown after rmdir");
+}

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::{Done, FsError, FsResult, GlacierFs, Missing};
-use crate::catalog::{nodes, vaults, Catalog};
+use crate::catalog::{nodes, vaults, Catalog, ROOT_INO};
 use crate::codec::names;
 use crate::glacier::{ErrorKind, GlacierClient};
 
@@ -74,12 +74,18 @@ impl GlacierFs {
     pub(super) fn delete_vault(&self, name: &OsStr, done: Done<()>) {
         let result = (|| {
             let missing = || FsError::NotFound(Missing::Vault(name.to_string_lossy().into_owned()));
-            let name = std::str::from_utf8(name.as_bytes())
+            let shown = std::str::from_utf8(name.as_bytes())
                 .map_err(|_| missing())?
                 .to_owned();
+            // By the directory shown, not by name: a vault named `.jobs` shows as
+            // `.jobs~vault`, and its row keeps the real name.
+            let dir = self
+                .catalog
+                .read(move |c| nodes::lookup(c, ROOT_INO, &shown))?
+                .ok_or_else(missing)?;
             let v = self
                 .catalog
-                .read(move |c| vaults::by_name(c, &name))?
+                .read(move |c| vaults::by_ino(c, dir.ino))?
                 .filter(|v| v.state != "deleting")
                 .ok_or_else(missing)?;
             let (files, _) = self.catalog.read(|c| nodes::vault_usage(c, v.ino))?;
