@@ -10,6 +10,7 @@ pub mod changes;
 pub mod copy;
 pub mod deletes;
 pub mod jobs;
+pub mod meta;
 pub mod nodes;
 pub mod schema;
 pub mod vaults;
