@@ -230,6 +230,8 @@ fn assemble(
     let open_files = Arc::new(OpenFiles::default());
     let writeback = write_back(args, catalog, &client, &data, &open_files);
     if !args.read_only {
+        // Before anything is served, like the recovery above.
+        runtime.block_on(writeback.settle_interrupted_writers())?;
         writeback.spawn(runtime);
     }
     let retriever = Retriever::new(

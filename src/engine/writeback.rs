@@ -705,7 +705,6 @@ impl WriteBack {
     /// Settles what a previous run left: uploads whose snapshot or node is gone, and multipart
     /// uploads started but never recorded (aborted, matched by description).
     async fn recover(&self) -> Result<(), UploadFailure> {
-        self.settle_interrupted_writers().await?;
         let rows = self.catalog.read_async(all_upload_rows).await?;
         let mut orphans_checked = HashSet::new();
         for row in rows {
@@ -774,8 +773,10 @@ impl WriteBack {
 
     /// Files that were open for writing when the previous run died never had their close
     /// recorded: their size comes from the data file, and they are due for upload as if
-    /// closed now.
-    async fn settle_interrupted_writers(&self) -> Result<(), UploadFailure> {
+    /// closed now. Runs before anything is served (the daemon waits for it, then calls
+    /// [`WriteBack::spawn`]): a file created or opened in this run, whose catalog entry is
+    /// written a moment before its handle counts as a writer, must not be taken for one.
+    pub async fn settle_interrupted_writers(&self) -> Result<(), CatalogError> {
         let open: Vec<u64> = self.catalog.read(|c| {
             let mut s = c.prepare(
                 "SELECT ino FROM nodes WHERE dirty > 0 AND kind = 3 AND closed_ns IS NULL",
