@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod inproc;
 pub mod mount;
 
 use std::collections::BTreeMap;
