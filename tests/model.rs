@@ -1,8 +1,13 @@
 //! The reference-model property test: random sequences of file operations (create, write,
 //! truncate, rename, unlink, mkdir, rmdir, setattr, close, fsync), out-of-band uploads and
 //! deletes followed by a newer inventory, job completion, and a crash followed by a remount,
-//! run against a real mount over the Glacier emulator and against a simple model of what the
-//! user should see and what the vaults should hold (`model/state.rs`, after SEMANTICS.md).
+//! run against the file system over the Glacier emulator and against a simple model of what
+//! the user should see and what the vaults should hold (`model/state.rs`, after SEMANTICS.md).
+//!
+//! The same generated sequences run on two backends (`model/harness.rs`): a real mount
+//! (`model/mounted.rs`, through the kernel) and the daemon's stack in this process
+//! (`model/inproc.rs`, through the calls the FUSE adapter makes), which is fast enough for
+//! thousands of cases.
 //!
 //! What the model takes as defined, where SEMANTICS.md leaves room:
 //! - A crash happens only in a state the semantics define. Writable handles that changed
@@ -18,10 +23,12 @@
 //!   write-back delay that moment is the daemon's, so any path the version had is accepted.
 //!   With a long delay uploads start only at `sync --wait`, and the path must be exact.
 //!
-//! Each case gets a fresh emulator, cache and mount. `GLACIERFS_MODEL_CASES` sets how many
-//! cases run (default 10), `GLACIERFS_MODEL_SEED` the seed (printed on failure), and
-//! `GLACIERFS_MODEL_SHRINK` how many shrink steps a failure may take (default 200). Failures
-//! that shrank to a real bug are kept below as `regression_*` tests.
+//! Each case gets a fresh emulator, cache and mount (or stack). `GLACIERFS_MODEL_CASES` sets
+//! how many mounted cases run (default 10), `GLACIERFS_MODEL_INPROC_CASES` how many in-process
+//! ones (default 2000), `GLACIERFS_MODEL_SEED` the seed (printed on failure; both backends
+//! start from the same sequences), and `GLACIERFS_MODEL_SHRINK` how many shrink steps a
+//! failure may take (default 200). Failures that shrank to a real bug are kept below as
+//! `regression_*` tests, run on both backends.
 // A test fails by panicking, so unwrap and expect are how it says what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,14 +36,23 @@ mod support;
 
 #[path = "model/harness.rs"]
 mod harness;
+#[path = "model/inproc.rs"]
+mod inproc;
+#[path = "model/mounted.rs"]
+mod mounted;
 #[path = "model/ops.rs"]
 mod ops;
 #[path = "model/state.rs"]
 mod state;
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
+use inproc::InProcBackend;
+use mounted::Mounted;
 use ops::Op::*;
 use ops::{Len::*, Off::*, OpenMode::*};
 use support::mount::fuse_available;
@@ -48,13 +64,18 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[test]
-fn random_operation_sequences_match_the_model() {
-    if !fuse_available() {
-        return;
+/// One case on a backend: the mounted one or the in-process one.
+fn run_on(mounted: bool, ops: &[ops::Op], long_delay: bool) -> Result<(), String> {
+    if mounted {
+        harness::run_case(Mounted::start(long_delay), ops, long_delay)
+    } else {
+        harness::run_case(InProcBackend::start(long_delay), ops, long_delay)
     }
-    let cases = env_num("GLACIERFS_MODEL_CASES", 10) as u32;
-    let seed = env_num("GLACIERFS_MODEL_SEED", 0x676c_6163_6965_7266);
+}
+
+/// `cases` generated sequences from `seed`, each run on the chosen backend. `stop` set by
+/// another runner's failure turns the cases left into no-ops, so the failure shrinks alone.
+fn run_sequences(mounted: bool, seed: u64, cases: u32, stop: &AtomicBool) -> Result<u32, String> {
     let config = Config {
         cases,
         failure_persistence: None,
@@ -66,10 +87,16 @@ fn random_operation_sequences_match_the_model() {
     key[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner =
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
-    let case = std::sync::atomic::AtomicU32::new(0);
+    let case = AtomicU32::new(0);
+    let failing = AtomicBool::new(false);
     let result = runner.run(&(any::<bool>(), ops::ops(25)), |(long_delay, ops)| {
-        let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        harness::run_case(&ops, long_delay).map_err(|e| {
+        if stop.load(Ordering::Relaxed) && !failing.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let case = case.fetch_add(1, Ordering::Relaxed) + 1;
+        run_on(mounted, &ops, long_delay).map_err(|e| {
+            failing.store(true, Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
             // Shown as it happens: shrinking a failure can take a while.
             let first = e.lines().next().unwrap_or_default();
             eprintln!("run {case} ({} ops) failed: {first}", ops.len());
@@ -78,28 +105,87 @@ fn random_operation_sequences_match_the_model() {
             ))
         })
     });
-    if let Err(e) = result {
-        panic!("GLACIERFS_MODEL_SEED={seed}: {e}");
+    match result {
+        Ok(()) => Ok(case.load(Ordering::Relaxed)),
+        Err(e) => Err(format!("GLACIERFS_MODEL_SEED={seed}: {e}")),
     }
 }
 
-/// Runs a fixed sequence, as a regression test does, with every check on.
-fn replay(long_delay: bool, ops: &[ops::Op]) {
+/// `cases` generated sequences split over `runners` threads. The first runner starts from
+/// the seed itself, so its sequences are the ones every backend runs; runner k starts from
+/// seed + k (a failure names its seed: rerun it with one runner to reproduce it).
+fn random_sequences(mounted: bool, cases: u32, runners: u32) {
+    let seed = env_num("GLACIERFS_MODEL_SEED", 0x676c_6163_6965_7266);
+    let runners = runners.clamp(1, cases.max(1));
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let results: Vec<Result<u32, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..runners)
+            .map(|k| {
+                let share = cases / runners + u32::from(k < cases % runners);
+                let stop = &stop;
+                s.spawn(move || {
+                    run_sequences(mounted, seed.wrapping_add(u64::from(k)), share, stop)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a runner panicked".into())))
+            .collect()
+    });
+    let mut runs = 0;
+    for r in results {
+        match r {
+            Ok(n) => runs += n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{runs} runs in {secs:.1}s ({:.1} per second, {runners} runners)",
+        f64::from(runs) / secs.max(1e-9)
+    );
+}
+
+#[test]
+fn random_operation_sequences_match_the_model() {
     if !fuse_available() {
         return;
     }
-    if let Err(e) = harness::run_case(ops, long_delay) {
-        panic!("{e}");
+    random_sequences(true, env_num("GLACIERFS_MODEL_CASES", 10) as u32, 1);
+}
+
+/// The same sequences, many more of them, on the stack driven in process. The cases wait on
+/// the emulator and the daemon's background work more than they compute, so several runners
+/// share the machine's cores (`GLACIERFS_MODEL_INPROC_RUNNERS`, default 4).
+#[test]
+fn random_operation_sequences_match_the_model_in_process() {
+    random_sequences(
+        false,
+        env_num("GLACIERFS_MODEL_INPROC_CASES", 2000) as u32,
+        env_num("GLACIERFS_MODEL_INPROC_RUNNERS", 4) as u32,
+    );
+}
+
+/// Runs a fixed sequence, as a regression test does, with every check on, on both backends.
+fn replay(long_delay: bool, ops: &[ops::Op]) {
+    if let Err(e) = run_on(false, ops, long_delay) {
+        panic!("in process: {e}");
+    }
+    if !fuse_available() {
+        return;
+    }
+    if let Err(e) = run_on(true, ops, long_delay) {
+        panic!("mounted: {e}");
     }
 }
 
 /// A smoke sequence touching every kind of operation once, so a broken harness shows at once.
 #[test]
 fn every_kind_of_operation_once() {
-    if !fuse_available() {
-        return;
-    }
-    let r = harness::run_case(
+    replay(
+        false,
         &[
             Mkdir { v: 0, p: 2 },
             Create {
@@ -190,11 +276,7 @@ fn every_kind_of_operation_once() {
             Unlink { v: 0, p: 3 },
             Inventory,
         ],
-        false,
     );
-    if let Err(e) = r {
-        panic!("{e}");
-    }
 }
 
 /// A listing (READDIRPLUS) once gave the catalog's size of a file open for writing (0 here)

@@ -526,6 +526,12 @@ impl Model {
         if f.gone {
             return Predict::Skip;
         }
+        // Still pending after the sync: a writer held the file, so whether the version closed
+        // before it went up (and which archive the file now shows) depends on when its upload
+        // started, which is the daemon's business.
+        if f.pending {
+            return Predict::Skip;
+        }
         if f.arch == Arch::None {
             return Predict::Ok(None);
         }

@@ -10,7 +10,7 @@
 pub mod merge;
 pub mod parse;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,6 +93,9 @@ struct HandleInner {
     config: InventoryConfig,
     /// Vaults being looked at now, or already looked at by this mount.
     seen: Mutex<HashSet<u64>>,
+    /// One refresh of a vault at a time: two at once (the first access's and a forced one)
+    /// download into the same file, and one could take in the other's half-written output.
+    running: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl InventoryHandle {
@@ -101,6 +104,7 @@ impl InventoryHandle {
             inner: Some(Arc::new(HandleInner {
                 config,
                 seen: Mutex::new(HashSet::new()),
+                running: Mutex::new(HashMap::new()),
             })),
         }
     }
@@ -124,6 +128,8 @@ impl InventoryHandle {
         let runtime = inner.config.runtime.clone();
         let inner = Arc::clone(inner);
         runtime.spawn(async move {
+            let gate = Arc::clone(crate::locks::lock(&inner.running).entry(vault).or_default());
+            let _alone = gate.lock().await;
             let mut delay = Duration::from_secs(1);
             for attempt in 1..=REFRESH_ATTEMPTS {
                 match refresh_vault(&config, vault, force).await {

@@ -1,5 +1,5 @@
-//! Crash recovery, run once before the queue starts: files left open for writing are taken as
-//! closed, and every journal row is settled by the state it was left in. An archive that exists
+//! Crash recovery: before anything is served, files left open for writing are taken as
+//! closed; then, as the queue starts, every journal row is settled by the state it was left in. An archive that exists
 //! is recorded; a Complete whose reply was lost is repeated; an Initiate whose reply was lost
 //! is found by description and aborted; an UploadArchive whose reply was lost is left to the
 //! next inventory; a row whose node or snapshot is gone is dropped (its upload aborted); any
@@ -11,6 +11,7 @@ use super::{WriteBack, WriteBackError};
 use crate::catalog::changes::Change;
 use crate::catalog::nodes;
 use crate::catalog::uploads::{self, UploadRow, UploadState};
+use crate::catalog::CatalogError;
 use crate::codec::treehash;
 use crate::locks::lock;
 
@@ -22,7 +23,6 @@ impl WriteBack {
     /// call, say) does not stop the others: each failure is logged and returned, and the
     /// row stays in the journal for the queue, or the next start, to settle.
     pub(super) async fn recover(&self) -> Result<Vec<WriteBackError>, WriteBackError> {
-        self.settle_interrupted_writers().await?;
         let rows = self.catalog.read_async(uploads::all).await?;
         let mut orphans_checked = HashSet::new();
         let mut failed = Vec::new();
@@ -99,8 +99,10 @@ impl WriteBack {
 
     /// Files that were open for writing when the previous run died never had their close
     /// recorded: their size comes from the data file, and they are due for upload as if
-    /// closed now.
-    async fn settle_interrupted_writers(&self) -> Result<(), WriteBackError> {
+    /// closed now. Runs before anything is served (the daemon waits for it, then calls
+    /// [`WriteBack::spawn`]): a file created or opened in this run, whose catalog entry is
+    /// written a moment before its handle counts as a writer, must not be taken for one.
+    pub async fn settle_interrupted_writers(&self) -> Result<(), CatalogError> {
         let open = self.catalog.read(uploads::unclosed)?;
         let sizes: Vec<(u64, u64)> = open
             .into_iter()

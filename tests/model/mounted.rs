@@ -1,0 +1,286 @@
+//! The model's backend through the kernel: the glacierfs binary mounted for real over a fresh
+//! emulator, driven with ordinary system calls; `glacierfs sync --wait` syncs, and a crash is
+//! SIGKILL followed by a remount on the same cache.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::IntoRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use super::harness::{Backend, Meta, SETTLE};
+use super::ops::VAULTS;
+use crate::support::emulator::{ClockStart, Emulator, EmulatorOptions};
+use crate::support::mount::{aws_env, binary, Mount};
+use crate::support::xattr;
+
+/// Fields drop in order: the mount before the emulator and the cache it uses.
+pub struct Mounted {
+    mount: Mount,
+    emu: Emulator,
+    args: Vec<String>,
+    _cache: tempfile::TempDir,
+}
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+fn last_errno() -> i32 {
+    errno(&std::io::Error::last_os_error())
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+/// Closes a file and reports the result close(2) gives, which dropping a `File` hides.
+fn close_fd(f: std::fs::File) -> Result<(), i32> {
+    let fd = f.into_raw_fd();
+    // SAFETY: the descriptor was just taken out of its owner and is closed once.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// The mount options of a case: 1 MiB parts, so a few files go up in several, and a zero or
+/// an hour-long write-back delay.
+pub fn case_args(long_delay: bool) -> Vec<String> {
+    let delay = if long_delay { "1h" } else { "0s" };
+    [
+        "--part-size",
+        "1MiB",
+        "--write-back-delay",
+        delay,
+        "--upload-concurrency",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// An emulator for one case, holding the vaults of [`VAULTS`]. Its clock starts at the real
+/// time and is only moved forward, so every inventory is dated after every upload the daemon
+/// (on the real clock) has made.
+pub fn case_emulator() -> Emulator {
+    let emu = Emulator::start_with(EmulatorOptions {
+        clock: ClockStart::RealNow,
+        ..EmulatorOptions::default()
+    });
+    for v in VAULTS {
+        emu.create_vault(v);
+    }
+    emu
+}
+
+impl Mounted {
+    pub fn start(long_delay: bool) -> Mounted {
+        // Files are created 0644 and directories 0755 whatever the caller's umask was.
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(0o022) };
+        let emu = case_emulator();
+        let cache = tempfile::tempdir().expect("cache dir");
+        let args = case_args(long_delay);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mount = Mount::start(&emu.endpoint(), cache.path(), &refs);
+        Mounted {
+            mount,
+            emu,
+            args,
+            _cache: cache,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mount.path(rel)
+    }
+
+    /// A call that says -1 and leaves the errno.
+    fn call(&self, rc: libc::c_int) -> Result<(), i32> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Meta>) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("read_dir {prefix:?}: {e}"))?;
+    for e in entries {
+        let e = e.map_err(|e| format!("read_dir {prefix:?}: {e}"))?;
+        let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
+        let meta = std::fs::symlink_metadata(e.path()).map_err(|e| format!("stat {rel}: {e}"))?;
+        if meta.is_dir() {
+            walk(&e.path(), &format!("{rel}/"), out)?;
+        }
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        out.insert(
+            rel,
+            Meta {
+                dir: meta.is_dir(),
+                len: meta.len(),
+                mode: meta.mode() & 0o7777,
+                mtime,
+            },
+        );
+    }
+    Ok(())
+}
+
+impl Backend for Mounted {
+    type File = std::fs::File;
+
+    fn open(&self, path: &str, flags: i32, mode: u32) -> Result<std::fs::File, i32> {
+        let mut o = std::fs::OpenOptions::new();
+        match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => o.read(true),
+            libc::O_WRONLY => o.write(true),
+            _ => o.read(true).write(true),
+        };
+        o.create(flags & libc::O_CREAT != 0)
+            .truncate(flags & libc::O_TRUNC != 0)
+            .mode(mode);
+        o.open(self.path(path)).map_err(|e| errno(&e))
+    }
+
+    fn pwrite(&self, f: &std::fs::File, off: u64, data: &[u8]) -> Result<(), String> {
+        f.write_all_at(data, off).map_err(|e| e.to_string())
+    }
+
+    fn ftruncate(&self, f: &std::fs::File, size: u64) -> Result<(), String> {
+        f.set_len(size).map_err(|e| e.to_string())
+    }
+
+    fn fsync(&self, f: &std::fs::File) -> Result<(), String> {
+        f.sync_all().map_err(|e| e.to_string())
+    }
+
+    fn close(&self, f: std::fs::File) -> Result<(), i32> {
+        close_fd(f)
+    }
+
+    fn truncate(&self, path: &str, size: u64) -> Result<(), i32> {
+        let c = cpath(&self.path(path));
+        // SAFETY: a valid C string.
+        self.call(unsafe { libc::truncate(c.as_ptr(), size as libc::off_t) })
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), i32> {
+        std::fs::rename(self.path(from), self.path(to)).map_err(|e| errno(&e))
+    }
+
+    fn unlink(&self, path: &str) -> Result<(), i32> {
+        std::fs::remove_file(self.path(path)).map_err(|e| errno(&e))
+    }
+
+    fn mkdir(&self, path: &str) -> Result<(), i32> {
+        std::fs::create_dir(self.path(path)).map_err(|e| errno(&e))
+    }
+
+    fn rmdir(&self, path: &str) -> Result<(), i32> {
+        std::fs::remove_dir(self.path(path)).map_err(|e| errno(&e))
+    }
+
+    fn chmod(&self, path: &str, mode: u32) -> Result<(), i32> {
+        std::fs::set_permissions(self.path(path), std::fs::Permissions::from_mode(mode))
+            .map_err(|e| errno(&e))
+    }
+
+    fn utime(&self, path: &str, secs: i64) -> Result<(), i32> {
+        let c = cpath(&self.path(path));
+        let ts = libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid C string and two timespecs.
+        self.call(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [ts, ts].as_ptr(), 0) })
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, i32> {
+        std::fs::read(self.path(path)).map_err(|e| errno(&e))
+    }
+
+    fn write_file(&self, path: &str, data: &[u8]) -> Result<(), String> {
+        std::fs::write(self.path(path), data).map_err(|e| e.to_string())
+    }
+
+    fn xattr(&self, path: &str, name: &str) -> Result<String, i32> {
+        xattr(&self.path(path), name)
+    }
+
+    fn walk(&self, dir: &str) -> Result<BTreeMap<String, Meta>, String> {
+        let mut out = BTreeMap::new();
+        walk(&self.path(dir), "", &mut out)?;
+        Ok(out)
+    }
+
+    fn sync_wait(&self, paths: &[String]) -> Result<(), String> {
+        let paths: Vec<PathBuf> = paths.iter().map(|p| self.path(p)).collect();
+        let mut child = aws_env(&mut Command::new(binary()))
+            .args(["sync", "--wait"])
+            .args(&paths)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("sync: {e}"))?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                if status.success() {
+                    return Ok(());
+                }
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "sync --wait failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            if start.elapsed() > SETTLE {
+                let _ = child.kill();
+                let _ = child.wait();
+                let states: Vec<String> = paths
+                    .iter()
+                    .map(|p| format!("{}: {:?}", p.display(), xattr(p, "user.glacier.state")))
+                    .collect();
+                return Err(format!(
+                    "sync --wait did not return in {SETTLE:?}: {states:#?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn crash(&mut self, open: Vec<std::fs::File>) {
+        let refs: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.mount.remount(&self.emu.endpoint(), &refs);
+        for f in open {
+            // The daemon that served this handle is dead: whatever close says is moot.
+            let _ = close_fd(f);
+        }
+    }
+
+    fn emu(&self) -> &Emulator {
+        &self.emu
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.mount.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+
+    fn poll(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+}
