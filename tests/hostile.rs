@@ -548,7 +548,7 @@ proptest! {
             }
             None => {}
         }
-        let csv = format!("a,d,x,{text},h\n");
+        let csv = format!("a,d,x,{text},{}\n", "0".repeat(64));
         let (result, parsed) = collect(csv.as_bytes(), InventoryFormat::Csv);
         match text.parse::<u64>() {
             Ok(v) => {
