@@ -88,6 +88,11 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
     // The signature first, as Glacier authenticates before anything else; a refused request
     // draws no fault, so a scripted fault still lands on the next request that gets through.
     if let Err(e) = shared.verify_signature(&req, hashes.as_ref()) {
+        // One line on the test's stderr: a client that signs wrong should be easy to see.
+        eprintln!(
+            "glacier-emulator: refused {} {}: {} {}: {}",
+            req.method, req.path, e.status, e.code, e.message
+        );
         shared.record(op, e.status);
         return send(writer, shared, &e.to_response(), !keep_alive, None).is_ok() && keep_alive;
     }

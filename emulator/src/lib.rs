@@ -47,7 +47,7 @@
 //! - A repeat Complete or Abort of a multipart upload is honoured for 24 h; aborting a completed
 //!   upload, or completing an aborted one, is ResourceNotFoundException.
 //! - An archive deleted before its retrieval job completes makes the job Failed; output already
-//!   prepared stays downloadable.
+//!   fixed stays downloadable.
 //! - CompleteVaultLock with no lock is InvalidParameterValueException. Select jobs are refused.
 //! - Unknown routes get 400 UnknownOperationException; the `Date` header shows emulated time.
 

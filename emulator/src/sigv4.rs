@@ -82,7 +82,10 @@ const MISMATCH: &str = "The request signature we calculated does not match the s
                         the service documentation for details.";
 
 fn parse_authorization<'a>(value: &'a str) -> Result<Authorization<'a>, ApiError> {
-    let Some(fields) = value.strip_prefix(ALGORITHM).and_then(|r| r.strip_prefix(' ')) else {
+    let Some(fields) = value
+        .strip_prefix(ALGORITHM)
+        .and_then(|r| r.strip_prefix(' '))
+    else {
         return Err(incomplete(format!(
             "Unsupported Authorization header: only {ALGORITHM} signatures are accepted"
         )));
@@ -100,9 +103,8 @@ fn parse_authorization<'a>(value: &'a str) -> Result<Authorization<'a>, ApiError
         }
     }
     let need = |v: Option<&'a str>, name: &str| {
-        v.filter(|v| !v.is_empty()).ok_or_else(|| {
-            incomplete(format!("Authorization header requires '{name}' parameter."))
-        })
+        v.filter(|v| !v.is_empty())
+            .ok_or_else(|| incomplete(format!("Authorization header requires '{name}' parameter.")))
     };
     let credential = need(credential, "Credential")?;
     let signed_headers = need(signed_headers, "SignedHeaders")?;
@@ -358,7 +360,10 @@ fn form_decode(s: &str) -> Vec<u8> {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' => match s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            b'%' => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 Some(byte) => {
                     out.push(byte);
                     i += 2;
@@ -560,7 +565,10 @@ mod tests {
             verify(&v, &req, &sha256(b"")).map_err(|e| (e.status, e.code))
         };
         let incomplete = Err((400, "IncompleteSignatureException"));
-        assert_eq!(with("AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00"), incomplete);
+        assert_eq!(
+            with("AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00"),
+            incomplete
+        );
         assert_eq!(with("AWS AKIDEMULATOR:abc"), incomplete);
         assert_eq!(
             with("AWS4-HMAC-SHA256 Credential=AKIDEMULATOR/20260101, SignedHeaders=host, Signature=0"),

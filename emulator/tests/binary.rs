@@ -216,7 +216,9 @@ async fn accepts_signatures_made_with_its_key_only() {
     let served = Served::start(&["--access-key", "AKIDTRYOUT", "--secret-key=try/out+secret"]);
     let refused = sdk_client(&served.endpoint).list_vaults().send().await;
     assert_eq!(
-        refused.expect_err("the default key is not this one's").code(),
+        refused
+            .expect_err("the default key is not this one's")
+            .code(),
         Some("UnrecognizedClientException")
     );
     let wrong = client(&served.endpoint, "AKIDTRYOUT", "try/out+secreT");

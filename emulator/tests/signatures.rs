@@ -86,7 +86,12 @@ impl Intercept for Tamper {
     }
 }
 
-async fn upload(c: &Client, vault: &str, data: &'static [u8], t: AfterSigning) -> Result<(), (String, u16)> {
+async fn upload(
+    c: &Client,
+    vault: &str,
+    data: &'static [u8],
+    t: AfterSigning,
+) -> Result<(), (String, u16)> {
     c.upload_archive()
         .vault_name(vault)
         .archive_description("d")
@@ -105,11 +110,21 @@ async fn requests_signed_with_the_right_key_pass_everywhere() {
     let c = sdk_client(&emu.endpoint());
     // Path parameters, query strings (sorted, one with a marker), JSON bodies, upload bodies
     // with their hash headers, a body-less POST and a DELETE: each signs its own way.
-    c.create_vault().vault_name("sig.vault-1_x").send().await.unwrap();
+    c.create_vault()
+        .vault_name("sig.vault-1_x")
+        .send()
+        .await
+        .unwrap();
     c.create_vault().vault_name("other").send().await.unwrap();
     let page = c.list_vaults().limit(1).send().await.unwrap();
     let marker = page.marker().expect("a second page").to_owned();
-    let rest = c.list_vaults().limit(1).marker(marker).send().await.unwrap();
+    let rest = c
+        .list_vaults()
+        .limit(1)
+        .marker(marker)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rest.vault_list().len(), 1);
     let id = c
         .upload_archive()
@@ -186,7 +201,10 @@ async fn requests_signed_with_the_right_key_pass_everywhere() {
         .send()
         .await
         .unwrap();
-    assert_eq!(out.body.collect().await.unwrap().into_bytes().as_ref(), b"archive");
+    assert_eq!(
+        out.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"archive"
+    );
     c.add_tags_to_vault()
         .vault_name("sig.vault-1_x")
         .tags("k", "v w")
@@ -203,7 +221,12 @@ async fn requests_signed_with_the_right_key_pass_everywhere() {
     // Another pair, once the emulator is told of it, with a session token (signed, not
     // checked: there is no STS here).
     emu.accept_credentials("AKIDSECOND", "second/secret+key");
-    let second = client_with(&emu.endpoint(), "AKIDSECOND", "second/secret+key", Some("tok/en=="));
+    let second = client_with(
+        &emu.endpoint(),
+        "AKIDSECOND",
+        "second/secret+key",
+        Some("tok/en=="),
+    );
     second.list_vaults().send().await.unwrap();
 
     // And not one request was refused.
@@ -236,8 +259,15 @@ async fn a_wrong_secret_or_an_unknown_key_is_refused() {
         failure(unknown.list_vaults().send().await),
         ("UnrecognizedClientException".into(), 403)
     );
-    assert_eq!(emu.vault_names(), ["v"], "the refused CreateVault did nothing");
-    assert!(emu.archives("v").is_empty(), "the refused upload stored nothing");
+    assert_eq!(
+        emu.vault_names(),
+        ["v"],
+        "the refused CreateVault did nothing"
+    );
+    assert!(
+        emu.archives("v").is_empty(),
+        "the refused upload stored nothing"
+    );
 
     // Signed for another region than the endpoint's.
     let elsewhere = Client::from_conf(
@@ -325,7 +355,8 @@ async fn a_wrong_x_amz_content_sha256_is_refused() {
         .mutate_request({
             let wrong = wrong.clone();
             move |r| {
-                r.headers_mut().insert("x-amz-content-sha256", wrong.clone());
+                r.headers_mut()
+                    .insert("x-amz-content-sha256", wrong.clone());
             }
         })
         .send()
@@ -340,7 +371,8 @@ async fn a_wrong_x_amz_content_sha256_is_refused() {
         .vault_name("v")
         .customize()
         .mutate_request(move |r| {
-            r.headers_mut().insert("x-amz-content-sha256", wrong.clone());
+            r.headers_mut()
+                .insert("x-amz-content-sha256", wrong.clone());
         })
         .send()
         .await;
