@@ -100,6 +100,7 @@ fn credentials_never_reach_the_log_even_at_trace_level() {
     let mnt = tempfile::tempdir().unwrap();
     let log = cache.path().join("trace.log");
     let (key_id, secret) = ("AKIDLEAKCHECK7Q3Z", "s3cr3t/NeverLog+ThisValue0123456789");
+    emu.accept_credentials(key_id, secret);
     let mut child = aws_env(&mut Command::new(binary()))
         .env("AWS_ACCESS_KEY_ID", key_id)
         .env("AWS_SECRET_ACCESS_KEY", secret)

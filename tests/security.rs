@@ -336,6 +336,7 @@ fn credentials_never_reach_the_logs() {
         ("RUST_LOG", "trace"),
     ];
     let emu = Emulator::start();
+    emu.accept_credentials(KEY_ID, SECRET);
     let cold = pattern(MIB + 17, 5);
     seed_vault(&emu, &[("cold.bin", cold.clone())]);
     let scratch = tempfile::tempdir().unwrap();

@@ -20,6 +20,12 @@ pub(crate) struct BodyHashes {
 }
 
 impl BodyHashes {
+    /// The hashes of an upload's body (UploadArchive, UploadPart); None for other operations,
+    /// which need no tree hash.
+    pub fn for_op(op: Op, body: &[u8]) -> Option<BodyHashes> {
+        matches!(op, Op::UploadArchive | Op::UploadPart).then(|| BodyHashes::of(body))
+    }
+
     fn of(body: &[u8]) -> BodyHashes {
         // Two independent passes; on a large body run them side by side, since uploads are
         // where the emulator spends its CPU.
@@ -42,14 +48,26 @@ impl BodyHashes {
 }
 
 /// Handles one routed request against the state and renders errors in Glacier's shape.
-pub(crate) fn handle(state: &Mutex<State>, req: &Request, route: &Route) -> Response {
-    match handle_inner(state, req, route) {
+/// `hashes` are [`BodyHashes::for_op`] of the request, computed by the caller, which also
+/// needs the linear hash to check the signature.
+pub(crate) fn handle(
+    state: &Mutex<State>,
+    req: &Request,
+    route: &Route,
+    hashes: Option<&BodyHashes>,
+) -> Response {
+    match handle_inner(state, req, route, hashes) {
         Ok(resp) => resp,
         Err(e) => e.to_response(),
     }
 }
 
-fn handle_inner(state: &Mutex<State>, req: &Request, route: &Route) -> ApiResult {
+fn handle_inner(
+    state: &Mutex<State>,
+    req: &Request,
+    route: &Route,
+    hashes: Option<&BodyHashes>,
+) -> ApiResult {
     match req.header_str("x-amz-glacier-version") {
         None => {
             return Err(ApiError::missing(
@@ -64,10 +82,8 @@ fn handle_inner(state: &Mutex<State>, req: &Request, route: &Route) -> ApiResult
         }
     }
     check_account(&route.account)?;
-    let hashes =
-        matches!(route.op, Op::UploadArchive | Op::UploadPart).then(|| BodyHashes::of(&req.body));
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-    let result = call(&mut st, req, route, hashes.as_ref());
+    let result = call(&mut st, req, route, hashes);
     st.settle();
     result
 }
@@ -144,7 +160,8 @@ pub(crate) fn description_header(req: &Request) -> Result<String, ApiError> {
 }
 
 /// The two body checks of UploadArchive and UploadPart: the tree hash header is required and
-/// must match; the linear SHA-256 (the signing hash) must match when it is a real hash.
+/// must match; the linear SHA-256 (the signing hash) must match when it is a real hash. With
+/// signatures verified (`sigv4`) the linear hash has been checked already, more strictly.
 pub(crate) fn check_body_hashes(req: &Request, h: &BodyHashes) -> Result<(), ApiError> {
     let sent = req
         .header_str("x-amz-sha256-tree-hash")

@@ -83,6 +83,19 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
         }
     };
     let op = route.op;
+    // Hashed once, outside every lock: uploads need the tree hash, the signature the linear one.
+    let hashes = api::BodyHashes::for_op(op, &req.body);
+    // The signature first, as Glacier authenticates before anything else; a refused request
+    // draws no fault, so a scripted fault still lands on the next request that gets through.
+    if let Err(e) = shared.verify_signature(&req, hashes.as_ref()) {
+        // One line on the test's stderr: a client that signs wrong should be easy to see.
+        eprintln!(
+            "glacier-emulator: refused {} {}: {} {}: {}",
+            req.method, req.path, e.status, e.code, e.message
+        );
+        shared.record(op, e.status);
+        return send(writer, shared, &e.to_response(), !keep_alive, None).is_ok() && keep_alive;
+    }
     // Two statements: the faults lock must be released before it is taken again.
     let picked = shared.faults().pick(op);
     let fault = picked.or_else(|| {
@@ -91,7 +104,7 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
         (op == Op::GetJobOutput && shared.faults().stalls_job(&route.id, start))
             .then_some(FaultKind::Timeout)
     });
-    let handle = || api::handle(&shared.state, &req, &route);
+    let handle = || api::handle(&shared.state, &req, &route, hashes.as_ref());
     match fault {
         Some(
             kind @ (FaultKind::Throttle
@@ -433,6 +446,7 @@ fn parse_request(
     let mut req = Request {
         method: method.to_string(),
         path: path.to_string(),
+        raw_query: query.to_string(),
         query: pairs,
         headers,
         body: Vec::new(),

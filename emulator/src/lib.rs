@@ -7,13 +7,20 @@
 //! methods: a clock that only moves on [`Emulator::advance`], inventory snapshots taken on
 //! demand, out-of-band changes, and fault injection. The daemon under test sees only the API.
 //!
-//! Layout: `http` (sockets and fault delivery), `router` (operations), `api` (dispatch and
-//! shared checks), one module per resource family (`vaults`, `archives`, `jobs`, `lock`,
+//! Layout: `http` (sockets and fault delivery), `router` (operations), `sigv4` (signature
+//! checks), `api` (dispatch and shared checks), one module per resource family (`vaults`, `archives`, `jobs`, `lock`,
 //! `extras`), `inventory` (job output), `state` (the model and clock), `faults`, `wire`
 //! (request/response/error shapes), `util` (hashes, dates, ids) and `retrievals` (what archive
 //! retrievals are in flight, for tests that bound it: [`Emulator::max_retrievals_in_flight`]).
 //!
-//! Signatures are not checked (any `Authorization` passes); `x-amz-glacier-version` is required.
+//! **Signatures.** Every request must carry a valid AWS Signature Version 4 for a known access
+//! key, scoped to the emulator's region and `glacier`, over the body actually received; an
+//! `x-amz-content-sha256` must be that body's SHA-256 (see `sigv4` for every check and its
+//! error). The known keys are [`EmulatorOptions::credentials`], by default the one well-known
+//! pair [`ACCESS_KEY_ID`] / [`SECRET_ACCESS_KEY`]; [`Emulator::accept_credentials`] adds one.
+//! The switch is [`EmulatorOptions::verify_signatures`] (on by default) or
+//! [`Emulator::set_verify_signatures`]: turn it off only for a test that sends raw, unsigned
+//! HTTP on purpose. `x-amz-glacier-version` is required either way.
 //!
 //! **Clock.** Emulated time starts at [`DEFAULT_START_SECS`] (or real now) and moves only on
 //! [`Emulator::advance`] / [`Emulator::complete_all_jobs`] (the binary calls `advance` in step
@@ -40,7 +47,7 @@
 //! - A repeat Complete or Abort of a multipart upload is honoured for 24 h; aborting a completed
 //!   upload, or completing an aborted one, is ResourceNotFoundException.
 //! - An archive deleted before its retrieval job completes makes the job Failed; output already
-//!   prepared stays downloadable.
+//!   fixed stays downloadable.
 //! - CompleteVaultLock with no lock is InvalidParameterValueException. Select jobs are refused.
 //! - Unknown routes get 400 UnknownOperationException; the `Date` header shows emulated time.
 
@@ -54,6 +61,7 @@ mod jobs;
 mod lock;
 mod retrievals;
 mod router;
+mod sigv4;
 mod state;
 mod util;
 mod vaults;
@@ -71,11 +79,13 @@ use rand::SeedableRng;
 
 pub use faults::{FaultKind, FaultPlan};
 pub use router::Op;
+pub use sigv4::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
+use api::BodyHashes;
 use faults::Faults;
 use state::{JobKind, LockState, State};
-use util::iso_secs;
-use wire::OutputServed;
+use util::{iso_secs, sha256};
+use wire::{ApiError, OutputServed, Request};
 
 /// 2026-01-01T00:00:00Z, the default start of the emulated clock.
 pub const DEFAULT_START_SECS: i64 = 1_767_225_600;
@@ -113,6 +123,11 @@ pub struct EmulatorOptions {
     pub stall: Duration,
     /// Seeds the archive, upload, job and lock ids.
     pub id_seed: u64,
+    /// Check every request's SigV4 signature and payload hash. Off only for tests that send
+    /// raw, unsigned HTTP on purpose.
+    pub verify_signatures: bool,
+    /// Secrets by access key id: the credentials a signature may be made with.
+    pub credentials: BTreeMap<String, String>,
 }
 
 impl Default for EmulatorOptions {
@@ -131,6 +146,8 @@ impl Default for EmulatorOptions {
             csv_crlf: false,
             stall: Duration::from_secs(5),
             id_seed: 0x6c61_6369_6572,
+            verify_signatures: true,
+            credentials: sigv4::default_keys(),
         }
     }
 }
@@ -237,6 +254,7 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     record: Mutex<Record>,
     stall: Mutex<Duration>,
+    auth: Mutex<sigv4::Verifier>,
     shutdown: AtomicBool,
     request_ids: AtomicU64,
 }
@@ -257,6 +275,17 @@ impl Shared {
 
     fn stall(&self) -> Duration {
         *lock(&self.stall)
+    }
+
+    /// Checks a request's signature and payload hash, unless verification is off. `hashes`
+    /// are the upload hashes when the operation has them, whose linear hash is the body's.
+    fn verify_signature(&self, req: &Request, hashes: Option<&BodyHashes>) -> Result<(), ApiError> {
+        if !lock(&self.auth).enabled {
+            return Ok(());
+        }
+        // Hashed outside the lock: bodies can be large.
+        let body_sha256 = hashes.map_or_else(|| sha256(&req.body), |h| h.linear);
+        sigv4::verify(&lock(&self.auth), req, &body_sha256)
     }
 
     fn next_request_id(&self) -> String {
@@ -348,6 +377,11 @@ impl Emulator {
             faults: Mutex::new(Faults::default()),
             record: Mutex::new(Record::default()),
             stall: Mutex::new(opts.stall),
+            auth: Mutex::new(sigv4::Verifier {
+                enabled: opts.verify_signatures,
+                region: opts.region.clone(),
+                keys: opts.credentials.clone(),
+            }),
             shutdown: AtomicBool::new(false),
             request_ids: AtomicU64::new(1),
         });
@@ -621,6 +655,19 @@ impl Emulator {
     /// How long `Timeout` faults stall.
     pub fn set_stall(&self, d: Duration) {
         *lock(&self.shared.stall) = d;
+    }
+
+    /// Turns signature verification on or off from the next request on.
+    pub fn set_verify_signatures(&self, on: bool) {
+        lock(&self.shared.auth).enabled = on;
+    }
+
+    /// Accepts signatures made with this access key id and secret too (or, for a known id,
+    /// with this secret instead of the old one).
+    pub fn accept_credentials(&self, access_key_id: &str, secret_access_key: &str) {
+        lock(&self.shared.auth)
+            .keys
+            .insert(access_key_id.to_string(), secret_access_key.to_string());
     }
 
     pub fn stats(&self) -> Stats {

@@ -3,17 +3,24 @@
 //! every job, whatever its tier, completes `--job-delay` seconds after it was initiated, and an
 //! inventory job returns a snapshot of the vault taken as it completes.
 //!
-//! Prints the endpoint URL on stdout, one line, once it accepts connections, and serves until
-//! SIGTERM or SIGINT. Exit codes: 0 stopped by a signal, 1 could not start, 2 bad usage.
+//! Requests must be signed (SigV4) with the one access key it accepts, `--access-key` /
+//! `--secret-key`, by default `AKIDEMULATOR` / `emulator-secret`: a try-out exports those as
+//! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, and a client that signs wrong hears so at once.
+//!
+//! Prints the endpoint URL on stdout, one line, once it accepts connections (and the
+//! credentials to use on stderr, one line), and serves until SIGTERM or SIGINT. Exit codes: 0
+//! stopped by a signal, 1 could not start, 2 bad usage.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use glacier_emulator::{ClockStart, Emulator, EmulatorOptions};
+use glacier_emulator::{ClockStart, Emulator, EmulatorOptions, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
-const USAGE: &str = "usage: glacier-emulator [--listen ADDR:PORT] [--job-delay SECS] [--seed N]";
+const USAGE: &str = "usage: glacier-emulator [--listen ADDR:PORT] [--job-delay SECS] [--seed N] \
+                     [--access-key ID] [--secret-key SECRET]";
 
 const HELP: &str = "\
 Serves a Glacier emulator on a local endpoint until SIGTERM or SIGINT.
@@ -22,9 +29,15 @@ Options:
   --listen ADDR:PORT   where to listen (default 127.0.0.1:0, a free port)
   --job-delay SECS     how long every retrieval and inventory job takes (default 5)
   --seed N             seeds the archive, upload, job and lock ids
+  --access-key ID      the access key id requests must be signed with (default AKIDEMULATOR)
+  --secret-key SECRET  its secret access key (default emulator-secret)
   -h, --help           prints this help
 
-The endpoint URL is printed on stdout, one line, once it accepts connections.";
+Every request must carry a valid AWS Signature Version 4 made with that key, so set
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to them (and AWS_REGION=us-east-1) for the client.
+
+The endpoint URL is printed on stdout, one line, once it accepts connections; the credentials
+to use go to stderr, one line.";
 
 /// How often the emulated clock catches up with real time: the most a job completes late.
 const TICK: Duration = Duration::from_millis(50);
@@ -33,6 +46,8 @@ struct Args {
     listen: SocketAddr,
     job_delay: Duration,
     seed: Option<u64>,
+    access_key: String,
+    secret_key: String,
 }
 
 fn main() -> ExitCode {
@@ -61,8 +76,10 @@ fn main() -> ExitCode {
         inventory: args.job_delay,
         auto_inventory: true,
         id_seed: args.seed.unwrap_or(defaults.id_seed),
+        credentials: BTreeMap::from([(args.access_key.clone(), args.secret_key.clone())]),
         ..defaults
     };
+    let region = opts.region.clone();
     let emu = match Emulator::try_start_with(opts) {
         Ok(emu) => emu,
         Err(e) => {
@@ -74,6 +91,18 @@ fn main() -> ExitCode {
     // Whoever reads the URL may have gone; the endpoint serves regardless.
     let _ = writeln!(stdout, "{}", emu.endpoint());
     let _ = stdout.flush();
+    // The endpoint line stays alone on stdout, for whoever reads it; this is for the person.
+    // A secret given on the command line is the user's own: it is not echoed back.
+    let secret = if args.secret_key == SECRET_ACCESS_KEY {
+        SECRET_ACCESS_KEY
+    } else {
+        "<the --secret-key given>"
+    };
+    eprintln!(
+        "glacier-emulator: sign requests with AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={secret} \
+         AWS_REGION={region}",
+        args.access_key
+    );
 
     // The emulated clock moves only when told to; advancing it by the real time elapsed, in
     // whole milliseconds counted from the start (so no rounding accumulates), completes each
@@ -94,6 +123,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         job_delay: Duration::from_secs(5),
         seed: None,
+        access_key: ACCESS_KEY_ID.to_string(),
+        secret_key: SECRET_ACCESS_KEY.to_string(),
     };
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -103,7 +134,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
             None => (arg, None),
         };
-        if !matches!(name.as_str(), "--listen" | "--job-delay" | "--seed") {
+        if !matches!(
+            name.as_str(),
+            "--listen" | "--job-delay" | "--seed" | "--access-key" | "--secret-key"
+        ) {
             return Err(format!("unknown argument '{name}'"));
         }
         let Some(value) = inline.or_else(|| args.next()) else {
@@ -124,6 +158,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                         format!("--job-delay takes seconds, such as 5 or 0.5, not '{value}'")
                     })?;
             }
+            "--access-key" | "--secret-key" if value.is_empty() => {
+                return Err(format!("{name} needs a value"));
+            }
+            "--access-key" => parsed.access_key = value,
+            "--secret-key" => parsed.secret_key = value,
             _ => {
                 parsed.seed = Some(value.parse().map_err(|_| {
                     format!("--seed takes a whole number from 0 to 2^64-1, not '{value}'")

@@ -12,6 +12,8 @@ pub(crate) struct Request {
     pub method: String,
     /// The raw path, still percent-encoded.
     pub path: String,
+    /// The raw query string (after `?`), still encoded: what the signature covers.
+    pub raw_query: String,
     /// Decoded query pairs.
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, Vec<u8>)>,

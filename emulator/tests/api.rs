@@ -1,7 +1,8 @@
 //! Drives the Glacier emulator through the real aws-sdk-glacier, so the emulator is held to
 //! what the SDK sends and expects: every operation's happy path, the documented checks and error
 //! codes, the job clock, inventories, vault lock and fault injection. A few tests speak raw HTTP
-//! where the SDK cannot produce the request (no version header, chunked bodies).
+//! where the SDK cannot produce the request (no version header, chunked bodies), unsigned, with
+//! signature verification off; signatures have their own tests (`signatures.rs`).
 // A test fails by panicking, so unwrap and expect are how it says what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -1755,7 +1756,11 @@ async fn access_policy_notifications_and_tags() {
 
 #[test]
 fn raw_http_details() {
-    let emu = Emulator::start();
+    // These requests are unsigned on purpose: what is checked here comes after the signature.
+    let emu = Emulator::start_with(EmulatorOptions {
+        verify_signatures: false,
+        ..EmulatorOptions::default()
+    });
     emu.create_vault("vault");
     let addr = emu.addr();
 

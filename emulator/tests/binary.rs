@@ -191,12 +191,58 @@ async fn serves_the_sdk_and_completes_jobs_in_real_time() {
     assert!(status.success(), "SIGTERM should stop it cleanly: {status}");
 }
 
+#[tokio::test]
+async fn accepts_signatures_made_with_its_key_only() {
+    use aws_sdk_glacier::config::Credentials;
+    use aws_sdk_glacier::error::ProvideErrorMetadata;
+
+    let client = |endpoint: &str, key_id: &str, secret: &str| {
+        let creds = Credentials::new(key_id, secret, None, None, "test");
+        Client::from_conf(
+            support::sdk_config(endpoint)
+                .credentials_provider(creds)
+                .build(),
+        )
+    };
+    // The documented defaults, as sdk_client signs.
+    let served = Served::start(&[]);
+    sdk_client(&served.endpoint)
+        .list_vaults()
+        .send()
+        .await
+        .expect("the default key");
+    drop(served);
+
+    let served = Served::start(&["--access-key", "AKIDTRYOUT", "--secret-key=try/out+secret"]);
+    let refused = sdk_client(&served.endpoint).list_vaults().send().await;
+    assert_eq!(
+        refused
+            .expect_err("the default key is not this one's")
+            .code(),
+        Some("UnrecognizedClientException")
+    );
+    let wrong = client(&served.endpoint, "AKIDTRYOUT", "try/out+secreT");
+    let refused = wrong.list_vaults().send().await;
+    assert_eq!(
+        refused.expect_err("a wrong secret").code(),
+        Some("InvalidSignatureException")
+    );
+    client(&served.endpoint, "AKIDTRYOUT", "try/out+secret")
+        .create_vault()
+        .vault_name("try")
+        .send()
+        .await
+        .expect("its own key");
+}
+
 #[test]
 fn a_bad_argument_is_one_line_and_exit_2() {
     for args in [
         &["--job-delay", "soon"][..],
         &["--listen", "nowhere"],
         &["--seed"],
+        &["--access-key"],
+        &["--secret-key="],
         &["--verbose"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_glacier-emulator"))

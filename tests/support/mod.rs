@@ -70,8 +70,9 @@ pub fn xattr(path: &Path, name: &str) -> Result<String, i32> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// A bare SDK client for `endpoint`: dummy credentials, us-east-1, retries off (tests see raw
-/// behaviour), plain HTTP through the rustls-ring client (the crate has no default client).
+/// A bare SDK client for `endpoint`: the emulator's well-known credentials (it checks every
+/// signature), us-east-1, retries off (tests see raw behaviour), plain HTTP through the
+/// rustls-ring client (the crate has no default client).
 /// The emulator's own tests build theirs the same way; the emulator library has no SDK in it.
 pub fn sdk_client(endpoint: &str) -> aws_sdk_glacier::Client {
     aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).build())
@@ -88,7 +89,13 @@ pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let credentials = Credentials::new("AKIDEMULATOR", "emulator-secret", None, None, "emulator");
+    let credentials = Credentials::new(
+        emulator::ACCESS_KEY_ID,
+        emulator::SECRET_ACCESS_KEY,
+        None,
+        None,
+        "emulator",
+    );
     aws_sdk_glacier::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -103,8 +110,9 @@ pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
         )
 }
 
-/// The real SDK client on `endpoint` (dummy credentials), behind the retrying decorator the
-/// daemon uses, with short backoffs for tests.
+/// The real SDK client on `endpoint` (the emulator's well-known credentials, through the
+/// environment as the daemon reads them), behind the retrying decorator the daemon uses, with
+/// short backoffs for tests.
 pub async fn glacier_client(
     endpoint: &str,
 ) -> std::sync::Arc<dyn glacierfs::glacier::GlacierClient> {
@@ -113,8 +121,8 @@ pub async fn glacier_client(
     static ENV: std::sync::Once = std::sync::Once::new();
     // Before any SDK client reads the environment.
     ENV.call_once(|| {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDENGINETEST");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "engine-test-secret");
+        std::env::set_var("AWS_ACCESS_KEY_ID", emulator::ACCESS_KEY_ID);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", emulator::SECRET_ACCESS_KEY);
         std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     });
     let aws = AwsGlacier::connect(&AwsOptions {

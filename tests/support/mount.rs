@@ -24,10 +24,12 @@ pub fn fuse_available() -> bool {
     ok
 }
 
-/// Environment for a glacierfs process: dummy credentials, no profile files, no IMDS.
+/// Environment for a glacierfs process: the emulator's well-known credentials (it checks every
+/// signature; moto takes any), no profile files, no IMDS.
 pub fn aws_env(cmd: &mut Command) -> &mut Command {
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDTESTING")
-        .env("AWS_SECRET_ACCESS_KEY", "secret-for-tests")
+    use glacier_emulator::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+    cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")

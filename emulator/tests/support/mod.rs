@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-/// A ready SDK client for `endpoint`: dummy credentials, us-east-1, retries off (tests see raw
-/// behaviour), plain HTTP through the rustls-ring client (the crate has no default client).
+/// A ready SDK client for `endpoint`: the emulator's well-known credentials, us-east-1, retries
+/// off (tests see raw behaviour), plain HTTP through the rustls-ring client (the crate has no
+/// default client).
 pub fn sdk_client(endpoint: &str) -> aws_sdk_glacier::Client {
     aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).build())
 }
@@ -31,7 +32,13 @@ pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let credentials = Credentials::new("AKIDEMULATOR", "emulator-secret", None, None, "emulator");
+    let credentials = Credentials::new(
+        glacier_emulator::ACCESS_KEY_ID,
+        glacier_emulator::SECRET_ACCESS_KEY,
+        None,
+        None,
+        "emulator",
+    );
     aws_sdk_glacier::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
