@@ -11,6 +11,13 @@ use glacierfs::daemon;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Mount(_)) {
+        // A command's output piped into `head` should stop quietly when the reader goes, as
+        // other Unix tools do, not panic on the failed write. Rust ignores SIGPIPE by
+        // default; the daemon keeps it ignored, since a closed socket must not kill a mount.
+        // SAFETY: restoring a signal's default disposition has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Mount(args) => mount(&args),
         Command::Treehash(args) => {

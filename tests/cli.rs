@@ -264,3 +264,33 @@ fn a_damaged_catalog_refuses_the_mount_and_says_what_to_do() {
         "{err}"
     );
 }
+
+/// `glacierfs … | head -1` stops quietly when `head` goes, as other tools do: killed by
+/// SIGPIPE, with nothing on stderr, rather than a panic on the failed write.
+#[test]
+fn a_command_piped_into_head_stops_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more output than a pipe holds, so the writes after `head` exits must fail.
+    for i in 0..3000 {
+        std::fs::write(dir.path().join(format!("f{i:04}")), i.to_string()).unwrap();
+    }
+    let script = format!(
+        "{} treehash {}/f* | head -1; echo \"exit=${{PIPESTATUS[0]}}\" >&2",
+        binary(),
+        dir.path().display()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "exit=141",
+        "killed by SIGPIPE, nothing else said"
+    );
+}
