@@ -42,7 +42,18 @@ fn status_lists_pending_uploads_while_mounted_and_after_a_crash() {
         )
         .unwrap();
     }
-    let s = status(cache.path());
+    // close(2) returns before the kernel's release reaches the daemon, and a file's size is
+    // recorded at release: wait until the last one has arrived.
+    let mut s = status(cache.path());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            s = status(cache.path());
+            s["Uploads"].as_array().is_some_and(|u| {
+                u.len() == 5 && u.iter().all(|u| u["SizeInBytes"].as_u64() >= Some(1000))
+            })
+        }),
+        "{s:#}"
+    );
     assert_eq!(s["Mounted"], true);
     let uploads = s["Uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 5, "{s:#}");

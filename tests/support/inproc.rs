@@ -142,8 +142,8 @@ fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for (k, v) in [
-            ("AWS_ACCESS_KEY_ID", "AKIDTESTING"),
-            ("AWS_SECRET_ACCESS_KEY", "secret-for-tests"),
+            ("AWS_ACCESS_KEY_ID", glacier_emulator::ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", glacier_emulator::SECRET_ACCESS_KEY),
             ("AWS_REGION", "us-east-1"),
             ("AWS_CONFIG_FILE", "/dev/null"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
