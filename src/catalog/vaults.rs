@@ -179,3 +179,97 @@ pub fn forget(conn: &Connection, ino: u64) -> Result<(), CatalogError> {
     conn.execute("DELETE FROM jobs WHERE vault = ?1", [ino as i64])?;
     Ok(())
 }
+
+/// Forgets a vault this mount deleted, and notes when, so that a vault listing asked for
+/// before the delete and answered after it does not bring the vault back.
+pub fn forget_deleted(conn: &Connection, ino: u64, name: &str) -> Result<(), CatalogError> {
+    forget(conn, ino)?;
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        params![deleted_key(name), now_ns().to_string()],
+    )?;
+    Ok(())
+}
+
+fn deleted_key(name: &str) -> String {
+    format!("deleted_vault:{name}")
+}
+
+/// Takes in a ListVaults answer asked for at `asked_ns`: records every vault it shows, except
+/// one this mount deleted after the question went out (the answer predates the delete), and
+/// forgets vaults known upstream that it no longer shows. Returns the entries forgotten, as
+/// (parent, shown name), for the kernel to drop.
+pub fn apply_listing(
+    conn: &Connection,
+    list: &[VaultDesc],
+    asked_ns: i64,
+) -> Result<Vec<(u64, String)>, CatalogError> {
+    let names: std::collections::HashSet<&str> = list.iter().map(|v| v.name.as_str()).collect();
+    for v in list {
+        if by_name(conn, &v.name)?.is_none() && deleted_since(conn, &v.name, asked_ns)? {
+            continue;
+        }
+        record_remote(conn, v)?;
+    }
+    let mut gone = Vec::new();
+    for v in all(conn)? {
+        // Only vaults known to exist upstream can vanish; ones being created or deleted by
+        // this mount are its own business.
+        if v.state == "present" && v.arn.is_some() && !names.contains(v.name.as_str()) {
+            log::info!("vault {} is gone upstream", v.name);
+            if let Some(n) = nodes::get(conn, v.ino)? {
+                gone.push((n.parent, n.name));
+            }
+            forget(conn, v.ino)?;
+        }
+    }
+    Ok(gone)
+}
+
+fn deleted_since(conn: &Connection, name: &str, since_ns: i64) -> Result<bool, CatalogError> {
+    let at: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [deleted_key(name)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(at
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|t| t >= since_ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn desc(name: &str) -> VaultDesc {
+        VaultDesc {
+            name: name.into(),
+            arn: Some(format!("arn:aws:glacier:us-east-1:0:vaults/{name}")),
+            ..VaultDesc::default()
+        }
+    }
+
+    #[test]
+    fn a_listing_older_than_a_delete_does_not_bring_the_vault_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let asked_before = now_ns() - 1;
+        let ino = cat
+            .write(|tx| Ok(ensure(tx, "fresh", "present")?.ino))
+            .unwrap();
+        cat.write(move |tx| forget_deleted(tx, ino, "fresh"))
+            .unwrap();
+        // The listing was asked for before the delete: it still shows the vault.
+        cat.write(move |tx| apply_listing(tx, &[desc("fresh")], asked_before))
+            .unwrap();
+        assert_eq!(cat.read(|c| by_name(c, "fresh")).unwrap(), None);
+        // A listing asked for after the delete that still shows it (made again elsewhere) does.
+        let asked_after = now_ns() + 1;
+        cat.write(move |tx| apply_listing(tx, &[desc("fresh")], asked_after))
+            .unwrap();
+        assert!(cat.read(|c| by_name(c, "fresh")).unwrap().is_some());
+    }
+}

@@ -166,7 +166,10 @@ pub(crate) fn spawn_delete(
                     ..
                 }) => {
                     log::info!("vault {name} deleted");
-                    let r = catalog.write_async(move |tx| vaults::forget(tx, ino)).await;
+                    let gone = name.clone();
+                    let r = catalog
+                        .write_async(move |tx| vaults::forget_deleted(tx, ino, &gone))
+                        .await;
                     if let Err(e) = r {
                         log::error!("forgetting vault {name}: {e}");
                     }

@@ -324,32 +324,14 @@ pub async fn refresh_vault_list(
     catalog: &Catalog,
     client: &dyn GlacierClient,
 ) -> Result<usize, InventoryError> {
+    let asked_ns = crate::catalog::now_ns();
     let list = client.list_vaults().await?;
     let count = list.len();
     let gone = catalog
-        .write_async(move |tx| {
-            let names: HashSet<String> = list.iter().map(|v| v.name.clone()).collect();
-            for v in &list {
-                vaults::record_remote(tx, v)?;
-            }
-            let mut gone = Vec::new();
-            for v in vaults::all(tx)? {
-                // Only vaults known to exist upstream can vanish; ones being created or
-                // deleted by this mount are its own business.
-                if v.state == "present" && v.arn.is_some() && !names.contains(&v.name) {
-                    log::info!("vault {} is gone upstream", v.name);
-                    if let Some(n) = crate::catalog::nodes::get(tx, v.ino)? {
-                        gone.push(Change::Entry {
-                            parent: n.parent,
-                            name: n.name,
-                        });
-                    }
-                    vaults::forget(tx, v.ino)?;
-                }
-            }
-            Ok(gone)
-        })
-        .await?;
+        .write_async(move |tx| vaults::apply_listing(tx, &list, asked_ns))
+        .await?
+        .into_iter()
+        .map(|(parent, name)| Change::Entry { parent, name });
     catalog.changed(gone);
     Ok(count)
 }
