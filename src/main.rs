@@ -71,9 +71,7 @@ fn init_logging(verbose: u8, quiet: bool, file: Option<std::fs::File>) {
 }
 
 fn mount(args: &MountArgs) -> ExitCode {
-    // Everything glacierfs creates is private: 0700 directories, 0600 files.
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0o077) };
+    daemon::private_umask();
     let cache_dir = match args.cache.resolve() {
         Ok(d) => d,
         Err(e) => {

@@ -44,7 +44,7 @@ fn status_lists_pending_uploads_while_mounted_and_after_a_crash() {
     }
     // close(2) returns before the kernel's release reaches the daemon, and a file's size is
     // recorded at release: wait until the last one has arrived.
-    let mut s = status(cache.path());
+    let mut s = serde_json::Value::Null;
     assert!(
         wait_until(Duration::from_secs(10), || {
             s = status(cache.path());

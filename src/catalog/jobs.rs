@@ -5,7 +5,7 @@
 //! [`super::retrievals`].
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::{nodes, CatalogError, Kind};
 use crate::glacier::JobStatus;
@@ -255,16 +255,6 @@ pub fn cache_use(c: &Connection) -> Result<(u64, u64), CatalogError> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok((cached.max(0) as u64, staged.max(0) as u64))
-}
-
-/// The `--cache-size` the mount last recorded, if any (a `glacierfs status` beside it shows it).
-pub fn recorded_cache_size(c: &Connection) -> Result<Option<u64>, CatalogError> {
-    let size: Option<String> = c
-        .query_row("SELECT value FROM meta WHERE key = 'cache_size'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    Ok(size.and_then(|s| s.parse::<u64>().ok()))
 }
 
 /// Which queued deletes a `.jobs` `cancel` names.

@@ -184,15 +184,7 @@ pub fn forget(conn: &Connection, ino: u64) -> Result<(), CatalogError> {
 /// before the delete and answered after it does not bring the vault back.
 pub fn forget_deleted(conn: &Connection, ino: u64, name: &str) -> Result<(), CatalogError> {
     forget(conn, ino)?;
-    conn.execute(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-        params![deleted_key(name), now_ns().to_string()],
-    )?;
-    Ok(())
-}
-
-fn deleted_key(name: &str) -> String {
-    format!("deleted_vault:{name}")
+    super::meta::set_vault_deleted(conn, name, now_ns())
 }
 
 /// Takes in a ListVaults answer asked for at `asked_ns`: records every vault it shows, except
@@ -227,16 +219,7 @@ pub fn apply_listing(
 }
 
 fn deleted_since(conn: &Connection, name: &str, since_ns: i64) -> Result<bool, CatalogError> {
-    let at: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [deleted_key(name)],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(at
-        .and_then(|t| t.parse::<i64>().ok())
-        .is_some_and(|t| t >= since_ns))
+    Ok(super::meta::vault_deleted_at(conn, name)?.is_some_and(|t| t >= since_ns))
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ pub fn rebuild(args: &CacheArgs) -> ExitCode {
 
 fn try_rebuild(args: &CacheArgs) -> Result<copy::Rebuilt, LocalError> {
     let cache_dir = args.resolve()?;
-    private_umask();
+    daemon::private_umask();
     let _lock = daemon::CacheLock::acquire(&cache_dir)
         .map_err(|e| LocalError::MountedForRebuild(e.to_string()))?;
     Ok(copy::rebuild(&cache_dir)?)
@@ -96,7 +96,7 @@ fn try_import(args: &ImportArgs) -> Result<(), LocalError> {
         return Err(LocalError::VaultName(args.vault.clone()));
     }
     let cache_dir = args.cache.resolve()?;
-    private_umask();
+    daemon::private_umask();
     daemon::prepare_cache_dir(&cache_dir)?;
     let _lock = daemon::CacheLock::acquire(&cache_dir)
         .map_err(|e| LocalError::MountedForImport(e.to_string()))?;
@@ -128,12 +128,6 @@ fn try_import(args: &ImportArgs) -> Result<(), LocalError> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Everything glacierfs creates is private: 0700 directories, 0600 files.
-fn private_umask() {
-    // SAFETY: umask has no preconditions and cannot fail.
-    unsafe { libc::umask(0o077) };
 }
 
 /// A CSV inventory carries no date; the file's own mtime is the best stand-in.

@@ -38,7 +38,7 @@ pub fn report(dir: &Path) -> Result<Value, StatusError> {
             jobs::overview(c, None)?,
             jobs::cache_use(c)?,
             // A size that cannot be read shows as unknown rather than failing the report.
-            jobs::recorded_cache_size(c).ok().flatten(),
+            crate::catalog::meta::cache_size(c).ok().flatten(),
         ))
     })?;
     let now = crate::catalog::now_s();

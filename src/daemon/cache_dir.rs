@@ -12,6 +12,13 @@ use super::MountError;
 
 const LOCK_FILE: &str = "lock";
 
+/// Everything glacierfs creates is private: 0700 directories, 0600 files, whatever the
+/// caller's umask. Set before anything is created.
+pub fn private_umask() {
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
+}
+
 /// Creates the cache directory 0700 (tightening an existing one), whatever the umask.
 pub fn prepare_cache_dir(dir: &Path) -> Result<(), MountError> {
     let err = |e| MountError::CacheDir(dir.to_owned(), e);

@@ -16,7 +16,7 @@ use crate::catalog::CatalogError;
 use crate::engine::inventory::InventoryError;
 use crate::glacier::GlacierError;
 
-pub use cache_dir::{prepare_cache_dir, CacheLock};
+pub use cache_dir::{prepare_cache_dir, private_umask, CacheLock};
 pub use detach::{detach, open_log, StartupReporter};
 pub use mountpoint::{check_mountpoint, lazy_unmount};
 pub use session::run;
