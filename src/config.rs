@@ -39,7 +39,7 @@ pub enum Command {
     Retrieve(RetrieveArgs),
     /// Upload staged files now, optionally waiting until they are in the vault
     Sync(SyncArgs),
-    /// Copy a vault or subtree out of Glacier to a local directory
+    /// Copy a vault or subtree out of Glacier to a local directory or to S3
     Export(ExportArgs),
     /// Print the SHA-256 tree hash of local files
     Treehash(TreehashArgs),
@@ -217,16 +217,74 @@ pub struct ExportArgs {
     /// Machine-readable progress
     #[arg(long)]
     pub json: bool,
+    /// Print the plan and its estimated cost; start no job and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// S3 storage class of the objects written (S3 destinations)
+    #[arg(long, value_name = "CLASS", default_value = "DEEP_ARCHIVE", value_parser = parse_storage_class)]
+    pub storage_class: StorageClass,
+    /// An S3-compatible endpoint (tests, VPC endpoints) [default: AWS]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint_url: Option<String>,
+    /// The bucket's region [default: the mount's region]
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Bound on data held in memory on its way to S3
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
+    pub memory_budget: u64,
     /// A vault, or a subtree inside a running mount
     pub path: PathBuf,
-    /// The local directory to copy into
+    /// A local directory, or s3://BUCKET[/PREFIX]
     pub dest: PathBuf,
+}
+
+/// The S3 storage classes an export can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageClass {
+    DeepArchive,
+    Glacier,
+    GlacierIr,
+    StandardIa,
+    IntelligentTiering,
+    Standard,
+}
+
+impl StorageClass {
+    pub const ALL: [StorageClass; 6] = [
+        StorageClass::DeepArchive,
+        StorageClass::Glacier,
+        StorageClass::GlacierIr,
+        StorageClass::StandardIa,
+        StorageClass::IntelligentTiering,
+        StorageClass::Standard,
+    ];
+
+    /// The name S3 uses, in `x-amz-storage-class`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageClass::DeepArchive => "DEEP_ARCHIVE",
+            StorageClass::Glacier => "GLACIER",
+            StorageClass::GlacierIr => "GLACIER_IR",
+            StorageClass::StandardIa => "STANDARD_IA",
+            StorageClass::IntelligentTiering => "INTELLIGENT_TIERING",
+            StorageClass::Standard => "STANDARD",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct TreehashArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// A storage class by its S3 name, in either case, with `-` for `_` if you like.
+pub fn parse_storage_class(s: &str) -> Result<StorageClass, OptionError> {
+    let wanted = s.trim().to_ascii_uppercase().replace('-', "_");
+    StorageClass::ALL
+        .into_iter()
+        .find(|c| c.as_str() == wanted)
+        .ok_or_else(|| OptionError::StorageClass(s.to_owned()))
 }
 
 /// An option value glacierfs cannot take; each message is one line that says what would do.
@@ -250,6 +308,11 @@ pub enum OptionError {
     PartSize(String),
     #[error("invalid tier {0:?}: use expedited, standard or bulk")]
     Tier(String),
+    #[error(
+        "invalid storage class {0:?}: use DEEP_ARCHIVE, GLACIER, GLACIER_IR, STANDARD_IA, \
+         INTELLIGENT_TIERING or STANDARD"
+    )]
+    StorageClass(String),
 }
 
 /// Bytes in binary units, as the options take them: `512 B`, `1.5 KiB`, `10.0 GiB`.
@@ -359,6 +422,17 @@ mod tests {
         assert!(parse_part_size("3MiB").is_err());
         assert!(parse_part_size("512KiB").is_err());
         assert!(parse_part_size("8GiB").is_err());
+    }
+
+    #[test]
+    fn storage_classes_read_in_any_case() {
+        assert_eq!(parse_storage_class("DEEP_ARCHIVE"), Ok(StorageClass::DeepArchive));
+        assert_eq!(parse_storage_class("glacier-ir"), Ok(StorageClass::GlacierIr));
+        assert_eq!(parse_storage_class("Standard_IA"), Ok(StorageClass::StandardIa));
+        for c in StorageClass::ALL {
+            assert_eq!(parse_storage_class(c.as_str()), Ok(c));
+        }
+        assert!(parse_storage_class("REDUCED_REDUNDANCY").is_err());
     }
 
     #[test]
