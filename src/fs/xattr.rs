@@ -17,6 +17,7 @@ const FILE_ATTRS: &[&str] = &[
     "user.glacier.archive_id",
     "user.glacier.tree_hash",
     "user.glacier.description",
+    "user.glacier.creation_date",
     "user.glacier.job_id",
 ];
 const VAULT_ATTRS: &[&str] = &[
@@ -41,6 +42,12 @@ impl GlacierFs {
             (Kind::File, "user.glacier.archive_id") => n.archive_id.clone(),
             (Kind::File, "user.glacier.tree_hash") => n.tree_hash.clone(),
             (Kind::File, "user.glacier.description") => n.description.clone(),
+            // The archive's, so only while the file has one.
+            (Kind::File, "user.glacier.creation_date") => n
+                .archive_id
+                .as_ref()
+                .and(n.created_s)
+                .map(|s| crate::codec::timefmt::format_iso8601(s, 0)),
             (Kind::File, "user.glacier.job_id") => self.services.retriever.job_id(&n),
             (Kind::Vault, attr) if VAULT_ATTRS.contains(&attr) => self.vault_attr(&n, attr)?,
             _ => None,

@@ -1,9 +1,11 @@
 //! One archive's retrieval, outside the engine's bookkeeping: what it becomes (its files in
-//! DEST), the job request, and the download into the temporary file beside the first file
-//! followed by the placing of every file. Also the rules for adopting a job someone else
-//! started: only a whole-archive retrieval that has not failed, preferring one already done.
+//! DEST, or its objects in S3), the job request, and the transfer of the job's output: into
+//! the temporary file beside the first file followed by the placing of every file, or
+//! streamed into the first object followed by server-side copies for the others. Also the
+//! rules for adopting a job someone else started: only a whole-archive retrieval that has not
+//! failed, preferring one already done.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,7 +13,10 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinError;
 
 use super::dest::{self, DestError, Journal};
+use super::s3::stream::{self as s3_stream, Ctx, Expect, Source, StreamError};
+use super::s3::MAX_COPY;
 use crate::codec::treehash::Digest;
+use crate::engine::transfer::download::memory::JobRef as OutputRef;
 use crate::engine::transfer::download::{self, DownloadError, DownloadSpec};
 use crate::glacier::{
     parse_range, ErrorKind, GlacierClient, GlacierError, JobAction, JobDesc, JobFilter, JobRequest,
@@ -32,9 +37,31 @@ pub enum FetchError {
     Download(#[from] DownloadError),
     #[error(transparent)]
     Place(#[from] DestError),
+    #[error(transparent)]
+    S3(#[from] StreamError),
     /// The task downloading or placing the archive panicked or was cancelled.
     #[error("the download task failed: {0}")]
     Task(JoinError),
+}
+
+impl FetchError {
+    /// A stream's failure to read the job's output is the same as a download's, for the
+    /// engine's recovery (a new job on expiry or corruption).
+    pub fn into_download(self) -> FetchError {
+        match self {
+            FetchError::S3(StreamError::Glacier(e)) => FetchError::Download(e),
+            other => other,
+        }
+    }
+
+    /// Whether trying the same job again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Download(e) => e.is_transient(),
+            FetchError::S3(e) => e.is_transient(),
+            FetchError::Place(_) | FetchError::Task(_) => false,
+        }
+    }
 }
 
 /// One file an archive is exported to.
@@ -48,30 +75,89 @@ pub struct Target {
     pub mode: u32,
 }
 
-/// An archive to retrieve, and the files it becomes.
+/// An archive to retrieve, and what it becomes.
 #[derive(Debug)]
 pub struct Work {
     pub archive_id: String,
     pub size: u64,
     pub tree_hash: Digest,
-    /// The first receives the download; the others are copies of it.
-    pub targets: Vec<Target>,
-    pub journal: Journal,
     /// The job a previous run recorded for it.
     pub recorded_job: Option<String>,
+    pub sink: Sink,
+}
+
+/// Where an archive goes. In both, the first target receives the data and the others are
+/// copies of it.
+#[derive(Debug)]
+pub enum Sink {
+    /// Files in a local directory, downloaded through a temporary file.
+    Dir {
+        targets: Vec<Target>,
+        journal: Journal,
+    },
+    /// Objects in a bucket, streamed.
+    S3 {
+        targets: Vec<s3_stream::Target>,
+        ctx: Arc<Ctx>,
+    },
+}
+
+impl Work {
+    /// The files the archive becomes, relative to PATH, first the one that gets the data.
+    pub fn rels(&self) -> Vec<&Path> {
+        match &self.sink {
+            Sink::Dir { targets, .. } => targets.iter().map(|t| t.rel.as_path()).collect(),
+            Sink::S3 { targets, .. } => targets.iter().map(|t| t.rel.as_path()).collect(),
+        }
+    }
+
+    pub fn first_rel(&self) -> &Path {
+        self.rels().first().copied().unwrap_or(Path::new(""))
+    }
+
+    /// Bytes a previous run verified already, where they are counted before the transfer.
+    pub fn resumed(&self) -> u64 {
+        match &self.sink {
+            Sink::Dir { journal, .. } => journal.resume().verified,
+            Sink::S3 { .. } => 0,
+        }
+    }
+
+    /// Records the job the archive is being retrieved with, for the next run.
+    pub fn record_job(&self, job_id: &str) {
+        let recorded = match &self.sink {
+            Sink::Dir { journal, .. } => journal.set_job(job_id).map_err(|e| e.to_string()),
+            Sink::S3 { ctx, .. } => ctx
+                .journal
+                .set_job(&self.archive_id, job_id)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = recorded {
+            log::warn!("recording job {job_id}: {e}");
+        }
+    }
+
+    /// Drops what a failed transfer left that cannot be trusted. (A stream into S3 aborts
+    /// its own upload when its data does not verify.)
+    pub fn discard(&self) {
+        if let Sink::Dir { targets, journal } = &self.sink {
+            let _ = std::fs::remove_file(&targets[0].temp);
+            journal.remove();
+        }
+    }
 }
 
 /// Places a verified download: the first target is renamed into place, the others are
 /// verified copies of it. The record goes last, so a crash in between is settled by the next
 /// run finding the first file in place.
-pub fn place_all(work: &Work) -> Result<(), DestError> {
-    let first = &work.targets[0];
+pub fn place_all(targets: &[Target], journal: &Journal, work: &Work) -> Result<(), DestError> {
+    let first = &targets[0];
     dest::place(&first.temp, &first.final_path, first.mtime, first.mode)?;
-    for t in &work.targets[1..] {
+    for t in &targets[1..] {
         dest::copy_verified(&first.final_path, &t.temp, work.size, Some(&work.tree_hash))?;
         dest::place(&t.temp, &t.final_path, t.mtime, t.mode)?;
     }
-    work.journal.remove();
+    journal.remove();
     Ok(())
 }
 
@@ -146,8 +232,7 @@ pub async fn initiate(
     }
 }
 
-/// Downloads one finished output into the temporary file beside its first target, resuming
-/// from the recorded prefix, then places every target. Returns the bytes fetched.
+/// Transfers one finished output to where the archive goes. Returns the bytes fetched.
 pub async fn fetch(
     client: Arc<dyn GlacierClient>,
     vault: String,
@@ -155,7 +240,62 @@ pub async fn fetch(
     work: Arc<Work>,
     progress: Arc<AtomicU64>,
 ) -> Result<u64, FetchError> {
-    let resume = work.journal.resume();
+    match &work.sink {
+        Sink::Dir { .. } => fetch_into_dir(client, vault, job_id, work, progress).await,
+        Sink::S3 { targets, ctx } => {
+            let job = OutputRef {
+                client,
+                vault,
+                job_id,
+                size: work.size,
+            };
+            Ok(stream_to_s3(ctx, job, targets, &work, &progress).await?)
+        }
+    }
+}
+
+/// Streams the output into the first object, then makes the others server-side copies of it
+/// (or, over CopyObject's 5 GiB, streams them too: the output can be read again while the
+/// job lasts).
+async fn stream_to_s3(
+    ctx: &Arc<Ctx>,
+    job: OutputRef,
+    targets: &[s3_stream::Target],
+    work: &Work,
+    progress: &AtomicU64,
+) -> Result<u64, StreamError> {
+    let want = Expect {
+        size: work.size,
+        tree: &work.tree_hash,
+        archive: Some(&work.archive_id),
+    };
+    let source = Source::Job(job);
+    progress.store(0, Ordering::Relaxed);
+    let mut fetched = s3_stream::send(ctx, &source, &targets[0], want, progress).await?;
+    for t in &targets[1..] {
+        if work.size <= MAX_COPY {
+            ctx.bucket.copy(&targets[0].key, &t.key, &t.meta).await?;
+            progress.fetch_add(work.size, Ordering::Relaxed);
+        } else {
+            fetched += s3_stream::send(ctx, &source, t, want, progress).await?;
+        }
+    }
+    Ok(fetched)
+}
+
+/// Downloads one finished output into the temporary file beside its first target, resuming
+/// from the recorded prefix, then places every target. Returns the bytes fetched.
+async fn fetch_into_dir(
+    client: Arc<dyn GlacierClient>,
+    vault: String,
+    job_id: String,
+    work: Arc<Work>,
+    progress: Arc<AtomicU64>,
+) -> Result<u64, FetchError> {
+    let Sink::Dir { targets, journal } = &work.sink else {
+        return Ok(0);
+    };
+    let resume = journal.resume();
     let resumed = resume.verified;
     progress.store(resume.verified, Ordering::Relaxed);
     let spec = DownloadSpec {
@@ -163,20 +303,16 @@ pub async fn fetch(
         job_id,
         size: work.size,
         tree_hash: work.tree_hash,
-        dest: work.targets[0].temp.clone(),
+        dest: targets[0].temp.clone(),
         chunk_size: CHUNK,
     };
-    download::download(
-        &client,
-        &spec,
-        resume,
-        &work.journal,
-        &progress,
-        PARALLEL_CHUNKS,
-    )
-    .await?;
+    download::download(&client, &spec, resume, journal, &progress, PARALLEL_CHUNKS).await?;
     let w = work.clone();
-    match tokio::task::spawn_blocking(move || place_all(&w)).await {
+    let placed = tokio::task::spawn_blocking(move || match &w.sink {
+        Sink::Dir { targets, journal } => place_all(targets, journal, &w),
+        Sink::S3 { .. } => Ok(()),
+    });
+    match placed.await {
         Ok(placed) => Ok(placed.map(|()| work.size - resumed)?),
         Err(e) => Err(FetchError::Task(e)),
     }

@@ -58,6 +58,8 @@ pub struct Settings {
     pub tier: Tier,
     pub max_in_flight: u64,
     pub poll_every: Duration,
+    /// Archives transferred at once.
+    pub parallel_files: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -142,7 +144,7 @@ impl<'a> Engine<'a> {
         let entries: Vec<Entry> = works
             .into_iter()
             .map(|w| Entry {
-                progress: Arc::new(AtomicU64::new(w.journal.resume().verified)),
+                progress: Arc::new(AtomicU64::new(w.resumed())),
                 work: Arc::new(w),
                 phase: Phase::Pending,
                 charged: false,

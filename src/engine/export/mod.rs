@@ -1,17 +1,23 @@
-//! `glacierfs export [--tier T] [--max-bytes-in-flight SIZE] [--json] PATH DEST`: copies every
-//! file under PATH (a vault, or a directory inside one, in a running mount) to the same
-//! relative path under DEST, straight from Glacier, never through the mount's cache.
+//! `glacierfs export [OPTIONS] PATH DEST`: copies every file under PATH (a vault, or a
+//! directory inside one, in a running mount) out of Glacier, straight from retrieval jobs and
+//! never through the mount's cache. DEST is a local directory (each file at the same relative
+//! path under it) or `s3://BUCKET[/PREFIX]` (each file an object, streamed: see [`s3`]).
 //!
 //! The pieces: [`source`] finds the mount, its daemon's options and the tree under PATH;
-//! [`dest`] owns DEST, its temporary files and the state that lets a run resume; [`pace`]
-//! holds the pacing rules; [`survey`] does step 1 below; [`archive`] retrieves one archive
-//! (its job, download and placing); [`engine`] runs them all, paced; [`report`] shows progress
-//! and the summary. This file puts them in order:
-//! 1. list PATH through the mount, create every directory and empty file under DEST, copy what
-//!    only the mount has (staged files), and skip whatever DEST already holds with the right
-//!    size and tree hash;
-//! 2. retrieve the rest (the engine), placing each file once verified;
-//! 3. when every file is in place, remove the state directory and set directory times.
+//! [`dest`] owns a local DEST, its temporary files and the state that lets a run resume;
+//! [`s3`] owns an S3 DEST: keys, metadata, parts, its journal and the streaming; [`pace`]
+//! holds the pacing rules; [`survey`] (and [`s3::survey`]) does step 1 below; [`archive`]
+//! retrieves one archive (its job, then its transfer); [`engine`] runs them all, paced;
+//! [`report`] shows progress and the summary; [`price`] estimates costs for `--dry-run`.
+//! This file puts them in order:
+//! 1. list PATH through the mount; settle what needs no retrieval (directories, empty files,
+//!    files only the mount has, copies of archives DEST already holds) and skip whatever DEST
+//!    already holds with the right tree hash;
+//! 2. retrieve the rest (the engine), each archive placed or completed once verified;
+//! 3. when every file is in place, drop the state that served the run (and set directory
+//!    times in a local DEST).
+//!
+//! `--dry-run` does step 1's looking without its writing, and prints the plan with its cost.
 //!
 //! Exit status: 0 when every file is in place and verified, 1 when some failed (they are
 //! listed) or the export could not run, 130 when stopped by Ctrl-C or SIGTERM.
@@ -20,7 +26,9 @@ mod archive;
 mod dest;
 mod engine;
 mod pace;
+mod price;
 mod report;
+pub mod s3;
 mod source;
 mod survey;
 
@@ -37,14 +45,26 @@ use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{GlacierClient, GlacierError, Tier};
 
-use archive::Work;
+use archive::{Sink, Work};
 use dest::{Dest, DestError};
 use engine::{Engine, EngineError, Settings};
 use report::{Ending, PlanInfo, Reporter, Tally};
+use s3::bucket::{Bucket, Reach, S3Error};
+use s3::journal::{Journal, JournalError};
+use s3::parts::Memory;
+use s3::stream::Ctx;
+use s3::survey::{look, settle, Scope};
+use s3::{S3Url, UrlError};
 use source::{Daemon, Listing, Located, SourceError};
 use survey::survey;
 
 use pace::POLL_ENV;
+
+/// Archives transferred at once into a local directory: each writes a file of its own.
+const PARALLEL_FILES_DIR: usize = 4;
+/// Archives streamed at once into S3: many small objects are latency-bound, and the memory
+/// budget bounds the bytes whatever the count.
+const PARALLEL_FILES_S3: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -54,6 +74,12 @@ pub enum ExportError {
     Dest(#[from] DestError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("connecting to Glacier: {0}")]
     Connect(GlacierError),
     #[error("{0} is inside a glacierfs mount; export to a local directory")]
@@ -82,50 +108,59 @@ pub fn run(args: &ExportArgs) -> ExitCode {
 }
 
 fn export(args: &ExportArgs) -> Result<Ending, ExportError> {
-    let started = Instant::now();
     let at = source::locate(&args.path)?;
+    match S3Url::parse(&args.dest) {
+        Some(url) => to_s3(args, &at, &url?),
+        None => to_dir(args, &at),
+    }
+}
+
+fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
+    let started = Instant::now();
     if let Some(inside) = source::inside_a_mount(&args.dest) {
         return Err(ExportError::DestInMount(inside));
     }
-    let daemon = daemon_of(&at);
+    let daemon = daemon_of(at);
     let listing = source::list(&at.path)?;
-    check_no_state_clash(&at, &listing)?;
+    check_no_state_clash(at, &listing)?;
+    let tier = tier_of(args, daemon.as_ref());
+    let mut report = Reporter::new(args.json);
+    let mut tally = Tally::default();
+    if args.dry_run {
+        let (dry, to_fetch, bytes_to_fetch) =
+            survey::dry(&args.dest, &listing, &mut tally, &mut report);
+        let info = PlanInfo {
+            to_fetch,
+            bytes_to_fetch,
+            ..plan_info(
+                at,
+                &args.dest,
+                tier,
+                &[],
+                args.max_bytes_in_flight.unwrap_or(0),
+            )
+        };
+        report.dry_run(&info, &tally, &dry);
+        return Ok(Ending::Complete);
+    }
     let dest = Dest::open(&args.dest)?;
     let max_in_flight = args
         .max_bytes_in_flight
         .unwrap_or_else(|| pace::default_max_in_flight(free_space(dest.root())));
-    let tier = args
-        .tier
-        .or(daemon.as_ref().map(|d| d.tier))
-        .unwrap_or(Tier::Standard);
 
-    let mut report = Reporter::new(args.json);
-    let mut tally = Tally::default();
     let works = survey(&dest, &listing, &mut tally, &mut report)?;
     report.plan(
-        &PlanInfo {
-            vault: &at.vault,
-            path: &at.path,
-            dest: dest.root(),
-            to_fetch: works.len() as u64,
-            bytes_to_fetch: works.iter().map(|w| w.size).sum(),
-            tier: tier.as_str(),
-            max_in_flight,
-        },
+        &plan_info(at, dest.root(), tier, &works, max_in_flight),
         &tally,
     );
 
     let interrupted = if works.is_empty() {
         false
     } else {
-        let settings = Settings {
-            vault: at.vault.clone(),
-            tier,
-            max_in_flight,
-            poll_every: pace::poll_interval(std::env::var(POLL_ENV).ok().as_deref()),
-        };
+        let settings = settings(at, tier, max_in_flight, PARALLEL_FILES_DIR);
         let aws = daemon.map(|d| d.aws);
-        retrieve(aws, settings, works, &mut tally, &mut report)?
+        let runtime = runtime()?;
+        runtime.block_on(retrieve(aws, settings, works, &mut tally, &mut report))?
     };
 
     let ending = ending_of(interrupted, &tally);
@@ -134,6 +169,147 @@ fn export(args: &ExportArgs) -> Result<Ending, ExportError> {
     }
     report.summary(&tally, ending, started.elapsed());
     Ok(ending)
+}
+
+/// What the plan says of the retrievals ahead.
+fn plan_info<'a>(
+    at: &'a Located,
+    dest: &'a Path,
+    tier: Tier,
+    works: &[Work],
+    max_in_flight: u64,
+) -> PlanInfo<'a> {
+    PlanInfo {
+        vault: &at.vault,
+        path: &at.path,
+        dest,
+        to_fetch: works.len() as u64,
+        bytes_to_fetch: works.iter().map(|w| w.size).sum(),
+        tier: tier.as_str(),
+        max_in_flight,
+    }
+}
+
+fn tier_of(args: &ExportArgs, daemon: Option<&Daemon>) -> Tier {
+    args.tier
+        .or(daemon.map(|d| d.tier))
+        .unwrap_or(Tier::Standard)
+}
+
+fn settings(at: &Located, tier: Tier, max_in_flight: u64, parallel_files: usize) -> Settings {
+    Settings {
+        vault: at.vault.clone(),
+        tier,
+        max_in_flight,
+        poll_every: pace::poll_interval(std::env::var(POLL_ENV).ok().as_deref()),
+        parallel_files,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExportError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("glacierfs-export")
+        .enable_all()
+        .build()
+        .map_err(ExportError::Runtime)
+}
+
+/// The export to S3: the same steps, with the bucket's survey, the streams and the journal.
+fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportError> {
+    let started = Instant::now();
+    let daemon = daemon_of(at);
+    let listing = source::list(&at.path)?;
+    let tier = tier_of(args, daemon.as_ref());
+    let aws = daemon.map(|d| d.aws);
+    let reach = Reach {
+        bucket: url.bucket.clone(),
+        region: args
+            .s3_region
+            .clone()
+            .or_else(|| aws.as_ref().and_then(|a| a.region.clone())),
+        profile: aws.as_ref().and_then(|a| a.profile.clone()),
+        endpoint_url: args.s3_endpoint_url.clone(),
+    };
+    let dest = PathBuf::from(url.to_string());
+    let max_in_flight = args.max_bytes_in_flight.unwrap_or(pace::DEFAULT_CAP);
+    let scope = Scope {
+        url,
+        vault: &at.vault,
+        class: args.storage_class,
+    };
+    let mut report = Reporter::new(args.json);
+    let mut tally = Tally::default();
+    runtime()?.block_on(async {
+        let bucket = Bucket::connect(&reach).await;
+        bucket.check().await?;
+        if args.dry_run {
+            let found = look(&bucket, None, &scope, &listing, &mut tally, &mut report).await?;
+            let dry = s3::survey::dry_run(&found, args.storage_class);
+            let info = PlanInfo {
+                to_fetch: found.fetch.len() as u64,
+                bytes_to_fetch: found.fetch.iter().map(|f| f.size).sum(),
+                ..plan_info(at, &dest, tier, &[], max_in_flight)
+            };
+            report.dry_run(&info, &tally, &dry);
+            return Ok(Ending::Complete);
+        }
+        let journal = Journal::open(&s3::journal::state_dir()?, &journal_identity(&reach, url))?;
+        let mut found = look(
+            &bucket,
+            Some(&journal),
+            &scope,
+            &listing,
+            &mut tally,
+            &mut report,
+        )
+        .await?;
+        let ctx = Arc::new(Ctx {
+            bucket,
+            journal,
+            memory: Memory::new(args.memory_budget),
+        });
+        let works: Vec<Work> = std::mem::take(&mut found.fetch)
+            .into_iter()
+            .map(|f| Work {
+                recorded_job: ctx.journal.job(&f.archive_id),
+                archive_id: f.archive_id,
+                size: f.size,
+                tree_hash: f.tree_hash,
+                sink: Sink::S3 {
+                    targets: f.targets,
+                    ctx: ctx.clone(),
+                },
+            })
+            .collect();
+        report.plan(&plan_info(at, &dest, tier, &works, max_in_flight), &tally);
+        if !found.foreign.is_empty() {
+            report.notice(&format!(
+                "{} multipart uploads under {url} were not started by this export and are left \
+                 alone (they cost storage until aborted)",
+                found.foreign.len()
+            ));
+        }
+        settle(&ctx, &mut found, &mut tally, &mut report).await;
+        let interrupted = match works.is_empty() {
+            true => false,
+            false => {
+                let settings = settings(at, tier, max_in_flight, PARALLEL_FILES_S3);
+                retrieve(aws, settings, works, &mut tally, &mut report).await?
+            }
+        };
+        let ending = ending_of(interrupted, &tally);
+        if ending == Ending::Complete {
+            ctx.journal.finish();
+        }
+        report.summary(&tally, ending, started.elapsed());
+        Ok(ending)
+    })
+}
+
+/// What names one S3 destination, for its journal: where, which bucket, which prefix.
+fn journal_identity(reach: &Reach, url: &S3Url) -> String {
+    format!("{}|{}", reach.endpoint_url.as_deref().unwrap_or("aws"), url)
 }
 
 /// The daemon serving the mount, whose options (endpoint, region, tier) the export borrows.
@@ -187,32 +363,26 @@ fn finish(dest: Dest, listing: &Listing) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// Runs the engine on a runtime of its own, stopping it on Ctrl-C or SIGTERM.
-fn retrieve(
+/// Runs the engine, stopping it on Ctrl-C or SIGTERM; true if it was stopped.
+async fn retrieve(
     aws: Option<AwsArgs>,
     settings: Settings,
     works: Vec<Work>,
     tally: &mut Tally,
     report: &mut Reporter,
 ) -> Result<bool, ExportError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("glacierfs-export")
-        .enable_all()
-        .build()
-        .map_err(ExportError::Runtime)?;
-    runtime.block_on(async move {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_stop_signal().await;
-            let _ = stop.send(true);
-            // Keep the sender: a dropped one would read as "never stopped" from here on.
-            std::future::pending::<()>().await;
-        });
-        let client = connect(aws.as_ref()).await.map_err(ExportError::Connect)?;
-        let engine = Engine::new(client, settings, works, tally, report, stopped);
-        Ok(engine.run().await?)
-    })
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        let _ = stop.send(true);
+        // Keep the sender: a dropped one would read as "never stopped" from here on.
+        std::future::pending::<()>().await;
+    });
+    let client = connect(aws.as_ref()).await.map_err(ExportError::Connect)?;
+    let engine = Engine::new(client, settings, works, tally, report, stopped);
+    let ran = engine.run().await;
+    signals.abort();
+    Ok(ran?)
 }
 
 async fn wait_for_stop_signal() {

@@ -5,13 +5,18 @@
 //! JSON events (one object per line, each with an `"event"` key): `plan` once, `job` for each
 //! retrieval job started or reused, `file` for each file placed, skipped or failed, `notice`
 //! for things worth knowing (an expired output requested again), `progress` at most once a
-//! second, and `summary` last.
+//! second, and `summary` last. A dry run (`--dry-run`) prints only its `plan`, with the
+//! counts of what the export would do and an `estimate` of what it would cost.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use super::price;
+use crate::config::StorageClass;
+use crate::glacier::Tier;
 
 /// Counts that make up progress and the summary.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +39,8 @@ pub struct Tally {
     /// New jobs after an output's data did not match its tree hash.
     pub refetches: u64,
     pub failures: Vec<(String, String)>,
+    /// What the destination cannot hold (an empty directory in a bucket), and why.
+    pub unheld: Vec<(String, String)>,
 }
 
 /// Retrievals in progress, as the progress line shows them.
@@ -64,6 +71,21 @@ impl Ending {
             Ending::Interrupted => "interrupted",
         }
     }
+}
+
+/// What a dry run adds to the plan.
+#[derive(Debug, Clone, Default)]
+pub struct DryRun {
+    /// Files (or objects) to write, and their bytes.
+    pub to_write: u64,
+    pub bytes_to_write: u64,
+    pub open_uploads: u64,
+    /// For S3: the class, and the PUT-class requests the writes take.
+    pub s3: Option<(StorageClass, u64)>,
+}
+
+fn round_cents(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 /// What the export is about to do.
@@ -172,6 +194,100 @@ impl Reporter {
         ));
     }
 
+    /// The plan of a dry run, with its estimated cost; everything held back is dropped (a
+    /// dry run reports its findings in the plan alone).
+    pub fn dry_run(&mut self, p: &PlanInfo<'_>, t: &Tally, d: &DryRun) {
+        self.held = None;
+        let retrieval: Vec<(Tier, f64)> = [Tier::Expedited, Tier::Standard, Tier::Bulk]
+            .into_iter()
+            .map(|tier| (tier, price::retrieval(tier, p.to_fetch, p.bytes_to_fetch)))
+            .collect();
+        let s3 = d
+            .s3
+            .map(|(class, requests)| (class, price::storage(class, requests, d.bytes_to_write)));
+        if self.json {
+            let by_tier: serde_json::Map<String, Value> = retrieval
+                .iter()
+                .map(|(tier, c)| (tier.as_str().to_owned(), json!(round_cents(*c))))
+                .collect();
+            let mut plan = json!({
+                "event": "plan", "dry_run": true, "vault": p.vault, "path": lossy(p.path),
+                "dest": lossy(p.dest), "files": t.files_total, "bytes": t.bytes_total,
+                "directories": t.dirs, "files_in_place": t.files_done,
+                "to_write": d.to_write, "bytes_to_write": d.bytes_to_write,
+                "to_fetch": p.to_fetch, "bytes_to_fetch": p.bytes_to_fetch, "tier": p.tier,
+                "open_uploads": d.open_uploads, "failed": t.failures.len(),
+                "failures": pairs(&t.failures), "not_held": pairs(&t.unheld),
+                "estimate": {
+                    "retrieval_by_tier": by_tier, "priced_region": price::PRICED_REGION,
+                    "priced_on": price::PRICED_ON,
+                },
+            });
+            if let (Some((class, (requests, month))), Some(est)) = (s3, plan.get_mut("estimate")) {
+                est["storage_class"] = json!(class.as_str());
+                est["s3_requests"] = json!(round_cents(requests));
+                est["storage_per_month"] = json!(round_cents(month));
+            }
+            self.emit(plan);
+            return;
+        }
+        self.say(&format!(
+            "dry run: nothing started, nothing written; vault {} from {} to {}",
+            p.vault,
+            p.path.display(),
+            p.dest.display()
+        ));
+        self.say(&format!(
+            "  {} files ({}) and {} directories; {} in place already",
+            t.files_total,
+            size(t.bytes_total),
+            t.dirs,
+            t.files_done
+        ));
+        self.say(&format!(
+            "  to write: {} files ({}); to retrieve: {} archives ({})",
+            d.to_write,
+            size(d.bytes_to_write),
+            p.to_fetch,
+            size(p.bytes_to_fetch)
+        ));
+        if d.open_uploads > 0 {
+            self.say(&format!(
+                "  {} multipart uploads are open under the destination",
+                d.open_uploads
+            ));
+        }
+        if !t.unheld.is_empty() || !t.failures.is_empty() {
+            self.say(&format!(
+                "  {} cannot be exported as they are, {} the destination cannot hold (see --json)",
+                t.failures.len(),
+                t.unheld.len()
+            ));
+        }
+        let tiers: Vec<String> = retrieval
+            .iter()
+            .map(|(tier, c)| format!("{} {}", tier.as_str(), price::dollars(*c)))
+            .collect();
+        self.say(&format!(
+            "  estimated retrieval: {} (this export uses {})",
+            tiers.join(", "),
+            p.tier
+        ));
+        if let Some((class, (requests, month))) = s3 {
+            self.say(&format!(
+                "  estimated S3: {} in requests, then {} a month in {}",
+                price::dollars(requests),
+                price::dollars(month),
+                class.as_str()
+            ));
+        }
+        self.say(&format!(
+            "  prices of {} as of {}; data transfer and minimum storage durations not included",
+            price::PRICED_REGION,
+            price::PRICED_ON
+        ));
+    }
+
     pub fn job(&mut self, archive_id: &str, job_id: &str, tier: &str, reused: bool, path: &Path) {
         if self.json {
             self.emit(json!({
@@ -258,6 +374,7 @@ impl Reporter {
                 "jobs_started": t.jobs_started, "jobs_reused": t.jobs_reused,
                 "rerequests": t.rerequests, "refetches": t.refetches,
                 "failed": t.failures.len(), "failures": failures,
+                "not_held": pairs(&t.unheld),
                 "seconds": elapsed.as_secs_f64(),
             }));
             return;
@@ -310,7 +427,7 @@ fn summary_lines(t: &Tally, ending: Ending, elapsed: Duration) -> Vec<String> {
             span(elapsed)
         ),
         format!(
-            "  {} retrieved ({}), {} already in place, {} copied locally, {} empty",
+            "  {} retrieved ({}), {} already in place, {} copied, {} empty",
             t.downloaded,
             size(t.bytes_downloaded),
             t.already,
@@ -323,6 +440,13 @@ fn summary_lines(t: &Tally, ending: Ending, elapsed: Duration) -> Vec<String> {
             t.jobs_started, t.jobs_reused, t.rerequests, t.refetches
         ),
     ];
+    if !t.unheld.is_empty() {
+        out.push(format!(
+            "  {} not exported, since the destination cannot hold them:",
+            t.unheld.len()
+        ));
+        out.extend(t.unheld.iter().map(|(p, e)| format!("    {p}: {e}")));
+    }
     if !t.failures.is_empty() {
         out.push(format!("  {} failed:", t.failures.len()));
         out.extend(t.failures.iter().map(|(p, e)| format!("    {p}: {e}")));
@@ -339,6 +463,12 @@ fn summary_lines(t: &Tally, ending: Ending, elapsed: Duration) -> Vec<String> {
         ),
     }
     out
+}
+
+fn pairs(list: &[(String, String)]) -> Vec<Value> {
+    list.iter()
+        .map(|(p, e)| json!({"path": p, "why": e}))
+        .collect()
 }
 
 /// A path as JSON text: names that are not UTF-8 (possible in old descriptions) are shown with

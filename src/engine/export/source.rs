@@ -328,6 +328,21 @@ fn file_entry(full: &Path, rel: PathBuf, meta: &std::fs::Metadata) -> FileEntry 
     }
 }
 
+/// What the mount knows of a file's archive besides its id and hash, for an object's
+/// metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveDetails {
+    pub created: Option<String>,
+    pub description: Option<String>,
+}
+
+pub fn archive_details(full: &Path) -> ArchiveDetails {
+    ArchiveDetails {
+        created: get_xattr(full, "user.glacier.creation_date"),
+        description: get_xattr(full, "user.glacier.description"),
+    }
+}
+
 fn origin_of(full: &Path) -> Origin {
     let state = get_xattr(full, "user.glacier.state");
     if matches!(state.as_deref(), Some("staged" | "uploading")) {

@@ -10,31 +10,31 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::archive::{self, Target, Work};
+use super::archive::{self, Sink, Target, Work};
 use super::dest::{self, Dest, DestError, Journal, Record};
-use super::report::{Reporter, Tally};
+use super::report::{DryRun, Reporter, Tally};
 use super::source::{FileEntry, Listing, Origin};
 use crate::codec::treehash::{to_hex, Digest};
 
 /// One archive and the files it becomes (several files of a vault may share an archive).
-struct Group<'l> {
-    archive_id: String,
-    tree_hash: Digest,
-    size: u64,
-    files: Vec<&'l FileEntry>,
+pub(super) struct Group<'l> {
+    pub(super) archive_id: String,
+    pub(super) tree_hash: Digest,
+    pub(super) size: u64,
+    pub(super) files: Vec<&'l FileEntry>,
 }
 
 /// The archives of a listing, in the order their first file appears.
 #[derive(Default)]
-struct Groups<'l> {
-    list: Vec<Group<'l>>,
+pub(super) struct Groups<'l> {
+    pub(super) list: Vec<Group<'l>>,
     by_archive: HashMap<&'l str, usize>,
 }
 
 impl<'l> Groups<'l> {
     /// Adds `f` to its archive's group; false when that archive's other files have another
     /// size, which leaves no way to tell which is right.
-    fn add(&mut self, f: &'l FileEntry, archive_id: &'l str, tree_hash: Digest) -> bool {
+    pub(super) fn add(&mut self, f: &'l FileEntry, archive_id: &'l str, tree_hash: Digest) -> bool {
         match self.by_archive.get(archive_id) {
             Some(&g) if self.list[g].size == f.size => {
                 self.list[g].files.push(f);
@@ -84,6 +84,68 @@ pub fn survey(
     Ok(works)
 }
 
+/// Step 1 of a dry run into a local directory: the same decisions as [`survey`], made by
+/// looking only. Returns what would be written, and the archives (and bytes) to retrieve.
+pub fn dry(
+    root: &Path,
+    listing: &Listing,
+    tally: &mut Tally,
+    report: &mut Reporter,
+) -> (DryRun, u64, u64) {
+    tally.dirs = listing
+        .dirs
+        .iter()
+        .filter(|d| !d.rel.as_os_str().is_empty())
+        .count() as u64;
+    tally.files_total = listing.files.len() as u64;
+    tally.bytes_total = listing.files.iter().map(|f| f.size).sum();
+    let mut dry = DryRun::default();
+    let mut groups = Groups::default();
+    let write = |dry: &mut DryRun, size: u64| {
+        dry.to_write += 1;
+        dry.bytes_to_write += size;
+    };
+    for f in &listing.files {
+        match &f.origin {
+            // Staged files are always copied: nothing shows the copy in DEST is the same.
+            Origin::Empty | Origin::Local => write(&mut dry, f.size),
+            Origin::Unusable(why) => fail(tally, report, f, why),
+            Origin::Archive {
+                archive_id,
+                tree_hash,
+            } => {
+                if !groups.add(f, archive_id, *tree_hash) {
+                    fail(
+                        tally,
+                        report,
+                        f,
+                        "another file with this archive has another size",
+                    );
+                }
+            }
+        }
+    }
+    let (mut to_fetch, mut bytes_to_fetch) = (0, 0);
+    for g in &groups.list {
+        let mut any_in_place = false;
+        for f in &g.files {
+            let here = dest::holds(&root.join(&f.rel), g.size, Some(&g.tree_hash));
+            match here {
+                Ok(true) => {
+                    any_in_place = true;
+                    placed(tally, report, &f.rel, g.size, "in_place");
+                }
+                _ => write(&mut dry, g.size),
+            }
+        }
+        if !any_in_place && g.files.len() as u64 > 0 {
+            to_fetch += 1;
+            bytes_to_fetch += g.size;
+        }
+    }
+    (dry, to_fetch, bytes_to_fetch)
+}
+
 /// Places the files that need no retrieval (empty ones, and those only the mount has), fails
 /// the unusable ones, and groups the rest by archive.
 fn place_local_files<'l>(
@@ -127,14 +189,20 @@ fn place_local_files<'l>(
 }
 
 /// Counts one file as in place, and reports it with `status`.
-fn placed(tally: &mut Tally, report: &mut Reporter, rel: &Path, size: u64, status: &str) {
+pub(super) fn placed(
+    tally: &mut Tally,
+    report: &mut Reporter,
+    rel: &Path,
+    size: u64,
+    status: &str,
+) {
     tally.files_done += 1;
     tally.bytes_done += size;
     report.file(rel, size, status, None);
 }
 
 /// Counts one file as failed, and reports why.
-fn failed(tally: &mut Tally, report: &mut Reporter, rel: &Path, size: u64, why: &str) {
+pub(super) fn failed(tally: &mut Tally, report: &mut Reporter, rel: &Path, size: u64, why: &str) {
     tally
         .failures
         .push((rel.display().to_string(), why.to_owned()));
@@ -270,9 +338,11 @@ fn resume_work(dest: &Dest, g: &Group<'_>, targets: Vec<Target>) -> Option<(Work
         archive_id: g.archive_id.clone(),
         size: g.size,
         tree_hash: g.tree_hash,
-        targets,
-        journal: Journal::new(file, record),
         recorded_job,
+        sink: Sink::Dir {
+            targets,
+            journal: Journal::new(file, record),
+        },
     };
     Some((work, resume.verified))
 }
@@ -280,17 +350,20 @@ fn resume_work(dest: &Dest, g: &Group<'_>, targets: Vec<Target>) -> Option<(Work
 /// Places a download a previous run verified in full: the first file as exported, the
 /// others as copies of it.
 fn place_downloaded(work: &Work, tally: &mut Tally, report: &mut Reporter) {
-    match archive::place_all(work) {
+    let Sink::Dir { targets, journal } = &work.sink else {
+        return;
+    };
+    match archive::place_all(targets, journal, work) {
         Ok(()) => {
             tally.downloaded += 1;
-            for (k, t) in work.targets.iter().enumerate() {
+            for (k, t) in targets.iter().enumerate() {
                 tally.copied += u64::from(k > 0);
                 let status = if k == 0 { "exported" } else { "copied" };
                 placed(tally, report, &t.rel, work.size, status);
             }
         }
         Err(e) => {
-            for t in &work.targets {
+            for t in targets {
                 failed(tally, report, &t.rel, work.size, &e.to_string());
             }
         }

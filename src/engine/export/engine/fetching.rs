@@ -11,8 +11,6 @@ use crate::engine::export::archive::{fetch, FetchError};
 use crate::engine::export::pace;
 use crate::engine::transfer::download::DownloadError;
 
-/// Files downloaded at once.
-const PARALLEL_FILES: usize = 4;
 /// Jobs of one archive whose output may be corrupt before it fails.
 const CORRUPT_JOBS: u32 = 2;
 
@@ -27,7 +25,7 @@ impl Engine<'_> {
                 self.ready.insert(pace::download_order(job.completed, i));
             }
         }
-        while self.downloads.len() < PARALLEL_FILES {
+        while self.downloads.len() < self.set.parallel_files {
             // `ready` is kept in pace::download_order: soonest to expire first.
             let Some((_, i)) = self.ready.pop_first() else {
                 break;
@@ -66,8 +64,8 @@ impl Engine<'_> {
         else {
             return;
         };
-        let rel = self.entries[i].work.targets[0].rel.display().to_string();
-        match result {
+        let rel = self.entries[i].work.first_rel().display().to_string();
+        match result.map_err(FetchError::into_download) {
             Ok(fetched) => self.done(i, fetched),
             Err(FetchError::Download(DownloadError::Expired)) => {
                 self.report.notice(&format!(
@@ -80,13 +78,11 @@ impl Engine<'_> {
             Err(FetchError::Download(DownloadError::Corrupt { what })) => {
                 self.corrupt(i, &rel, &what);
             }
-            Err(FetchError::Download(err))
-                if err.is_transient() && self.entries[i].transient < TRANSIENT_ATTEMPTS =>
-            {
+            Err(err) if err.is_transient() && self.entries[i].transient < TRANSIENT_ATTEMPTS => {
                 let e = &mut self.entries[i];
                 let at = Instant::now() + pace::retry_delay(e.transient);
                 e.transient += 1;
-                log::warn!("downloading {rel}: {err}; will retry");
+                log::warn!("transferring {rel}: {err}; will retry");
                 e.phase = Phase::Ready(job);
                 self.delayed.push((at, i));
             }

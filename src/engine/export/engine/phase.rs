@@ -37,14 +37,14 @@ impl Engine<'_> {
         let t = &mut *self.tally;
         t.downloaded += 1;
         t.bytes_downloaded += fetched;
-        for (k, target) in work.targets.iter().enumerate() {
+        for (k, rel) in work.rels().into_iter().enumerate() {
             t.files_done += 1;
             t.bytes_done += work.size;
             let status = if k == 0 { "exported" } else { "copied" };
             if k > 0 {
                 t.copied += 1;
             }
-            self.report.file(&target.rel, work.size, status, None);
+            self.report.file(rel, work.size, status, None);
         }
     }
 
@@ -59,14 +59,12 @@ impl Engine<'_> {
         }
         let work = e.work.clone();
         if discard {
-            let _ = std::fs::remove_file(&work.targets[0].temp);
-            work.journal.remove();
+            work.discard();
         }
-        for target in &work.targets {
-            let path = target.rel.display().to_string();
+        for rel in work.rels() {
+            let path = rel.display().to_string();
             self.tally.failures.push((path, why.to_owned()));
-            self.report
-                .file(&target.rel, work.size, "failed", Some(why));
+            self.report.file(rel, work.size, "failed", Some(why));
         }
     }
 }

@@ -74,7 +74,7 @@ impl Engine<'_> {
     /// A job Glacier no longer knows: its output expired unseen.
     fn lost(&mut self, i: usize, id: &str) {
         self.waiting.remove(&i);
-        let rel = self.entries[i].work.targets[0].rel.display().to_string();
+        let rel = self.entries[i].work.first_rel().display().to_string();
         self.report.notice(&format!(
             "job {id} for {rel} is gone (its output expired before it was read); requesting it \
              again"

@@ -89,16 +89,9 @@ impl Engine<'_> {
         self.budget.take(work.size);
         self.entries[i].charged = true;
         self.tally.jobs_reused += 1;
-        if let Err(e) = work.journal.set_job(&jr.id) {
-            log::warn!("recording job {}: {e}", jr.id);
-        }
-        self.report.job(
-            &work.archive_id,
-            &jr.id,
-            &jr.tier,
-            true,
-            &work.targets[0].rel,
-        );
+        work.record_job(&jr.id);
+        self.report
+            .job(&work.archive_id, &jr.id, &jr.tier, true, work.first_rel());
         match job.status {
             JobStatus::Succeeded => self.mark_ready(i, jr),
             _ => self.wait_for_job(i, jr),
@@ -175,15 +168,13 @@ impl Engine<'_> {
                     Some(Replaces::Corrupt) => self.tally.refetches += 1,
                     None => {}
                 }
-                if let Err(err) = work.journal.set_job(&id) {
-                    log::warn!("recording job {id}: {err}");
-                }
+                work.record_job(&id);
                 self.report.job(
                     &work.archive_id,
                     &id,
                     tier.as_str(),
                     false,
-                    &work.targets[0].rel,
+                    work.first_rel(),
                 );
                 let jr = JobRef {
                     id,

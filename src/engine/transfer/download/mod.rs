@@ -32,6 +32,7 @@
 
 mod chunks;
 mod fetch;
+pub mod memory;
 mod stream;
 
 use std::collections::BTreeMap;

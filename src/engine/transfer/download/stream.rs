@@ -76,7 +76,7 @@ fn spawn_leaf(sh: &Shared, leaf: Vec<u8>, pos: u64) -> Result<LeafJob, Fail> {
 }
 
 /// Fills `buf` unless the body ends first; returns the bytes read.
-async fn read_full(body: &mut BodyReader, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) async fn read_full(body: &mut BodyReader, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match body.read(&mut buf[filled..]).await? {
