@@ -2,6 +2,7 @@
 //! SDK clients, and small file-system helpers.
 #![allow(dead_code)]
 
+pub mod export;
 pub mod inproc;
 pub mod mount;
 
