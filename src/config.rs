@@ -454,18 +454,9 @@ mod tests {
 
     #[test]
     fn storage_classes_read_in_any_case() {
-        assert_eq!(
-            parse_storage_class("DEEP_ARCHIVE"),
-            Ok(StorageClass::DeepArchive)
-        );
-        assert_eq!(
-            parse_storage_class("glacier-ir"),
-            Ok(StorageClass::GlacierIr)
-        );
-        assert_eq!(
-            parse_storage_class("Standard_IA"),
-            Ok(StorageClass::StandardIa)
-        );
+        assert_eq!(parse_storage_class("DEEP_ARCHIVE"), Ok(StorageClass::DeepArchive));
+        assert_eq!(parse_storage_class("glacier-ir"), Ok(StorageClass::GlacierIr));
+        assert_eq!(parse_storage_class("Standard_IA"), Ok(StorageClass::StandardIa));
         for c in StorageClass::ALL {
             assert_eq!(parse_storage_class(c.as_str()), Ok(c));
         }
