@@ -169,6 +169,34 @@ pub struct StatusArgs {
 pub enum InventoryCommand {
     /// Load an inventory file (JSON or CSV) you already have into the catalog
     Import(ImportArgs),
+    /// Write the catalog's view of a vault (paths as the mount shows them) as JSON, CSV, or
+    /// the name-override CSV of AWS's vault-to-S3 pipeline
+    Export(InventoryExportArgs),
+}
+
+/// The formats `inventory export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InventoryFormat {
+    /// One JSON object: the vault and its files
+    Json,
+    /// A header line, then one row per file
+    Csv,
+    /// `GlacierArchiveID,FileName`: the name-override file of AWS's "Data Transfer from
+    /// Glacier Vaults to S3" solution
+    Dtgv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InventoryExportArgs {
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// What to write
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: InventoryFormat,
+    /// The vault
+    pub vault: String,
+    /// Where to write [default: standard output]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

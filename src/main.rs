@@ -28,6 +28,10 @@ fn main() -> ExitCode {
             init_logging(0, false, None);
             cli::catalog::import(&args)
         }
+        Command::Inventory(InventoryCommand::Export(args)) => {
+            init_logging(0, false, None);
+            cli::inventory::export(&args)
+        }
         Command::Catalog(CatalogCommand::Rebuild(args)) => {
             init_logging(0, false, None);
             cli::catalog::rebuild(&args)

@@ -16,6 +16,7 @@ pub mod files;
 mod identity;
 pub mod inventory;
 pub mod jobs;
+pub mod manifest;
 pub mod meta;
 pub mod nodes;
 mod open;

@@ -1,8 +1,10 @@
 //! The commands that run outside the daemon: `status` (from the catalog alone), `sync` and
 //! `retrieve` (through a mount's extended attributes), `inventory import` and `catalog
-//! rebuild` (on a catalog no mount holds), and `treehash`.
+//! rebuild` (on a catalog no mount holds), `inventory export` (read-only, beside a mount or
+//! not), and `treehash`.
 
 pub mod catalog;
+pub mod inventory;
 pub mod status;
 pub mod sync;
 
