@@ -29,7 +29,7 @@ pub enum Command {
     Mount(MountArgs),
     /// Show uploads, jobs and cache use; works while mounted
     Status(StatusArgs),
-    /// Load vault inventories
+    /// Load vault inventories, or write one out
     #[command(subcommand)]
     Inventory(InventoryCommand),
     /// Look after the catalog itself

@@ -76,11 +76,7 @@ impl Vault {
             walk(&root).values().filter(|v| v.is_some()).count() >= archives.len()
         });
         assert!(loaded, "the vault never loaded; log:\n{}", mount.log_text());
-        Vault {
-            emu,
-            mount,
-            cache,
-        }
+        Vault { emu, mount, cache }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -213,4 +209,3 @@ impl Drop for Export {
         }
     }
 }
-

@@ -5,6 +5,7 @@
 pub mod export;
 pub mod inproc;
 pub mod mount;
+pub mod s3;
 
 pub use glacier_emulator as emulator;
 

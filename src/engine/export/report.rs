@@ -84,8 +84,9 @@ pub struct DryRun {
     pub s3: Option<(StorageClass, u64)>,
 }
 
+/// Dollars to a hundredth of a cent: small exports cost fractions of a cent.
 fn round_cents(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+    (x * 10_000.0).round() / 10_000.0
 }
 
 /// What the export is about to do.
@@ -257,12 +258,14 @@ impl Reporter {
                 d.open_uploads
             ));
         }
-        if !t.unheld.is_empty() || !t.failures.is_empty() {
-            self.say(&format!(
-                "  {} cannot be exported as they are, {} the destination cannot hold (see --json)",
-                t.failures.len(),
-                t.unheld.len()
-            ));
+        for (what, list) in [("cannot be exported", &t.failures), ("not exported", &t.unheld)] {
+            if let Some((path, why)) = list.first() {
+                let more = match list.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more; --json lists them)", n - 1),
+                };
+                self.say(&format!("  {what}: {path}: {why}{more}"));
+            }
         }
         let tiers: Vec<String> = retrieval
             .iter()
@@ -297,14 +300,19 @@ impl Reporter {
         }
     }
 
-    /// A file placed (`exported`, `in_place`, `copied`, `empty`) or `failed`.
+    /// A file placed (`exported`, `in_place`, `copied`, `empty`), `failed`, or `not_held`
+    /// (something the destination cannot hold, such as an empty directory in a bucket).
     pub fn file(&mut self, path: &Path, bytes: u64, status: &str, error: Option<&str>) {
         if self.json {
             self.emit(json!({
                 "event": "file", "path": lossy(path), "bytes": bytes, "status": status, "error": error,
             }));
         } else if let Some(e) = error {
-            self.say(&format!("failed: {}: {e}", path.display()));
+            let head = match status {
+                "not_held" => "not exported",
+                _ => "failed",
+            };
+            self.say(&format!("{head}: {}: {e}", path.display()));
         }
     }
 
