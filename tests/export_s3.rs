@@ -88,11 +88,7 @@ fn expected_objects(vault: &Vault, prefix: &str) -> BTreeMap<String, Expected> {
 }
 
 /// Every object is exactly the mount's file: key, bytes, class and metadata.
-fn assert_bucket_is_the_mount(
-    bucket: &Bucket,
-    expected: &BTreeMap<String, Expected>,
-    class: &str,
-) {
+fn assert_bucket_is_the_mount(bucket: &Bucket, expected: &BTreeMap<String, Expected>, class: &str) {
     let objects = bucket.objects();
     let keys: Vec<&String> = objects.keys().collect();
     let want: Vec<&String> = expected.keys().collect();
@@ -102,7 +98,10 @@ fn assert_bucket_is_the_mount(
         assert_eq!(o.size, e.data.len() as u64, "{key}");
         assert_eq!(o.storage_class, class, "{key}");
         assert_eq!(o.metadata, e.metadata, "{key}");
-        assert!(bucket.get(key) == e.data, "{key}: the object's bytes differ");
+        assert!(
+            bucket.get(key) == e.data,
+            "{key}: the object's bytes differ"
+        );
     }
     assert_eq!(bucket.open_uploads(), vec![], "no multipart upload is left");
 }
@@ -172,13 +171,26 @@ fn a_vault_of_200_archives_lands_in_moto_s3_exactly_as_the_mount_shows_it() {
     let dest = format!("s3://{}/deep", bucket.name);
     let args = ["--json", "--s3-endpoint-url", moto.as_str()];
     let mut again = Export::start_env(&vault, &dest, &args, &env);
-    assert!(again.drive(&vault.emu, |_| {}).success(), "{}", again.stderr());
+    assert!(
+        again.drive(&vault.emu, |_| {}).success(),
+        "{}",
+        again.stderr()
+    );
     let s = again.summary();
-    assert_eq!((s["jobs_started"].as_u64(), s["jobs_reused"].as_u64()), (Some(0), Some(200)), "{s}");
+    assert_eq!(
+        (s["jobs_started"].as_u64(), s["jobs_reused"].as_u64()),
+        (Some(0), Some(200)),
+        "{s}"
+    );
     let deep = bucket.objects();
-    let under_deep: Vec<_> = deep.iter().filter(|(k, _)| k.starts_with("deep/")).collect();
+    let under_deep: Vec<_> = deep
+        .iter()
+        .filter(|(k, _)| k.starts_with("deep/"))
+        .collect();
     assert_eq!(under_deep.len(), 201);
-    assert!(under_deep.iter().all(|(_, o)| o.storage_class == "DEEP_ARCHIVE"));
+    assert!(under_deep
+        .iter()
+        .all(|(_, o)| o.storage_class == "DEEP_ARCHIVE"));
 }
 
 /// The journal is removed once an export completes.

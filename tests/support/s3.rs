@@ -97,7 +97,11 @@ impl Bucket {
                         storage_class: class,
                         metadata: head
                             .metadata()
-                            .map(|m| m.iter().map(|(k, v)| (k.to_lowercase(), v.clone())).collect())
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| (k.to_lowercase(), v.clone()))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                     },
                 );

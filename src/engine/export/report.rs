@@ -258,7 +258,10 @@ impl Reporter {
                 d.open_uploads
             ));
         }
-        for (what, list) in [("cannot be exported", &t.failures), ("not exported", &t.unheld)] {
+        for (what, list) in [
+            ("cannot be exported", &t.failures),
+            ("not exported", &t.unheld),
+        ] {
             if let Some((path, why)) = list.first() {
                 let more = match list.len() {
                     1 => String::new(),
