@@ -271,10 +271,20 @@ async fn stream_to_s3(
     };
     let source = Source::Job(job);
     progress.store(0, Ordering::Relaxed);
-    let mut fetched = s3_stream::send(ctx, &source, &targets[0], want, progress).await?;
+    // A retry of the archive (after a transient failure) leaves alone what this run wrote.
+    let mut fetched = 0;
+    let first = &targets[0];
+    if !first.written.load(Ordering::Relaxed) {
+        fetched += s3_stream::send(ctx, &source, first, want, progress).await?;
+    } else {
+        progress.fetch_add(work.size, Ordering::Relaxed);
+    }
     for t in &targets[1..] {
-        if work.size <= MAX_COPY {
-            ctx.bucket.copy(&targets[0].key, &t.key, &t.meta).await?;
+        if t.written.load(Ordering::Relaxed) {
+            progress.fetch_add(work.size, Ordering::Relaxed);
+        } else if work.size <= MAX_COPY {
+            ctx.bucket.copy(&first.key, &t.key, &t.meta).await?;
+            t.written.store(true, Ordering::Relaxed);
             progress.fetch_add(work.size, Ordering::Relaxed);
         } else {
             fetched += s3_stream::send(ctx, &source, t, want, progress).await?;

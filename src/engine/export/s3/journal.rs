@@ -16,7 +16,7 @@
 //! runs, so two exports never write one destination, compacted when opened, and removed when
 //! an export finishes with every file in place.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -41,6 +41,11 @@ pub enum JournalError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum Event {
+    /// About to ask S3 for a multipart upload for `key`: if the answer is lost, an upload
+    /// under `key` that no `Upload` line names is this export's, to abort.
+    Opening {
+        key: String,
+    },
     Upload {
         key: String,
         upload: String,
@@ -79,11 +84,16 @@ pub struct UploadRec {
 struct State {
     uploads: HashMap<String, UploadRec>,
     jobs: HashMap<String, String>,
+    /// Keys an upload was being opened for, with no answer recorded.
+    opening: HashSet<String>,
 }
 
 impl State {
     fn apply(&mut self, e: Event) {
         match e {
+            Event::Opening { key } => {
+                self.opening.insert(key);
+            }
             Event::Upload {
                 key,
                 upload,
@@ -91,6 +101,7 @@ impl State {
                 tree,
                 part,
             } => {
+                self.opening.remove(&key);
                 self.uploads.insert(
                     upload,
                     UploadRec {
@@ -131,6 +142,11 @@ impl State {
                 job: j.clone(),
             })
             .collect();
+        out.extend(
+            self.opening
+                .iter()
+                .map(|key| Event::Opening { key: key.clone() }),
+        );
         for (id, u) in &self.uploads {
             out.push(Event::Upload {
                 key: u.key.clone(),
@@ -273,6 +289,18 @@ impl Journal {
         crate::locks::lock(&self.state).jobs.get(archive).cloned()
     }
 
+    /// Written before CreateMultipartUpload.
+    pub fn opening(&self, key: &str) -> Result<(), JournalError> {
+        self.append(Event::Opening {
+            key: key.to_owned(),
+        })
+    }
+
+    /// Whether an upload was being opened for `key` and its answer never recorded.
+    pub fn was_opening(&self, key: &str) -> bool {
+        crate::locks::lock(&self.state).opening.contains(key)
+    }
+
     pub fn upload_opened(&self, upload_id: &str, rec: &UploadRec) -> Result<(), JournalError> {
         self.append(Event::Upload {
             key: rec.key.clone(),
@@ -345,8 +373,10 @@ mod tests {
             j.upload_opened("U1", &rec("k1")).unwrap();
             j.part_sending("U1", 1, "t1", "s1").unwrap();
             j.part_sending("U1", 2, "t2", "s2").unwrap();
+            j.opening("k2").unwrap();
             j.upload_opened("U2", &rec("k2")).unwrap();
             j.upload_ended("U2").unwrap();
+            j.opening("k3").unwrap();
             j.set_job("A", "J").unwrap();
         }
         // A torn last line, as a kill mid-write leaves.
@@ -367,6 +397,7 @@ mod tests {
         assert_eq!(u.parts.len(), 2);
         assert_eq!(u.parts[&2], ("t2".into(), "s2".into()));
         assert_eq!(j.job("A").as_deref(), Some("J"));
+        assert!(j.was_opening("k3") && !j.was_opening("k2"));
         let mode = std::fs::metadata(&file).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -87,6 +87,8 @@ pub struct Target {
     pub meta: ObjectMeta,
     /// The multipart upload being continued, once there is one.
     pub upload: Mutex<Option<String>>,
+    /// Written by this run: a retry of its archive leaves it alone.
+    pub written: AtomicBool,
 }
 
 /// Where an object's bytes come from.
@@ -123,10 +125,13 @@ pub async fn send(
 ) -> Result<u64, StreamError> {
     let part = part_size(want.size);
     let resuming = crate::locks::lock(&t.upload).is_some();
-    if want.size <= part && !resuming {
-        return put_whole(ctx, src, t, want, progress).await;
-    }
-    multipart(ctx, src, t, want, progress).await
+    let fetched = if want.size <= part && !resuming {
+        put_whole(ctx, src, t, want, progress).await?
+    } else {
+        multipart(ctx, src, t, want, progress).await?
+    };
+    t.written.store(true, Ordering::Relaxed);
+    Ok(fetched)
 }
 
 /// PutObject of an object no larger than one part.
@@ -293,6 +298,7 @@ async fn open_or_resume(
             Err(e) => return Err(e.into()),
         }
     }
+    ctx.journal.opening(&t.key)?;
     let id = ctx.bucket.create_upload(&t.key, &t.meta).await?;
     let rec = UploadRec {
         key: t.key.clone(),

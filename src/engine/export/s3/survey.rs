@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -252,6 +252,7 @@ fn target(
         key,
         meta,
         upload: Mutex::new(None),
+        written: AtomicBool::new(false),
     }
 }
 
@@ -322,7 +323,11 @@ fn match_uploads(found: &mut Found, open: Vec<OpenUpload>, journal: Option<&Jour
     }
     for u in open {
         let Some(rec) = ours.get(&u.upload_id) else {
-            found.foreign.push(u);
+            // Opened by a run killed before it could record the answer: ours, unusable.
+            match journal.was_opening(&u.key) {
+                true => found.stale.push(u),
+                false => found.foreign.push(u),
+            }
             continue;
         };
         let fits = targets.get(u.key.as_str()).is_some_and(|(t, w)| {
