@@ -534,3 +534,71 @@ fn final_names(dest: &Path) -> Vec<String> {
     final_files(dest, "", &mut out);
     out
 }
+
+#[test]
+fn a_dry_run_starts_nothing_writes_nothing_and_its_counts_match_the_export() {
+    if !fuse_available() {
+        return;
+    }
+    let archives: Vec<Archive> = (0..12usize)
+        .map(|i| {
+            plain(
+                &format!("p/{i:02}.bin"),
+                pattern(1000 * (i + 1), i as u32),
+                i as i64,
+            )
+        })
+        .collect();
+    let vault = Vault::new(&archives);
+    File::create(vault.root().join("p/empty")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    // Two files are in place already: the plan must not count them.
+    let expected = vault.expected();
+    std::fs::create_dir_all(dest.join("p")).unwrap();
+    for rel in ["p/00.bin", "p/01.bin"] {
+        std::fs::write(dest.join(rel), &expected[rel]).unwrap();
+    }
+    let before = final_names(&dest);
+    vault.emu.reset_stats();
+
+    let mut dry = Export::start(&vault, &dest, &["--dry-run", "--json"]);
+    assert!(dry.drive(&vault.emu, |_| {}).success(), "{}", dry.stderr());
+    let events = dry.events();
+    assert_eq!(events.len(), 1, "a dry run prints one plan: {events:?}");
+    let plan = &events[0];
+    assert_eq!(
+        (plan["event"].as_str(), plan["dry_run"].as_bool()),
+        (Some("plan"), Some(true))
+    );
+    assert_eq!(
+        vault
+            .emu
+            .stats()
+            .requests_for(support::emulator::Op::InitiateJob),
+        0
+    );
+    assert_eq!(final_names(&dest), before, "a dry run writes nothing");
+    assert!(!dest.join(STATE_DIR).exists());
+    assert_eq!(plan["to_fetch"], 10, "{plan}");
+    assert_eq!(plan["files_in_place"], 2, "{plan}");
+    assert_eq!(plan["to_write"], 11, "{plan}");
+    let tiers = &plan["estimate"]["retrieval_by_tier"];
+    assert!(
+        tiers["Expedited"].as_f64() > tiers["Bulk"].as_f64(),
+        "{plan}"
+    );
+
+    let mut real = Export::start(&vault, &dest, &["--json"]);
+    assert!(
+        real.drive(&vault.emu, |_| {}).success(),
+        "{}",
+        real.stderr()
+    );
+    let s = real.summary();
+    assert_eq!(s["jobs_started"], plan["to_fetch"], "{s}");
+    assert_eq!(s["downloaded"], plan["to_fetch"], "{s}");
+    assert_eq!(s["in_place"], plan["files_in_place"], "{s}");
+    let written = s["files_done"].as_u64().unwrap() - s["in_place"].as_u64().unwrap();
+    assert_eq!(Some(written), plan["to_write"].as_u64(), "{s}");
+}
