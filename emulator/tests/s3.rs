@@ -476,6 +476,96 @@ async fn limits_on_keys_metadata_and_storage_classes() {
     assert_eq!(emu.s3_keys(BUCKET).len(), 8);
 }
 
+/// The conditions a careful writer uses: `If-None-Match: *` not to overwrite, `If-Match` to
+/// overwrite only what it saw; on reads, `If-Match` and `If-None-Match`.
+#[tokio::test]
+async fn conditional_writes_and_reads() {
+    let (emu, c) = setup().await;
+    let put_if_absent = |data: &'static [u8]| {
+        c.put_object()
+            .bucket(BUCKET)
+            .key("k")
+            .if_none_match("*")
+            .body(ByteStream::from_static(data))
+            .send()
+    };
+    let etag = put_if_absent(b"first")
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        fail(put_if_absent(b"second").await),
+        failed("PreconditionFailed", 412)
+    );
+    assert_eq!(emu.s3_object(BUCKET, "k").unwrap().data, b"first");
+    let r = c
+        .put_object()
+        .bucket(BUCKET)
+        .key("k")
+        .if_match("\"0000\"")
+        .body(ByteStream::from_static(b"third"))
+        .send()
+        .await;
+    assert_eq!(fail(r), failed("PreconditionFailed", 412));
+    c.put_object()
+        .bucket(BUCKET)
+        .key("k")
+        .if_match(&etag)
+        .body(ByteStream::from_static(b"third"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(emu.s3_object(BUCKET, "k").unwrap().data, b"third");
+
+    // Complete checks too, and a refusal leaves the upload open.
+    let id = create_upload(&c, "k").await;
+    let part = upload_part(&c, "k", &id, 1, b"multi").await;
+    let r = c
+        .complete_multipart_upload()
+        .bucket(BUCKET)
+        .key("k")
+        .upload_id(&id)
+        .if_none_match("*")
+        .multipart_upload(part_list(vec![part]))
+        .send()
+        .await;
+    assert_eq!(fail(r), failed("PreconditionFailed", 412));
+    assert_eq!(emu.s3_open_uploads(BUCKET).len(), 1);
+    assert_eq!(emu.s3_object(BUCKET, "k").unwrap().data, b"third");
+
+    let etag = quoted_md5(b"third");
+    let r = c
+        .get_object()
+        .bucket(BUCKET)
+        .key("k")
+        .if_match(quoted_md5(b"first"))
+        .send()
+        .await;
+    assert_eq!(fail(r).1, 412);
+    let got = c
+        .get_object()
+        .bucket(BUCKET)
+        .key("k")
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes(),
+        &b"third"[..]
+    );
+    let r = c
+        .head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .if_none_match(&etag)
+        .send()
+        .await;
+    assert_eq!(fail(r).1, 304);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Multipart uploads.
 

@@ -21,7 +21,9 @@
 //! sent without a SHA-256 checksum to an upload created with SHA256 is refused at once
 //! (InvalidRequest); a copy is a single-part object whose SHA-256, when its source had one or
 //! the request asks for it, is of its whole data; a repeated Complete of a completed upload
-//! answers as the first did while the object stands.
+//! answers as the first did while the object stands. Conditional writes (PutObject and
+//! CompleteMultipartUpload with `If-None-Match: *` or `If-Match`) and reads (`If-Match`,
+//! `If-None-Match`) are honoured; the date conditions are not.
 //!
 //! Each S3 request is counted per [`S3Op`] (faulted and refused ones included), may draw a
 //! scripted fault ([`S3FaultKind`]), and passes the test's hook twice, [`Stage::Before`] (parsed,

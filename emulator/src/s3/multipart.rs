@@ -193,6 +193,8 @@ pub(crate) fn complete(st: &mut S3State, c: &Ctx<'_>) -> ApiResult {
         };
     }
     let upload = bucket.upload(c.key, id)?;
+    // Checked at Complete, as S3 does; a refusal leaves the upload open.
+    super::objects::check_write_conditions(c.req, bucket.objects.get(c.key))?;
     if listed.windows(2).any(|w| w[0].number >= w[1].number) {
         return Err(err(
             400,

@@ -161,6 +161,49 @@ pub(crate) fn list_objects_v2(st: &S3State, c: &Ctx<'_>) -> ApiResult {
     Ok(x.into_response("ListBucketResult"))
 }
 
+fn etag_matches(condition: &str, etag: &str) -> bool {
+    condition
+        .split(',')
+        .map(|c| c.trim().trim_start_matches("W/").trim_matches('"'))
+        .any(|c| c == "*" || c == etag.trim_matches('"'))
+}
+
+fn precondition_failed() -> ApiError {
+    err(
+        412,
+        "PreconditionFailed",
+        "At least one of the pre-conditions you specified did not hold",
+    )
+}
+
+/// The conditional writes S3 supports (PutObject, CompleteMultipartUpload): `If-None-Match: *`
+/// (only if no object has the key) and `If-Match: ETAG` (only over that object).
+pub(crate) fn check_write_conditions(
+    req: &Request,
+    existing: Option<&Object>,
+) -> Result<(), ApiError> {
+    if let Some(cond) = req.header_str("if-none-match") {
+        if cond.trim() != "*" {
+            return Err(err(
+                501,
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented: \
+                 If-None-Match on a write takes only '*'",
+            ));
+        }
+        if existing.is_some() {
+            return Err(precondition_failed());
+        }
+    }
+    if let Some(cond) = req.header_str("if-match") {
+        let obj = existing.ok_or_else(no_such_key)?;
+        if !etag_matches(cond, &obj.etag) {
+            return Err(precondition_failed());
+        }
+    }
+    Ok(())
+}
+
 /// The SHA-256 checksum header on a response: the stored value, or nothing.
 fn with_checksum(resp: Response, checksum: Option<&str>) -> Response {
     match checksum {
@@ -176,6 +219,7 @@ pub(crate) fn put_object(st: &mut S3State, c: &Ctx<'_>) -> ApiResult {
     let digests = c.digests()?;
     let b = st.bucket_mut(c.bucket)?;
     wire::check_digests(c.req, c.claimed_sha256, &digests.md5, &digests.sha256)?;
+    check_write_conditions(c.req, b.objects.get(c.key))?;
     let etag = format!("\"{}\"", hex::encode(digests.md5));
     let checksum = c.claimed_sha256.map(|_| wire::b64(&digests.sha256));
     b.objects.insert(
@@ -241,6 +285,19 @@ pub(crate) fn get_object(st: &S3State, c: &Ctx<'_>) -> ApiResult {
         .objects
         .get(c.key)
         .ok_or_else(no_such_key)?;
+    // If-Match first, as S3 does: a mismatch is 412; a matching If-None-Match is 304.
+    if let Some(cond) = c.req.header_str("if-match") {
+        if !etag_matches(cond, &obj.etag) {
+            return Err(precondition_failed());
+        }
+    }
+    if let Some(cond) = c.req.header_str("if-none-match") {
+        if etag_matches(cond, &obj.etag) {
+            return Ok(Response::empty(304)
+                .with_header("ETag", obj.etag.clone())
+                .with_header("Content-Length", "0"));
+        }
+    }
     let size = obj.data.len() as u64;
     let range = byte_range(c.req, size)?;
     let (first, end) = range.map_or((0, size), |(f, l)| (f, l + 1));
