@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::api;
 use super::faults::FaultKind;
 use super::router::{self, Op};
+use super::s3;
 use super::util::{http_date, percent_decode};
 use super::wire::{ApiError, Body, Request, Response};
 use super::Shared;
@@ -75,6 +76,10 @@ fn connection(stream: TcpStream, shared: &Shared) {
 /// Handles one request with whatever fault it draws. Returns whether the connection stays open.
 fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
     let keep_alive = wants_keep_alive(&req);
+    // S3 requests (signed for the service `s3`) share the listener and go their own way.
+    if s3::is_s3(&req) {
+        return s3::exchange(req, writer, shared, keep_alive);
+    }
     let route = match router::route(&req.method, &req.path, &req.query) {
         Ok(route) => route,
         Err(e) => {
@@ -247,7 +252,7 @@ fn fault_error(kind: FaultKind) -> ApiError {
 }
 
 /// Holds the connection silent for the stall time, then drops it (FIN, no response).
-fn stall(shared: &Shared) {
+pub(crate) fn stall(shared: &Shared) {
     let total = shared.stall();
     let mut waited = Duration::ZERO;
     while waited < total && !shared.shutdown.load(Ordering::SeqCst) {
@@ -258,7 +263,7 @@ fn stall(shared: &Shared) {
 }
 
 /// Closes with RST: SO_LINGER with a zero timeout makes close() abort the connection.
-fn reset(writer: &TcpStream) {
+pub(crate) fn reset(writer: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -294,19 +299,25 @@ fn reason(status: u16) -> &'static str {
         202 => "Accepted",
         204 => "No Content",
         206 => "Partial Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
+        409 => "Conflict",
+        412 => "Precondition Failed",
+        416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Unknown",
     }
 }
 
 /// Writes a response; with `cut`, only that many body bytes (after a full Content-Length).
-/// Returns the body bytes written.
-fn send(
+/// A response that sets its own Content-Length (S3's HEAD, which sends none of the body it
+/// describes) keeps it. Returns the body bytes written.
+pub(crate) fn send(
     w: &mut TcpStream,
     shared: &Shared,
     resp: &Response,
@@ -319,7 +330,11 @@ fn send(
         shared.next_request_id()
     ));
     head.push_str(&format!("Date: {}\r\n", http_date(shared.now_ms())));
-    if resp.status != 204 {
+    let own_length = resp
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    if resp.status != 204 && !own_length {
         head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
     }
     if close {

@@ -13,6 +13,14 @@
 //! (request/response/error shapes), `util` (hashes, dates, ids) and `retrievals` (what archive
 //! retrievals are in flight, for tests that bound it: [`Emulator::max_retrievals_in_flight`]).
 //!
+//! **S3.** The same endpoint serves an S3 subset, path-style, for glacierfs's export to S3
+//! (`s3`): a request whose SigV4 credential scope names the service `s3` is S3's, anything
+//! else Glacier's. Tests read what was stored ([`Emulator::s3_object`],
+//! [`Emulator::s3_open_uploads`]), count requests ([`Stats::s3_requests_for`],
+//! [`Stats::s3_writes`]), script faults ([`Emulator::s3_fail_next`]) and stop the world at an
+//! exact step with a hook ([`Emulator::s3_set_hook`]). Objects of every storage class are
+//! readable at once: restores are not emulated.
+//!
 //! **Signatures.** Every request must carry a valid AWS Signature Version 4 for a known access
 //! key, scoped to the emulator's region and `glacier`, over the body actually received; an
 //! `x-amz-content-sha256` must be that body's SHA-256 (see `sigv4` for every check and its
@@ -61,6 +69,7 @@ mod jobs;
 mod lock;
 mod retrievals;
 mod router;
+mod s3;
 mod sigv4;
 mod state;
 mod util;
@@ -79,6 +88,8 @@ use rand::SeedableRng;
 
 pub use faults::{FaultKind, FaultPlan};
 pub use router::Op;
+pub use s3::state::valid_bucket_name;
+pub use s3::{S3Event, S3FaultKind, S3Hook, S3ObjectInfo, S3Op, S3UploadInfo, Stage};
 pub use sigv4::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 use api::BodyHashes;
@@ -230,11 +241,31 @@ pub struct Stats {
     /// Faults injected, by kind.
     pub faults: BTreeMap<FaultKind, u64>,
     pub job_output: BTreeMap<String, JobOutputStats>,
+    /// S3 requests received per operation, faulted and refused ones included.
+    pub s3_requests: BTreeMap<S3Op, u64>,
+    /// S3 faults injected, by kind.
+    pub s3_faults: BTreeMap<S3FaultKind, u64>,
 }
 
 impl Stats {
     pub fn requests_for(&self, op: Op) -> u64 {
         self.requests.get(&op).copied().unwrap_or(0)
+    }
+
+    /// S3 requests received for `op`, faulted and refused ones included.
+    pub fn s3_requests_for(&self, op: S3Op) -> u64 {
+        self.s3_requests.get(&op).copied().unwrap_or(0)
+    }
+
+    /// S3 requests to operations that change state ([`S3Op::is_write`]): PUT of an object,
+    /// a part or a copy, create, complete and abort of an upload, deletes, bucket creation.
+    /// Counted whatever their outcome; reads (GET, HEAD, lists) never count.
+    pub fn s3_writes(&self) -> u64 {
+        self.s3_requests
+            .iter()
+            .filter(|(op, _)| op.is_write())
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn faults_injected(&self) -> u64 {
@@ -246,6 +277,7 @@ impl Stats {
 struct Record {
     stats: Stats,
     log: Vec<(Op, u16)>,
+    s3_log: Vec<(S3Op, u16)>,
 }
 
 /// What the server threads share with the test-facing handle.
@@ -255,6 +287,9 @@ pub(crate) struct Shared {
     record: Mutex<Record>,
     stall: Mutex<Duration>,
     auth: Mutex<sigv4::Verifier>,
+    s3: Mutex<s3::state::S3State>,
+    s3_faults: Mutex<s3::S3Faults>,
+    s3_hook: Mutex<Option<S3Hook>>,
     shutdown: AtomicBool,
     request_ids: AtomicU64,
 }
@@ -302,6 +337,17 @@ impl Shared {
 
     fn count_fault(&self, kind: FaultKind) {
         *lock(&self.record).stats.faults.entry(kind).or_insert(0) += 1;
+    }
+
+    /// Logs an S3 request; status 0 means no response was sent.
+    fn record_s3(&self, op: S3Op, status: u16) {
+        let mut r = lock(&self.record);
+        *r.stats.s3_requests.entry(op).or_insert(0) += 1;
+        r.s3_log.push((op, status));
+    }
+
+    fn count_s3_fault(&self, kind: S3FaultKind) {
+        *lock(&self.record).stats.s3_faults.entry(kind).or_insert(0) += 1;
     }
 
     fn record_output(&self, served: &OutputServed, bytes: u64) {
@@ -382,6 +428,11 @@ impl Emulator {
                 region: opts.region.clone(),
                 keys: opts.credentials.clone(),
             }),
+            s3: Mutex::new(s3::state::S3State::new(StdRng::seed_from_u64(
+                opts.id_seed ^ 0x5333,
+            ))),
+            s3_faults: Mutex::new(s3::S3Faults::default()),
+            s3_hook: Mutex::new(None),
             shutdown: AtomicBool::new(false),
             request_ids: AtomicU64::new(1),
         });
@@ -624,9 +675,10 @@ impl Emulator {
         self.shared.faults().set_plan(plan);
     }
 
-    /// Removes the plan, scripted faults and pending output corruptions.
+    /// Removes the plan, scripted faults (S3's too) and pending output corruptions.
     pub fn clear_faults(&self) {
         self.shared.faults().clear();
+        lock(&self.shared.s3_faults).clear();
     }
 
     /// The next `count` requests to `op` get `kind`, ahead of any plan.
@@ -709,8 +761,86 @@ impl Emulator {
             .collect()
     }
 
+    /// Clears the counts and logs, Glacier's and S3's.
     pub fn reset_stats(&self) {
         *lock(&self.shared.record) = Record::default();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // S3 (see the `s3` module): buckets, objects and uploads served on the same endpoint.
+
+    fn s3_state(&self) -> MutexGuard<'_, s3::state::S3State> {
+        lock(&self.shared.s3)
+    }
+
+    /// Creates a bucket out of band (idempotent). Panics on a name S3 would refuse.
+    pub fn s3_create_bucket(&self, name: &str) {
+        assert!(
+            s3::state::valid_bucket_name(name),
+            "invalid bucket name {name:?}"
+        );
+        self.s3_state().create_bucket(name);
+    }
+
+    /// The buckets, sorted.
+    pub fn s3_buckets(&self) -> Vec<String> {
+        self.s3_state().buckets.keys().cloned().collect()
+    }
+
+    /// The keys of a bucket's objects, sorted (as S3 lists them, by UTF-8 bytes); empty for
+    /// an unknown bucket.
+    pub fn s3_keys(&self, bucket: &str) -> Vec<String> {
+        self.s3_state().keys(bucket)
+    }
+
+    /// An object as stored: data, metadata, storage class, checksum, parts, ETag.
+    pub fn s3_object(&self, bucket: &str, key: &str) -> Option<S3ObjectInfo> {
+        self.s3_state().object_info(bucket, key)
+    }
+
+    /// Stores an object directly (STANDARD, no metadata, no checksum), creating the bucket if
+    /// need be: something already at the destination, as another tool would leave it.
+    pub fn s3_put_object(&self, bucket: &str, key: &str, data: &[u8]) {
+        let now = self.shared.now_ms();
+        self.s3_state().put_object(bucket, key, data, now);
+    }
+
+    /// The bucket's open multipart uploads, by key and then initiation.
+    pub fn s3_open_uploads(&self, bucket: &str) -> Vec<S3UploadInfo> {
+        self.s3_state().open_uploads(bucket)
+    }
+
+    /// The next `count` S3 requests to `op` get `kind` (before they are handled, except
+    /// [`S3FaultKind::ResetAfterCommit`]).
+    pub fn s3_fail_next(&self, op: S3Op, kind: S3FaultKind, count: usize) {
+        lock(&self.shared.s3_faults).script(op, Some(kind), count);
+    }
+
+    /// Lets `skip` more S3 requests to `op` through, then hits the next one with `kind`.
+    pub fn s3_fail_after(&self, op: S3Op, skip: usize, kind: S3FaultKind) {
+        let mut faults = lock(&self.shared.s3_faults);
+        faults.script(op, None, skip);
+        faults.script(op, Some(kind), 1);
+    }
+
+    /// Sets (or with None removes) the hook every S3 request that gets past its signature and
+    /// any fault passes twice: [`Stage::Before`] once parsed, before it changes anything, and
+    /// [`Stage::After`] once applied, before the response is written. It runs on the request's
+    /// own thread with no emulator lock held, so it may call the emulator, block the request,
+    /// or kill the client at that exact point.
+    pub fn s3_set_hook(&self, hook: Option<S3Hook>) {
+        *lock(&self.shared.s3_hook) = hook;
+    }
+
+    /// Every S3 request in arrival order with the status sent; 0 means no response (a reset or
+    /// timeout fault).
+    pub fn s3_request_log(&self) -> Vec<(S3Op, u16)> {
+        lock(&self.shared.record).s3_log.clone()
+    }
+
+    /// Shorthand for `stats().s3_writes()`.
+    pub fn s3_writes(&self) -> u64 {
+        self.stats().s3_writes()
     }
 }
 

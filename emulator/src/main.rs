@@ -3,6 +3,10 @@
 //! every job, whatever its tier, completes `--job-delay` seconds after it was initiated, and an
 //! inventory job returns a snapshot of the vault taken as it completes.
 //!
+//! S3 is served on the same endpoint, path-style (`/{bucket}/{key}`): a request signed for the
+//! service `s3` is S3's (see the library's `s3` module); `--bucket NAME` creates buckets at
+//! start.
+//!
 //! Requests must be signed (SigV4) with the one access key it accepts, `--access-key` /
 //! `--secret-key`, by default `AKIDEMULATOR` / `emulator-secret`: a try-out exports those as
 //! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, and a client that signs wrong hears so at once.
@@ -20,10 +24,12 @@ use std::time::{Duration, Instant};
 use glacier_emulator::{ClockStart, Emulator, EmulatorOptions, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 const USAGE: &str = "usage: glacier-emulator [--listen ADDR:PORT] [--job-delay SECS] [--seed N] \
-                     [--access-key ID] [--secret-key SECRET]";
+                     [--access-key ID] [--secret-key SECRET] [--bucket NAME]...";
 
 const HELP: &str = "\
-Serves a Glacier emulator on a local endpoint until SIGTERM or SIGINT.
+Serves a Glacier emulator on a local endpoint until SIGTERM or SIGINT, and an S3 subset on
+the same endpoint, path-style (http://ENDPOINT/BUCKET/KEY): buckets, objects, multipart
+uploads, with S3's checksum checks. Objects of every storage class read at once (no restore).
 
 Options:
   --listen ADDR:PORT   where to listen (default 127.0.0.1:0, a free port)
@@ -31,10 +37,12 @@ Options:
   --seed N             seeds the archive, upload, job and lock ids
   --access-key ID      the access key id requests must be signed with (default AKIDEMULATOR)
   --secret-key SECRET  its secret access key (default emulator-secret)
+  --bucket NAME        creates this S3 bucket at start (repeatable)
   -h, --help           prints this help
 
 Every request must carry a valid AWS Signature Version 4 made with that key, so set
 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to them (and AWS_REGION=us-east-1) for the client.
+An S3 client must use path-style addressing (force_path_style, or addressing_style = path).
 
 The endpoint URL is printed on stdout, one line, once it accepts connections; the credentials
 to use go to stderr, one line.";
@@ -48,6 +56,7 @@ struct Args {
     seed: Option<u64>,
     access_key: String,
     secret_key: String,
+    buckets: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +96,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for bucket in &args.buckets {
+        emu.s3_create_bucket(bucket);
+    }
     let mut stdout = std::io::stdout();
     // Whoever reads the URL may have gone; the endpoint serves regardless.
     let _ = writeln!(stdout, "{}", emu.endpoint());
@@ -98,9 +110,14 @@ fn main() -> ExitCode {
     } else {
         "<the --secret-key given>"
     };
+    let buckets = if args.buckets.is_empty() {
+        String::new()
+    } else {
+        format!(" (buckets: {})", args.buckets.join(", "))
+    };
     eprintln!(
-        "glacier-emulator: sign requests with AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={secret} \
-         AWS_REGION={region}",
+        "glacier-emulator: Glacier, and S3 on the same endpoint, path-style{buckets}; sign \
+         requests with AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={secret} AWS_REGION={region}",
         args.access_key
     );
 
@@ -125,6 +142,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         seed: None,
         access_key: ACCESS_KEY_ID.to_string(),
         secret_key: SECRET_ACCESS_KEY.to_string(),
+        buckets: Vec::new(),
     };
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -136,7 +154,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         };
         if !matches!(
             name.as_str(),
-            "--listen" | "--job-delay" | "--seed" | "--access-key" | "--secret-key"
+            "--listen" | "--job-delay" | "--seed" | "--access-key" | "--secret-key" | "--bucket"
         ) {
             return Err(format!("unknown argument '{name}'"));
         }
@@ -162,6 +180,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 return Err(format!("{name} needs a value"));
             }
             "--access-key" => parsed.access_key = value,
+            "--bucket" if !glacier_emulator::valid_bucket_name(&value) => {
+                return Err(format!(
+                    "--bucket takes an S3 bucket name (3 to 63 lower-case letters, digits, dots \
+                     and hyphens), not '{value}'"
+                ));
+            }
+            "--bucket" => parsed.buckets.push(value),
             "--secret-key" => parsed.secret_key = value,
             _ => {
                 parsed.seed = Some(value.parse().map_err(|_| {

@@ -23,6 +23,12 @@
 //! characters left bare, sorted; header values with outer spaces trimmed and runs of spaces made
 //! one, repeated headers joined by commas.
 //!
+//! S3 requests (`s3::payload`) get the same checks scoped to `s3`, with S3's canonical request:
+//! the path encoded once (decoded, then encoded as SigV4 encodes), not normalised, and the
+//! payload hash the `x-amz-content-sha256` value as sent (a hex hash, `UNSIGNED-PAYLOAD` or a
+//! streaming mode), which the S3 layer checks against the body; [`chunk_signature`] and
+//! [`trailer_signature`] check the links of a signed `aws-chunked` body.
+//!
 //! Not checked: the request time against the clock (the emulated clock is deliberately not real
 //! time, so any skew test would be meaningless) and session tokens (there is no STS to ask; an
 //! `x-amz-security-token` must only be signed, like any `x-amz-*` header).
@@ -31,7 +37,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest as _, Sha256};
 
-use super::util::{sha256, Digest};
+use super::util::{percent_decode, sha256, Digest};
 use super::wire::{ApiError, Request};
 
 /// The access key id the emulator accepts unless told otherwise, with [`SECRET_ACCESS_KEY`].
@@ -126,12 +132,123 @@ fn parse_authorization<'a>(value: &'a str) -> Result<Authorization<'a>, ApiError
     })
 }
 
-/// Checks the request's signature and body hash; `body_sha256` is the SHA-256 of the body as
-/// received. Does nothing when verification is off.
+/// Checks a Glacier request's signature and body hash; `body_sha256` is the SHA-256 of the
+/// body as received. Does nothing when verification is off.
 pub(crate) fn verify(v: &Verifier, req: &Request, body_sha256: &Digest) -> Result<(), ApiError> {
     if !v.enabled {
         return Ok(());
     }
+    let payload_hash = hex::encode(body_sha256);
+    check(v, req, SERVICE, &canonical_path(&req.path), &payload_hash)?;
+    if let Some(sent) = req.header_str("x-amz-content-sha256") {
+        if !sent.eq_ignore_ascii_case(&payload_hash) {
+            return Err(ApiError::invalid(format!(
+                "x-amz-content-sha256 mismatch: expected {sent} (calculated {payload_hash})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What an S3 request was signed with, for the chunk signatures of an `aws-chunked` body,
+/// which chain from the request's own signature.
+#[derive(Clone, Debug)]
+pub(crate) struct Seed {
+    key: Digest,
+    amz_date: String,
+    scope: String,
+    pub signature: String,
+}
+
+/// Checks an S3 request's signature, the canonical request carrying `payload_hash` (the
+/// `x-amz-content-sha256` value: a hex hash, `UNSIGNED-PAYLOAD` or a `STREAMING-…` mode) as
+/// S3 does; the caller checks that value against the body. S3 signs the path as sent, encoded
+/// once and not normalised. None when verification is off. Errors carry Glacier's codes, which
+/// the S3 layer renames.
+pub(crate) fn verify_s3(
+    v: &Verifier,
+    req: &Request,
+    payload_hash: &str,
+) -> Result<Option<Seed>, ApiError> {
+    if !v.enabled {
+        return Ok(None);
+    }
+    let uri = match percent_decode(&req.path) {
+        Some(decoded) => uri_encode(decoded.as_bytes(), true),
+        None => req.path.clone(),
+    };
+    check(v, req, "s3", &uri, payload_hash).map(Some)
+}
+
+#[cfg(test)]
+impl Seed {
+    /// A seed as `verify_s3` would return it for these credentials, for chunk tests.
+    pub(crate) fn for_tests(secret: &str, amz_date: &str, region: &str, signature: &str) -> Seed {
+        let date = &amz_date[..8];
+        Seed {
+            key: signing_key(secret, date, region, "s3"),
+            amz_date: amz_date.to_string(),
+            scope: format!("{date}/{region}/s3/{TERMINATOR}"),
+            signature: signature.to_string(),
+        }
+    }
+}
+
+/// The service a request's `Authorization` header is scoped to, if it has a readable one.
+pub(crate) fn scoped_service(req: &Request) -> Option<&str> {
+    let auth = parse_authorization(req.header_str("authorization")?).ok()?;
+    Some(auth.service)
+}
+
+/// The signature of one chunk of a signed `aws-chunked` body, chained from `previous`.
+pub(crate) fn chunk_signature(seed: &Seed, previous: &str, chunk: &[u8]) -> String {
+    let hashes = format!(
+        "{}\n{}",
+        hex::encode(sha256(b"")),
+        hex::encode(sha256(chunk))
+    );
+    streaming_signature(seed, "AWS4-HMAC-SHA256-PAYLOAD", previous, &hashes)
+}
+
+/// The signature of the trailing headers of a signed `aws-chunked` body: over the headers
+/// (the signature's own excluded) sorted by name, `name:value\n` each.
+pub(crate) fn trailer_signature(
+    seed: &Seed,
+    previous: &str,
+    trailers: &[(String, String)],
+) -> String {
+    let mut sorted: Vec<&(String, String)> = trailers.iter().collect();
+    sorted.sort();
+    let canonical: String = sorted
+        .iter()
+        .map(|(n, v)| format!("{n}:{}\n", v.trim()))
+        .collect();
+    let hash = hex::encode(sha256(canonical.as_bytes()));
+    streaming_signature(seed, "AWS4-HMAC-SHA256-TRAILER", previous, &hash)
+}
+
+fn streaming_signature(seed: &Seed, algorithm: &str, previous: &str, hash: &str) -> String {
+    let to_sign = format!(
+        "{algorithm}\n{}\n{}\n{previous}\n{hash}",
+        seed.amz_date, seed.scope
+    );
+    hex::encode(hmac_sha256(&seed.key, to_sign.as_bytes()))
+}
+
+/// Compares signatures without stopping at the first difference.
+pub(crate) fn same_signature(a: &str, b: &str) -> bool {
+    constant_time_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// The checks every signed request gets, for `service`, with its canonical URI and payload
+/// hash already decided.
+fn check(
+    v: &Verifier,
+    req: &Request,
+    service: &str,
+    canonical_uri: &str,
+    payload_hash: &str,
+) -> Result<Seed, ApiError> {
     let Some(value) = req.header_str("authorization") else {
         return Err(ApiError::new(
             403,
@@ -158,11 +275,10 @@ pub(crate) fn verify(v: &Verifier, req: &Request, body_sha256: &Digest) -> Resul
             "The security token included in the request is invalid.",
         ));
     };
-    check_scope(&auth, amz_date, &v.region)?;
+    check_scope(&auth, amz_date, &v.region, service)?;
     check_signed_headers(req, &auth.signed_headers)?;
 
-    let payload_hash = hex::encode(body_sha256);
-    let canonical = canonical_request(req, &auth.signed_headers, &payload_hash);
+    let canonical = canonical_request(req, canonical_uri, &auth.signed_headers, payload_hash);
     let scope = format!(
         "{}/{}/{}/{}",
         auth.date, auth.region, auth.service, auth.terminator
@@ -176,23 +292,20 @@ pub(crate) fn verify(v: &Verifier, req: &Request, body_sha256: &Digest) -> Resul
     if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
         // Whoever reads the test output can compare this with what the client signed.
         eprintln!(
-            "glacier-emulator: signature mismatch on {} {}\n--- canonical request (payload \
-             hash of the body received) ---\n{}\n--- string to sign ---\n{to_sign}\n---",
+            "glacier-emulator: signature mismatch on {} {}\n--- canonical request ---\n{}\n\
+             --- string to sign ---\n{to_sign}\n---",
             req.method,
             req.path,
             redacted(&canonical),
         );
         return Err(invalid_signature(MISMATCH));
     }
-
-    if let Some(sent) = req.header_str("x-amz-content-sha256") {
-        if !sent.eq_ignore_ascii_case(&payload_hash) {
-            return Err(ApiError::invalid(format!(
-                "x-amz-content-sha256 mismatch: expected {sent} (calculated {payload_hash})"
-            )));
-        }
-    }
-    Ok(())
+    Ok(Seed {
+        key,
+        amz_date: amz_date.to_string(),
+        scope,
+        signature: expected,
+    })
 }
 
 fn is_amz_date(s: &str) -> bool {
@@ -203,7 +316,12 @@ fn is_amz_date(s: &str) -> bool {
         && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
-fn check_scope(auth: &Authorization<'_>, amz_date: &str, region: &str) -> Result<(), ApiError> {
+fn check_scope(
+    auth: &Authorization<'_>,
+    amz_date: &str,
+    region: &str,
+    service: &str,
+) -> Result<(), ApiError> {
     if auth.date != &amz_date[..8] {
         return Err(invalid_signature(format!(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date \
@@ -218,9 +336,9 @@ fn check_scope(auth: &Authorization<'_>, amz_date: &str, region: &str) -> Result
             auth.region
         )));
     }
-    if auth.service != SERVICE {
+    if auth.service != service {
         return Err(invalid_signature(format!(
-            "Credential should be scoped to correct service: '{SERVICE}', not '{}'",
+            "Credential should be scoped to correct service: '{service}', not '{}'",
             auth.service
         )));
     }
@@ -259,11 +377,11 @@ fn check_signed_headers(req: &Request, signed: &[&str]) -> Result<(), ApiError> 
 }
 
 /// The canonical request, as bytes: header values may hold any byte.
-fn canonical_request(req: &Request, signed: &[&str], payload_hash: &str) -> Vec<u8> {
+fn canonical_request(req: &Request, uri: &str, signed: &[&str], payload_hash: &str) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(req.method.as_bytes());
     out.push(b'\n');
-    out.extend_from_slice(canonical_path(&req.path).as_bytes());
+    out.extend_from_slice(uri.as_bytes());
     out.push(b'\n');
     out.extend_from_slice(canonical_query(&req.raw_query).as_bytes());
     out.push(b'\n');

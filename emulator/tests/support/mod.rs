@@ -52,3 +52,47 @@ pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
                 .build(),
         )
 }
+
+/// A ready S3 client for `endpoint`, set up as glacierfs's export sets up its own: path-style,
+/// checksums only when an operation requires them (the export sends its own), the emulator's
+/// well-known credentials, retries off.
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(s3_config(endpoint).build())
+}
+
+/// The configuration behind [`s3_client`], for tests that change something (the secret, say).
+pub fn s3_config(endpoint: &str) -> aws_sdk_s3::config::Builder {
+    use aws_sdk_s3::config::retry::RetryConfig;
+    use aws_sdk_s3::config::timeout::TimeoutConfig;
+    use aws_sdk_s3::config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation,
+    };
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let credentials = Credentials::new(
+        glacier_emulator::ACCESS_KEY_ID,
+        glacier_emulator::SECRET_ACCESS_KEY,
+        None,
+        None,
+        "emulator",
+    );
+    aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .http_client(http)
+        .retry_config(RetryConfig::disabled())
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build(),
+        )
+}
