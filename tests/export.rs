@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use support::emulator::{Emulator, DEFAULT_START_SECS};
-use support::export::{pattern, plain, Archive, Export, Vault, MIB, VAULT};
+use support::export::{pattern, plain, Archive, Corruptor, Export, Vault, MIB, VAULT};
 use support::mount::{fuse_available, wait_until};
 use support::walk;
 
@@ -438,23 +438,12 @@ fn corrupt_job_output_never_reaches_dest() {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("copy");
     let mut watch = Watch::new(expected.clone());
-    let mut marked = BTreeSet::new();
+    // The first download of `once` is corrupted one time, every download of every job of
+    // `always` is.
+    let mut corrupt = Corruptor::new(vec![once.clone()], vec![always.clone()]);
     let mut export = Export::start(&vault, &dest, &[]);
     let status = export.drive(&vault.emu, |emu| {
-        // Before any job completes: the first download of `once` is corrupted one time, every
-        // download of every job of `always` is.
-        for j in emu.jobs(VAULT) {
-            let Some(a) = j.archive_id.as_deref() else {
-                continue;
-            };
-            if marked.insert(j.id.clone()) {
-                if a == once {
-                    emu.corrupt_job_output(&j.id, false);
-                } else if a == always {
-                    emu.corrupt_job_output(&j.id, true);
-                }
-            }
-        }
+        corrupt.mark(emu);
         watch.check(&dest);
     });
     let err = export.stderr();

@@ -387,7 +387,9 @@ pub(crate) fn output(st: &mut State, req: &Request, route: &Route) -> ApiResult 
         }) => (output.clone(), *start, *end),
     };
     let len = (end - start) as u64;
+    let ignore_range = st.config.ignore_range && matches!(job.kind, JobKind::Archive { .. });
     let (first, last, partial) = match req.header_str("range") {
+        _ if ignore_range => (0, len - 1, false),
         None => (0, len - 1, false),
         Some(raw) => {
             let (s, e) = parse_range(raw, len).ok_or_else(|| {
@@ -419,7 +421,8 @@ pub(crate) fn output(st: &mut State, req: &Request, route: &Route) -> ApiResult 
             // range are nodes of the archive's tree.
             let size = archive.size();
             let (abs_first, abs_end) = (r_first + first, r_first + last + 1);
-            if is_tree_aligned(*r_first, r_last + 1, size)
+            if !ignore_range
+                && is_tree_aligned(*r_first, r_last + 1, size)
                 && is_tree_aligned(abs_first, abs_end, size)
             {
                 let hash = range_tree_hash(&archive.chunks, abs_first, abs_end);

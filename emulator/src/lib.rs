@@ -413,6 +413,7 @@ impl Emulator {
             job_retention_ms: ms(opts.job_retention),
             auto_inventory: opts.auto_inventory,
             csv_crlf: opts.csv_crlf,
+            ignore_range: false,
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(
@@ -559,6 +560,13 @@ impl Emulator {
 
     pub fn set_auto_inventory(&self, on: bool) {
         self.state().config.auto_inventory = on;
+    }
+
+    /// Makes GetJobOutput of archives behave as moto's does: every request, ranged or not, is
+    /// answered with the whole output (200, no Content-Range) and no tree-hash header, so a
+    /// client must cope with data it can check only as a whole.
+    pub fn set_ignore_range(&self, on: bool) {
+        self.state().config.ignore_range = on;
     }
 
     /// Jobs still listed by the service (in progress, or completed and not yet expired).

@@ -19,7 +19,7 @@ use super::util::{chunk_hashes, random_id, tree_of, Digest};
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Settings the handlers need; fixed at start except `auto_inventory`.
+/// Settings the handlers need; fixed at start except `auto_inventory` and `ignore_range`.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub region: String,
@@ -31,6 +31,9 @@ pub(crate) struct Config {
     pub job_retention_ms: i64,
     pub auto_inventory: bool,
     pub csv_crlf: bool,
+    /// GetJobOutput of an archive answers as moto does: the whole output (200), whatever
+    /// `Range` asked for, with no tree-hash header.
+    pub ignore_range: bool,
 }
 
 pub(crate) struct Archive {

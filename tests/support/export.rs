@@ -209,3 +209,38 @@ impl Drop for Export {
         }
     }
 }
+
+/// Corrupts job outputs as their jobs appear: one download of each job for the archives in
+/// `once`, every download of every job for those in `always`. Call [`Corruptor::mark`] before
+/// the clock moves, so no job completes unmarked.
+pub struct Corruptor {
+    pub once: Vec<String>,
+    pub always: Vec<String>,
+    marked: std::collections::BTreeSet<String>,
+}
+
+impl Corruptor {
+    pub fn new(once: Vec<String>, always: Vec<String>) -> Corruptor {
+        Corruptor {
+            once,
+            always,
+            marked: Default::default(),
+        }
+    }
+
+    pub fn mark(&mut self, emu: &Emulator) {
+        for j in emu.jobs(VAULT) {
+            let Some(a) = j.archive_id.as_deref() else {
+                continue;
+            };
+            if !self.marked.insert(j.id.clone()) {
+                continue;
+            }
+            if self.once.iter().any(|x| x == a) {
+                emu.corrupt_job_output(&j.id, false);
+            } else if self.always.iter().any(|x| x == a) {
+                emu.corrupt_job_output(&j.id, true);
+            }
+        }
+    }
+}
