@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# Try glacierfs on this machine without an AWS account: builds a release binary, starts moto
-# (a local Glacier endpoint) in a virtualenv this script creates, fills a demo vault with a few
-# archives, and mounts it.
+# Try glacierfs on this machine without an AWS account and without anything but the Rust
+# toolchain: builds glacierfs and the project's Glacier emulator (release), starts the emulator
+# as a local endpoint (Glacier and S3, jobs done in seconds), with a demo vault of archives
+# named the way other tools name them, mounts it, and prints a tour to paste.
 #
 #   scripts/try-local.sh [MOUNTPOINT]   # mount (default: target/try-local/mnt)
-#   scripts/try-local.sh --stop         # unmount, stop moto, remove the demo state
+#   scripts/try-local.sh --stop         # unmount, stop the emulator, remove the demo state
 #
-# GLACIERFS_BIN=path uses that binary instead of building one.
+# GLACIERFS_BIN and GLACIER_EMULATOR_BIN use those binaries instead of building them;
+# GLACIERFS_TRY_JOB_DELAY sets how long each retrieval or inventory job takes (default 10 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 state="$root/target/try-local"
-venv="$root/target/moto-venv"
+delay=${GLACIERFS_TRY_JOB_DELAY:-10}
 
 stop() {
   if [ -f "$state/mountpoint" ]; then
     mnt=$(cat "$state/mountpoint")
     if mountpoint -q "$mnt" 2>/dev/null; then
-      umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || fusermount3 -u "$mnt" 2>/dev/null || true
+      umount "$mnt" 2>/dev/null || fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
     fi
   fi
   # The daemon exits once its mount is gone; give it a moment, then make sure.
@@ -26,8 +28,8 @@ stop() {
     for _ in $(seq 1 50); do [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   fi
-  if [ -f "$state/moto.pid" ]; then
-    kill "$(cat "$state/moto.pid")" 2>/dev/null || true
+  if [ -f "$state/emulator.pid" ]; then
+    kill "$(cat "$state/emulator.pid")" 2>/dev/null || true
   fi
   rm -rf "$state"
   echo "try-local: stopped"
@@ -45,61 +47,65 @@ mnt=${1:-$state/mnt}
 mkdir -p "$state" "$mnt"
 mnt=$(cd "$mnt" && pwd)
 
-if [ -n "${GLACIERFS_BIN:-}" ]; then
-  bin=$GLACIERFS_BIN  # a binary built already (the test suite passes its own)
+if [ -n "${GLACIERFS_BIN:-}" ] && [ -n "${GLACIER_EMULATOR_BIN:-}" ]; then
+  # Binaries built already (the test suite passes its own).
+  bin=$(cd "$(dirname "$GLACIERFS_BIN")" && pwd)/$(basename "$GLACIERFS_BIN")
+  emulator=$GLACIER_EMULATOR_BIN
 else
-  echo "try-local: building glacierfs (release)..."
-  cargo build --release --quiet
+  echo "try-local: building glacierfs and the Glacier emulator (release; the first build takes a while)..."
+  cargo build --release --quiet -p glacierfs -p glacier-emulator
   bin="$root/target/release/glacierfs"
+  emulator="$root/target/release/glacier-emulator"
 fi
 
-if [ ! -x "$venv/bin/moto_server" ]; then
-  echo "try-local: creating a virtualenv with moto[server] (a local Glacier endpoint)..."
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
-fi
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
-echo $! >"$state/moto.pid"
+# The emulator prints its URL on stdout once it accepts connections.
+"$emulator" --job-delay "$delay" --bucket demo-bucket --demo demo \
+  >"$state/emulator.url" 2>"$state/emulator.log" &
+echo $! >"$state/emulator.pid"
 for _ in $(seq 1 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+  [ -s "$state/emulator.url" ] && break
   sleep 0.1
 done
-endpoint="http://127.0.0.1:$port"
-export AWS_ACCESS_KEY_ID=try-local AWS_SECRET_ACCESS_KEY=try-local AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-
-echo "try-local: creating the vault 'demo' with a few archives..."
-"$venv/bin/python" - "$endpoint" <<'PY'
-import base64, json, sys, boto3
-glacier = boto3.client("glacier", endpoint_url=sys.argv[1], region_name="us-east-1")
-glacier.create_vault(vaultName="demo")
-def mt2(path, mtime):
-    doc = json.dumps({"filename": path, "mtime": mtime}, separators=(",", ":"))
-    return "mt2 " + base64.urlsafe_b64encode(doc.encode()).decode().rstrip("=")
-archives = [
-    (mt2("docs/readme.txt", "20240105T101500Z"), b"Hello from a Glacier archive.\n"),
-    (mt2("photos/2023/beach.jpg", "20230712T160000Z"), b"\xff\xd8 not really a photo"),
-    ("<m><v>4</v><p>" + base64.b64encode(b"old-tool/backup.tar").decode() + "</p><lm>20190301T000000Z</lm></m>", b"tar" * 100),
-    ("notes-with-a-plain-description.md", b"# notes\n"),
-]
-for description, body in archives:
-    glacier.upload_archive(vaultName="demo", archiveDescription=description, body=body)
-PY
+endpoint=$(head -n1 "$state/emulator.url")
+if [ -z "$endpoint" ]; then
+  echo "try-local: the emulator did not start:" >&2
+  cat "$state/emulator.log" >&2
+  stop >/dev/null
+  exit 1
+fi
+export AWS_ACCESS_KEY_ID=AKIDEMULATOR AWS_SECRET_ACCESS_KEY=emulator-secret AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
 
 echo "$mnt" >"$state/mountpoint"
-"$bin" mount --endpoint-url "$endpoint" --cache-dir "$state/cache" --poll-interval 2s "$mnt"
+"$bin" mount --endpoint-url "$endpoint" --cache-dir "$state/cache" --poll-interval 2s \
+  --write-back-delay 2s "$mnt"
 
 cat <<MSG
 
-glacierfs is mounted at $mnt, backed by a local moto endpoint ($endpoint).
+glacierfs is mounted at $mnt, on the project's Glacier emulator at $endpoint
+(every retrieval and inventory job takes $delay s there; Glacier takes hours).
 
-Try:
-  ls $mnt                                   # vaults are directories
-  ls -lR $mnt/demo                          # archives appear once the inventory job is done (~10 s)
-  getfattr -d -m user.glacier $mnt/demo/docs/readme.txt
-  cat $mnt/demo/docs/readme.txt             # a cold archive: "Resource temporarily unavailable"
-  mkdir $mnt/another-vault                  # creates a vault
-  rmdir $mnt/another-vault                  # and deletes it
+A tour to paste, step by step:
+
+  export AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY AWS_REGION=$AWS_REGION
+  G=$bin M=$mnt
+
+  ls \$M                                    # vaults are directories
+  ls -lR \$M/demo                           # empty at first: the inventory job takes $delay s
+  getfattr -d \$M/demo/docs/readme.txt       # archive id, tree hash, state "cold"
+  cat \$M/demo/docs/readme.txt               # cold: "Resource temporarily unavailable", a job starts
+  cat \$M/demo/.jobs                         # the job, running
+  sleep $delay; cat \$M/demo/docs/readme.txt   # $delay s later it reads, checked against its tree hash
+
+  head -c 40M /dev/urandom > /tmp/big.bin
+  cp /tmp/big.bin \$M/demo/                  # staged on local disk at once
+  \$G sync --wait \$M/demo                     # uploaded as a multipart upload (16 MiB parts): seconds
+  \$G status --cache-dir $state/cache
+
+  cat \$M/demo/.lock                         # the vault lock: none yet
+
+  \$G export --dry-run --s3-endpoint-url $endpoint \$M/demo s3://demo-bucket/demo
+  \$G export --s3-endpoint-url $endpoint \$M/demo s3://demo-bucket/demo   # one job per archive: ~$delay s
 
 The daemon's log: $state/cache/glacierfs.log
 Stop everything with: scripts/try-local.sh --stop

@@ -152,17 +152,53 @@ fn credentials_never_reach_the_log_even_at_trace_level() {
     assert!(!text.contains(key_id), "the access key id was logged");
 }
 
+/// The emulator's binary, built by this workspace (`cargo test --workspace` builds it for the
+/// emulator's own tests; building it here is a no-op then, and makes this test stand alone).
+fn emulator_binary() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "glacier-emulator",
+            "--bin",
+            "glacier-emulator",
+        ])
+        .status()
+        .unwrap();
+    assert!(built.success(), "building glacier-emulator failed");
+    let bin = Path::new(binary()).with_file_name("glacier-emulator");
+    assert!(bin.exists(), "no {}", bin.display());
+    bin
+}
+
+/// Runs one line of the try-out's tour in bash, with the tour's variables; its output.
+fn tour(line: &str, g: &str, m: &Path) -> std::process::Output {
+    aws_env(&mut Command::new("bash"))
+        .args(["-c", line])
+        .env("G", g)
+        .env("M", m)
+        .output()
+        .unwrap()
+}
+
 #[test]
-fn try_local_mounts_a_demo_and_stop_leaves_nothing_behind() {
+fn try_local_runs_the_whole_tour_and_stop_leaves_nothing_behind() {
     if !fuse_available() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mnt = tempfile::tempdir().unwrap();
+    let emulator = emulator_binary();
     let out = Command::new("bash")
         .arg(root.join("scripts/try-local.sh"))
         .arg(mnt.path())
         .env("GLACIERFS_BIN", binary())
+        .env("GLACIER_EMULATOR_BIN", &emulator)
+        .env("GLACIERFS_TRY_JOB_DELAY", "2")
         .output()
         .unwrap();
     let _guard = support::mount::UnmountGuard(mnt.path().to_owned());
@@ -181,13 +217,80 @@ fn try_local_mounts_a_demo_and_stop_leaves_nothing_behind() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(said.contains("scripts/try-local.sh --stop"), "{said}");
     assert!(is_mounted(mnt.path()));
+    let g = binary();
+    let m = mnt.path();
+    let run = |line: &str| {
+        let o = tour(line, g, m);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    // The tour's steps, as printed: each must be in what the script said.
+    let endpoint = said
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .to_owned();
+    for step in [
+        "ls -lR $M/demo",
+        "cat $M/demo/docs/readme.txt",
+        "sync --wait $M/demo",
+        "cat $M/demo/.lock",
+        "export --dry-run",
+        "s3://demo-bucket/demo",
+    ] {
+        assert!(said.contains(step), "the tour has no {step:?}: {said}");
+    }
+    // The demo vault fills in once its inventory job is done.
+    let readme = m.join("demo/docs/readme.txt");
+    let listed = wait_until(Duration::from_secs(30), || {
+        let _ = run("ls -lR $M/demo");
+        readme.exists()
+    });
+    assert!(listed, "the demo vault never filled in");
+    // A cold read: EAGAIN, then the text once its job is done.
+    let (ok, text) = run("cat $M/demo/docs/readme.txt");
     assert!(
-        mnt.path().join("demo").is_dir(),
-        "the demo vault is not there"
+        !ok && text.contains("Resource temporarily unavailable"),
+        "{text}"
     );
+    let read = wait_until(Duration::from_secs(30), || {
+        run("cat $M/demo/docs/readme.txt").0
+    });
+    assert!(read, "the cold file never became readable");
+    assert_eq!(
+        run("cat $M/demo/docs/readme.txt").1,
+        "Hello from a Glacier archive.\n"
+    );
+    // A 40 MiB file goes up as a multipart upload, and sync --wait returns once it is archived.
+    let (ok, text) = run("head -c 40M /dev/urandom > $M/demo/big.bin && $G sync --wait $M/demo");
+    assert!(ok, "{text}");
+    let log = std::fs::read_to_string(root.join("target/try-local/cache/glacierfs.log")).unwrap();
+    assert!(
+        log.contains("(41943040 bytes, 3 parts)"),
+        "not a multipart upload: {log}"
+    );
+    let (ok, lock) = run("cat $M/demo/.lock");
+    assert!(ok && lock.contains("\"State\": \"None\""), "{lock}");
+    // The export into the emulator's S3, priced first.
+    let export = |extra: &str| {
+        run(&format!(
+            "$G export {extra} --s3-endpoint-url {endpoint} $M/demo s3://demo-bucket/demo"
+        ))
+    };
+    let (ok, plan) = export("--dry-run");
+    assert!(ok && plan.contains("to retrieve: 6 archives"), "{plan}");
+    let (ok, done) = export("");
+    assert!(
+        ok && done.contains("export complete: 6 of 6 files"),
+        "{done}"
+    );
+
     let stopped = stop();
     assert!(
         stopped.status.success(),
@@ -205,7 +308,7 @@ fn try_local_mounts_a_demo_and_stop_leaves_nothing_behind() {
         "a daemon outlived --stop"
     );
     assert!(
-        !procs.contains("target/try-local"),
-        "a process of the try-out outlived --stop"
+        !procs.contains("glacier-emulator --job-delay"),
+        "the emulator outlived --stop"
     );
 }

@@ -11,6 +11,9 @@
 //! `--secret-key`, by default `AKIDEMULATOR` / `emulator-secret`: a try-out exports those as
 //! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, and a client that signs wrong hears so at once.
 //!
+//! `--demo VAULT` creates a vault holding a few small archives named the way other tools name
+//! them (mt-aws-glacier, FastGlacier, a plain path), already inventoried, for a try-out to mount.
+//!
 //! Prints the endpoint URL on stdout, one line, once it accepts connections (and the
 //! credentials to use on stderr, one line), and serves until SIGTERM or SIGINT. Exit codes: 0
 //! stopped by a signal, 1 could not start, 2 bad usage.
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 use glacier_emulator::{ClockStart, Emulator, EmulatorOptions, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 
 const USAGE: &str = "usage: glacier-emulator [--listen ADDR:PORT] [--job-delay SECS] [--seed N] \
-                     [--access-key ID] [--secret-key SECRET] [--bucket NAME]...";
+                     [--access-key ID] [--secret-key SECRET] [--bucket NAME]... [--demo VAULT]";
 
 const HELP: &str = "\
 Serves a Glacier emulator on a local endpoint until SIGTERM or SIGINT, and an S3 subset on
@@ -38,6 +41,7 @@ Options:
   --access-key ID      the access key id requests must be signed with (default AKIDEMULATOR)
   --secret-key SECRET  its secret access key (default emulator-secret)
   --bucket NAME        creates this S3 bucket at start (repeatable)
+  --demo VAULT         creates this vault with a few archives named by other tools, inventoried
   -h, --help           prints this help
 
 Every request must carry a valid AWS Signature Version 4 made with that key, so set
@@ -57,6 +61,7 @@ struct Args {
     access_key: String,
     secret_key: String,
     buckets: Vec<String>,
+    demo: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +103,9 @@ fn main() -> ExitCode {
     };
     for bucket in &args.buckets {
         emu.s3_create_bucket(bucket);
+    }
+    if let Some(vault) = &args.demo {
+        fill_demo(&emu, vault);
     }
     let mut stdout = std::io::stdout();
     // Whoever reads the URL may have gone; the endpoint serves regardless.
@@ -143,6 +151,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         access_key: ACCESS_KEY_ID.to_string(),
         secret_key: SECRET_ACCESS_KEY.to_string(),
         buckets: Vec::new(),
+        demo: None,
     };
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -154,7 +163,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         };
         if !matches!(
             name.as_str(),
-            "--listen" | "--job-delay" | "--seed" | "--access-key" | "--secret-key" | "--bucket"
+            "--listen"
+                | "--job-delay"
+                | "--seed"
+                | "--access-key"
+                | "--secret-key"
+                | "--bucket"
+                | "--demo"
         ) {
             return Err(format!("unknown argument '{name}'"));
         }
@@ -187,6 +202,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 ));
             }
             "--bucket" => parsed.buckets.push(value),
+            "--demo" if value.is_empty() || value.contains('/') => {
+                return Err(format!("--demo takes a vault name, not '{value}'"));
+            }
+            "--demo" => parsed.demo = Some(value),
             "--secret-key" => parsed.secret_key = value,
             _ => {
                 parsed.seed = Some(value.parse().map_err(|_| {
@@ -196,6 +215,47 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         }
     }
     Ok(Some(parsed))
+}
+
+/// A vault of a few small archives, described the way other tools describe theirs, with an
+/// inventory taken, so a mount lists them after its first inventory job.
+fn fill_demo(emu: &Emulator, vault: &str) {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine as _;
+    let mt2 = |path: &str, mtime: &str| {
+        let doc = format!(r#"{{"filename":"{path}","mtime":"{mtime}"}}"#);
+        format!("mt2 {}", URL_SAFE_NO_PAD.encode(doc))
+    };
+    let fast_glacier = |path: &str, mtime: &str| {
+        format!(
+            "<m><v>4</v><p>{}</p><lm>{mtime}</lm></m>",
+            STANDARD.encode(path)
+        )
+    };
+    let archives: [(String, &[u8]); 5] = [
+        (
+            mt2("docs/readme.txt", "20240105T101500Z"),
+            b"Hello from a Glacier archive.\n",
+        ),
+        (
+            mt2("photos/2023/beach.jpg", "20230712T160000Z"),
+            b"\xff\xd8 not really a photo",
+        ),
+        (
+            mt2("photos/2023/hills.jpg", "20230713T090000Z"),
+            b"\xff\xd8 not really a photo either",
+        ),
+        (
+            fast_glacier("old-tool/backup.tar", "20190301T000000Z"),
+            b"tar tar tar tar tar tar",
+        ),
+        ("notes-with-a-plain-description.md".to_owned(), b"# notes\n"),
+    ];
+    emu.create_vault(vault);
+    for (description, data) in &archives {
+        emu.put_archive(vault, description, data, None);
+    }
+    emu.take_inventory(vault);
 }
 
 /// Blocks SIGTERM and SIGINT in the calling thread and returns the set, for

@@ -157,7 +157,7 @@ fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
     let interrupted = if works.is_empty() {
         false
     } else {
-        let settings = settings(at, tier, max_in_flight, PARALLEL_FILES_DIR);
+        let settings = settings(at, daemon.as_ref(), tier, max_in_flight, PARALLEL_FILES_DIR);
         let aws = daemon.map(|d| d.aws);
         let runtime = runtime()?;
         runtime.block_on(retrieve(aws, settings, works, &mut tally, &mut report))?
@@ -196,12 +196,19 @@ fn tier_of(args: &ExportArgs, daemon: Option<&Daemon>) -> Tier {
         .unwrap_or(Tier::Standard)
 }
 
-fn settings(at: &Located, tier: Tier, max_in_flight: u64, parallel_files: usize) -> Settings {
+fn settings(
+    at: &Located,
+    daemon: Option<&Daemon>,
+    tier: Tier,
+    max_in_flight: u64,
+    parallel_files: usize,
+) -> Settings {
+    let env = std::env::var(POLL_ENV).ok();
     Settings {
         vault: at.vault.clone(),
         tier,
         max_in_flight,
-        poll_every: pace::poll_interval(std::env::var(POLL_ENV).ok().as_deref()),
+        poll_every: pace::poll_interval(env.as_deref(), daemon.map(|d| d.poll_every)),
         parallel_files,
     }
 }
@@ -222,6 +229,7 @@ fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportE
     let daemon = daemon_of(at);
     let listing = source::list(&at.path)?;
     let tier = tier_of(args, daemon.as_ref());
+    let poll_from = daemon.clone();
     let aws = daemon.map(|d| d.aws);
     let reach = Reach {
         bucket: url.bucket.clone(),
@@ -295,7 +303,13 @@ fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportE
         let interrupted = match works.is_empty() {
             true => false,
             false => {
-                let settings = settings(at, tier, max_in_flight, PARALLEL_FILES_S3);
+                let settings = settings(
+                    at,
+                    poll_from.as_ref(),
+                    tier,
+                    max_in_flight,
+                    PARALLEL_FILES_S3,
+                );
                 retrieve(aws, settings, works, &mut tally, &mut report).await?
             }
         };

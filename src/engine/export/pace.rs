@@ -15,16 +15,18 @@ use crate::config::GIB;
 /// The default bound on bytes in flight never exceeds this.
 pub const DEFAULT_CAP: u64 = 50 * GIB;
 
-/// How often running jobs are checked, unless `GLACIERFS_EXPORT_POLL_MS` says otherwise (tests
-/// set it small; real jobs take minutes to hours).
+/// How often running jobs are checked when neither `GLACIERFS_EXPORT_POLL_MS` nor the mount's
+/// `--poll-interval` says otherwise (real jobs take minutes to hours).
 pub const DEFAULT_POLL: Duration = Duration::from_secs(60);
 pub const POLL_ENV: &str = "GLACIERFS_EXPORT_POLL_MS";
 
-/// The poll interval: `GLACIERFS_EXPORT_POLL_MS` when it is a positive number of milliseconds.
-pub fn poll_interval(env: Option<&str>) -> Duration {
+/// The poll interval: `GLACIERFS_EXPORT_POLL_MS` when it is a positive number of
+/// milliseconds, else the mount's own, else [`DEFAULT_POLL`].
+pub fn poll_interval(env: Option<&str>, mount: Option<Duration>) -> Duration {
     env.and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis)
+        .or(mount)
         .unwrap_or(DEFAULT_POLL)
 }
 
@@ -131,10 +133,15 @@ mod tests {
 
     #[test]
     fn settings_and_estimates() {
-        assert_eq!(poll_interval(None), DEFAULT_POLL);
-        assert_eq!(poll_interval(Some("250")), Duration::from_millis(250));
-        assert_eq!(poll_interval(Some("0")), DEFAULT_POLL);
-        assert_eq!(poll_interval(Some("soon")), DEFAULT_POLL);
+        let mount = Some(Duration::from_secs(2));
+        assert_eq!(poll_interval(None, None), DEFAULT_POLL);
+        assert_eq!(poll_interval(None, mount), Duration::from_secs(2));
+        assert_eq!(
+            poll_interval(Some("250"), mount),
+            Duration::from_millis(250)
+        );
+        assert_eq!(poll_interval(Some("0"), None), DEFAULT_POLL);
+        assert_eq!(poll_interval(Some("soon"), mount), Duration::from_secs(2));
         assert_eq!(default_max_in_flight(0), 1);
         assert_eq!(default_max_in_flight(GIB), GIB);
         assert_eq!(default_max_in_flight(u64::MAX), DEFAULT_CAP);

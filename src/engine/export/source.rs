@@ -143,6 +143,8 @@ pub struct Daemon {
     pub pid: u32,
     pub aws: AwsArgs,
     pub tier: Tier,
+    /// How often the mount checks running jobs: the export checks as often.
+    pub poll_every: std::time::Duration,
 }
 
 /// The daemon serving the mount at `mount_root`, found by its command line in `/proc`.
@@ -167,6 +169,7 @@ pub fn find_daemon(mount_root: &Path) -> Option<Daemon> {
                 pid,
                 aws: m.aws,
                 tier: m.tier,
+                poll_every: m.poll_interval,
             });
         }
     }

@@ -277,11 +277,15 @@ fn empty_dirs(listing: &Listing) -> Vec<PathBuf> {
             at = p.parent();
         }
     }
+    // PATH itself is the empty relative path: shown as ".".
     listing
         .dirs
         .iter()
         .filter(|d| !with_files.contains(d.rel.as_path()))
-        .map(|d| d.rel.clone())
+        .map(|d| match d.rel.as_os_str().is_empty() {
+            true => PathBuf::from("."),
+            false => d.rel.clone(),
+        })
         .collect()
 }
 
