@@ -689,3 +689,38 @@ fn staged_files_too_long_keys_and_empty_directories() {
     assert_eq!(staged.storage_class, "GLACIER_IR");
     assert!(!staged.metadata.contains_key("glacier-archive-id"));
 }
+
+#[test]
+fn the_bucket_is_reached_in_the_mounts_region_unless_told_otherwise() {
+    if !fuse_available() {
+        return;
+    }
+    // The emulator checks that each request is signed for its region, us-east-1, which the
+    // test mounts name with --region.
+    let vault = Vault::new(&[plain("r.bin", pattern(10, 1), 0)]);
+    let emu = &vault.emu;
+    emu.s3_create_bucket(BUCKET);
+    let endpoint = emu.endpoint();
+    let state = tempfile::tempdir().unwrap();
+    let dest = format!("s3://{BUCKET}/r");
+    // The environment names another region: the mount's wins, for Glacier and for S3.
+    let env = [
+        ("XDG_STATE_HOME", state.path().as_os_str()),
+        ("AWS_REGION", OsStr::new("eu-west-1")),
+    ];
+    let told = [
+        "--s3-endpoint-url",
+        endpoint.as_str(),
+        "--s3-region",
+        "eu-west-1",
+    ];
+    let mut wrong = Export::start_env(&vault, &dest, &told, &env);
+    let status = wrong.drive(emu, |_| {});
+    let err = wrong.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("HeadBucket"), "{err}");
+    let mut right = Export::start_env(&vault, &dest, &told[..2], &env);
+    assert!(right.drive(emu, |_| {}).success(), "{}", right.stderr());
+    assert_eq!(emu.s3_keys(BUCKET), vec!["r/r.bin"]);
+}
