@@ -91,6 +91,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<writer::WriteOp>>>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Set by [`Catalog::abandon`]: the writer commits nothing more.
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
     readers: Mutex<Vec<Connection>>,
     changes: Mutex<Option<mpsc::Sender<changes::Change>>>,
 }

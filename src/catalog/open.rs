@@ -52,12 +52,14 @@ impl Catalog {
         conn.execute("DELETE FROM meta WHERE key = 'clean_stop'", [])?;
         ensure_reserve(dir);
         let reserve = dir.join(RESERVE_FILE);
-        let (tx, handle) = writer::spawn(conn, reserve)?;
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, handle) = writer::spawn(conn, reserve, abandoned.clone())?;
         let catalog = Catalog {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
+                abandoned,
                 readers: Mutex::new(Vec::new()),
                 changes: Mutex::new(None),
             }),
@@ -82,6 +84,7 @@ impl Catalog {
                 path,
                 writer: Mutex::new(None),
                 writer_thread: Mutex::new(None),
+                abandoned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 readers: Mutex::new(vec![conn]),
                 changes: Mutex::new(None),
             }),
@@ -98,6 +101,20 @@ impl Catalog {
             )?;
             Ok(())
         });
+        crate::locks::lock(&self.inner.writer).take();
+        if let Some(h) = crate::locks::lock(&self.inner.writer_thread).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Stops the writer as a killed process would: what is queued and not yet committed is
+    /// dropped, a batch being run is rolled back, and no write is taken after this returns.
+    /// The in-process tests crash a stack with it, so that nothing of the old stack commits
+    /// behind the back of the one started after it (which a killed daemon could never do).
+    pub fn abandon(&self) {
+        self.inner
+            .abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         crate::locks::lock(&self.inner.writer).take();
         if let Some(h) = crate::locks::lock(&self.inner.writer_thread).take() {
             let _ = h.join();

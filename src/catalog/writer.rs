@@ -4,7 +4,8 @@
 //! committed. Nothing here runs on a tokio worker: async callers use [`Catalog::write_async`].
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use rusqlite::{Connection, Transaction};
@@ -19,15 +20,17 @@ pub(super) type WriteOp = Box<dyn FnOnce(&Transaction<'_>) -> Reply + Send>;
 /// Operations run per transaction at most; bounds how long one commit holds the writer.
 const MAX_BATCH: usize = 256;
 
-/// Starts the writer thread on `conn`. `reserve` is the file it gives up when the disk is full.
+/// Starts the writer thread on `conn`. `reserve` is the file it gives up when the disk is full;
+/// once `abandoned` is set it commits nothing more (see [`Catalog::abandon`]).
 pub(super) fn spawn(
     conn: Connection,
     reserve: PathBuf,
+    abandoned: Arc<AtomicBool>,
 ) -> std::io::Result<(mpsc::Sender<WriteOp>, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<WriteOp>();
     let handle = thread::Builder::new()
         .name("catalog-writer".into())
-        .spawn(move || writer_loop(conn, rx, &reserve))?;
+        .spawn(move || writer_loop(conn, rx, &reserve, &abandoned))?;
     Ok((tx, handle))
 }
 
@@ -82,8 +85,17 @@ fn run_in_savepoint<T>(
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, reserve: &Path) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<WriteOp>,
+    reserve: &Path,
+    abandoned: &AtomicBool,
+) {
     while let Ok(first) = rx.recv() {
+        if abandoned.load(Ordering::SeqCst) {
+            // Dropped uncommitted, replies and all, as a killed process drops them.
+            return;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -96,6 +108,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>, reserve: &Path
                 // COMMIT by hand, so a failure leaves the transaction to be rolled back here.
                 tx.set_drop_behavior(rusqlite::DropBehavior::Ignore);
                 let replies: Vec<Reply> = batch.into_iter().map(|op| op(&tx)).collect();
+                if abandoned.load(Ordering::SeqCst) {
+                    let _ = tx.execute_batch("ROLLBACK");
+                    return;
+                }
                 let committed = tx.execute_batch("COMMIT");
                 if let Err(e) = &committed {
                     log::error!("catalog commit failed: {e}");
@@ -145,5 +161,32 @@ mod tests {
             })
             .unwrap();
         assert_eq!(keys, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn an_abandoned_catalog_takes_no_more_writes_and_keeps_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        cat.write(|tx| {
+            tx.execute("INSERT INTO meta VALUES ('kept', '1')", [])?;
+            Ok(())
+        })
+        .unwrap();
+        cat.abandon();
+        let late = cat.write(|tx| {
+            tx.execute("INSERT INTO meta VALUES ('late', '1')", [])?;
+            Ok(())
+        });
+        assert!(matches!(late, Err(CatalogError::WriterGone)), "{late:?}");
+        drop(cat);
+        let again = Catalog::open(dir.path()).unwrap();
+        let keys: Vec<String> = again
+            .read(|c| {
+                let mut s = c.prepare("SELECT key FROM meta WHERE key IN ('kept', 'late')")?;
+                let rows = s.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert_eq!(keys, vec!["kept".to_string()]);
     }
 }

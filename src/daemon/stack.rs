@@ -111,13 +111,18 @@ impl Base {
     }
 
     /// Background tasks end at their next await (blocking ones are waited for), then, when
-    /// `clean`, the catalog is closed and copied. The lock goes last.
+    /// `clean`, the catalog is closed and copied; an unclean stop abandons the catalog first,
+    /// as a crash would leave it. The lock goes last.
     pub fn stop(self, clean: bool) {
         let Base {
             catalog,
             runtime,
             _lock,
         } = self;
+        if !clean {
+            // As a killed daemon: nothing queued commits, and nothing still running writes.
+            catalog.abandon();
+        }
         runtime.shutdown_timeout(STOP_GRACE);
         if clean {
             catalog.close();
