@@ -148,7 +148,7 @@ fn translate_mount_args(
             options.add(item)?;
         }
     }
-    let mut out = options.into_args();
+    let mut out = options.to_args();
     out.extend(kept);
     Ok((out, options.flags))
 }
@@ -205,7 +205,7 @@ impl Options {
         Ok(())
     }
 
-    fn into_args(&self) -> Vec<OsString> {
+    fn to_args(&self) -> Vec<OsString> {
         let mut out: Vec<OsString> = self
             .longs
             .iter()
