@@ -43,6 +43,13 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the SHA-256 tree hash of local files
     Treehash(TreehashArgs),
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish or powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), for `man -l -` or to install as glacierfs.1
+    Man,
 }
 
 /// Options shared by every command that opens a catalog.

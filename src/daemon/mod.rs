@@ -1,8 +1,9 @@
 //! The mount's life cycle, one job per module: `mountpoint` checks the mountpoint and clears a
 //! stale mount a killed daemon left; `detach` goes into the background while still reporting
 //! start-up failures; `cache_dir` prepares the cache directory and holds its lock; `stack`
-//! assembles everything below FUSE (and is what in-process tests start); `session` runs the
-//! FUSE session and stops cleanly on SIGTERM, SIGINT or an outside `umount`.
+//! assembles everything below FUSE (and is what in-process tests start); `session` mounts
+//! (type `fuse.glacierfs`), runs the FUSE session and stops cleanly on SIGTERM, SIGINT or an
+//! outside `umount`.
 
 mod cache_dir;
 mod detach;
@@ -19,7 +20,7 @@ use crate::glacier::GlacierError;
 pub use cache_dir::{prepare_cache_dir, private_umask, CacheLock};
 pub use detach::{detach, open_log, StartupReporter};
 pub use mountpoint::{check_mountpoint, lazy_unmount};
-pub use session::run;
+pub use session::{run, MountFlags, FS_SOURCE, FS_TYPE};
 pub use stack::Stack;
 
 /// Why a mount could not start; each says what to do about it.

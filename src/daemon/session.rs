@@ -1,8 +1,20 @@
 //! The mount itself: the stack behind a FUSE session, the kernel's cache invalidations, a
 //! stop on SIGTERM or SIGINT (an outside `umount` ends the session the same way), catalog
 //! copies while mounted, and the clean stop once the session is over.
+//!
+//! Root mounts with mount(2) itself, as type `fuse.glacierfs` with source `glacierfs`, so the
+//! mount table, `mount -t fuse.glacierfs`, fstab and systemd all name it alike (fuser's own
+//! mount always says plain `fuse`); the kernel connection is then handed to fuser, which runs
+//! the same INIT handshake (passthrough included) as for a mount it made. A user without the
+//! right to mount goes through fuser and fusermount3, which gives the same type from the
+//! subtype option.
 
-use std::path::Path;
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
@@ -16,19 +28,31 @@ use super::mountpoint::lazy_unmount;
 use super::stack::Stack;
 use super::MountError;
 
+/// The kernel's type and source for every glacierfs mount, as `mount -t` and fstab name them.
+pub const FS_TYPE: &str = "fuse.glacierfs";
+pub const FS_SOURCE: &str = "glacierfs";
+
+/// Mount flags the `-o` form of a mount can ask for beyond what `MountArgs` says. `nosuid` and
+/// `nodev` need no field: glacierfs always sets both, since nothing in a vault is a device or
+/// a program trusted to run as its owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountFlags {
+    /// `noexec` (or `user`/`users`, which imply it as mount(8) documents)
+    pub noexec: bool,
+}
+
 /// Everything up to and including the FUSE session; returns when the file system is unmounted.
 pub fn run(
     args: &MountArgs,
+    flags: MountFlags,
     cache_dir: &Path,
     mountpoint: &Path,
     reporter: &mut StartupReporter,
 ) -> Result<(), MountError> {
     let (fs, base) = Stack::start(args, cache_dir)?.into_parts();
-    let mut session = fuser::Session::new(FuseAdapter::new(fs), mountpoint, &fuse_config(args))
-        .map_err(MountError::Mount)?;
+    let (session, mut unmounter) = open_session(FuseAdapter::new(fs), args, flags, mountpoint)?;
     log::info!("mounted at {}", mountpoint.display());
     crate::fs::invalidate::spawn(base.catalog().watch(), session.notifier());
-    let mut unmounter = session.unmount_callable();
     let mountpoint_owned = mountpoint.to_owned();
     base.runtime().spawn(async move {
         wait_for_stop_signal().await;
@@ -86,10 +110,155 @@ async fn wait_for_stop_signal() {
     }
 }
 
-fn fuse_config(args: &MountArgs) -> Config {
+/// Mounts and starts the session: with mount(2) where we may, else through fuser and
+/// fusermount3. Either way the session has done the INIT handshake when this returns.
+fn open_session(
+    adapter: FuseAdapter,
+    args: &MountArgs,
+    flags: MountFlags,
+    mountpoint: &Path,
+) -> Result<(fuser::Session<FuseAdapter>, Unmounter), MountError> {
+    let config = fuse_config(args, flags);
+    // SAFETY: geteuid has no preconditions.
+    let device = if unsafe { libc::geteuid() } == 0 {
+        mount_direct(mountpoint, args, flags).map_err(MountError::Mount)?
+    } else {
+        None
+    };
+    let Some(device) = device else {
+        let mut session =
+            fuser::Session::new(adapter, mountpoint, &config).map_err(MountError::Mount)?;
+        let unmounter = Unmounter::Fuser(session.unmount_callable());
+        return Ok((session, unmounter));
+    };
+    let unmounter = Unmounter::Direct {
+        mountpoint: mountpoint.to_owned(),
+        device: device.try_clone().map_err(MountError::Mount)?,
+    };
+    match fuser::Session::from_fd(adapter, device, config.acl, config) {
+        Ok(session) => Ok((session, unmounter)),
+        Err(e) => {
+            // The kernel has the mount but nobody will ever answer it: take it away again.
+            let _ = lazy_unmount(mountpoint);
+            Err(MountError::Mount(e))
+        }
+    }
+}
+
+/// mount(2) of a `fuse.glacierfs` file system, as libfuse does it for root: a fresh
+/// /dev/fuse connection named in the data, the owner the kernel lets in, and the flags.
+/// `Ok(None)` when the kernel says we may not (root without CAP_SYS_ADMIN, say), so the
+/// caller goes through fusermount3 instead.
+fn mount_direct(
+    mountpoint: &Path,
+    args: &MountArgs,
+    flags: MountFlags,
+) -> std::io::Result<Option<OwnedFd>> {
+    let device = OwnedFd::from(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")?,
+    );
+    let root_mode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    // SAFETY: getuid and getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let data = kernel_options(device.as_raw_fd(), root_mode, uid, gid, args);
+    let mut ms = libc::MS_NOSUID | libc::MS_NODEV;
+    if args.read_only {
+        ms |= libc::MS_RDONLY;
+    }
+    if flags.noexec {
+        ms |= libc::MS_NOEXEC;
+    }
+    let target = CString::new(mountpoint.as_os_str().as_bytes())?;
+    let source = CString::new(FS_SOURCE)?;
+    let fstype = CString::new(FS_TYPE)?;
+    let data = CString::new(data)?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            ms,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        return Ok(Some(device));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        log::debug!("mount(2) refused ({err}); mounting through fusermount3");
+        return Ok(None);
+    }
+    Err(err)
+}
+
+/// The FUSE file system's own options, as the kernel parses them from mount(2)'s data.
+fn kernel_options(fd: i32, root_mode: u32, uid: u32, gid: u32, args: &MountArgs) -> String {
+    let mut data = format!("fd={fd},rootmode={root_mode:o},user_id={uid},group_id={gid}");
+    // The kernel knows only allow_other; fuser lets root alone in besides the owner for
+    // --allow-root (the session's ACL), as with a mount fusermount3 made.
+    if args.allow_other || args.allow_root {
+        data.push_str(",allow_other");
+    }
+    if args.allow_other {
+        data.push_str(",default_permissions");
+    }
+    data
+}
+
+/// Takes the mount away on SIGTERM or SIGINT, whichever way it was made.
+enum Unmounter {
+    Fuser(fuser::SessionUnmounter),
+    /// Our own mount(2): `device` is a second handle on its connection, which tells whether the
+    /// mount is still this one before the path is unmounted (after an outside `umount`,
+    /// something else may have been mounted there since).
+    Direct {
+        mountpoint: PathBuf,
+        device: OwnedFd,
+    },
+}
+
+impl Unmounter {
+    fn unmount(&mut self) -> std::io::Result<()> {
+        match self {
+            Unmounter::Fuser(u) => u.unmount(),
+            Unmounter::Direct { mountpoint, device } => {
+                if !connected(device) {
+                    return Ok(());
+                }
+                let c = CString::new(mountpoint.as_os_str().as_bytes())?;
+                // SAFETY: a valid NUL-terminated path.
+                if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+        }
+    }
+}
+
+/// Whether a FUSE connection still has its mount: /dev/fuse polls as an error once the
+/// connection is gone.
+fn connected(device: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: device.as_fd().as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    !(rc == 1 && pfd.revents & libc::POLLERR != 0)
+}
+
+fn fuse_config(args: &MountArgs, flags: MountFlags) -> Config {
     let mut config = Config::default();
     config.mount_options = vec![
-        MountOption::FSName("glacierfs".into()),
+        MountOption::FSName(FS_SOURCE.into()),
         MountOption::Subtype("glacierfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -99,6 +268,9 @@ fn fuse_config(args: &MountArgs) -> Config {
             MountOption::RW
         },
     ];
+    if flags.noexec {
+        config.mount_options.push(MountOption::NoExec);
+    }
     config.acl = if args.allow_other {
         // Other users see the mount, so the kernel must check permissions for them.
         config.mount_options.push(MountOption::DefaultPermissions);
