@@ -437,6 +437,9 @@ mod tests {
             Some(PathBuf::from("/home/u/c"))
         );
         let m = parsed(&["glacierfs", "mount", "--cache-dir=/srv/c", "/tmp/mnt"]);
-        assert_eq!(daemon_cache_dir(&m, None, &[]), Some(PathBuf::from("/srv/c")));
+        assert_eq!(
+            daemon_cache_dir(&m, None, &[]),
+            Some(PathBuf::from("/srv/c"))
+        );
     }
 }

@@ -229,7 +229,10 @@ pub fn report(dir: &Path, mount_root: Option<&Path>) -> Result<Value, StatusErro
         .iter()
         .map(|s| {
             let (count, bytes) = by_state.get(s).copied().unwrap_or_default();
-            (s.as_str().to_owned(), json!({"Count": count, "Bytes": bytes}))
+            (
+                s.as_str().to_owned(),
+                json!({"Count": count, "Bytes": bytes}),
+            )
         })
         .collect();
     let seconds_left = (rate > 0).then(|| total.saturating_sub(moving).div_ceil(rate));
@@ -570,8 +573,10 @@ mod tests {
             .map(|i| json!({"Action": "Upload", "Path": format!("v/f{i}"), "StatusMessage": "no"}))
             .collect();
         let jobs: Vec<Value> = (0..j)
-            .map(|i| json!({"Action": "ArchiveRetrieval", "StatusCode": "InProgress",
-                            "Vault": "v", "Path": format!("c{i}"), "AgeSeconds": 60}))
+            .map(|i| {
+                json!({"Action": "ArchiveRetrieval", "StatusCode": "InProgress",
+                            "Vault": "v", "Path": format!("c{i}"), "AgeSeconds": 60})
+            })
             .collect();
         json!({
             "CacheDir": "/c", "MountPoint": "/m", "Mounted": true, "Pid": 7,
@@ -590,10 +595,17 @@ mod tests {
     fn the_summary_fits_a_screen_and_all_lists_everything() {
         let r = big_report(5000, 30, 40);
         let lines = human_lines(&r, false);
-        assert!(lines.len() <= 25, "{} lines:\n{}", lines.len(), lines.join("\n"));
+        assert!(
+            lines.len() <= 25,
+            "{} lines:\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
         assert!(lines.contains(&"/c: mounted at /m (daemon pid 7)".to_owned()));
         assert!(
-            lines.contains(&"uploads: 5000 (4.8 MiB): 4970 queued (4.7 MiB), 30 failed (29.3 KiB)".to_owned()),
+            lines.contains(
+                &"uploads: 5000 (4.8 MiB): 4970 queued (4.7 MiB), 30 failed (29.3 KiB)".to_owned()
+            ),
             "{lines:#?}"
         );
         assert!(lines.contains(&"failures: 30".to_owned()));

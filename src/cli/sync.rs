@@ -93,9 +93,10 @@ struct Live {
     failure: Option<String>,
 }
 
-/// The `.jobs` entries of `goal` for files under the mount roots of `files`, by path. An
-/// upload's StatusMessage is always a failure; a retrieval job's only when it has failed (a
-/// succeeded job's message just says so).
+/// The `.jobs` entries of `goal` for files under the mount roots of `files`, by path. A failure
+/// counts once its attempt has ended: an upload's StatusMessage while it is not in flight (it
+/// then names the next try; while the next try runs it is the last one's), a retrieval job's
+/// once the job has failed (a succeeded job's message just says so).
 fn read_live(roots: &[PathBuf], files: &[(PathBuf, u64)], goal: Goal) -> HashMap<PathBuf, Live> {
     let mut wanted: Vec<&PathBuf> = files
         .iter()
@@ -116,7 +117,10 @@ fn read_live(roots: &[PathBuf], files: &[(PathBuf, u64)], goal: Goal) -> HashMap
             if action != goal.action() {
                 continue;
             }
-            let failed = goal == Goal::InGlacier || e["StatusCode"].as_str() == Some("Failed");
+            let failed = match goal {
+                Goal::InGlacier => e["StatusCode"].as_str() != Some("InProgress"),
+                Goal::Retrieved => e["StatusCode"].as_str() == Some("Failed"),
+            };
             out.insert(
                 root.join(path),
                 Live {
@@ -323,13 +327,15 @@ pub fn sync(args: &SyncArgs) -> ExitCode {
 /// `glacierfs retrieve`: says how many archives and bytes a request involves, then asks the
 /// mount for them through `user.glacier.retrieve`; with `--wait`, watches them arrive.
 pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
-    let mut cold = Vec::new();
+    let (mut cold, mut coming) = (Vec::new(), Vec::new());
     for p in &args.paths {
         let Ok(p) = std::fs::canonicalize(p) else {
             eprintln!("glacierfs: {}: no such file or directory", p.display());
             return ExitCode::FAILURE;
         };
         files_in(&p, &["cold"], &mut cold);
+        // Asked for before: nothing to request, but a wait waits for them too.
+        files_in(&p, &["retrieving"], &mut coming);
     }
     let tier = args.tier.map(|t| t.as_str()).unwrap_or("");
     let shown = if tier.is_empty() {
@@ -354,6 +360,7 @@ pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
         println!("requested; `cat .jobs` in the vault shows their progress");
         return ExitCode::SUCCESS;
     }
+    cold.extend(coming);
     watch(cold, Goal::Retrieved, args.timeout)
 }
 

@@ -57,7 +57,8 @@ pub fn locate(path: &Path) -> Result<Located, SourceError> {
 
 /// `path` (canonical) placed in the innermost of `roots` that holds it.
 fn place(path: &Path, roots: &[PathBuf]) -> Result<Located, SourceError> {
-    let root = innermost_root(path, roots).ok_or_else(|| SourceError::NotMounted(path.to_owned()))?;
+    let root =
+        innermost_root(path, roots).ok_or_else(|| SourceError::NotMounted(path.to_owned()))?;
     let vault = match path
         .strip_prefix(root)
         .ok()

@@ -294,7 +294,10 @@ mod tests {
         assert!(text.chars().count() <= 300, "too long: {text}");
         assert!(!text.contains('\n'), "more than one line: {text}");
         assert!(!text.contains('{'), "a dump: {text}");
-        assert!(text.starts_with(operation), "does not name {operation}: {text}");
+        assert!(
+            text.starts_with(operation),
+            "does not name {operation}: {text}"
+        );
     }
 
     #[test]
@@ -341,7 +344,10 @@ mod tests {
             .build();
         let err = SdkError::service_error(InitiateJobError::generic(meta), response(400, ""));
         let text = sdk_err("InitiateJob", err).to_string();
-        assert_readable(&text, "InitiateJob: InvalidParameterValueException: first line second");
+        assert_readable(
+            &text,
+            "InitiateJob: InvalidParameterValueException: first line second",
+        );
         assert!(text.ends_with('…'), "{text}");
     }
 
