@@ -161,7 +161,7 @@ impl Display {
                 bar.tick();
             }
             Display::Plain { last } => {
-                if last.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
+                if !matches!(last, Some(t) if t.elapsed() < PLAIN_EVERY) {
                     println!("{line}");
                     let _ = std::io::stdout().flush();
                     *last = Some(Instant::now());
@@ -238,7 +238,7 @@ fn watch(files: Vec<(PathBuf, u64)>, goal: Goal, timeout: Option<Duration>) -> E
             );
             return ExitCode::SUCCESS;
         }
-        if jobs_read.is_none_or(|t| t.elapsed() >= JOBS_EVERY) {
+        if !matches!(jobs_read, Some(t) if t.elapsed() < JOBS_EVERY) {
             live = read_live(&roots, &left, goal);
             jobs_read = Some(Instant::now());
             for (path, _) in &left {
