@@ -170,6 +170,12 @@ pub struct StatusArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+    /// List every upload, job and delete, not only a summary
+    #[arg(long)]
+    pub all: bool,
+    /// A mount point, or anything inside one [default: list every running mount of yours]
+    #[arg(conflicts_with = "cache_dir")]
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +234,12 @@ pub struct RetrieveArgs {
     /// Retrieval tier [default: the mount's]
     #[arg(long, value_parser = parse_tier)]
     pub tier: Option<Tier>,
+    /// Return only once the files are retrieved, showing progress
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (exit status 1, with what is left and why); implies --wait
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     /// Files or directories inside a running mount
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -235,9 +247,12 @@ pub struct RetrieveArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
-    /// Return only once the files are in the vault
+    /// Return only once the files are in the vault, showing progress
     #[arg(long)]
     pub wait: bool,
+    /// Give up waiting after this long (exit status 1, with what is left and why); implies --wait
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     /// Files or directories inside a running mount [default: everything staged]
     pub paths: Vec<PathBuf>,
 }

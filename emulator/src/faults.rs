@@ -30,6 +30,9 @@ pub enum FaultKind {
     PolicyEnforced,
     /// 400 InvalidParameterValueException: a permanent refusal of the request as sent.
     InvalidParameter,
+    /// A bare 404 Not Found with an HTML body and no error code, as an endpoint (a proxy, a
+    /// partial emulator) that does not implement the operation answers.
+    NoSuchOperation,
     /// Read the request, stall for the emulator's stall time, then close without a response.
     Timeout,
     /// Read the request, then reset the connection (RST) without a response.

@@ -125,6 +125,12 @@ fn exchange(req: Request, writer: &mut TcpStream, shared: &Shared) -> bool {
             shared.record(op, resp.status);
             send(writer, shared, &resp, !keep_alive, None).is_ok() && keep_alive
         }
+        Some(FaultKind::NoSuchOperation) => {
+            shared.count_fault(FaultKind::NoSuchOperation);
+            let resp = not_implemented_here();
+            shared.record(op, resp.status);
+            send(writer, shared, &resp, !keep_alive, None).is_ok() && keep_alive
+        }
         Some(kind @ (FaultKind::Reset | FaultKind::ResetAfterCommit)) => {
             shared.count_fault(kind);
             if kind == FaultKind::ResetAfterCommit {
@@ -249,6 +255,17 @@ fn fault_error(kind: FaultKind) -> ApiError {
         ),
         other => unreachable!("{other:?} is not an error-response fault"),
     }
+}
+
+/// What a web server with no such route answers: 404, an HTML page, no AWS error code.
+fn not_implemented_here() -> Response {
+    Response::empty(404)
+        .with_header("Content-Type", "text/html")
+        .with_body(Body::new(
+            b"<html>\n<head><title>404 Not Found</title></head>\n<body>\n\
+              <center><h1>404 Not Found</h1></center>\n</body>\n</html>\n"
+                .to_vec(),
+        ))
 }
 
 /// Holds the connection silent for the stall time, then drops it (FIN, no response).

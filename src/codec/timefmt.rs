@@ -157,6 +157,28 @@ pub fn parse_compact(s: &str) -> Option<i64> {
     .to_unix()
 }
 
+/// The time of day of a Unix time, `HH:MM:SS` (UTC): when something will happen next, in a
+/// line that already says the day.
+pub fn format_clock(secs: i64) -> String {
+    let c = Civil::from_unix(secs);
+    format!("{:02}:{:02}:{:02}", c.hour, c.minute, c.second)
+}
+
+/// A span as people say it, to the two largest units: `45s`, `2m`, `2m30s`, `1h5m`, `3d2h`.
+pub fn format_span(span: std::time::Duration) -> String {
+    let s = span.as_secs();
+    let (big, small) = match s {
+        0..=59 => return format!("{s}s"),
+        60..=3599 => ((s / 60, "m"), (s % 60, "s")),
+        3600..=86_399 => ((s / 3600, "h"), (s % 3600 / 60, "m")),
+        _ => ((s / 86_400, "d"), (s % 86_400 / 3600, "h")),
+    };
+    match small.0 {
+        0 => format!("{}{}", big.0, big.1),
+        n => format!("{}{}{n}{}", big.0, big.1, small.1),
+    }
+}
+
 /// Glacier's ISO-8601 with millisecond precision: `2012-03-20T17:03:43.221Z`.
 /// Nanoseconds past a second are clamped to 999 ms rather than carried.
 pub fn format_iso8601(secs: i64, nanos: u32) -> String {
@@ -241,6 +263,20 @@ fn parse_offset(b: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_and_clock_times_read_as_people_say_them() {
+        use std::time::Duration;
+        let span = |s| format_span(Duration::from_secs(s));
+        assert_eq!(span(0), "0s");
+        assert_eq!(span(45), "45s");
+        assert_eq!(span(120), "2m");
+        assert_eq!(span(150), "2m30s");
+        assert_eq!(span(3900), "1h5m");
+        assert_eq!(span(7200), "2h");
+        assert_eq!(span(86_400 * 3 + 7200 + 5), "3d2h");
+        assert_eq!(format_clock(1_332_263_023), "17:03:43");
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -48,9 +48,11 @@ pub enum ErrorKind {
     Other,
 }
 
-/// A failed Glacier call, with what the service said about it.
+/// A failed Glacier call, with what the service said about it. It shows as one line that a
+/// user can act on: the operation, then Glacier's error code and message (or, for an answer
+/// with no code, the HTTP status and what it may mean), then the request id for AWS support.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {kind:?}{}: {message}{}", code_suffix(.code), request_suffix(.request_id))]
+#[error("{operation}: {}{message}{}", code_prefix(.code), request_suffix(.request_id))]
 pub struct GlacierError {
     pub operation: &'static str,
     pub kind: ErrorKind,
@@ -60,9 +62,9 @@ pub struct GlacierError {
     pub status: Option<u16>,
 }
 
-fn code_suffix(code: &Option<String>) -> String {
+fn code_prefix(code: &Option<String>) -> String {
     code.as_deref()
-        .map(|c| format!(" ({c})"))
+        .map(|c| format!("{c}: "))
         .unwrap_or_default()
 }
 

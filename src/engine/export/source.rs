@@ -8,18 +8,15 @@
 //! do. Where to reach Glacier (endpoint, region, profile, account) is read from the daemon's own
 //! command line in `/proc`, so an export talks to the same service as the mount it reads.
 
-use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-use clap::Parser;
-
-use crate::client::get_xattr;
+use crate::client::{get_xattr, glacierfs_mounts, innermost_root};
 use crate::codec::treehash::{from_hex, Digest};
-use crate::config::{AwsArgs, Cli, Command, MountArgs};
+use crate::config::AwsArgs;
 use crate::glacier::Tier;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +57,8 @@ pub fn locate(path: &Path) -> Result<Located, SourceError> {
 
 /// `path` (canonical) placed in the innermost of `roots` that holds it.
 fn place(path: &Path, roots: &[PathBuf]) -> Result<Located, SourceError> {
-    let root = roots
-        .iter()
-        .filter(|r| path.starts_with(r))
-        .max_by_key(|r| r.components().count())
-        .ok_or_else(|| SourceError::NotMounted(path.to_owned()))?;
+    let root =
+        innermost_root(path, roots).ok_or_else(|| SourceError::NotMounted(path.to_owned()))?;
     let vault = match path
         .strip_prefix(root)
         .ok()
@@ -78,50 +72,6 @@ fn place(path: &Path, roots: &[PathBuf]) -> Result<Located, SourceError> {
         vault,
         path: path.to_owned(),
     })
-}
-
-/// Mount points of every glacierfs mount in a `/proc/*/mountinfo` text, unescaped. The file
-/// system type is `fuse.glacierfs` where the kernel records the subtype; otherwise it is plain
-/// `fuse` with `glacierfs` as the source.
-pub fn glacierfs_mounts(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (head, tail) = l.split_once(" - ")?;
-            let mut fs = tail.split(' ');
-            let ours = matches!(
-                (fs.next()?, fs.next()?),
-                ("fuse.glacierfs", _) | ("fuse" | "fuseblk", "glacierfs")
-            );
-            if !ours {
-                return None;
-            }
-            Some(PathBuf::from(unescape_mountinfo(head.split(' ').nth(4)?)))
-        })
-        .collect()
-}
-
-/// The kernel writes space, tab, newline and backslash in mount points as `\ooo` octal.
-fn unescape_mountinfo(field: &str) -> OsString {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| {
-            b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) && d[0] <= b'3'
-        });
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    OsString::from_vec(out)
 }
 
 /// The glacierfs mount that `path` (which need not exist yet) would be inside, if any.
@@ -149,85 +99,12 @@ pub struct Daemon {
 
 /// The daemon serving the mount at `mount_root`, found by its command line in `/proc`.
 pub fn find_daemon(mount_root: &Path) -> Option<Daemon> {
-    let procs = std::fs::read_dir("/proc").ok()?;
-    for entry in procs.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Processes come and go, and some are not ours to read: skip what cannot be read.
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args = split_cmdline(&raw);
-        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
-        if let Some(m) = mount_args_for(&args, cwd.as_deref(), mount_root) {
-            return Some(Daemon {
-                pid,
-                aws: m.aws,
-                tier: m.tier,
-                poll_every: m.poll_interval,
-            });
-        }
-    }
-    None
-}
-
-fn split_cmdline(raw: &[u8]) -> Vec<OsString> {
-    raw.split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| OsStr::from_bytes(a).to_owned())
-        .collect()
-}
-
-/// The options of `args` when they are a `glacierfs mount` of `mount_root`. The daemon's
-/// command line is parsed with the binary's own parser, so every spelling it accepts
-/// (`--region=x`, options after the mount point) is understood. A relative mount point is
-/// taken from the daemon's working directory, which a detached daemon keeps.
-pub fn mount_args_for(
-    args: &[OsString],
-    cwd: Option<&Path>,
-    mount_root: &Path,
-) -> Option<MountArgs> {
-    let program = Path::new(args.first()?).file_name()?.to_string_lossy();
-    if !program.contains("glacierfs")
-        || args.get(1).map(OsString::as_os_str) != Some("mount".as_ref())
-    {
-        return None;
-    }
-    let Ok(Cli {
-        command: Command::Mount(m),
-    }) = Cli::try_parse_from(args)
-    else {
-        return None;
-    };
-    let point = match m.mountpoint.is_absolute() {
-        true => m.mountpoint.clone(),
-        false => cwd?.join(&m.mountpoint),
-    };
-    let same = normalize(&point) == mount_root
-        // Symbolic links on the way: the kernel lists the resolved path.
-        || (point.file_name() == mount_root.file_name()
-            && std::fs::canonicalize(&point).is_ok_and(|p| p == mount_root));
-    same.then_some(m)
-}
-
-/// `.` and `..` resolved lexically.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
+    crate::client::find_daemon(mount_root).map(|d| Daemon {
+        pid: d.pid,
+        aws: d.args.aws,
+        tier: d.args.tier,
+        poll_every: d.args.poll_interval,
+    })
 }
 
 /// Where a file's bytes come from.
@@ -373,33 +250,6 @@ fn origin_of(full: &Path) -> Origin {
 mod tests {
     use super::*;
 
-    fn args(line: &[&str]) -> Vec<OsString> {
-        line.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn mountinfo_lists_glacierfs_mounts_unescaped() {
-        let info = "\
-36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-90 25 0:51 / /tmp/glacierfs-mnt\\040x rw,nosuid,nodev - fuse.glacierfs glacierfs rw,user_id=0
-91 25 0:52 / /srv/g rw shared:7 - fuse.glacierfs glacierfs rw,user_id=0
-92 25 0:53 / /srv/other rw - fuse.sshfs host: rw
-93 25 0:54 / /srv/plain rw,relatime - fuse glacierfs rw,user_id=0,group_id=0
-94 25 0:55 / /srv/else rw,relatime - fuse other rw,user_id=0,group_id=0";
-        assert_eq!(
-            glacierfs_mounts(info),
-            vec![
-                PathBuf::from("/tmp/glacierfs-mnt x"),
-                PathBuf::from("/srv/g"),
-                PathBuf::from("/srv/plain")
-            ]
-        );
-        assert_eq!(
-            unescape_mountinfo("a\\134b\\011c\\9"),
-            OsString::from("a\\b\tc\\9")
-        );
-    }
-
     #[test]
     fn paths_are_placed_in_the_innermost_mount_and_vault() {
         let roots = [PathBuf::from("/srv"), PathBuf::from("/srv/g")];
@@ -414,51 +264,5 @@ mod tests {
             place(Path::new("/home/x"), &roots),
             Err(SourceError::NotMounted(_))
         ));
-    }
-
-    #[test]
-    fn daemon_command_lines_are_read_with_the_binarys_parser() {
-        let root = Path::new("/tmp/mnt");
-        let line = args(&[
-            "/usr/local/bin/glacierfs",
-            "mount",
-            "--foreground",
-            "--endpoint-url",
-            "http://127.0.0.1:9",
-            "--region=eu-west-1",
-            "--tier",
-            "bulk",
-            "/tmp/mnt",
-            "--account-id",
-            "123456789012",
-        ]);
-        let m = mount_args_for(&line, None, root).expect("a mount of /tmp/mnt");
-        assert_eq!(m.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:9"));
-        assert_eq!(m.aws.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(m.aws.account_id, "123456789012");
-        assert_eq!(m.tier, Tier::Bulk);
-        assert_eq!(m.aws.profile, None);
-
-        // Relative to the daemon's working directory.
-        let rel = args(&["glacierfs", "mount", "--profile", "p", "./x/../mnt"]);
-        let m = mount_args_for(&rel, Some(Path::new("/tmp")), root).expect("relative");
-        assert_eq!(m.aws.profile.as_deref(), Some("p"));
-        assert_eq!(m.tier, Tier::Standard);
-        assert!(mount_args_for(&rel, None, root).is_none());
-
-        // Other mounts, other commands, other programs.
-        assert!(mount_args_for(&args(&["glacierfs", "mount", "/tmp/other"]), None, root).is_none());
-        assert!(mount_args_for(&args(&["glacierfs", "status"]), None, root).is_none());
-        assert!(mount_args_for(&args(&["mount", "/dev/sda1", "/tmp/mnt"]), None, root).is_none());
-        assert!(mount_args_for(
-            &args(&["glacierfs", "mount", "--bogus", "/tmp/mnt"]),
-            None,
-            root
-        )
-        .is_none());
-        assert_eq!(
-            split_cmdline(b"glacierfs\0mount\0/a b\0"),
-            args(&["glacierfs", "mount", "/a b"])
-        );
     }
 }

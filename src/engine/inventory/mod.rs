@@ -135,7 +135,10 @@ impl InventoryHandle {
                 match refresh_vault(&config, vault, force).await {
                     Ok(()) => return,
                     Err(e) if e.is_transient() && attempt < REFRESH_ATTEMPTS => {
-                        log::warn!("inventory of vault #{vault}: {e}; trying again in {delay:?}");
+                        log::warn!(
+                            "inventory of vault #{vault}: {e}; trying again in {}",
+                            crate::codec::timefmt::format_span(delay)
+                        );
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(300));
                     }

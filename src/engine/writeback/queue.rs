@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{WriteBack, WriteBackError};
 use crate::catalog::uploads::{self, UploadState};
 use crate::catalog::{self, CatalogError};
-use crate::codec::treehash;
+use crate::codec::{timefmt, treehash};
 use crate::locks::lock;
 
 /// The queue's memory: what runs, what waits, and why the last attempt failed.
@@ -112,11 +112,15 @@ impl WriteBack {
                 let wait = backoff(e.is_transient(), n);
                 st.retry_at
                     .insert(ino, catalog::now_ns() + wait.as_nanos() as i64);
-                log::warn!(
-                    "upload of inode {ino} failed (attempt {n}): {e}; retrying in {}s",
-                    wait.as_secs()
+                // The next try's time of day too: `.jobs` and `sync` show this line after
+                // the "in" has gone stale.
+                let line = format!(
+                    "{e}; retrying in {} ({} UTC)",
+                    timefmt::format_span(wait),
+                    timefmt::format_clock(catalog::now_s() + wait.as_secs() as i64)
                 );
-                st.last_error.insert(ino, e.to_string());
+                log::warn!("upload of inode {ino} failed (attempt {n}): {line}");
+                st.last_error.insert(ino, line);
             }
         }
         drop(st);
