@@ -283,14 +283,20 @@ pub fn mount_args_for(
     mount_root: &Path,
 ) -> Option<MountArgs> {
     let program = Path::new(args.first()?).file_name()?.to_string_lossy();
-    if !program.contains("glacierfs")
-        || args.get(1).map(OsString::as_os_str) != Some("mount".as_ref())
-    {
+    if !program.contains("glacierfs") {
+        return None;
+    }
+    // A daemon started by mount(8) (`glacierfs SOURCE MOUNTPOINT -o OPTIONS`) or with `-o`
+    // reads its options through the same translation it used itself.
+    let args = crate::config::mount_helper::translate(args.to_vec())
+        .ok()?
+        .argv;
+    if args.get(1).map(OsString::as_os_str) != Some("mount".as_ref()) {
         return None;
     }
     let Ok(Cli {
         command: Command::Mount(m),
-    }) = Cli::try_parse_from(args)
+    }) = Cli::try_parse_from(&args)
     else {
         return None;
     };
@@ -366,6 +372,26 @@ mod tests {
             Some(&PathBuf::from("/srv/g"))
         );
         assert_eq!(innermost_root(Path::new("/srv/gg"), &roots), None);
+    }
+
+    #[test]
+    fn daemon_command_lines_in_the_mount_helper_form_are_read_too() {
+        let root = Path::new("/tmp/mnt");
+        let helper = args(&[
+            "glacierfs",
+            "glacierfs",
+            "/tmp/mnt",
+            "-o",
+            "rw,region=eu-west-1,poll_interval=2s,tier=bulk",
+        ]);
+        let m = mount_args_for(&helper, None, root).expect("the mount(8) form");
+        assert_eq!(m.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(m.poll_interval, std::time::Duration::from_secs(2));
+        assert_eq!(m.tier, Tier::Bulk);
+        let with_o = args(&["glacierfs", "mount", "/tmp/mnt", "-o", "region=us-west-2"]);
+        let m = mount_args_for(&with_o, None, root).expect("mount with -o");
+        assert_eq!(m.aws.region.as_deref(), Some("us-west-2"));
+        assert!(mount_args_for(&helper, None, Path::new("/tmp/other")).is_none());
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+pub mod mount_helper;
+
+/// The kernel's type and source for every glacierfs mount, as `mount -t` and fstab name them.
+pub const FS_TYPE: &str = "fuse.glacierfs";
+pub const FS_SOURCE: &str = "glacierfs";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount Glacier vaults at MOUNTPOINT
@@ -50,6 +56,15 @@ pub enum Command {
     },
     /// Print the manual page (roff), for `man -l -` or to install as glacierfs.1
     Man,
+}
+
+/// Mount flags the `-o` form of a mount can ask for beyond what `MountArgs` says. `nosuid` and
+/// `nodev` need no field: glacierfs always sets both, since nothing in a vault is a device or
+/// a program trusted to run as its owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountFlags {
+    /// `noexec` (or `user`/`users`, which imply it as mount(8) documents)
+    pub noexec: bool,
 }
 
 /// Options shared by every command that opens a catalog.

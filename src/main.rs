@@ -13,7 +13,8 @@ use glacierfs::config::{CatalogCommand, Cli, Command, InventoryCommand, MountArg
 use glacierfs::daemon::{self, MountFlags};
 
 fn main() -> ExitCode {
-    let translated = match cli::mount_helper::translate(std::env::args_os().collect()) {
+    let translated = match glacierfs::config::mount_helper::translate(std::env::args_os().collect())
+    {
         Ok(t) => t,
         Err(e) => {
             eprintln!("glacierfs: {e}");

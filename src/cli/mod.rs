@@ -1,11 +1,10 @@
 //! The commands that run outside the daemon: `status` (from the catalog alone), `sync` and
 //! `retrieve` (through a mount's extended attributes), `inventory import` and `catalog
 //! rebuild` (on a catalog no mount holds), `inventory export` (read-only, beside a mount or
-//! not), and `treehash`. `mount_helper` reads the command line mount(8) helpers use.
+//! not), and `treehash`.
 
 pub mod catalog;
 pub mod inventory;
-pub mod mount_helper;
 pub mod status;
 pub mod sync;
 

@@ -17,10 +17,11 @@ use crate::catalog::CatalogError;
 use crate::engine::inventory::InventoryError;
 use crate::glacier::GlacierError;
 
+pub use crate::config::{MountFlags, FS_SOURCE, FS_TYPE};
 pub use cache_dir::{prepare_cache_dir, private_umask, CacheLock};
 pub use detach::{detach, open_log, StartupReporter};
 pub use mountpoint::{check_mountpoint, lazy_unmount};
-pub use session::{run, MountFlags, FS_SOURCE, FS_TYPE};
+pub use session::run;
 pub use stack::Stack;
 
 /// Why a mount could not start; each says what to do about it.

@@ -20,26 +20,13 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::catalog::Catalog;
-use crate::config::MountArgs;
+use crate::config::{MountArgs, MountFlags, FS_SOURCE, FS_TYPE};
 use crate::fs::fuse::FuseAdapter;
 
 use super::detach::StartupReporter;
 use super::mountpoint::lazy_unmount;
 use super::stack::Stack;
 use super::MountError;
-
-/// The kernel's type and source for every glacierfs mount, as `mount -t` and fstab name them.
-pub const FS_TYPE: &str = "fuse.glacierfs";
-pub const FS_SOURCE: &str = "glacierfs";
-
-/// Mount flags the `-o` form of a mount can ask for beyond what `MountArgs` says. `nosuid` and
-/// `nodev` need no field: glacierfs always sets both, since nothing in a vault is a device or
-/// a program trusted to run as its owner.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MountFlags {
-    /// `noexec` (or `user`/`users`, which imply it as mount(8) documents)
-    pub noexec: bool,
-}
 
 /// Everything up to and including the FUSE session; returns when the file system is unmounted.
 pub fn run(

@@ -12,8 +12,7 @@ use std::ffi::{OsStr, OsString};
 
 use clap::CommandFactory;
 
-use crate::config::Cli;
-use crate::daemon::MountFlags;
+use crate::config::{Cli, MountFlags};
 
 /// The command line clap should parse, and the mount flags `-o` asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +70,7 @@ pub fn translate(argv: Vec<OsString>) -> Result<Translated, MountOptionError> {
     };
     let rest = &argv[3..];
     let has_o = rest.iter().any(|a| a.as_encoded_bytes().starts_with(b"-o"));
-    if first != crate::daemon::FS_SOURCE && !has_o {
+    if first != crate::config::FS_SOURCE && !has_o {
         return Ok(unchanged(argv));
     }
     let (translated, flags) = translate_mount_args(rest)?;
