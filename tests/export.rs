@@ -590,4 +590,16 @@ fn a_dry_run_starts_nothing_writes_nothing_and_its_counts_match_the_export() {
     assert_eq!(s["in_place"], plan["files_in_place"], "{s}");
     let written = s["files_done"].as_u64().unwrap() - s["in_place"].as_u64().unwrap();
     assert_eq!(Some(written), plan["to_write"].as_u64(), "{s}");
+
+    // Into another directory: every archive is to retrieve again, and the plan knows which
+    // have a job already (the ten the export ran), which cost nothing more.
+    let other = out.path().join("other");
+    let mut dry = Export::start(&vault, &other, &["--dry-run", "--json"]);
+    assert!(dry.drive(&vault.emu, |_| {}).success(), "{}", dry.stderr());
+    let plan = &dry.events()[0];
+    assert_eq!(
+        (plan["to_fetch"].as_u64(), plan["with_jobs"].as_u64()),
+        (Some(12), Some(10)),
+        "{plan}"
+    );
 }

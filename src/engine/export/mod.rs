@@ -43,7 +43,7 @@ use std::time::Instant;
 use crate::config::{AwsArgs, ExportArgs};
 use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
-use crate::glacier::{GlacierClient, GlacierError, Tier};
+use crate::glacier::{GlacierClient, GlacierError, JobAction, JobFilter, JobStatus, Tier};
 
 use archive::{Sink, Work};
 use dest::{Dest, DestError};
@@ -127,11 +127,13 @@ fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
     let mut report = Reporter::new(args.json);
     let mut tally = Tally::default();
     if args.dry_run {
-        let (dry, to_fetch, bytes_to_fetch) =
-            survey::dry(&args.dest, &listing, &mut tally, &mut report);
+        let (mut dry, to_fetch) = survey::dry(&args.dest, &listing, &mut tally, &mut report);
+        let aws = daemon.as_ref().map(|d| d.aws.clone());
+        (dry.with_jobs, dry.bytes_with_jobs) =
+            runtime()?.block_on(jobs_already_there(aws.as_ref(), &at.vault, &to_fetch));
         let info = PlanInfo {
-            to_fetch,
-            bytes_to_fetch,
+            to_fetch: to_fetch.len() as u64,
+            bytes_to_fetch: to_fetch.iter().map(|(_, size)| size).sum(),
             ..plan_info(
                 at,
                 &args.dest,
@@ -254,7 +256,14 @@ fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportE
         bucket.check().await?;
         if args.dry_run {
             let found = look(&bucket, None, &scope, &listing, &mut tally, &mut report).await?;
-            let dry = s3::survey::dry_run(&found, args.storage_class);
+            let mut dry = s3::survey::dry_run(&found, args.storage_class);
+            let to_fetch: Vec<(String, u64)> = found
+                .fetch
+                .iter()
+                .map(|f| (f.archive_id.clone(), f.size))
+                .collect();
+            (dry.with_jobs, dry.bytes_with_jobs) =
+                jobs_already_there(aws.as_ref(), &at.vault, &to_fetch).await;
             let info = PlanInfo {
                 to_fetch: found.fetch.len() as u64,
                 bytes_to_fetch: found.fetch.iter().map(|f| f.size).sum(),
@@ -336,6 +345,45 @@ fn return_large_buffers_at_once() {
             log::debug!("the allocator kept its own threshold for mapping large buffers");
         }
     }
+}
+
+/// How many of `archives` (id, size) have a usable job at Glacier already (a whole-archive
+/// retrieval, running or done), and their bytes: ListJobs only reads, and costs nothing.
+/// A dry run that cannot ask says so and counts none.
+async fn jobs_already_there(
+    aws: Option<&AwsArgs>,
+    vault: &str,
+    archives: &[(String, u64)],
+) -> (u64, u64) {
+    if archives.is_empty() {
+        return (0, 0);
+    }
+    let listed = match connect(aws).await {
+        Ok(client) => client.list_jobs(vault, JobFilter::default()).await,
+        Err(e) => Err(e),
+    };
+    let jobs = match listed {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            log::warn!("listing the vault's jobs: {e}; the estimate counts none as reusable");
+            return (0, 0);
+        }
+    };
+    let sizes: std::collections::HashMap<&str, u64> = archives
+        .iter()
+        .map(|(id, size)| (id.as_str(), *size))
+        .collect();
+    let usable: std::collections::HashSet<&str> = jobs
+        .iter()
+        .filter(|j| j.action == JobAction::ArchiveRetrieval && j.status != JobStatus::Failed)
+        .filter_map(|j| {
+            let id = j.archive_id.as_deref()?;
+            let size = *sizes.get(id)?;
+            archive::whole_archive(j, size).then_some(id)
+        })
+        .collect();
+    let bytes = usable.iter().map(|id| sizes[id]).sum();
+    (usable.len() as u64, bytes)
 }
 
 /// What names one S3 destination, for its journal: where, which bucket, which prefix.

@@ -80,6 +80,10 @@ pub struct DryRun {
     pub to_write: u64,
     pub bytes_to_write: u64,
     pub open_uploads: u64,
+    /// Archives to retrieve that have a usable job already (running or done), and their
+    /// bytes: they cost no new retrieval.
+    pub with_jobs: u64,
+    pub bytes_with_jobs: u64,
     /// For S3: the class, and the PUT-class requests the writes take.
     pub s3: Option<(StorageClass, u64)>,
 }
@@ -201,7 +205,11 @@ impl Reporter {
         self.held = None;
         let retrieval: Vec<(Tier, f64)> = [Tier::Expedited, Tier::Standard, Tier::Bulk]
             .into_iter()
-            .map(|tier| (tier, price::retrieval(tier, p.to_fetch, p.bytes_to_fetch)))
+            .map(|tier| {
+                let archives = p.to_fetch.saturating_sub(d.with_jobs);
+                let bytes = p.bytes_to_fetch.saturating_sub(d.bytes_with_jobs);
+                (tier, price::retrieval(tier, archives, bytes))
+            })
             .collect();
         let s3 = d
             .s3
@@ -217,7 +225,8 @@ impl Reporter {
                 "directories": t.dirs, "files_in_place": t.files_done,
                 "to_write": d.to_write, "bytes_to_write": d.bytes_to_write,
                 "to_fetch": p.to_fetch, "bytes_to_fetch": p.bytes_to_fetch, "tier": p.tier,
-                "open_uploads": d.open_uploads, "failed": t.failures.len(),
+                "open_uploads": d.open_uploads, "with_jobs": d.with_jobs,
+                "failed": t.failures.len(),
                 "failures": pairs(&t.failures), "not_held": pairs(&t.unheld),
                 "estimate": {
                     "retrieval_by_tier": by_tier, "priced_region": price::PRICED_REGION,
@@ -252,6 +261,13 @@ impl Reporter {
             p.to_fetch,
             size(p.bytes_to_fetch)
         ));
+        if d.with_jobs > 0 {
+            self.say(&format!(
+                "  {} of those archives ({}) have a job already, which costs nothing more",
+                d.with_jobs,
+                size(d.bytes_with_jobs)
+            ));
+        }
         if d.open_uploads > 0 {
             self.say(&format!(
                 "  {} multipart uploads are open under the destination",

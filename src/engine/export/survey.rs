@@ -85,13 +85,13 @@ pub fn survey(
 }
 
 /// Step 1 of a dry run into a local directory: the same decisions as [`survey`], made by
-/// looking only. Returns what would be written, and the archives (and bytes) to retrieve.
+/// looking only. Returns what would be written, and the archives to retrieve with their sizes.
 pub fn dry(
     root: &Path,
     listing: &Listing,
     tally: &mut Tally,
     report: &mut Reporter,
-) -> (DryRun, u64, u64) {
+) -> (DryRun, Vec<(String, u64)>) {
     tally.dirs = listing
         .dirs
         .iter()
@@ -125,7 +125,7 @@ pub fn dry(
             }
         }
     }
-    let (mut to_fetch, mut bytes_to_fetch) = (0, 0);
+    let mut to_fetch = Vec::new();
     for g in &groups.list {
         let mut any_in_place = false;
         for f in &g.files {
@@ -138,12 +138,11 @@ pub fn dry(
                 _ => write(&mut dry, g.size),
             }
         }
-        if !any_in_place && g.files.len() as u64 > 0 {
-            to_fetch += 1;
-            bytes_to_fetch += g.size;
+        if !any_in_place && !g.files.is_empty() {
+            to_fetch.push((g.archive_id.clone(), g.size));
         }
     }
-    (dry, to_fetch, bytes_to_fetch)
+    (dry, to_fetch)
 }
 
 /// Places the files that need no retrieval (empty ones, and those only the mount has), fails

@@ -376,6 +376,7 @@ pub fn dry_run(found: &Found, class: StorageClass) -> DryRun {
         bytes_to_write: sizes.iter().sum(),
         open_uploads: (found.foreign.len() + found.stale.len() + found.resumed) as u64,
         s3: Some((class, requests)),
+        ..DryRun::default()
     }
 }
 
