@@ -123,7 +123,7 @@ pub fn my_mounts() -> Vec<MountEntry> {
     let me = unsafe { libc::getuid() };
     mounts()
         .into_iter()
-        .filter(|m| m.user_id.map_or(true, |u| u == me))
+        .filter(|m| m.user_id.is_none_or(|u| u == me))
         .collect()
 }
 

@@ -17,18 +17,14 @@ pub(crate) fn render(
     crlf: bool,
 ) -> (Vec<u8>, Option<String>) {
     let in_window = |created: i64| {
-        filter.start.as_ref().map_or(true, |(_, s)| created >= *s)
-            && filter.end.as_ref().map_or(true, |(_, e)| created < *e)
+        filter.start.as_ref().is_none_or(|(_, s)| created >= *s)
+            && filter.end.as_ref().is_none_or(|(_, e)| created < *e)
     };
     let mut selected = snap
         .archives
         .iter()
         .filter(|a| in_window(a.created_ms))
-        .filter(|a| {
-            filter
-                .marker
-                .map_or(true, |pos| (a.created_ms, a.seq) >= pos)
-        });
+        .filter(|a| filter.marker.is_none_or(|pos| (a.created_ms, a.seq) >= pos));
     let limit = filter.limit.as_ref().map_or(usize::MAX, |(_, n)| *n);
     let page: Vec<_> = selected.by_ref().take(limit).collect();
     let next_marker = selected

@@ -335,8 +335,8 @@ pub(crate) fn list(st: &mut State, req: &Request, route: &Route) -> ApiResult {
         .jobs_in_order()
         .into_iter()
         .filter(|j| j.seq >= from)
-        .filter(|j| status.map_or(true, |s| j.status_code() == s))
-        .filter(|j| completed.map_or(true, |c| j.outcome.is_some() == c))
+        .filter(|j| status.is_none_or(|s| j.status_code() == s))
+        .filter(|j| completed.is_none_or(|c| j.outcome.is_some() == c))
         .collect();
     let page: Vec<Value> = matching
         .iter()

@@ -425,7 +425,7 @@ fn complete_job(vault: &mut Vault, id: &str, config: &Config) {
                 let newer = vault
                     .snapshot
                     .as_ref()
-                    .map_or(true, |s| s.date_ms <= complete_ms);
+                    .is_none_or(|s| s.date_ms <= complete_ms);
                 if newer {
                     vault.take_snapshot(complete_ms);
                 }

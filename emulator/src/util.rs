@@ -53,11 +53,11 @@ pub(crate) fn tree_of(hashes: &[Digest]) -> Digest {
 /// Whether `[start, end_excl)` is exactly one node of the tree of an archive of `size` bytes:
 /// in MiB units `[j·2^i, min((j+1)·2^i, size))`. The whole archive is the root, so it counts.
 pub(crate) fn is_tree_aligned(start: u64, end_excl: u64, size: u64) -> bool {
-    if start >= end_excl || end_excl > size || start % MIB != 0 {
+    if start >= end_excl || end_excl > size || !start.is_multiple_of(MIB) {
         return false;
     }
     let mut span = MIB;
-    while start % span == 0 {
+    while start.is_multiple_of(span) {
         if end_excl == (start + span).min(size) {
             return true;
         }
@@ -72,10 +72,10 @@ pub(crate) fn is_tree_aligned(start: u64, end_excl: u64, size: u64) -> bool {
 /// The retrieval-range rule of InitiateJob: S on a MiB boundary, and E+1 on one or E the last
 /// byte.
 pub(crate) fn is_mib_aligned(start: u64, end_incl: u64, size: u64) -> bool {
-    start % MIB == 0
+    start.is_multiple_of(MIB)
         && start <= end_incl
         && end_incl < size
-        && ((end_incl + 1) % MIB == 0 || end_incl + 1 == size)
+        && ((end_incl + 1).is_multiple_of(MIB) || end_incl + 1 == size)
 }
 
 /// Tree hash of an aligned byte range, from the archive's chunk hashes.

@@ -74,7 +74,7 @@ pub(crate) fn list(st: &mut State, req: &Request) -> ApiResult {
     let mut names = st
         .vaults
         .keys()
-        .filter(|n| after.as_ref().map_or(true, |a| n.as_str() > a.as_str()));
+        .filter(|n| after.as_ref().is_none_or(|a| n.as_str() > a.as_str()));
     let page: Vec<&String> = names.by_ref().take(limit).collect();
     let more = names.next().is_some();
     let list: Vec<Value> = page

@@ -70,7 +70,7 @@ fn spawn_catalog_copies(catalog: &Catalog, runtime: &tokio::runtime::Handle) {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok());
-            if age.map_or(true, |a| a >= MAX_AGE) {
+            if age.is_none_or(|a| a >= MAX_AGE) {
                 let c = catalog.clone();
                 match tokio::task::spawn_blocking(move || c.save_copy()).await {
                     Ok(Ok(())) => log::debug!("saved a copy of the catalog"),

@@ -15,8 +15,8 @@ pub fn is_mib_aligned(start: u64, end_inclusive: u64, size: u64) -> bool {
     // end_inclusive < size, so end_inclusive + 1 cannot overflow.
     start <= end_inclusive
         && end_inclusive < size
-        && start % MIB == 0
-        && ((end_inclusive + 1) % MIB == 0 || end_inclusive == size - 1)
+        && start.is_multiple_of(MIB)
+        && ((end_inclusive + 1).is_multiple_of(MIB) || end_inclusive == size - 1)
 }
 
 /// The range `[start, end_exclusive)` is exactly one node of the archive's tree: in MiB
@@ -30,7 +30,7 @@ pub fn is_tree_aligned(start: u64, end_exclusive: u64, size: u64) -> bool {
     if start == 0 && end_exclusive == size {
         return true;
     }
-    if start >= end_exclusive || end_exclusive > size || start % MIB != 0 {
+    if start >= end_exclusive || end_exclusive > size || !start.is_multiple_of(MIB) {
         return false;
     }
     let first_leaf = start / MIB;
@@ -39,12 +39,12 @@ pub fn is_tree_aligned(start: u64, end_exclusive: u64, size: u64) -> bool {
     if end_exclusive < size {
         // A node that ends inside the archive is complete: exactly 2^i leaves, starting
         // on a multiple of 2^i.
-        len % MIB == 0 && leaves.is_power_of_two() && first_leaf % leaves == 0
+        len.is_multiple_of(MIB) && leaves.is_power_of_two() && first_leaf.is_multiple_of(leaves)
     } else {
         // The last node on some level may be cut short by the end of the archive: it has
         // 2^i leaves in principle, for some 2^i >= `leaves`, and starts on a multiple of
         // 2^i. The smallest such 2^i is the weakest condition.
-        first_leaf % leaves.next_power_of_two() == 0
+        first_leaf.is_multiple_of(leaves.next_power_of_two())
     }
 }
 

@@ -104,7 +104,7 @@ pub fn root_of_leaves(leaves: &[Digest]) -> Digest {
 
 /// Whether `n` is 2^k MiB for some k ≥ 0: the only legal part and chunk sizes.
 fn is_pow2_mib(n: u64) -> bool {
-    n % MIB == 0 && (n / MIB).is_power_of_two()
+    n.is_multiple_of(MIB) && (n / MIB).is_power_of_two()
 }
 
 /// Combine the tree hashes of consecutive equal-size parts (each part a power-of-two

@@ -210,7 +210,7 @@ fn hash_stream_in_blocks(
     block: usize,
     threads: usize,
 ) -> io::Result<(Digest, u64)> {
-    debug_assert!(block > 0 && block % LEAF == 0);
+    debug_assert!(block > 0 && block.is_multiple_of(LEAF));
     // vec![0; n] comes from calloc: untouched pages cost nothing for short inputs.
     let mut current = vec![0u8; block];
     let mut next = vec![0u8; block];
@@ -322,7 +322,7 @@ mod tests {
     impl Read for Trickle<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.calls % 3 == 0 {
+            if self.calls.is_multiple_of(3) {
                 return Err(io::ErrorKind::Interrupted.into());
             }
             let n = buf.len().min(self.data.len()).min(100_003);

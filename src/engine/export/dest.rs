@@ -329,7 +329,7 @@ impl DownloadJournal for Journal {
 }
 
 fn parse_leaves(hexes: &str) -> Option<Vec<Digest>> {
-    if hexes.len() % 64 != 0 {
+    if !hexes.len().is_multiple_of(64) {
         return None;
     }
     (0..hexes.len() / 64)
@@ -346,7 +346,7 @@ pub fn trusted_prefix(rec: &Record, temp: &Path, size: u64) -> Resume {
     let fits = rec.size == size
         && rec.verified <= size
         && leaves.len() as u64 == rec.verified.div_ceil(MIB)
-        && (rec.verified % MIB == 0 || rec.verified == size);
+        && (rec.verified.is_multiple_of(MIB) || rec.verified == size);
     if rec.verified == 0 || !fits {
         return Resume::default();
     }

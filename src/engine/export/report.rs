@@ -351,7 +351,7 @@ impl Reporter {
             (false, true) => Duration::from_millis(250),
             (false, false) => Duration::from_secs(30),
         };
-        self.last_progress.map_or(true, |at| at.elapsed() >= every)
+        self.last_progress.is_none_or(|at| at.elapsed() >= every)
     }
 
     /// Shows the progress line.

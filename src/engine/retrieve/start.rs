@@ -97,10 +97,7 @@ impl Retriever {
             .await?;
         let whole = format!("0-{}", n.size.saturating_sub(1));
         let reusable = listed.into_iter().find(|j| {
-            retrieves(j, archive_id)
-                && j.retrieval_byte_range
-                    .as_deref()
-                    .map_or(true, |r| r == whole)
+            retrieves(j, archive_id) && j.retrieval_byte_range.as_deref().is_none_or(|r| r == whole)
         });
         if let Some(j) = reusable {
             log::info!(

@@ -136,7 +136,7 @@ impl Engine<'_> {
             .again
             .iter()
             .copied()
-            .filter(|&i| self.entries[i].not_before.map_or(true, |t| t <= now))
+            .filter(|&i| self.entries[i].not_before.is_none_or(|t| t <= now))
             .collect();
         while let Some(&i) = self.pending.first() {
             let size = self.entries[i].work.size;

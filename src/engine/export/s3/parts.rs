@@ -87,7 +87,7 @@ mod tests {
         assert!(five_tib.div_ceil(p) <= MAX_PARTS);
         for size in [1, MIB, 100 * MIB + 3, 1 << 40, five_tib] {
             let p = part_size(size);
-            assert!((p / MIB).is_power_of_two() && p % MIB == 0);
+            assert!((p / MIB).is_power_of_two() && p.is_multiple_of(MIB));
             assert!(size.div_ceil(p) <= MAX_PARTS);
         }
     }

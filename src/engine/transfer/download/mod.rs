@@ -215,7 +215,7 @@ fn open_dest(path: &std::path::Path, size: u64) -> io::Result<File> {
 fn usable(resume: Resume, sh: &Shared) -> Resume {
     let v = resume.verified;
     let fits = v <= sh.size
-        && (v % MIB == 0 || v == sh.size)
+        && (v.is_multiple_of(MIB) || v == sh.size)
         && resume.leaves.len() as u64 == v.div_ceil(MIB);
     if fits {
         resume

@@ -318,7 +318,7 @@ fn record(
 
 /// Checks Glacier's echo of a tree hash against ours; no echo is no contradiction.
 fn echo_matches(echoed: Option<&str>, ours: &Digest) -> bool {
-    echoed.map_or(true, |h| from_hex(h) == Some(*ours))
+    echoed.is_none_or(|h| from_hex(h) == Some(*ours))
 }
 
 fn mismatch(what: String, ours: &Digest, theirs: Option<&str>) -> UploadError {
