@@ -24,6 +24,8 @@ mkdir -p target
 missing=()
 command -v rsync >/dev/null || missing+=(rsync)
 command -v getfattr >/dev/null || missing+=(attr)
+command -v gio >/dev/null || missing+=(libglib2.0-bin)
+command -v file >/dev/null || missing+=(file)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${missing[*]}"
