@@ -427,6 +427,13 @@ fn du(path: &Path) -> u64 {
         .unwrap_or_else(|| panic!("du printed {text:?}"))
 }
 
+/// `stat -c %b`: the blocks of `path`.
+fn blocks(path: &Path) -> u64 {
+    let out = Command::new("stat").args(["-c", "%b"]).arg(path).output().unwrap();
+    assert!(out.status.success(), "stat: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 #[test]
 fn du_counts_only_data_on_this_machine() {
     if !fuse_available() {
@@ -463,10 +470,96 @@ fn du_counts_only_data_on_this_machine() {
         "never retrieved; log:\n{}",
         mount.log_text()
     );
-    let size = files["beach.jpg"].len() as u64;
-    assert_eq!(du(&vault), size.div_ceil(512) * 512);
+    let mut here = files["beach.jpg"].len().div_ceil(512) as u64 * 512;
+    assert_eq!(du(&vault), here);
+
+    // Retrieved without an open, the file counts too, in `stat` as well: the kernel keeps
+    // the cold attributes it was given (`stat` asks for none anew, unlike a listing) until the
+    // daemon tells it they changed.
+    let scan = vault.join("photos/scan");
+    assert_eq!(blocks(&scan), 0);
+    let out = Command::new("setfattr")
+        .args(["-n", "user.glacier.retrieve", "-v", ""])
+        .arg(&scan)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "setfattr: {out:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            emu.complete_all_jobs();
+            support::xattr(&scan, "user.glacier.state").as_deref() == Ok("cached")
+        }),
+        "never retrieved; log:\n{}",
+        mount.log_text()
+    );
+    let want = files["photos/scan"].len().div_ceil(512) as u64;
+    assert!(
+        wait_until(Duration::from_secs(5), || blocks(&scan) == want),
+        "stat says {} blocks, not {want}",
+        blocks(&scan)
+    );
+    here += want * 512;
+    assert!(
+        wait_until(Duration::from_secs(5), || du(&vault) == here),
+        "du says {}, not {here}",
+        du(&vault)
+    );
 
     // So does a file written here.
     std::fs::write(vault.join("new.txt"), vec![b'x'; 1500]).unwrap();
-    assert_eq!(du(&vault), size.div_ceil(512) * 512 + 1536);
+    assert_eq!(du(&vault), here + 1536);
+}
+
+#[test]
+fn an_evicted_file_has_no_blocks_again() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let files: BTreeMap<String, Vec<u8>> = [
+        ("beach.jpg".to_owned(), jpeg()),
+        ("dunes.jpg".to_owned(), jpeg()),
+    ]
+    .into();
+    let cache = tempfile::tempdir().unwrap();
+    // Room for one of the two.
+    let mount = setup(&emu, &files, cache.path(), &["--cache-size", "100000"]);
+    let vault = mount.path(VAULT);
+    let retrieve = |rel: &str| {
+        let path = vault.join(rel);
+        let out = Command::new("setfattr")
+            .args(["-n", "user.glacier.retrieve", "-v", ""])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "setfattr: {out:?}");
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                emu.complete_all_jobs();
+                support::xattr(&path, "user.glacier.state").as_deref() == Ok("cached")
+            }),
+            "{rel} never retrieved; log:\n{}",
+            mount.log_text()
+        );
+    };
+    let beach = vault.join("beach.jpg");
+    retrieve("beach.jpg");
+    assert_eq!(std::fs::read(&beach).unwrap(), files["beach.jpg"]);
+    let want = files["beach.jpg"].len().div_ceil(512) as u64;
+    assert_eq!(blocks(&beach), want);
+
+    // The next retrieval pushes the one read least recently out of the cache.
+    retrieve("dunes.jpg");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            support::xattr(&beach, "user.glacier.state").as_deref() == Ok("cold")
+        }),
+        "beach.jpg was never evicted; log:\n{}",
+        mount.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || blocks(&beach) == 0),
+        "an evicted file still shows {} blocks",
+        blocks(&beach)
+    );
 }
