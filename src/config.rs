@@ -541,10 +541,18 @@ mod tests {
         assert_eq!(m.retrieve_deny, ["cat", "my-indexer*", "vlc"]);
         assert_eq!(m.retrieve_allow, ["tumblerd"]);
         assert_eq!(m.retrieval_job_budget, 3);
-        assert_eq!(mount(&["--retrieval-job-budget", "0"]).unwrap().retrieval_job_budget, 0);
+        assert_eq!(
+            mount(&["--retrieval-job-budget", "0"])
+                .unwrap()
+                .retrieval_job_budget,
+            0
+        );
         for bad in ["/usr/bin/cat", "cat,,vlc", "", "a\tb"] {
             let e = mount(&["--retrieve-deny", bad]).expect_err(bad);
-            assert!(e.to_string().contains("invalid program name"), "{bad:?}: {e}");
+            assert!(
+                e.to_string().contains("invalid program name"),
+                "{bad:?}: {e}"
+            );
         }
         assert!(mount(&["--retrieval-job-budget", "-1"]).is_err());
         assert!(mount(&["--retrieval-job-budget", "many"]).is_err());

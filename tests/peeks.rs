@@ -14,24 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-
 use glacierfs::catalog::{meta, Catalog};
-use glacierfs::codec::timefmt::format_compact;
 use support::emulator::{ClockStart, Emulator, EmulatorOptions, Op};
+use support::export::mt2;
 use support::mount::{fuse_available, wait_until, Mount};
 use support::walk;
 
 const VAULT: &str = "pictures";
-
-fn mt2(path: &str) -> String {
-    let json = format!(
-        r#"{{"filename":"{path}","mtime":"{}"}}"#,
-        format_compact(1_600_000_000)
-    );
-    format!("mt2 {}", URL_SAFE_NO_PAD.encode(json))
-}
 
 /// A JPEG's and a PNG's first bytes, so a type sniffer has something to find if it ever got
 /// the data.
@@ -62,35 +51,86 @@ fn gallery() -> BTreeMap<String, Vec<u8>> {
     .collect()
 }
 
-/// An emulator on real time: the retrieval budget's 24 h window counts the jobs it dates.
-fn emulator() -> Emulator {
-    Emulator::start_with(EmulatorOptions {
-        clock: ClockStart::RealNow,
-        ..EmulatorOptions::default()
-    })
+/// A mount over a vault of cold files, with the emulator and cache behind it. Fields drop in
+/// order: the mount goes before its cache and its endpoint.
+struct Fixture {
+    mount: Mount,
+    cache: tempfile::TempDir,
+    emu: Emulator,
 }
 
-/// `files` in the vault, inventoried, mounted with `extra`, and loaded into the catalog.
-fn setup(emu: &Emulator, files: &BTreeMap<String, Vec<u8>>, cache: &Path, extra: &[&str]) -> Mount {
-    emu.create_vault(VAULT);
-    for (path, data) in files {
-        emu.put_archive(VAULT, &mt2(path), data, None);
+impl Fixture {
+    /// `files` in the vault, inventoried, mounted with `extra`, and loaded into the catalog;
+    /// the emulator's counts start after the inventory. The emulator runs on real time, so
+    /// the retrieval budget's 24 h window counts the jobs it dates.
+    fn start(files: &BTreeMap<String, Vec<u8>>, extra: &[&str]) -> Fixture {
+        let emu = Emulator::start_with(EmulatorOptions {
+            clock: ClockStart::RealNow,
+            ..EmulatorOptions::default()
+        });
+        emu.create_vault(VAULT);
+        for (path, data) in files {
+            emu.put_archive(VAULT, &mt2(path, 1_600_000_000), data, None);
+        }
+        emu.take_inventory(VAULT);
+        let cache = tempfile::tempdir().unwrap();
+        let mount = Mount::start(&emu.endpoint(), cache.path(), extra);
+        let vault = mount.path(VAULT);
+        let _ = std::fs::read_dir(&vault).map(|d| d.count());
+        let loaded = wait_until(Duration::from_secs(60), || {
+            emu.complete_all_jobs();
+            walk(&vault).values().filter(|v| v.is_some()).count() >= files.len()
+        });
+        assert!(loaded, "the vault never loaded; log:\n{}", mount.log_text());
+        emu.reset_stats();
+        Fixture { mount, cache, emu }
     }
-    emu.take_inventory(VAULT);
-    let mount = Mount::start(&emu.endpoint(), cache, extra);
-    let vault = mount.path(VAULT);
-    let _ = std::fs::read_dir(&vault).map(|d| d.count());
-    let loaded = wait_until(Duration::from_secs(60), || {
-        emu.complete_all_jobs();
-        walk(&vault).values().filter(|v| v.is_some()).count() >= files.len()
-    });
-    assert!(loaded, "the vault never loaded; log:\n{}", mount.log_text());
-    mount
-}
 
-/// Archive-retrieval jobs the emulator was asked for (the inventory's came before `reset`).
-fn initiated(emu: &Emulator) -> u64 {
-    emu.stats().requests_for(Op::InitiateJob)
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mount.path(VAULT).join(rel)
+    }
+
+    fn cache(&self) -> &Path {
+        self.cache.path()
+    }
+
+    /// Jobs the emulator was asked for since the vault loaded.
+    fn initiated(&self) -> u64 {
+        self.emu.stats().requests_for(Op::InitiateJob)
+    }
+
+    /// Asks for `rel` through `user.glacier.retrieve`, as `glacierfs retrieve` does.
+    fn request(&self, rel: &str) {
+        let out = Command::new("setfattr")
+            .args(["-n", "user.glacier.retrieve", "-v", ""])
+            .arg(self.path(rel))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "setfattr {rel}: {out:?}");
+    }
+
+    /// Lets Glacier finish every job until `rel` is cached.
+    fn wait_cached(&self, rel: &str) {
+        let path = self.path(rel);
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                self.emu.complete_all_jobs();
+                support::xattr(&path, "user.glacier.state").as_deref() == Ok("cached")
+            }),
+            "{rel} was never retrieved; log:\n{}",
+            self.mount.log_text()
+        );
+    }
+
+    /// Waits until the emulator was asked for `n` jobs.
+    fn wait_initiated(&self, n: u64, what: &str) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.initiated() == n),
+            "{what}: {} jobs, not {n}; log:\n{}",
+            self.initiated(),
+            self.mount.log_text()
+        );
+    }
 }
 
 /// Runs `program` with `args`; the output, whatever the exit status.
@@ -139,7 +179,10 @@ fn wait_refused(cache: &Path, program: &str, n: u64) -> u64 {
         refused(cache).get(program).copied().unwrap_or(0) >= n
     });
     let got = refused(cache);
-    assert!(reached, "{program} never reached {n} refused peeks: {got:?}");
+    assert!(
+        reached,
+        "{program} never reached {n} refused peeks: {got:?}"
+    );
     got[program]
 }
 
@@ -163,35 +206,34 @@ fn gio_file_and_thumbnailers_start_no_job_and_cat_does() {
     if !fuse_available() {
         return;
     }
-    let emu = emulator();
     let files = gallery();
-    let cache = tempfile::tempdir().unwrap();
-    let mount = setup(&emu, &files, cache.path(), &[]);
-    let vault = mount.path(VAULT);
-    emu.reset_stats();
+    let f = Fixture::start(&files, &[]);
 
     // A file manager's listing: every entry with its content type, which GIO sniffs from the
     // first bytes when the name does not settle it.
     for dir in ["", "photos", "docs"] {
-        let listing = run_text("gio", &[
-            Path::new("list"),
-            Path::new("-a"),
-            Path::new("standard::content-type"),
-            &vault.join(dir),
-        ]);
+        let listing = run_text(
+            "gio",
+            &[
+                Path::new("list"),
+                Path::new("-a"),
+                Path::new("standard::content-type"),
+                &f.path(dir),
+            ],
+        );
         assert!(listing.contains("content-type"), "gio list: {listing}");
     }
     for rel in files.keys() {
-        let info = run("gio", &[Path::new("info"), &vault.join(rel)]);
+        let info = run("gio", &[Path::new("info"), &f.path(rel)]);
         assert!(info.status.success(), "gio info {rel}: {info:?}");
     }
     // gio did open cold files (and was told no): the test is not passing by never asking.
-    wait_refused(cache.path(), "gio", 1);
+    wait_refused(f.cache(), "gio", 1);
 
     for rel in files.keys() {
         // `file` reports a failed open in its own words ("no read permission", or "cannot
         // open"), and never the type the data would show.
-        let path = vault.join(rel);
+        let path = f.path(rel);
         let text = run_text("file", &[&path]);
         let said = text.replace(&format!("{}: ", path.display()), "");
         assert!(
@@ -199,49 +241,48 @@ fn gio_file_and_thumbnailers_start_no_job_and_cat_does() {
             "file {rel} read the data: {text}"
         );
     }
-    wait_refused(cache.path(), "file", files.len() as u64);
+    wait_refused(f.cache(), "file", files.len() as u64);
 
     // Programs named like thumbnailers, reading images as theirs would.
     let bin = tempfile::tempdir().unwrap();
     let ffmpeg = renamed("/usr/bin/head", "ffmpegthumbnailer", bin.path());
     let tumbler = renamed("/bin/cat", "tumblerd", bin.path());
     for image in ["beach.jpg", "photos/scan", "photos/IMG_0001.PNG"] {
-        let image = vault.join(image);
+        let image = f.path(image);
         assert_eagain("ffmpegthumbnailer", &run(&ffmpeg, &[&image]));
         assert_eagain("tumblerd", &run(&tumbler, &[&image]));
     }
-    wait_refused(cache.path(), "ffmpegthumbnailer", 3);
-    wait_refused(cache.path(), "tumblerd", 3);
+    wait_refused(f.cache(), "ffmpegthumbnailer", 3);
+    wait_refused(f.cache(), "tumblerd", 3);
 
     settle();
-    assert_eq!(initiated(&emu), 0, "a peek started a retrieval job");
+    assert_eq!(f.initiated(), 0, "a peek started a retrieval job");
     assert!(
-        emu.jobs(VAULT).iter().all(|j| j.archive_id.is_none()),
+        f.emu.jobs(VAULT).iter().all(|j| j.archive_id.is_none()),
         "a peek started a retrieval job: {:?}",
-        emu.jobs(VAULT)
+        f.emu.jobs(VAULT)
     );
     assert_eq!(
-        support::xattr(&vault.join("beach.jpg"), "user.glacier.state").as_deref(),
+        support::xattr(&f.path("beach.jpg"), "user.glacier.state").as_deref(),
         Ok("cold")
     );
 
     // A program that reads for the user starts one, as before.
-    assert_eagain("cat", &run("cat", &[&vault.join("beach.jpg")]));
-    assert!(
-        wait_until(Duration::from_secs(10), || initiated(&emu) == 1),
-        "cat started no job; log:\n{}",
-        mount.log_text()
-    );
+    assert_eagain("cat", &run("cat", &[&f.path("beach.jpg")]));
+    f.wait_initiated(1, "cat after the peeks");
     settle();
-    assert_eq!(initiated(&emu), 1, "cat started more than one job");
+    assert_eq!(f.initiated(), 1, "cat started more than one job");
 
     // The log says why, once per program: "refused N peeks by P ...".
-    let log = mount.log_text();
     for program in ["gio", "file", "ffmpegthumbnailer", "tumblerd"] {
         let said = format!(" by {program} at cold files in the last minute; they start no");
         assert!(
-            wait_until(Duration::from_secs(5), || mount.log_text().contains(&said)),
-            "no log line for {program}:\n{log}"
+            wait_until(Duration::from_secs(5), || f
+                .mount
+                .log_text()
+                .contains(&said)),
+            "no log line for {program}:\n{}",
+            f.mount.log_text()
         );
     }
 }
@@ -251,12 +292,7 @@ fn refused_peeks_are_counted_and_logged_once_a_minute() {
     if !fuse_available() {
         return;
     }
-    let emu = emulator();
-    let files = gallery();
-    let cache = tempfile::tempdir().unwrap();
-    let mount = setup(&emu, &files, cache.path(), &[]);
-    let vault = mount.path(VAULT);
-    emu.reset_stats();
+    let mut f = Fixture::start(&gallery(), &[]);
     let bin = tempfile::tempdir().unwrap();
     let thumbnailer = renamed("/usr/bin/head", "totem-video-thumbnailer", bin.path());
     let lines = |m: &Mount| {
@@ -266,37 +302,44 @@ fn refused_peeks_are_counted_and_logged_once_a_minute() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
-    let image = vault.join("beach.jpg");
+    let image = f.path("beach.jpg");
     for _ in 0..5 {
         assert_eagain("the thumbnailer", &run(&thumbnailer, &[&image]));
     }
     // The whole name, though the kernel keeps only "totem-video-thu" of it.
-    assert_eq!(wait_refused(cache.path(), "totem-video-thumbnailer", 5), 5);
+    assert_eq!(wait_refused(f.cache(), "totem-video-thumbnailer", 5), 5);
     assert!(
-        wait_until(Duration::from_secs(5), || !lines(&mount).is_empty()),
+        wait_until(Duration::from_secs(5), || !lines(&f.mount).is_empty()),
         "no log line; log:\n{}",
-        mount.log_text()
+        f.mount.log_text()
     );
     for _ in 0..7 {
         assert_eagain("the thumbnailer", &run(&thumbnailer, &[&image]));
     }
-    assert_eq!(wait_refused(cache.path(), "totem-video-thumbnailer", 12), 12);
+    assert_eq!(wait_refused(f.cache(), "totem-video-thumbnailer", 12), 12);
     std::thread::sleep(Duration::from_secs(3));
-    let said = lines(&mount);
+    let said = lines(&f.mount);
     assert_eq!(said.len(), 1, "logged more than once a minute: {said:#?}");
     assert!(
         said[0].contains("refused ") && said[0].contains("they start no retrieval"),
         "{}",
         said[0]
     );
-    assert_eq!(initiated(&emu), 0, "a peek started a job");
+    assert_eq!(f.initiated(), 0, "a peek started a job");
 
-    // The count is the mount's: it is kept across the unmount, and a new mount starts over.
-    let log = mount.unmount();
-    assert_eq!(refused(cache.path()).get("totem-video-thumbnailer"), Some(&12), "{log}");
-    let again = Mount::start(&emu.endpoint(), cache.path(), &[]);
-    assert!(refused(cache.path()).is_empty());
-    drop(again);
+    // The count is the mount's: it stays after the unmount, and a new mount starts over.
+    f.mount.kill();
+    assert_eq!(
+        refused(f.cache()).get("totem-video-thumbnailer"),
+        Some(&12),
+        "the count did not outlive the daemon"
+    );
+    let endpoint = f.emu.endpoint();
+    f.mount.remount(&endpoint, &[]);
+    assert!(
+        refused(f.cache()).is_empty(),
+        "a new mount kept the old count"
+    );
 }
 
 #[test]
@@ -304,13 +347,8 @@ fn retrieve_allow_and_deny_move_programs_on_and_off_the_list() {
     if !fuse_available() {
         return;
     }
-    let emu = emulator();
-    let files = gallery();
-    let cache = tempfile::tempdir().unwrap();
-    let mount = setup(
-        &emu,
-        &files,
-        cache.path(),
+    let f = Fixture::start(
+        &gallery(),
         &[
             "--retrieve-allow",
             "ffmpegthumbnailer",
@@ -318,45 +356,30 @@ fn retrieve_allow_and_deny_move_programs_on_and_off_the_list() {
             "cat",
         ],
     );
-    let vault = mount.path(VAULT);
-    emu.reset_stats();
 
     // cat is denied: no job.
-    assert_eagain("cat", &run("cat", &[&vault.join("beach.jpg")]));
-    wait_refused(cache.path(), "cat", 1);
+    assert_eagain("cat", &run("cat", &[&f.path("beach.jpg")]));
+    wait_refused(f.cache(), "cat", 1);
     settle();
-    assert_eq!(initiated(&emu), 0, "a denied cat started a job");
+    assert_eq!(f.initiated(), 0, "a denied cat started a job");
 
     // tumblerd is still on the built-in list.
     let bin = tempfile::tempdir().unwrap();
     let tumbler = renamed("/bin/cat", "tumblerd", bin.path());
-    assert_eagain("tumblerd", &run(&tumbler, &[&vault.join("photos/scan")]));
-    wait_refused(cache.path(), "tumblerd", 1);
+    assert_eagain("tumblerd", &run(&tumbler, &[&f.path("photos/scan")]));
+    wait_refused(f.cache(), "tumblerd", 1);
     settle();
-    assert_eq!(initiated(&emu), 0, "tumblerd started a job");
+    assert_eq!(f.initiated(), 0, "tumblerd started a job");
 
     // The allowed thumbnailer starts jobs again.
     let ffmpeg = renamed("/usr/bin/head", "ffmpegthumbnailer", bin.path());
-    assert_eagain("ffmpegthumbnailer", &run(&ffmpeg, &[&vault.join("beach.jpg")]));
-    assert!(
-        wait_until(Duration::from_secs(10), || initiated(&emu) == 1),
-        "the allowed thumbnailer started no job; log:\n{}",
-        mount.log_text()
-    );
-    assert!(!refused(cache.path()).contains_key("ffmpegthumbnailer"));
+    assert_eagain("ffmpegthumbnailer", &run(&ffmpeg, &[&f.path("beach.jpg")]));
+    f.wait_initiated(1, "the allowed thumbnailer");
+    assert!(!refused(f.cache()).contains_key("ffmpegthumbnailer"));
 
     // Explicit requests ignore the list: the attribute starts a job whoever sets it.
-    let out = Command::new("setfattr")
-        .args(["-n", "user.glacier.retrieve", "-v", ""])
-        .arg(vault.join("photos/scan"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "setfattr: {out:?}");
-    assert!(
-        wait_until(Duration::from_secs(10), || initiated(&emu) == 2),
-        "the attribute started no job; log:\n{}",
-        mount.log_text()
-    );
+    f.request("photos/scan");
+    f.wait_initiated(2, "the attribute");
 }
 
 #[test]
@@ -364,15 +387,11 @@ fn the_job_cap_holds_across_a_remount() {
     if !fuse_available() {
         return;
     }
-    let emu = emulator();
     let files: BTreeMap<String, Vec<u8>> = (1..=5)
         .map(|k| (format!("f{k}"), vec![k as u8; 1000]))
         .collect();
-    let cache = tempfile::tempdir().unwrap();
     let cap = ["--retrieval-job-budget", "3"];
-    let mount = setup(&emu, &files, cache.path(), &cap);
-    let vault = mount.path(VAULT);
-    emu.reset_stats();
+    let mut f = Fixture::start(&files, &cap);
     let quota = |what: &str, out: &Output| {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -382,43 +401,38 @@ fn the_job_cap_holds_across_a_remount() {
     };
 
     for k in 1..=3 {
-        assert_eagain("cat", &run("cat", &[&vault.join(format!("f{k}"))]));
+        assert_eagain("cat", &run("cat", &[&f.path(&format!("f{k}"))]));
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || initiated(&emu) == 3),
-        "three opens did not start three jobs; log:\n{}",
-        mount.log_text()
-    );
-    quota("a fourth cold open", &run("cat", &[&vault.join("f4")]));
+    f.wait_initiated(3, "three cold opens");
+    quota("a fourth cold open", &run("cat", &[&f.path("f4")]));
     // A file whose job is running waits on it, as before.
-    assert_eagain("cat f1 again", &run("cat", &[&vault.join("f1")]));
+    assert_eagain("cat f1 again", &run("cat", &[&f.path("f1")]));
     settle();
-    assert_eq!(initiated(&emu), 3);
+    assert_eq!(f.initiated(), 3);
 
-    // The count is in the catalog: a new mount on the same cache still says no.
-    drop(mount);
-    let mount = Mount::start(&emu.endpoint(), cache.path(), &cap);
-    let vault = mount.path(VAULT);
-    quota("f4 after a remount", &run("cat", &[&vault.join("f4")]));
-    quota("f5 after a remount", &run("cat", &[&vault.join("f5")]));
-    assert_eagain("f2 after a remount", &run("cat", &[&vault.join("f2")]));
+    // The count is in the catalog: a new daemon on the same cache still says no.
+    let endpoint = f.emu.endpoint();
+    f.mount.remount(&endpoint, &cap);
+    quota("f4 after a remount", &run("cat", &[&f.path("f4")]));
+    quota("f5 after a remount", &run("cat", &[&f.path("f5")]));
+    assert_eagain("f2 after a remount", &run("cat", &[&f.path("f2")]));
     settle();
-    assert_eq!(initiated(&emu), 3, "the cap was passed after a remount");
+    assert_eq!(f.initiated(), 3, "the cap was passed after a remount");
 
     // A raised cap lets the next open through.
-    drop(mount);
-    let mount = Mount::start(&emu.endpoint(), cache.path(), &["--retrieval-job-budget", "4"]);
-    assert_eagain("f4 with room", &run("cat", &[&mount.path(VAULT).join("f4")]));
-    assert!(
-        wait_until(Duration::from_secs(10), || initiated(&emu) == 4),
-        "a fourth job under a cap of 4 did not start; log:\n{}",
-        mount.log_text()
-    );
+    f.mount.remount(&endpoint, &["--retrieval-job-budget", "4"]);
+    assert_eagain("f4 with room", &run("cat", &[&f.path("f4")]));
+    f.wait_initiated(4, "a fourth job under a cap of 4");
 }
 
 /// `du -s -B1` of `path`: bytes of blocks on this machine.
 fn du(path: &Path) -> u64 {
-    let out = Command::new("du").arg("-s").arg("-B1").arg(path).output().unwrap();
+    let out = Command::new("du")
+        .arg("-s")
+        .arg("-B1")
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "du: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
@@ -429,7 +443,11 @@ fn du(path: &Path) -> u64 {
 
 /// `stat -c %b`: the blocks of `path`.
 fn blocks(path: &Path) -> u64 {
-    let out = Command::new("stat").args(["-c", "%b"]).arg(path).output().unwrap();
+    let out = Command::new("stat")
+        .args(["-c", "%b"])
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "stat: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
@@ -439,11 +457,9 @@ fn du_counts_only_data_on_this_machine() {
     if !fuse_available() {
         return;
     }
-    let emu = Emulator::start();
     let files = gallery();
-    let cache = tempfile::tempdir().unwrap();
-    let mount = setup(&emu, &files, cache.path(), &[]);
-    let vault = mount.path(VAULT);
+    let f = Fixture::start(&files, &[]);
+    let vault = f.path("");
     assert_eq!(du(&vault), 0, "a vault of cold files holds nothing here");
     let apparent = Command::new("du")
         .args(["-s", "-B1", "--apparent-size"])
@@ -457,56 +473,32 @@ fn du_counts_only_data_on_this_machine() {
         .unwrap();
     let total: u64 = files.values().map(|d| d.len() as u64).sum();
     assert!(apparent >= total, "sizes still show: {apparent} < {total}");
+    let blocks_of = |rel: &str| files[rel].len().div_ceil(512) as u64;
 
     // Retrieved, the file counts.
-    let beach = vault.join("beach.jpg");
-    assert_eagain("cat", &run("cat", &[&beach]));
-    emu.complete_all_jobs();
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            emu.complete_all_jobs();
-            std::fs::read(&beach).is_ok()
-        }),
-        "never retrieved; log:\n{}",
-        mount.log_text()
-    );
-    let mut here = files["beach.jpg"].len().div_ceil(512) as u64 * 512;
+    assert_eagain("cat", &run("cat", &[&f.path("beach.jpg")]));
+    f.wait_cached("beach.jpg");
+    let mut here = blocks_of("beach.jpg") * 512;
     assert_eq!(du(&vault), here);
 
     // Retrieved without an open, the file counts too, in `stat` as well: the kernel keeps
     // the cold attributes it was given (`stat` asks for none anew, unlike a listing) until the
     // daemon tells it they changed.
-    let scan = vault.join("photos/scan");
+    let scan = f.path("photos/scan");
     assert_eq!(blocks(&scan), 0);
-    let out = Command::new("setfattr")
-        .args(["-n", "user.glacier.retrieve", "-v", ""])
-        .arg(&scan)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "setfattr: {out:?}");
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            emu.complete_all_jobs();
-            support::xattr(&scan, "user.glacier.state").as_deref() == Ok("cached")
-        }),
-        "never retrieved; log:\n{}",
-        mount.log_text()
-    );
-    let want = files["photos/scan"].len().div_ceil(512) as u64;
+    f.request("photos/scan");
+    f.wait_cached("photos/scan");
+    let want = blocks_of("photos/scan");
     assert!(
         wait_until(Duration::from_secs(5), || blocks(&scan) == want),
         "stat says {} blocks, not {want}",
         blocks(&scan)
     );
     here += want * 512;
-    assert!(
-        wait_until(Duration::from_secs(5), || du(&vault) == here),
-        "du says {}, not {here}",
-        du(&vault)
-    );
+    assert_eq!(du(&vault), here);
 
     // So does a file written here.
-    std::fs::write(vault.join("new.txt"), vec![b'x'; 1500]).unwrap();
+    std::fs::write(f.path("new.txt"), vec![b'x'; 1500]).unwrap();
     assert_eq!(du(&vault), here + 1536);
 }
 
@@ -515,47 +507,31 @@ fn an_evicted_file_has_no_blocks_again() {
     if !fuse_available() {
         return;
     }
-    let emu = Emulator::start();
     let files: BTreeMap<String, Vec<u8>> = [
         ("beach.jpg".to_owned(), jpeg()),
         ("dunes.jpg".to_owned(), jpeg()),
     ]
     .into();
-    let cache = tempfile::tempdir().unwrap();
     // Room for one of the two.
-    let mount = setup(&emu, &files, cache.path(), &["--cache-size", "100000"]);
-    let vault = mount.path(VAULT);
-    let retrieve = |rel: &str| {
-        let path = vault.join(rel);
-        let out = Command::new("setfattr")
-            .args(["-n", "user.glacier.retrieve", "-v", ""])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "setfattr: {out:?}");
-        assert!(
-            wait_until(Duration::from_secs(30), || {
-                emu.complete_all_jobs();
-                support::xattr(&path, "user.glacier.state").as_deref() == Ok("cached")
-            }),
-            "{rel} never retrieved; log:\n{}",
-            mount.log_text()
-        );
-    };
-    let beach = vault.join("beach.jpg");
-    retrieve("beach.jpg");
+    let f = Fixture::start(&files, &["--cache-size", "100000"]);
+    let beach = f.path("beach.jpg");
+    f.request("beach.jpg");
+    f.wait_cached("beach.jpg");
     assert_eq!(std::fs::read(&beach).unwrap(), files["beach.jpg"]);
-    let want = files["beach.jpg"].len().div_ceil(512) as u64;
-    assert_eq!(blocks(&beach), want);
+    assert_eq!(
+        blocks(&beach),
+        files["beach.jpg"].len().div_ceil(512) as u64
+    );
 
     // The next retrieval pushes the one read least recently out of the cache.
-    retrieve("dunes.jpg");
+    f.request("dunes.jpg");
+    f.wait_cached("dunes.jpg");
     assert!(
         wait_until(Duration::from_secs(30), || {
             support::xattr(&beach, "user.glacier.state").as_deref() == Ok("cold")
         }),
         "beach.jpg was never evicted; log:\n{}",
-        mount.log_text()
+        f.mount.log_text()
     );
     assert!(
         wait_until(Duration::from_secs(5), || blocks(&beach) == 0),

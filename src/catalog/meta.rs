@@ -76,8 +76,8 @@ pub fn clear_refused_peeks(conn: &Connection) -> Result<(), CatalogError> {
 /// Opens of cold files refused since the mount started because the program only peeks, per
 /// program, most first (then by name). The daemon adds to them about once a second.
 pub fn refused_peeks(conn: &Connection) -> Result<Vec<(String, u64)>, CatalogError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2")?;
     let rows = stmt.query_map([PEEKS, PEEKS_END], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
     })?;

@@ -179,7 +179,9 @@ impl Process {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect()
         });
-        args.iter().map(String::as_str).find(|a| !a.starts_with('-'))
+        args.iter()
+            .map(String::as_str)
+            .find(|a| !a.starts_with('-'))
     }
 
     /// The name of this process `pattern` matches, if any: the executable's (whole) name
@@ -467,7 +469,10 @@ mod tests {
     #[test]
     fn gio_peeks_only_with_its_metadata_subcommands() {
         let r = PeekRules::default();
-        for args in [&["info", "x"][..], &["list", "-a", "standard::content-type", "d"]] {
+        for args in [
+            &["info", "x"][..],
+            &["list", "-a", "standard::content-type", "d"],
+        ] {
             assert_eq!(peeker(&r, "gio", Some("gio"), args).as_deref(), Some("gio"));
         }
         for args in [&["cat", "x"][..], &["copy", "x", "y"], &[]] {

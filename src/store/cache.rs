@@ -207,7 +207,11 @@ pub fn evict(
         let _ = std::fs::remove_file(data.data_path(*ino));
     }
     // Cold again, with no blocks on this machine: the kernel must not keep the old ones.
-    catalog.changed(evicted.iter().map(|ino| crate::catalog::changes::Change::Node(*ino)));
+    catalog.changed(
+        evicted
+            .iter()
+            .map(|ino| crate::catalog::changes::Change::Node(*ino)),
+    );
     log::info!(
         "evicted {} cached file(s) to stay within the cache size",
         evicted.len()
