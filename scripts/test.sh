@@ -27,6 +27,8 @@ command -v getfattr >/dev/null || missing+=(attr)
 command -v mount.fuse3 >/dev/null || [ -x /sbin/mount.fuse3 ] || missing+=(fuse3)
 command -v man >/dev/null || missing+=(man-db)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v gio >/dev/null || missing+=(libglib2.0-bin)
+command -v file >/dev/null || missing+=(file)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${missing[*]}"

@@ -148,6 +148,16 @@ pub struct MountArgs {
     /// Most bytes that open-triggered retrievals may ask for per 24 h
     #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
     pub retrieval_budget: u64,
+    /// Most retrieval jobs that opens may start per 24 h (each job is billed as a request)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub retrieval_job_budget: u64,
+    /// Programs whose opens of cold files start no retrieval, besides the built-in file
+    /// managers, thumbnailers and indexers (names as `ps -o comm` shows them; `*` matches any text)
+    #[arg(long, value_name = "PROG,...", value_delimiter = ',', value_parser = parse_program)]
+    pub retrieve_deny: Vec<String>,
+    /// Programs of the built-in list whose opens of cold files start retrievals after all
+    #[arg(long, value_name = "PROG,...", value_delimiter = ',', value_parser = parse_program)]
+    pub retrieve_allow: Vec<String>,
     /// Refuse every write with EROFS
     #[arg(long)]
     pub read_only: bool,
@@ -378,6 +388,11 @@ pub enum OptionError {
          INTELLIGENT_TIERING or STANDARD"
     )]
     StorageClass(String),
+    #[error(
+        "invalid program name {0:?}: give the name a program runs as (as `ps -o comm` shows \
+         it), without a path, separated by commas"
+    )]
+    Program(String),
 }
 
 /// Bytes in binary units, as the options take them: `512 B`, `1.5 KiB`, `10.0 GiB`.
@@ -444,6 +459,17 @@ pub fn parse_part_size(s: &str) -> Result<u64, OptionError> {
     } else {
         Err(OptionError::PartSize(s.to_string()))
     }
+}
+
+/// A program name for `--retrieve-deny` and `--retrieve-allow`: what a process runs as (its
+/// command name or its executable's file name), optionally with `*` wildcards. A path is
+/// refused rather than cut to its last part, so nobody believes the directory counts.
+pub fn parse_program(s: &str) -> Result<String, OptionError> {
+    let name = s.trim();
+    if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(OptionError::Program(s.to_owned()));
+    }
+    Ok(name.to_owned())
 }
 
 pub fn parse_tier(s: &str) -> Result<Tier, OptionError> {
@@ -524,5 +550,49 @@ mod tests {
         assert_eq!(m.inventory_max_age, Duration::from_secs(86400));
         assert_eq!(m.tier, Tier::Standard);
         assert_eq!(m.aws.account_id, "-");
+        assert_eq!(m.retrieval_job_budget, 1000);
+        assert!(m.retrieve_deny.is_empty() && m.retrieve_allow.is_empty());
+    }
+
+    fn mount(args: &[&str]) -> Result<MountArgs, clap::Error> {
+        let all = ["glacierfs", "mount"].iter().chain(args).chain(&["/mnt"]);
+        Cli::try_parse_from(all).map(|cli| match cli.command {
+            Command::Mount(m) => m,
+            other => panic!("not a mount: {other:?}"),
+        })
+    }
+
+    #[test]
+    fn peek_lists_and_the_job_budget_parse() {
+        let m = mount(&[
+            "--retrieve-deny",
+            "cat,my-indexer*",
+            "--retrieve-deny",
+            "vlc",
+            "--retrieve-allow",
+            " tumblerd ",
+            "--retrieval-job-budget",
+            "3",
+        ])
+        .expect("parses");
+        assert_eq!(m.retrieve_deny, ["cat", "my-indexer*", "vlc"]);
+        assert_eq!(m.retrieve_allow, ["tumblerd"]);
+        assert_eq!(m.retrieval_job_budget, 3);
+        assert_eq!(
+            mount(&["--retrieval-job-budget", "0"])
+                .unwrap()
+                .retrieval_job_budget,
+            0
+        );
+        for bad in ["/usr/bin/cat", "cat,,vlc", "", "a\tb"] {
+            let e = mount(&["--retrieve-deny", bad]).expect_err(bad);
+            assert!(
+                e.to_string().contains("invalid program name"),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(mount(&["--retrieval-job-budget", "-1"]).is_err());
+        assert!(mount(&["--retrieval-job-budget", "many"]).is_err());
+        assert_eq!(parse_program("nautilus"), Ok("nautilus".to_owned()));
     }
 }

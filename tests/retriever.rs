@@ -55,6 +55,7 @@ impl Setup {
             tier: Tier::Standard,
             auto: true,
             budget,
+            job_budget: 1000,
             poll_interval: Duration::from_millis(100),
             cache_size: 1 << 30,
         };

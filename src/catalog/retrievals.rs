@@ -67,14 +67,24 @@ pub fn for_archive(
         .optional()?)
 }
 
-/// Bytes asked for by automatic retrievals (those an open started) created after `since_s`.
-pub fn auto_bytes_since(c: &Connection, since_s: i64) -> Result<u64, CatalogError> {
-    let used: i64 = c
+/// What automatic retrievals (those an open started) created after `since_s` asked for: the
+/// two bounds of the retrieval budget, kept in the catalog so they hold across mounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AutoUse {
+    pub bytes: u64,
+    pub jobs: u64,
+}
+
+pub fn auto_use_since(c: &Connection, since_s: i64) -> Result<AutoUse, CatalogError> {
+    let (bytes, jobs): (i64, i64) = c
         .prepare_cached(
-            "SELECT COALESCE(SUM(size), 0) FROM jobs WHERE auto = 1 AND created_s > ?1",
+            "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM jobs WHERE auto = 1 AND created_s > ?1",
         )?
-        .query_row([since_s], |r| r.get(0))?;
-    Ok(used.max(0) as u64)
+        .query_row([since_s], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(AutoUse {
+        bytes: bytes.max(0) as u64,
+        jobs: jobs.max(0) as u64,
+    })
 }
 
 /// A job started or found for a file, as it is recorded.
@@ -378,8 +388,16 @@ mod tests {
         let got = for_archive(&c, 2, "a").unwrap().unwrap();
         assert_eq!((got.state, got.cause), (JobState::InProgress, None));
         assert!(got.in_flight());
-        assert_eq!(auto_bytes_since(&c, 99).unwrap(), 10);
-        assert_eq!(auto_bytes_since(&c, 100).unwrap(), 0);
+        assert_eq!(
+            auto_use_since(&c, 99).unwrap(),
+            AutoUse { bytes: 10, jobs: 1 }
+        );
+        record(&c, &job("j3", "b", 150)).unwrap();
+        assert_eq!(
+            auto_use_since(&c, 99).unwrap(),
+            AutoUse { bytes: 20, jobs: 2 }
+        );
+        assert_eq!(auto_use_since(&c, 150).unwrap(), AutoUse::default());
 
         begin_download(&c, 5, "j1", "a", 2, 10).unwrap();
         record_corrupt(&c, 5, "j1", "bad bytes", true).unwrap();
@@ -410,8 +428,8 @@ mod tests {
         assert_eq!(got.job_id, "refused-5-200");
         assert_eq!(got.cause, Some(FailureCause::Refused));
         assert_eq!(
-            auto_bytes_since(&c, 0).unwrap(),
-            0,
+            auto_use_since(&c, 0).unwrap(),
+            AutoUse::default(),
             "a refusal costs nothing"
         );
         record(&c, &job("j2", "a", 100)).unwrap();

@@ -136,12 +136,14 @@ pub fn report(dir: &Path, mount_root: Option<&Path>) -> Result<Value, StatusErro
     }
     let pid = CacheLock::holder(dir);
     let catalog = Catalog::open_read_only(dir)?;
-    let (overview, (cached, staged), cache_size) = catalog.read(|c| {
+    let (overview, (cached, staged), cache_size, peeks) = catalog.read(|c| {
         Ok((
             jobs::overview(c, None)?,
             jobs::cache_use(c)?,
             // A size that cannot be read shows as unknown rather than failing the report.
             crate::catalog::meta::cache_size(c).ok().flatten(),
+            // Likewise: the count of refused peeks is a hint, not the report's substance.
+            crate::catalog::meta::refused_peeks(c).unwrap_or_default(),
         ))
     })?;
     // Only a mount that is up has anything in flight, and only it knows what.
@@ -252,7 +254,37 @@ pub fn report(dir: &Path, mount_root: Option<&Path>) -> Result<Value, StatusErro
         "Deletes": deletes,
         "Cache": {"CachedBytes": cached, "CacheSize": cache_size, "StagedBytes": staged},
         "Failures": failures,
+        "RefusedPeeks": peeks
+            .iter()
+            .map(|(program, n)| json!({"Program": program, "Count": n}))
+            .collect::<Vec<_>>(),
     }))
+}
+
+/// One line on the peeks refused since the mount started (file managers, thumbnailers and
+/// indexers opening cold files), so an empty preview has its reason: the top three programs.
+fn peeks_line(peeks: &Value) -> Option<String> {
+    let list = peeks.as_array().filter(|l| !l.is_empty())?;
+    let total: u64 = list.iter().filter_map(|p| p["Count"].as_u64()).sum();
+    let top: Vec<String> = list
+        .iter()
+        .take(3)
+        .map(|p| {
+            format!(
+                "{} {}",
+                text(p, "Program"),
+                p["Count"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    let more = match list.len() > 3 {
+        true => ", ...",
+        false => "",
+    };
+    Some(format!(
+        "peeks refused: {total} opens of cold files by programs that only look ({}{more}); they start no retrieval",
+        top.join(", ")
+    ))
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -426,6 +458,9 @@ fn human_lines(r: &Value, all: bool) -> Vec<String> {
         human(cache["CachedBytes"].as_u64().unwrap_or(0)),
         human(cache["StagedBytes"].as_u64().unwrap_or(0))
     ));
+    if let Some(line) = peeks_line(&r["RefusedPeeks"]) {
+        out.push(line);
+    }
     if all {
         out.push(format!("every upload ({}):", uploads.len()));
         out.extend(uploads.iter().map(upload_line));

@@ -14,6 +14,7 @@ use crate::config::MountArgs;
 use crate::engine::inventory::{self, InventoryConfig, InventoryHandle};
 use crate::engine::retrieve::{RetrieveOptions, Retriever};
 use crate::engine::writeback::{WriteBack, WriteBackOptions};
+use crate::fs::peek::PeekRules;
 use crate::fs::{FsOptions, GlacierFs, Services};
 use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
@@ -163,8 +164,12 @@ fn connect(
     // An imported inventory (no endpoint recorded yet) can be browsed offline too.
     let browsable = had_identity || !catalog.read(vaults::all)?.is_empty();
     let cache_size = args.cache_size;
-    // For `glacierfs status`, which reads the catalog without the mount's options.
-    catalog.write(move |tx| meta::set_cache_size(tx, cache_size))?;
+    // For `glacierfs status`, which reads the catalog without the mount's options; its count
+    // of refused peeks starts with the mount.
+    catalog.write(move |tx| {
+        meta::set_cache_size(tx, cache_size)?;
+        meta::clear_refused_peeks(tx)
+    })?;
     let raw: Arc<dyn GlacierClient> = Arc::new(aws);
     let client: Arc<dyn GlacierClient> =
         Arc::new(Retrying::new(raw.clone(), RetryPolicy::default()));
@@ -247,6 +252,7 @@ fn assemble(
             tier: args.tier,
             auto: !args.no_auto_retrieve,
             budget: args.retrieval_budget,
+            job_budget: args.retrieval_job_budget,
             poll_interval: args.poll_interval,
             cache_size: args.cache_size,
         },
@@ -303,6 +309,7 @@ fn fs_options(args: &MountArgs, cache_dir: &Path, retry_interval: Duration) -> F
         cache_dir: cache_dir.to_owned(),
         retry_interval,
         delete_delay: args.delete_delay,
+        peek: PeekRules::new(args.retrieve_deny.clone(), args.retrieve_allow.clone()),
     }
 }
 

@@ -87,6 +87,7 @@ impl GlacierFs {
             gid: self.options.gid,
             mtime: now,
             ctime: now,
+            blocks: 0,
         }
     }
 

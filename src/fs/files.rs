@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use super::control_files;
 use super::error::{Missing, Op};
+use super::peek::{Caller, Process};
 use super::{checked_name, Attr, FsError, FsResult, GlacierFs};
 use crate::catalog::{self, nodes, vaults, CatalogError, Kind, Node};
 use crate::codec::names;
@@ -52,6 +53,7 @@ impl GlacierFs {
             };
             if let Ok(size) = size {
                 a.size = size;
+                a.blocks = super::local_blocks(size);
             }
         }
         a
@@ -164,9 +166,15 @@ impl GlacierFs {
         Ok((self.attr_of(&node), fh))
     }
 
-    /// Opens a file for its data. Local data (staged or cached) opens at once; an archive that
-    /// is only in Glacier needs a retrieval first, unless the open truncates it anyway.
+    /// Opens a file for its data, for a caller nobody knows (as a program that does not peek).
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        self.open_as(ino, flags, &Caller::unknown())
+    }
+
+    /// Opens a file for its data. Local data (staged or cached) opens at once; an archive that
+    /// is only in Glacier needs a retrieval first, unless the open truncates it anyway. A
+    /// caller that only peeks (`peek`) gets EAGAIN for a cold file and starts nothing.
+    pub fn open_as(&self, ino: u64, flags: i32, caller: &Caller) -> FsResult<u64> {
         let n = self.node(ino)?;
         if n.kind.is_dir() {
             return Err(FsError::IsDir);
@@ -186,6 +194,15 @@ impl GlacierFs {
             }
         }
         if !n.local && !truncate && n.size > 0 {
+            // Only a cold open looks at its caller: warm opens pay nothing for it.
+            let peeker = Process::of(caller.pid).and_then(|p| self.options.peek.peeker(&p));
+            if let Some(program) = peeker {
+                self.peeks.refused(&program);
+                return Err(FsError::NotYetAvailable(format!(
+                    "{} is in Glacier; {program} only peeks, so no retrieval was started",
+                    n.name
+                )));
+            }
             return Err(self.services.retriever.cold_open(&n).into());
         }
         if !write {
@@ -404,6 +421,7 @@ impl GlacierFs {
             gid: self.options.gid,
             mtime: super::time_from_ns(ns(m.mtime(), m.mtime_nsec())),
             ctime: super::time_from_ns(ns(m.ctime(), m.ctime_nsec())),
+            blocks: super::local_blocks(m.len()),
         })
     }
 
@@ -531,6 +549,7 @@ mod tests {
                 tier: Tier::Bulk,
                 auto: false,
                 budget: 0,
+                job_budget: 0,
                 poll_interval: Duration::from_secs(3600),
                 cache_size: 1 << 30,
             },
@@ -544,6 +563,7 @@ mod tests {
             cache_dir: dir.to_owned(),
             retry_interval: Duration::from_secs(3600),
             delete_delay: Duration::ZERO,
+            peek: crate::fs::peek::PeekRules::default(),
         };
         let services = Services {
             runtime: runtime.handle().clone(),

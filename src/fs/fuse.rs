@@ -21,6 +21,7 @@ use fuser::BackingId;
 
 use crate::fs::files::SetAttr;
 use crate::fs::passthrough;
+use crate::fs::peek::Caller;
 use crate::fs::{Attr, FileKind, FsError, GlacierFs, Op};
 
 /// How long the kernel may keep names and attributes. Every change made behind the kernel's
@@ -45,7 +46,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.blocks,
         atime: a.mtime,
         mtime: a.mtime,
         ctime: a.ctime,
@@ -191,7 +192,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if self.fs.is_control(ino.0) {
             // Control files render a snapshot per open: no page cache, no passthrough.
             return self.fs.open_control(
@@ -202,7 +203,8 @@ impl Filesystem for FuseAdapter {
                 }),
             );
         }
-        match self.fs.open(ino.0, flags.0) {
+        // The caller's pid: a program that only peeks starts no retrieval (`peek`).
+        match self.fs.open_as(ino.0, flags.0, &Caller::new(req.pid())) {
             Ok(fh) => match self.backing(ino.0, fh, |f| reply.open_backing(f)) {
                 Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
                 // File data changes only through this mount's own writes (which the kernel

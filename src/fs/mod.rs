@@ -15,6 +15,7 @@ pub mod invalidate;
 mod lock_file;
 pub mod namespace;
 pub mod passthrough;
+pub mod peek;
 mod vaults;
 mod xattr;
 
@@ -48,6 +49,8 @@ pub struct FsOptions {
     pub retry_interval: Duration,
     /// How long an archive delete waits in the queue (cancellable until then).
     pub delete_delay: Duration,
+    /// Programs whose opens of cold files start no retrieval (`peek`).
+    pub peek: peek::PeekRules,
 }
 
 /// What the semantics need from the rest of the daemon.
@@ -78,6 +81,15 @@ pub struct Attr {
     pub gid: u32,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// 512-byte blocks of data on this machine (`st_blocks`): a cold file's data is in
+    /// Glacier, so it has none, and `du` shows what the cache holds, as on other
+    /// hierarchical-storage file systems.
+    pub blocks: u64,
+}
+
+/// `st_blocks` of a file with `size` bytes on this machine.
+fn local_blocks(size: u64) -> u64 {
+    size.div_ceil(512)
 }
 
 /// One directory entry for readdir(plus); `cookie` resumes the listing after it.
@@ -112,6 +124,8 @@ pub struct GlacierFs {
     open_files: Arc<OpenFiles>,
     backings: passthrough::Backings,
     control_snapshots: Arc<control_files::ControlHandles>,
+    /// Peeks refused, counted for the log and `glacierfs status`.
+    peeks: Arc<peek::Tally>,
 }
 
 fn time_from_ns(ns: i64) -> SystemTime {
@@ -130,6 +144,7 @@ impl GlacierFs {
         data: DataStore,
         open_files: Arc<OpenFiles>,
     ) -> Self {
+        let peeks = peek::Tally::new(catalog.clone(), services.runtime.clone());
         GlacierFs {
             catalog,
             options,
@@ -139,6 +154,7 @@ impl GlacierFs {
             open_files,
             backings: passthrough::Backings::default(),
             control_snapshots: Arc::default(),
+            peeks,
         }
     }
 
@@ -174,6 +190,11 @@ impl GlacierFs {
             gid: n.gid.unwrap_or(self.options.gid),
             mtime: time_from_ns(n.mtime_ns),
             ctime: time_from_ns(n.ctime_ns),
+            blocks: if n.kind == Kind::File && n.local {
+                local_blocks(n.size)
+            } else {
+                0
+            },
         }
     }
 

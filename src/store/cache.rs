@@ -206,6 +206,12 @@ pub fn evict(
     for ino in &evicted {
         let _ = std::fs::remove_file(data.data_path(*ino));
     }
+    // Cold again, with no blocks on this machine: the kernel must not keep the old ones.
+    catalog.changed(
+        evicted
+            .iter()
+            .map(|ino| crate::catalog::changes::Change::Node(*ino)),
+    );
     log::info!(
         "evicted {} cached file(s) to stay within the cache size",
         evicted.len()

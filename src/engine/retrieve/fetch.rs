@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::Retriever;
+use crate::catalog::changes::Change;
 use crate::catalog::retrievals::{self, PendingJob};
 use crate::catalog::{nodes, Catalog, CatalogError, Node};
 use crate::codec::treehash::{self, Digest};
@@ -193,6 +194,9 @@ impl Retriever {
             return Ok(());
         }
         std::fs::rename(self.data.partial_path(ino), self.data.data_path(ino))?;
+        // Its blocks (`st_blocks` counts data on this machine) are no longer 0: the kernel
+        // must ask again rather than keep the cold file's attributes for their TTL.
+        self.catalog.changed([Change::Node(ino)]);
         log::info!("{} is retrieved, verified and cached", node.name);
         Ok(())
     }

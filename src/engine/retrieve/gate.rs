@@ -1,13 +1,14 @@
 //! What an open of a cold file, or an explicit request, gets: a job already known is reused
 //! (its output fetched again if it was evicted since), a failure that asking again would not
-//! fix is answered at once, and a new automatic job must fit the retrieval budget.
+//! fix is answered at once, and a new automatic job must fit the retrieval budget: bytes and
+//! jobs per 24 h, both counted from the catalog's job rows, so they hold across mounts.
 
 use std::sync::Arc;
 
 use super::{RetrieveError, Retriever};
 use crate::catalog::jobs::{FailureCause, JobState};
 use crate::catalog::retrievals::{self, Refusal, RetrievalJob};
-use crate::catalog::{CatalogError, Node};
+use crate::catalog::Node;
 use crate::glacier::{GlacierError, Tier};
 use crate::locks::lock;
 
@@ -18,7 +19,8 @@ use crate::locks::lock;
 pub(super) const REFUSAL_HOLD_S: i64 = 15 * 60;
 /// The start of a refused job's message; its cause column says it was refused.
 const REFUSED: &str = "Glacier refused the retrieval: ";
-/// The budget's window: automatic retrievals may ask for `budget` bytes per this many seconds.
+/// The budget's window: automatic retrievals may ask for `budget` bytes and start `job_budget`
+/// jobs per this many seconds.
 const BUDGET_WINDOW_S: i64 = 86_400;
 
 impl Retriever {
@@ -55,10 +57,19 @@ impl Retriever {
                 n.name
             ));
         }
-        if let Err(e) = self.within_budget(n) {
-            return e;
+        // One decision at a time: the check and the reservation `start` makes are one step,
+        // so a burst of opens on several FUSE threads cannot pass the budget together.
+        let _gate = lock(&self.gate);
+        let starting = n
+            .archive_id
+            .as_ref()
+            .is_some_and(|a| lock(&self.state).starting.contains(a));
+        if !starting {
+            if let Err(e) = self.within_budget(n) {
+                return e;
+            }
+            self.start(n.clone(), self.options.tier, true);
         }
-        self.start(n.clone(), self.options.tier, true);
         RetrieveError::NotYetAvailable(format!("{} is being retrieved", n.name))
     }
 
@@ -106,11 +117,35 @@ impl Retriever {
         self.wake.notify_one();
     }
 
-    /// Checks that an automatic retrieval of `n` fits what is left of the budget, counting
-    /// those being started.
+    /// Checks that an automatic retrieval of `n` fits what is left of the budget, its bytes
+    /// and its jobs, counting those being started.
     fn within_budget(&self, n: &Node) -> Result<(), RetrieveError> {
-        let reserved = lock(&self.state).reserved;
-        let left = self.budget_left()?.saturating_sub(reserved);
+        let (reserved, reserved_jobs) = {
+            let st = lock(&self.state);
+            (st.reserved, st.reserved_jobs)
+        };
+        let since = self.now_s() - BUDGET_WINDOW_S;
+        let used = self
+            .catalog
+            .read(move |c| retrievals::auto_use_since(c, since))?;
+        let jobs = used.jobs.saturating_add(reserved_jobs);
+        if jobs >= self.options.job_budget {
+            log::warn!(
+                "not retrieving {} (inode {}): opens started {jobs} retrieval jobs in the last \
+                 24 h, as many as --retrieval-job-budget allows",
+                n.name,
+                n.ino
+            );
+            return Err(RetrieveError::BudgetSpent(format!(
+                "{}: opens started {jobs} retrieval jobs in the last 24 h, the most allowed",
+                n.name
+            )));
+        }
+        let left = self
+            .options
+            .budget
+            .saturating_sub(used.bytes)
+            .saturating_sub(reserved);
         if left >= n.size {
             return Ok(());
         }
@@ -126,15 +161,6 @@ impl Retriever {
             "{} needs {} bytes, {left} left",
             n.name, n.size
         )))
-    }
-
-    /// Bytes automatic retrievals may still ask for in the current 24 h window.
-    fn budget_left(&self) -> Result<u64, CatalogError> {
-        let since = self.now_s() - BUDGET_WINDOW_S;
-        let used = self
-            .catalog
-            .read(move |c| retrievals::auto_bytes_since(c, since))?;
-        Ok(self.options.budget.saturating_sub(used))
     }
 
     /// Keeps a permanent refusal as a Failed row, so `.jobs` shows Glacier's message and opens

@@ -2,7 +2,8 @@
 //! archive-retrieval job and fails with EAGAIN; a poller follows the jobs; when one succeeds,
 //! its output is downloaded, verified against the archive's tree hash, and becomes the file's
 //! cached data. Explicit requests (xattr, `.jobs`, `glacierfs retrieve`) go through the same
-//! path without counting against the automatic-retrieval budget.
+//! path without counting against the automatic-retrieval budget, which bounds both the bytes
+//! and the number of jobs opens may start per 24 h.
 //!
 //! Job ids are kept in the catalog across mounts, since a job's output stays valid for at least
 //! 24 hours and costs money to ask for again.
@@ -37,6 +38,9 @@ pub struct RetrieveOptions {
     pub auto: bool,
     /// Bytes automatic retrievals may ask for per 24 h.
     pub budget: u64,
+    /// Jobs automatic retrievals may start per 24 h: each job is billed as a request whatever
+    /// its size, so many small files cost money the byte budget does not see.
+    pub job_budget: u64,
     pub poll_interval: Duration,
     /// Bound on cached retrieved data (LRU).
     pub cache_size: u64,
@@ -53,7 +57,7 @@ pub enum RetrieveError {
     /// A retrieval is on its way (or automatic retrieval is off): ask again later.
     #[error("data not yet retrieved: {0}")]
     NotYetAvailable(String),
-    /// Starting a retrieval would pass the retrieval budget.
+    /// Starting a retrieval would pass the retrieval budget (its bytes or its jobs).
     #[error("retrieval budget spent: {0}")]
     BudgetSpent(String),
     /// The file's retrieval failed in a way asking again at once would not fix.
@@ -70,6 +74,9 @@ pub struct Retriever {
     options: RetrieveOptions,
     runtime: tokio::runtime::Handle,
     state: Mutex<RState>,
+    /// Held while an automatic retrieval is checked against the budget and reserved, so
+    /// concurrent cold opens cannot all pass the check before any of them reserves.
+    gate: Mutex<()>,
     wake: tokio::sync::Notify,
     downloads: tokio::sync::Semaphore,
     open_files: Arc<OpenFiles>,
@@ -89,6 +96,8 @@ struct RState {
     /// Bytes of automatic retrievals being started, not yet recorded as jobs: a burst of cold
     /// opens must not all pass the budget check before the first job is recorded.
     reserved: u64,
+    /// Automatic jobs being started, not yet recorded, for the same reason.
+    reserved_jobs: u64,
 }
 
 impl Retriever {
@@ -107,6 +116,7 @@ impl Retriever {
             options,
             runtime,
             state: Mutex::new(RState::default()),
+            gate: Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             downloads: tokio::sync::Semaphore::new(PARALLEL_DOWNLOADS),
             open_files,

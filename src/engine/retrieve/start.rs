@@ -56,6 +56,7 @@ impl Retriever {
             }
             if auto {
                 st.reserved += n.size;
+                st.reserved_jobs += 1;
             }
         }
         let me = Arc::clone(self);
@@ -75,6 +76,7 @@ impl Retriever {
             st.starting.remove(&archive_id);
             if auto {
                 st.reserved = st.reserved.saturating_sub(n.size);
+                st.reserved_jobs = st.reserved_jobs.saturating_sub(1);
             }
             drop(st);
             me.wake.notify_one();
