@@ -288,7 +288,7 @@ mod tests {
                     "cache-size" | "part-size" | "memory-budget" | "retrieval-budget" => {
                         "=16MiB".into()
                     }
-                    "upload-concurrency" | "uid" | "gid" => "=7".into(),
+                    "upload-concurrency" | "uid" | "gid" | "retrieval-job-budget" => "=7".into(),
                     "write-back-delay" | "delete-delay" | "poll-interval" | "inventory-max-age" => {
                         "=9s".into()
                     }
