@@ -75,6 +75,17 @@ pub struct AutoUse {
     pub jobs: u64,
 }
 
+/// The ids of the automatic jobs recorded since `since_s`: a job being started is counted
+/// against the budget until its row is among these, and no longer after.
+pub fn auto_jobs_since(
+    c: &Connection,
+    since_s: i64,
+) -> Result<std::collections::HashSet<String>, CatalogError> {
+    let mut stmt = c.prepare_cached("SELECT job_id FROM jobs WHERE auto = 1 AND created_s > ?1")?;
+    let rows = stmt.query_map([since_s], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn auto_use_since(c: &Connection, since_s: i64) -> Result<AutoUse, CatalogError> {
     let (bytes, jobs): (i64, i64) = c
         .prepare_cached(
@@ -398,6 +409,8 @@ mod tests {
             AutoUse { bytes: 20, jobs: 2 }
         );
         assert_eq!(auto_use_since(&c, 150).unwrap(), AutoUse::default());
+        assert_eq!(auto_jobs_since(&c, 99).unwrap().len(), 2);
+        assert!(auto_jobs_since(&c, 150).unwrap().is_empty());
 
         begin_download(&c, 5, "j1", "a", 2, 10).unwrap();
         record_corrupt(&c, 5, "j1", "bad bytes", true).unwrap();

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{RetrieveError, Retriever};
+use super::{Reservation, RetrieveError, Retriever};
 use crate::catalog::jobs::{FailureCause, JobState};
 use crate::catalog::retrievals::{self, Refusal, RetrievalJob};
 use crate::catalog::Node;
@@ -120,15 +120,22 @@ impl Retriever {
     /// Checks that an automatic retrieval of `n` fits what is left of the budget, its bytes
     /// and its jobs, counting those being started.
     fn within_budget(&self, n: &Node) -> Result<(), RetrieveError> {
-        let (reserved, reserved_jobs) = {
-            let st = lock(&self.state);
-            (st.reserved, st.reserved_jobs)
-        };
+        // The reservations first, then the catalog: a job whose row is committed in between
+        // is found in the catalog and not counted again (see `RState::reserving`).
+        let pending: Vec<Reservation> = lock(&self.state).reserving.values().cloned().collect();
         let since = self.now_s() - BUDGET_WINDOW_S;
-        let used = self
-            .catalog
-            .read(move |c| retrievals::auto_use_since(c, since))?;
-        let jobs = used.jobs.saturating_add(reserved_jobs);
+        let (used, recorded) = self.catalog.read(move |c| {
+            Ok((
+                retrievals::auto_use_since(c, since)?,
+                retrievals::auto_jobs_since(c, since)?,
+            ))
+        })?;
+        let unrecorded: Vec<&Reservation> = pending
+            .iter()
+            .filter(|r| !r.job_id.as_ref().is_some_and(|id| recorded.contains(id)))
+            .collect();
+        let reserved: u64 = unrecorded.iter().map(|r| r.size).sum();
+        let jobs = used.jobs.saturating_add(unrecorded.len() as u64);
         if jobs >= self.options.job_budget {
             log::warn!(
                 "not retrieving {} (inode {}): opens started {jobs} retrieval jobs in the last \

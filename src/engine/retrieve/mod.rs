@@ -93,11 +93,19 @@ struct RState {
     downloading: HashMap<u64, Arc<AtomicU64>>,
     /// Last read of cached files since the last flush to the catalog (for the LRU).
     reads: HashMap<u64, i64>,
-    /// Bytes of automatic retrievals being started, not yet recorded as jobs: a burst of cold
-    /// opens must not all pass the budget check before the first job is recorded.
-    reserved: u64,
-    /// Automatic jobs being started, not yet recorded, for the same reason.
-    reserved_jobs: u64,
+    /// Automatic retrievals being started, by archive: a burst of cold opens must not all pass
+    /// the budget check before the first job is recorded. Each counts against the budget until
+    /// the catalog shows the row of its job (known by id once Glacier has answered), so that
+    /// neither a check before the row nor one after it counts the job twice.
+    reserving: HashMap<String, Reservation>,
+}
+
+/// An automatic retrieval being started.
+#[derive(Debug, Clone)]
+struct Reservation {
+    size: u64,
+    /// The job's id, set just before its row is written.
+    job_id: Option<String>,
 }
 
 impl Retriever {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Retriever;
+use super::{Reservation, Retriever};
 use crate::catalog::retrievals::{self, NewRetrieval};
 use crate::catalog::{vaults, CatalogError, Node};
 use crate::codec::timefmt;
@@ -55,8 +55,11 @@ impl Retriever {
                 return false;
             }
             if auto {
-                st.reserved += n.size;
-                st.reserved_jobs += 1;
+                let r = Reservation {
+                    size: n.size,
+                    job_id: None,
+                };
+                st.reserving.insert(archive_id.clone(), r);
             }
         }
         let me = Arc::clone(self);
@@ -74,10 +77,7 @@ impl Retriever {
             }
             let mut st = lock(&me.state);
             st.starting.remove(&archive_id);
-            if auto {
-                st.reserved = st.reserved.saturating_sub(n.size);
-                st.reserved_jobs = st.reserved_jobs.saturating_sub(1);
-            }
+            st.reserving.remove(&archive_id);
             drop(st);
             me.wake.notify_one();
         });
@@ -168,6 +168,13 @@ impl Retriever {
     }
 
     async fn record_job(&self, n: &Node, j: &JobDesc, auto: bool) -> Result<(), StartError> {
+        // From here the reservation is known by its job: a budget check that finds the row
+        // counts the row alone.
+        if let Some(a) = n.archive_id.as_deref() {
+            if let Some(r) = lock(&self.state).reserving.get_mut(a) {
+                r.job_id = Some(j.job_id.clone());
+            }
+        }
         let (j, ino, vault, size) = (j.clone(), n.ino, n.vault, n.size);
         let now = self.now_s();
         let job_id = j.job_id.clone();
