@@ -25,22 +25,32 @@ fn retry_wait_ns(attempts: i64) -> i64 {
 }
 
 impl WriteBack {
-    /// Starts the deletes whose time has come, each once.
+    /// Starts the deletes whose time has come, each once. A delete that ended while the queue
+    /// was being read is skipped: the read may predate its outcome (done, or put off by its
+    /// backoff), and starting it again would send a second DeleteArchive or skip the backoff.
+    /// (Only one caller runs this at a time: the write-back loop.)
     pub(super) async fn run_deletes(self: &Arc<Self>) -> Result<(), CatalogError> {
         let now = catalog::now_ns();
+        // Cleared before the read: whatever ends from here on is kept until the next look.
+        lock(&self.state).deletes_settled.clear();
         let due = self
             .catalog
             .read_async(move |c| deletes::due(c, now))
             .await?;
         for d in due {
-            if !lock(&self.state).deletes_in_flight.insert(d.id) {
-                continue;
+            {
+                let mut st = lock(&self.state);
+                if st.deletes_settled.contains(&d.id) || !st.deletes_in_flight.insert(d.id) {
+                    continue;
+                }
             }
             let me = Arc::clone(self);
             tokio::spawn(async move {
                 let id = d.id;
                 me.delete_one(d).await;
-                lock(&me.state).deletes_in_flight.remove(&id);
+                let mut st = lock(&me.state);
+                st.deletes_in_flight.remove(&id);
+                st.deletes_settled.insert(id);
             });
         }
         Ok(())

@@ -30,6 +30,9 @@ pub(super) struct QueueState {
     pub(super) last_error: HashMap<u64, String>,
     pub(super) progress: HashMap<u64, Arc<AtomicU64>>,
     pub(super) deletes_in_flight: HashSet<i64>,
+    /// Deletes that ended (done, or failed and rescheduled) since the last look at the queue:
+    /// a look that began before their outcome was committed still lists them as due.
+    pub(super) deletes_settled: HashSet<i64>,
 }
 
 /// How long a file waits after its `failures`-th failed attempt in a row. Transient trouble
