@@ -17,30 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use support::export::{pattern, plain, Archive, Corruptor, Export, Vault, MIB, VAULT};
 use support::mount::fuse_available;
 use support::s3::Bucket;
-use support::{walk, xattr};
-
-fn moto_endpoint() -> Option<String> {
-    match std::env::var("GLACIERFS_MOTO_ENDPOINT") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "GLACIERFS_MOTO_ENDPOINT is not set: run the tests through scripts/test.sh"
-            );
-            eprintln!("skipping: GLACIERFS_MOTO_ENDPOINT is not set (scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
-/// A bucket name no other test uses (moto is shared by all of them).
-fn unique_bucket(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
-}
+use support::{moto_endpoint, unique_name, walk, xattr};
 
 /// What each object must be: the file's bytes and what the mount says of it.
 struct Expected {
@@ -142,7 +119,7 @@ fn a_vault_of_200_archives_lands_in_moto_s3_exactly_as_the_mount_shows_it() {
     }
     let vault = Vault::new(&two_hundred_archives());
     File::create(vault.root().join("photos/empty.txt")).unwrap();
-    let bucket = Bucket::create(&moto, &unique_bucket("export"));
+    let bucket = Bucket::create(&moto, &unique_name("export"));
     let expected = expected_objects(&vault, "backup/2024");
     assert_eq!(expected.len(), 201);
 

@@ -15,29 +15,7 @@ use base64::Engine;
 
 use glacierfs::codec::timefmt::format_compact;
 use support::mount::{fuse_available, wait_until, Mount};
-use support::{sdk_client, xattr};
-
-fn moto_endpoint() -> Option<String> {
-    match std::env::var("GLACIERFS_MOTO_ENDPOINT") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "GLACIERFS_MOTO_ENDPOINT is not set: run the tests through scripts/test.sh"
-            );
-            eprintln!("skipping: GLACIERFS_MOTO_ENDPOINT is not set (scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
-}
+use support::{moto_endpoint, sdk_client, unique_name, xattr};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -55,6 +33,34 @@ struct Moto {
     vault: String,
 }
 
+/// UploadArchive of `body` with an mt2 description naming `name` (mtime 2020-09-13); the
+/// archive id.
+fn put_mt2(
+    rt: &tokio::runtime::Runtime,
+    client: &aws_sdk_glacier::Client,
+    vault: &str,
+    name: &str,
+    body: &[u8],
+) -> String {
+    let json = format!(
+        r#"{{"filename":"{name}","mtime":"{}"}}"#,
+        format_compact(1_600_000_000)
+    );
+    rt.block_on(
+        client
+            .upload_archive()
+            .account_id("-")
+            .vault_name(vault)
+            .archive_description(format!("mt2 {}", URL_SAFE_NO_PAD.encode(json)))
+            .body(ByteStream::from(body.to_vec()))
+            .send(),
+    )
+    .expect("UploadArchive")
+    .archive_id()
+    .unwrap()
+    .to_owned()
+}
+
 fn moto(prefix: &str) -> Option<Moto> {
     let endpoint = moto_endpoint()?;
     if !fuse_available() {
@@ -62,7 +68,7 @@ fn moto(prefix: &str) -> Option<Moto> {
     }
     let rt = runtime();
     let client = sdk_client(&endpoint);
-    let vault = unique(prefix);
+    let vault = unique_name(prefix);
     rt.block_on(
         client
             .create_vault()
@@ -185,7 +191,7 @@ fn moto_vaults_and_archives_end_to_end() {
     assert_eq!(busy.raw_os_error(), Some(libc::ENOTEMPTY));
     let bad = std::fs::create_dir(mount.path("no spaces allowed")).unwrap_err();
     assert_eq!(bad.raw_os_error(), Some(libc::EINVAL));
-    let fresh = unique("made-by-mkdir");
+    let fresh = unique_name("made-by-mkdir");
     std::fs::create_dir(mount.path(&fresh)).unwrap();
     assert!(
         vault_exists(&rt, &client, &fresh),
@@ -384,25 +390,7 @@ fn moto_cold_reads_end_to_end() {
     else {
         return;
     };
-    let put = |name: &str, body: &[u8]| {
-        let json = format!(
-            r#"{{"filename":"{name}","mtime":"{}"}}"#,
-            format_compact(1_600_000_000)
-        );
-        rt.block_on(
-            client
-                .upload_archive()
-                .account_id("-")
-                .vault_name(&vault)
-                .archive_description(format!("mt2 {}", URL_SAFE_NO_PAD.encode(json)))
-                .body(ByteStream::from(body.to_vec()))
-                .send(),
-        )
-        .expect("UploadArchive")
-        .archive_id()
-        .unwrap()
-        .to_owned()
-    };
+    let put = |name: &str, body: &[u8]| put_mt2(&rt, &client, &vault, name, body);
     let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     put("cold/data.bin", &body);
     let untouched = put("cold/untouched.bin", b"nobody asked for this one");
@@ -484,22 +472,7 @@ fn moto_export_to_s3_end_to_end() {
     else {
         return;
     };
-    let put = |name: &str, body: &[u8]| {
-        let json = format!(
-            r#"{{"filename":"{name}","mtime":"{}"}}"#,
-            format_compact(1_600_000_000)
-        );
-        rt.block_on(
-            client
-                .upload_archive()
-                .account_id("-")
-                .vault_name(&vault)
-                .archive_description(format!("mt2 {}", URL_SAFE_NO_PAD.encode(json)))
-                .body(ByteStream::from(body.to_vec()))
-                .send(),
-        )
-        .expect("UploadArchive");
-    };
+    let put = |name: &str, body: &[u8]| put_mt2(&rt, &client, &vault, name, body);
     let big: Vec<u8> = (0..1_048_576u32).map(|i| (i % 253) as u8).collect();
     put("x/big.bin", &big);
     put("x/small é.txt", b"small");
@@ -515,7 +488,7 @@ fn moto_export_to_s3_end_to_end() {
             && root.join("x/big.bin").exists()),
         "never listed"
     );
-    let bucket = support::s3::Bucket::create(&endpoint, &unique("bucket"));
+    let bucket = support::s3::Bucket::create(&endpoint, &unique_name("bucket"));
     let state = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(support::mount::binary());
     support::mount::aws_env(&mut cmd)

@@ -80,30 +80,64 @@ pub fn sdk_client(endpoint: &str) -> aws_sdk_glacier::Client {
     aws_sdk_glacier::Client::from_conf(sdk_config(endpoint).build())
 }
 
-/// The configuration behind [`sdk_client`], for tests that need to change something (an
-/// interceptor, say) before building a client.
-pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
-    use aws_sdk_glacier::config::retry::RetryConfig;
-    use aws_sdk_glacier::config::timeout::TimeoutConfig;
-    use aws_sdk_glacier::config::{BehaviorVersion, Credentials, Region};
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let credentials = Credentials::new(
+/// The emulator's well-known credentials, for an SDK client of either service (moto takes
+/// any).
+pub fn emulator_credentials() -> aws_sdk_glacier::config::Credentials {
+    aws_sdk_glacier::config::Credentials::new(
         emulator::ACCESS_KEY_ID,
         emulator::SECRET_ACCESS_KEY,
         None,
         None,
         "emulator",
-    );
+    )
+}
+
+/// A plain rustls-ring HTTP client for the SDKs (the crates are built without a default one).
+pub fn sdk_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// moto's endpoint, which `scripts/test.sh` starts and passes in GLACIERFS_MOTO_ENDPOINT; None
+/// (and a note) outside it, which CI never is.
+pub fn moto_endpoint() -> Option<String> {
+    match std::env::var("GLACIERFS_MOTO_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "GLACIERFS_MOTO_ENDPOINT is not set: run the tests through scripts/test.sh"
+            );
+            eprintln!("skipping: GLACIERFS_MOTO_ENDPOINT is not set (scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// A name no other test uses, for what lives in moto (shared by every test).
+pub fn unique_name(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), n % 1_000_000_000)
+}
+
+/// The configuration behind [`sdk_client`], for tests that need to change something (an
+/// interceptor, say) before building a client.
+pub fn sdk_config(endpoint: &str) -> aws_sdk_glacier::config::Builder {
+    use aws_sdk_glacier::config::retry::RetryConfig;
+    use aws_sdk_glacier::config::timeout::TimeoutConfig;
+    use aws_sdk_glacier::config::{BehaviorVersion, Region};
+
     aws_sdk_glacier::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(credentials)
+        .credentials_provider(emulator_credentials())
         .endpoint_url(endpoint)
-        .http_client(http)
+        .http_client(sdk_http_client())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+use aws_sdk_s3::config::{BehaviorVersion, Region};
 
-use super::emulator;
+use super::{emulator_credentials, sdk_http_client};
 
 /// An object as S3 holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,23 +26,13 @@ pub struct Bucket {
 impl Bucket {
     /// Creates the bucket `name` on `endpoint`.
     pub fn create(endpoint: &str, name: &str) -> Bucket {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let credentials = Credentials::new(
-            emulator::ACCESS_KEY_ID,
-            emulator::SECRET_ACCESS_KEY,
-            None,
-            None,
-            "emulator",
-        );
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(credentials)
+            .credentials_provider(emulator_credentials())
             .endpoint_url(endpoint)
             .force_path_style(true)
-            .http_client(http)
+            .http_client(sdk_http_client())
             .retry_config(RetryConfig::disabled())
             .build();
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -112,7 +112,11 @@ impl Work {
     }
 
     pub fn first_rel(&self) -> &Path {
-        self.rels().first().copied().unwrap_or(Path::new(""))
+        let first = match &self.sink {
+            Sink::Dir { targets, .. } => targets.first().map(|t| t.rel.as_path()),
+            Sink::S3 { targets, .. } => targets.first().map(|t| t.rel.as_path()),
+        };
+        first.unwrap_or(Path::new(""))
     }
 
     /// Bytes a previous run verified already, where they are counted before the transfer.

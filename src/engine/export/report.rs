@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::price;
+use super::source::Listing;
 use crate::config::StorageClass;
 use crate::glacier::Tier;
 
@@ -41,6 +42,19 @@ pub struct Tally {
     pub failures: Vec<(String, String)>,
     /// What the destination cannot hold (an empty directory in a bucket), and why.
     pub unheld: Vec<(String, String)>,
+}
+
+impl Tally {
+    /// The totals of what is under PATH: files, their bytes, and directories below PATH.
+    pub fn count(&mut self, listing: &Listing) {
+        self.files_total = listing.files.len() as u64;
+        self.bytes_total = listing.files.iter().map(|f| f.size).sum();
+        self.dirs = listing
+            .dirs
+            .iter()
+            .filter(|d| !d.rel.as_os_str().is_empty())
+            .count() as u64;
+    }
 }
 
 /// Retrievals in progress, as the progress line shows them.

@@ -67,13 +67,7 @@ pub fn survey(
         let path = dest.final_path(&d.rel);
         std::fs::create_dir_all(&path).map_err(|source| DestError::Io { path, source })?;
     }
-    tally.dirs = listing
-        .dirs
-        .iter()
-        .filter(|d| !d.rel.as_os_str().is_empty())
-        .count() as u64;
-    tally.files_total = listing.files.len() as u64;
-    tally.bytes_total = listing.files.iter().map(|f| f.size).sum();
+    tally.count(listing);
 
     let groups = place_local_files(dest, listing, tally, report);
     let works = groups
@@ -92,13 +86,7 @@ pub fn dry(
     tally: &mut Tally,
     report: &mut Reporter,
 ) -> (DryRun, Vec<(String, u64)>) {
-    tally.dirs = listing
-        .dirs
-        .iter()
-        .filter(|d| !d.rel.as_os_str().is_empty())
-        .count() as u64;
-    tally.files_total = listing.files.len() as u64;
-    tally.bytes_total = listing.files.iter().map(|f| f.size).sum();
+    tally.count(listing);
     let mut dry = DryRun::default();
     let mut groups = Groups::default();
     let write = |dry: &mut DryRun, size: u64| {

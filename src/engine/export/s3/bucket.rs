@@ -193,7 +193,7 @@ impl Bucket {
         &self.name
     }
 
-    /// The object under `key`, if there is one.
+    /// The object under `key`, if there is one. The bucket must exist ([`Bucket::check`]).
     pub async fn head(&self, key: &str) -> Result<Option<Head>, S3Error> {
         let sent = self
             .client
@@ -214,14 +214,9 @@ impl Bucket {
                     })
                     .unwrap_or_default(),
             })),
-            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => {
-                // HEAD has no body: a missing bucket also answers a bare 404. Tell them apart,
-                // or a typo in the bucket name would read as "nothing exported yet".
-                match self.client.head_bucket().bucket(&self.name).send().await {
-                    Ok(_) => Ok(None),
-                    Err(e) => Err(S3Error::of("HeadBucket", e)),
-                }
-            }
+            // HEAD has no body, so a missing bucket would answer a bare 404 too: callers check
+            // the bucket once first ([`Bucket::check`]) rather than once per key here.
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(None),
             Err(e) => Err(S3Error::of("HeadObject", e)),
         }
     }

@@ -94,13 +94,7 @@ pub async fn look(
     tally: &mut Tally,
     report: &mut Reporter,
 ) -> Result<Found, S3Error> {
-    tally.files_total = listing.files.len() as u64;
-    tally.bytes_total = listing.files.iter().map(|f| f.size).sum();
-    tally.dirs = listing
-        .dirs
-        .iter()
-        .filter(|d| !d.rel.as_os_str().is_empty())
-        .count() as u64;
+    tally.count(listing);
     for rel in empty_dirs(listing) {
         let why = "an empty directory: S3 holds objects, not directories";
         tally
