@@ -23,6 +23,7 @@ mod open;
 mod reserve;
 pub mod retrievals;
 pub mod schema;
+pub mod snapshots;
 pub mod uploads;
 pub mod vaults;
 mod writer;

@@ -199,6 +199,34 @@ const MIGRATIONS: &[&str] = &[
         WHERE status = 'Failed'
         AND instr(message, 'retrieved data does not match the archive''s tree hash') > 0;
     "#,
+    // 4: namespace snapshots (codec::snapshot): the archives that carry each vault's tree, the
+    // upload journal of the ones this catalog takes, and the restore of one.
+    r#"
+    CREATE TABLE snapshots (
+        id          INTEGER PRIMARY KEY,
+        vault       INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        taken_s     INTEGER NOT NULL,
+        origin      TEXT NOT NULL,             -- taken (by this catalog) | listed (an inventory's)
+        state       TEXT NOT NULL,             -- uploading | confirmed | deleting | gone
+        step        TEXT,                      -- while uploading: single | initiating | parts | completing
+        content     TEXT,                      -- SHA-256 of the entries taken: unchanged, none is due
+        file        TEXT,                      -- the encoded snapshot, relative to the cache dir
+        size        INTEGER NOT NULL DEFAULT 0,
+        tree_hash   TEXT,
+        archive_id  TEXT,
+        upload_id   TEXT,
+        part_size   INTEGER,
+        message     TEXT,
+        restore     TEXT,                      -- NULL | requested | retrieving | applied | failed
+        tier        TEXT,
+        job_id      TEXT,
+        verified    INTEGER NOT NULL DEFAULT 0,
+        leaves      BLOB NOT NULL DEFAULT x'',
+        applied_s   INTEGER
+    );
+    CREATE INDEX snapshots_by_vault ON snapshots(vault, taken_s);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -115,12 +115,18 @@ pub struct Stopped;
 pub struct Intake {
     to_taker: SyncSender<Vec<Listed>>,
     batch: Vec<Listed>,
+    /// Namespace snapshots: never files, taken in apart (`snapshots::take_listed`).
+    snapshots: Vec<super::snapshots::ListedSnapshot>,
 }
 
 impl Intake {
     /// Hands an archive over. Archives travel in batches: a hand-over each would cost more in
     /// thread wake-ups than taking the archive in does.
     pub fn push(&mut self, archive: Listed) -> Result<(), Stopped> {
+        if crate::codec::names::snapshot::is_snapshot(&archive.description) {
+            self.snapshots.push(listed_snapshot(archive));
+            return Ok(());
+        }
         self.batch.push(archive);
         if self.batch.len() == PARSE_BATCH {
             let full = std::mem::replace(&mut self.batch, Vec::with_capacity(PARSE_BATCH));
@@ -129,9 +135,24 @@ impl Intake {
         Ok(())
     }
 
-    /// Hands the last batch over and closes the stream.
-    fn finish(self) -> Result<(), Stopped> {
-        self.to_taker.send(self.batch).map_err(|_| Stopped)
+    /// Hands the last batch over and closes the stream; returns the snapshots set apart.
+    fn finish(self) -> Result<Vec<super::snapshots::ListedSnapshot>, Stopped> {
+        self.to_taker.send(self.batch).map_err(|_| Stopped)?;
+        Ok(self.snapshots)
+    }
+}
+
+/// A snapshot archive as the snapshots table takes it; one whose description this build
+/// cannot read is dated by its creation.
+fn listed_snapshot(a: Listed) -> super::snapshots::ListedSnapshot {
+    let created = crate::codec::timefmt::iso_secs(Some(&a.creation_date)).unwrap_or(0);
+    super::snapshots::ListedSnapshot {
+        taken_s: crate::codec::names::snapshot::parse(&a.description)
+            .map_or(created, |n| n.taken_s),
+        archive_id: a.archive_id,
+        description: a.description,
+        size: a.size,
+        tree_hash: a.tree_hash,
     }
 }
 
@@ -219,7 +240,7 @@ where
             .read(move |c| reconcile::is_fresh(c, vault))
             .map_err(ImportError::from)?;
     let started = Instant::now();
-    let (archives, inventory_date, taken) =
+    let (archives, inventory_date, taken, snapshots) =
         take_in(catalog, vault, fresh, settings.run_budget, feed)?;
     let (added, removed) = match taken {
         Taken::Sorted(gathered) => {
@@ -236,6 +257,10 @@ where
         }
     };
     log::debug!("{added} files placed by {:?}", started.elapsed());
+    let inventory_s = crate::codec::timefmt::iso_secs(inventory_date.as_deref());
+    catalog
+        .write(move |tx| super::snapshots::take_listed(tx, vault, &snapshots, inventory_s))
+        .map_err(ImportError::from)?;
     Ok(ImportReport {
         archives,
         added,
@@ -253,7 +278,7 @@ fn take_in<E, F>(
     fresh: bool,
     run_budget: usize,
     feed: F,
-) -> Result<(u64, Option<String>, Taken), E>
+) -> Result<(u64, Option<String>, Taken, Vec<super::snapshots::ListedSnapshot>), E>
 where
     E: From<ImportError>,
     F: FnOnce(&mut Intake) -> Result<Option<String>, E>,
@@ -274,16 +299,19 @@ where
         let mut intake = Intake {
             to_taker,
             batch: Vec::with_capacity(PARSE_BATCH),
+            snapshots: Vec::new(),
         };
         let fed = feed(&mut intake);
         let last = intake.finish();
         let taken = taker.join().map_err(|_| ImportError::Panicked("take"))?;
         match (fed, taken) {
-            (Ok(date), Ok((archives, taken))) if last.is_ok() => Ok((archives, date, taken)),
+            (Ok(date), Ok((archives, taken))) => match last {
+                Ok(snapshots) => Ok((archives, date, taken, snapshots)),
+                Err(_) => Err(ImportError::Stopped.into()),
+            },
             // The taker's failure is the cause; the feeder's is then only that it stopped.
             (_, Err(e)) => Err(e.into()),
             (Err(e), _) => Err(e),
-            (Ok(_), Ok(_)) => Err(ImportError::Stopped.into()),
         }
     })
 }

@@ -10,7 +10,9 @@
 //!   whatever a description says, no segment can be empty, `.` or `..`, hold a `/` or a control
 //!   character, or pass 255 bytes, so no name can point outside its vault;
 //! - the collision suffixes, the reserved control-file names, and the checks on names that users
-//!   and Glacier hand us.
+//!   and Glacier hand us;
+//! - recognising the descriptions of glacierfs's own namespace snapshots (`snapshot`), which
+//!   are never files.
 //!
 //! Decoders never fail loudly: a description that looks like a format but does not decode falls
 //! through to the next one, and finally to Raw.
@@ -18,6 +20,7 @@
 mod cloudberry;
 mod fast_glacier;
 mod mt;
+pub mod snapshot;
 
 use base64::engine::general_purpose::GeneralPurposeConfig;
 use base64::engine::DecodePaddingMode;
