@@ -502,6 +502,8 @@ pub struct Applied {
     pub kept: u64,
     /// The directories and nodes whose listing or attributes changed (for the kernel).
     pub touched: Vec<u64>,
+    /// Names that went or came (for the kernel's cached lookups, negative ones included).
+    pub names: Vec<(u64, String)>,
 }
 
 /// Applies `snap` to `vault`'s tree, in the caller's transaction, and marks row `id` applied.
@@ -538,6 +540,7 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
                     )?;
                     emptied.push(n.parent);
                     out.touched.push(n.parent);
+                    out.names.push((n.parent, n.name.clone()));
                 }
                 matched.push((i, n));
             }
@@ -566,6 +569,7 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
                         let ino = insert(tx, Kind::Dir, parent, name, vault, e)?;
                         out.changed += 1;
                         out.touched.push(parent);
+                        out.names.push((parent, name.to_owned()));
                         ino
                     }
                 };
@@ -587,6 +591,7 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
                             params![n.ino as i64, parent as i64, name],
                         )?;
                         out.touched.push(parent);
+                        out.names.push((parent, name.to_owned()));
                     }
                     if set_attrs(tx, n, e)? || moved {
                         out.changed += 1;
@@ -607,6 +612,7 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
                             insert(tx, Kind::File, parent, name, vault, e)?;
                             out.changed += 1;
                             out.touched.push(parent);
+                            out.names.push((parent, name.to_owned()));
                         }
                     }
                 }
@@ -635,6 +641,7 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
         {
             nodes::remove(tx, d)?;
             out.touched.push(n.parent);
+            out.names.push((n.parent, n.name.clone()));
             emptied.push(n.parent);
         }
     }
@@ -717,6 +724,7 @@ fn ensure_dir(
         Some(_) => return Ok(None),
         None => {
             out.touched.push(parent);
+            out.names.push((parent, name.to_owned()));
             nodes::insert(
                 tx,
                 Kind::Dir,

@@ -401,40 +401,38 @@ mod tests {
     }
 
     fn entry() -> impl Strategy<Value = Entry> {
-        (
-            "[a-z0-9/ ._-]{1,40}",
-            2u8..=5,
+        let ids = (
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u32>()),
-            any::<i64>(),
-            any::<i64>(),
-            proptest::option::of(any::<i64>()),
+        );
+        let times = (any::<i64>(), any::<i64>(), proptest::option::of(any::<i64>()));
+        let data = (
             any::<u64>(),
             proptest::option::of("[A-Za-z0-9_-]{0,138}"),
             proptest::option::of("[0-9a-f]{64}"),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
             proptest::option::of(any::<u64>()),
+        );
+        ("[a-z0-9/ ._-]{1,40}", 2u8..=5, ids, times, data).prop_map(
+            |(path, k, (mode, uid, gid), (mtime_ns, ctime_ns, atime_ns), (size, a, t, target, rdev))| {
+                Entry {
+                    path,
+                    kind: EntryKind::from_code(k).unwrap(),
+                    mode,
+                    uid,
+                    gid,
+                    mtime_ns,
+                    ctime_ns,
+                    atime_ns,
+                    size,
+                    archive_id: a,
+                    tree_hash: t,
+                    target,
+                    rdev,
+                }
+            },
         )
-            .prop_map(
-                |(path, k, mode, uid, gid, mtime_ns, ctime_ns, atime_ns, size, a, t, target, rdev)| {
-                    Entry {
-                        path,
-                        kind: EntryKind::from_code(k).unwrap(),
-                        mode,
-                        uid,
-                        gid,
-                        mtime_ns,
-                        ctime_ns,
-                        atime_ns,
-                        size,
-                        archive_id: a,
-                        tree_hash: t,
-                        target,
-                        rdev,
-                    }
-                },
-            )
     }
 
     proptest! {
