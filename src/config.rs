@@ -142,6 +142,10 @@ pub struct MountArgs {
     /// Look for a newer inventory when the last one is older than this
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
     pub inventory_max_age: Duration,
+    /// Upload a snapshot of a vault's names, modes, owners and times when it changed and the
+    /// last one is older than this; `off` takes none unless `glacierfs sync --snapshot` asks
+    #[arg(long, value_name = "DURATION|off", default_value = "24h", value_parser = parse_snapshot_interval)]
+    pub snapshot_interval: SnapshotInterval,
     /// Opening a cold file returns EAGAIN without starting a retrieval job
     #[arg(long)]
     pub no_auto_retrieve: bool,
@@ -242,6 +246,24 @@ pub enum CatalogCommand {
     /// Put a damaged catalog aside and restore its latest copy (or start empty); the next
     /// mount reads each vault's inventory again and recovers staged files from their sidecars
     Rebuild(CacheArgs),
+    /// Retrieve a vault's newest namespace snapshot and apply it: renamed archives get their
+    /// names back, with modes, owners, times, empty files and directories
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// Retrieval tier [default: the mount's]
+    #[arg(long, value_parser = parse_tier)]
+    pub tier: Option<Tier>,
+    /// Return only once the snapshot is applied
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (exit status 1); implies --wait
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// A vault's directory in a running mount
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -278,6 +300,9 @@ pub struct SyncArgs {
     /// Give up waiting after this long (exit status 1, with what is left and why); implies --wait
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Also upload a snapshot of this vault's namespace now (a vault's directory in a mount)
+    #[arg(long, value_name = "PATH")]
+    pub snapshot: Option<PathBuf>,
     /// Files or directories inside a running mount [default: everything staged]
     pub paths: Vec<PathBuf>,
 }
@@ -451,6 +476,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, OptionError> {
         .ok_or_else(|| OptionError::DurationTooLarge(s.to_string()))
 }
 
+/// `--snapshot-interval`: how long between namespace snapshots; `None` for `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInterval(pub Option<Duration>);
+
+/// `--snapshot-interval`: a duration, or `off`.
+pub fn parse_snapshot_interval(s: &str) -> Result<SnapshotInterval, OptionError> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(SnapshotInterval(None));
+    }
+    parse_duration(s).map(|d| SnapshotInterval(Some(d)))
+}
+
 /// A part size must be 2^k MiB with k in 0..=12 (Glacier's rule for multipart uploads).
 pub fn parse_part_size(s: &str) -> Result<u64, OptionError> {
     let n = parse_size(s)?;
@@ -500,6 +537,12 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_snapshot_interval("off"), Ok(SnapshotInterval(None)));
+        assert_eq!(
+            parse_snapshot_interval("12h"),
+            Ok(SnapshotInterval(Some(Duration::from_secs(43_200))))
+        );
+        assert!(parse_snapshot_interval("never").is_err());
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));

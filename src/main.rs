@@ -47,6 +47,10 @@ fn main() -> ExitCode {
             init_logging(0, false, None);
             cli::catalog::rebuild(&args)
         }
+        Command::Catalog(CatalogCommand::Restore(args)) => {
+            init_logging(0, false, None);
+            cli::catalog::restore(&args)
+        }
         Command::Status(args) => cli::status::run(&args),
         Command::Retrieve(args) => {
             init_logging(0, false, None);

@@ -1,14 +1,17 @@
 //! Commands that work on a cache directory's catalog directly, with no mount running:
 //! `inventory import` (take an inventory file in) and `catalog rebuild` (restore the latest
 //! sound copy of a damaged catalog). Each holds the cache lock for as long as it runs, so it
-//! never races a mount.
+//! never races a mount. `catalog restore` is the exception: it asks a running mount, through
+//! the vault's `user.glacier.restore` attribute, to retrieve and apply the vault's newest
+//! namespace snapshot.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::catalog::{copy, vaults, Catalog, CatalogError};
 use crate::codec::{names, timefmt};
-use crate::config::{CacheArgs, ImportArgs, OptionError};
+use crate::client::{get_xattr, set_xattr};
+use crate::config::{CacheArgs, ImportArgs, OptionError, RestoreArgs};
 use crate::daemon;
 use crate::engine::inventory;
 
@@ -135,4 +138,44 @@ fn file_date(path: &Path) -> Option<String> {
     let mtime = std::fs::metadata(path).ok()?.modified().ok()?;
     let secs = mtime.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
     Some(timefmt::format_iso8601(secs, 0))
+}
+
+/// `glacierfs catalog restore PATH`: asks the mount for the vault's newest snapshot to be
+/// retrieved and applied; with a wait, returns once it is.
+pub fn restore(args: &RestoreArgs) -> ExitCode {
+    let path = &args.path;
+    let Some(snapshot) = get_xattr(path, "user.glacier.snapshot") else {
+        eprintln!(
+            "glacierfs: {}: not a vault's directory in a running mount",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    if snapshot == "none" || snapshot == "uploading" {
+        eprintln!(
+            "glacierfs: {}: the vault holds no snapshot this mount knows of (its inventory \
+             may not be in yet: `cat .jobs` in the vault shows it)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let tier = args.tier.map(|t| t.as_str()).unwrap_or("");
+    if let Err(e) = set_xattr(path, "user.glacier.restore", tier.as_bytes()) {
+        eprintln!("glacierfs: {e}");
+        return ExitCode::FAILURE;
+    }
+    if !args.wait && args.timeout.is_none() {
+        println!(
+            "restore asked for: a retrieval job for the snapshot, then its names, modes, owners \
+             and times are applied; `cat .jobs` in the vault shows it"
+        );
+        return ExitCode::SUCCESS;
+    }
+    super::sync::wait_for_vault(path, "user.glacier.restore", args.timeout, |now| {
+        if let Some(when) = now.strip_prefix("applied ") {
+            Some(Ok(format!("the snapshot of {when} is applied")))
+        } else {
+            now.strip_prefix("failed: ").map(|why| Err(why.to_owned()))
+        }
+    })
 }

@@ -1,5 +1,6 @@
 //! Commands that talk to a running mount through the file system itself: `sync` asks for
-//! uploads with the `user.glacier.sync` attribute, `retrieve` for retrievals with
+//! uploads with the `user.glacier.sync` attribute (and with `--snapshot` for a namespace
+//! snapshot with a vault's `user.glacier.snapshot`), `retrieve` for retrievals with
 //! `user.glacier.retrieve`, and both, when asked to wait, watch each file's
 //! `user.glacier.state` and the mount's `.jobs` (for bytes in flight and failures). No socket or
 //! daemon protocol is needed, and permissions are the file system's own.
@@ -296,7 +297,104 @@ fn give_up(left: &[(PathBuf, u64)], live: &HashMap<PathBuf, Live>, goal: Goal, a
     }
 }
 
+/// How long a namespace snapshot wait looks between reads of the vault's attribute.
+const SNAPSHOT_POLL: Duration = Duration::from_millis(250);
+
+/// Waits until `settled` says the vault attribute `name` at `path` has reached an end: `Ok`
+/// with a line to print, or `Err` with why it failed. Gives up after `timeout`.
+pub(crate) fn wait_for_vault(
+    path: &Path,
+    name: &str,
+    timeout: Option<Duration>,
+    settled: impl Fn(&str) -> Option<Result<String, String>>,
+) -> ExitCode {
+    let started = Instant::now();
+    loop {
+        let value = get_xattr(path, name).unwrap_or_default();
+        match settled(value.trim()) {
+            Some(Ok(line)) => {
+                println!("{line}");
+                return ExitCode::SUCCESS;
+            }
+            Some(Err(why)) => {
+                eprintln!("glacierfs: {}: {why}", path.display());
+                return ExitCode::FAILURE;
+            }
+            None => {}
+        }
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            eprintln!(
+                "glacierfs: {}: gave up waiting after {} ({value}); `cat .jobs` in the vault \
+                 shows where it stands",
+                path.display(),
+                format_span(started.elapsed())
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(SNAPSHOT_POLL);
+    }
+}
+
+/// `sync --snapshot PATH`: asks the mount for a snapshot of the vault at PATH now; with a
+/// wait, returns once it is in the vault.
+fn snapshot(path: &Path, args: &SyncArgs) -> ExitCode {
+    let state = |p: &Path| get_xattr(p, "user.glacier.snapshot");
+    let Some(before) = state(path) else {
+        eprintln!(
+            "glacierfs: {}: not a vault's directory in a running mount",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    if let Some(when) = before.strip_prefix("no-history ") {
+        eprintln!(
+            "glacierfs: {}: the vault holds a snapshot of {when} this catalog has no history of; \
+             run `glacierfs catalog restore {}` first",
+            path.display(),
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = set_xattr(path, "user.glacier.snapshot", b"") {
+        eprintln!("glacierfs: {e}");
+        return ExitCode::FAILURE;
+    }
+    if !args.wait && args.timeout.is_none() {
+        println!("snapshot asked for; `cat .jobs` in the vault shows it going up");
+        return ExitCode::SUCCESS;
+    }
+    wait_for_vault(path, "user.glacier.snapshot", args.timeout, |now| {
+        if now == "uploading" {
+            return None;
+        }
+        match now.strip_prefix("confirmed ") {
+            Some(when) if now != before => Some(Ok(format!("snapshot of {when} is in the vault"))),
+            // Not gone up yet, or its upload failed and waits for another try.
+            _ => None,
+        }
+    })
+}
+
 pub fn sync(args: &SyncArgs) -> ExitCode {
+    let Some(vault) = &args.snapshot else {
+        return sync_files(args);
+    };
+    // The vault's staged files first, so the snapshot names their archives.
+    let files = if args.paths.is_empty() {
+        SyncArgs {
+            paths: vec![vault.clone()],
+            ..args.clone()
+        }
+    } else {
+        args.clone()
+    };
+    match sync_files(&files) {
+        code if code == ExitCode::SUCCESS => snapshot(vault, args),
+        code => code,
+    }
+}
+
+fn sync_files(args: &SyncArgs) -> ExitCode {
     let paths = if args.paths.is_empty() {
         mount_roots()
     } else {

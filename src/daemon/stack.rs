@@ -1,7 +1,7 @@
 //! The whole stack below FUSE, assembled and stopped in one place: the catalog (bound to the
 //! Glacier it mirrors), the Glacier client and its retries, the inventory worker, the data
 //! store with staged files recovered, the open-file table, the write-back queue, the
-//! retriever, and the [`GlacierFs`] they serve. The mount puts a FUSE session in front of it
+//! retriever, the namespace snapshot engine, and the [`GlacierFs`] they serve. The mount puts a FUSE session in front of it
 //! (`session`); tests call [`Stack::fs`] directly, with no kernel in between, so both run the
 //! very same assembly.
 
@@ -13,6 +13,7 @@ use crate::catalog::{meta, vaults, Catalog, Identity};
 use crate::config::MountArgs;
 use crate::engine::inventory::{self, InventoryConfig, InventoryHandle};
 use crate::engine::retrieve::{RetrieveOptions, Retriever};
+use crate::engine::snapshot::{SnapshotOptions, Snapshots};
 use crate::engine::writeback::{WriteBack, WriteBackOptions};
 use crate::fs::peek::PeekRules;
 use crate::fs::{FsOptions, GlacierFs, Services};
@@ -260,6 +261,20 @@ fn assemble(
         open_files.clone(),
     );
     retriever.spawn();
+    let snapshots = Snapshots::new(
+        catalog.clone(),
+        client.clone(),
+        cache_dir.to_owned(),
+        SnapshotOptions {
+            interval: args.snapshot_interval.0,
+            part_size: args.part_size,
+            tick: args.poll_interval.max(Duration::from_secs(1)),
+            tier: args.tier,
+        },
+    );
+    if !args.read_only {
+        snapshots.spawn(runtime);
+    }
     let services = Services {
         runtime: runtime.clone(),
         client,
@@ -268,13 +283,9 @@ fn assemble(
         retriever,
     };
     let options = fs_options(args, cache_dir, retry_interval);
-    Ok(GlacierFs::new(
-        catalog.clone(),
-        options,
-        services,
-        data,
-        open_files,
-    ))
+    let fs = GlacierFs::new(catalog.clone(), options, services, data, open_files);
+    fs.set_snapshots(snapshots);
+    Ok(fs)
 }
 
 fn write_back(

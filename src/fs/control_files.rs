@@ -3,6 +3,9 @@
 //! never touch them). Each open reads a snapshot; each write carries whole commands, and the
 //! write's result is the commands' result.
 //!
+//! The vault attributes of namespace snapshots (`user.glacier.snapshot`, `user.glacier.restore`)
+//! and their `.jobs` entries are here too, beside the control files that show the other jobs.
+//!
 //! Their inode numbers live above every catalog inode: bit 62 set, then the directory's inode
 //! and which file it is.
 
@@ -12,6 +15,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use super::{Attr, FileKind, FsError, FsResult, GlacierFs};
+use crate::catalog::snapshots::{self, SnapshotRow};
 use crate::catalog::{self, vaults, Kind, Node, ROOT_INO};
 use crate::codec::timefmt;
 use crate::fs::control::{self, Command, Entry};
@@ -19,6 +23,14 @@ use crate::fs::control::{self, Command, Entry};
 const CONTROL_BIT: u64 = 1 << 62;
 pub const JOBS: &str = ".jobs";
 pub const LOCK: &str = ".lock";
+
+/// A vault's namespace snapshot attributes. Read, `user.glacier.snapshot` says where its
+/// snapshots stand (`none`, `uploading`, `confirmed <time>`, or `no-history <time>` for a
+/// snapshot this catalog has no history of) and `user.glacier.restore` where its restore
+/// stands (`none`, `requested`, `retrieving`, `applied <time>`, `failed: <why>`). Written,
+/// they ask for a snapshot now (`glacierfs sync --snapshot`) and for a restore (`glacierfs
+/// catalog restore`, the value naming the tier, empty for the mount's).
+pub const SNAPSHOT_ATTRS: &[&str] = &["user.glacier.snapshot", "user.glacier.restore"];
 
 /// Which control file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +283,7 @@ impl GlacierFs {
                     ),
             );
         }
+        self.snapshot_entries(scope, &mut out)?;
         for d in rows.deletes {
             out.push(
                 Entry::new(
@@ -289,5 +302,149 @@ impl GlacierFs {
             );
         }
         Ok(out)
+    }
+}
+
+impl GlacierFs {
+    fn snapshot_engine(&self) -> FsResult<&crate::engine::snapshot::Snapshots> {
+        self.snapshots
+            .get()
+            .map(|s| &**s)
+            .ok_or(FsError::NotPermitted("this mount takes no snapshots"))
+    }
+
+    /// The value of a vault's snapshot attribute (see [`SNAPSHOT_ATTRS`]).
+    pub(super) fn snapshot_attr(&self, vault: u64, attr: &str) -> FsResult<Option<String>> {
+        let rows: Vec<SnapshotRow> = self
+            .catalog
+            .read(snapshots::all)?
+            .into_iter()
+            .filter(|r| r.vault == vault)
+            .collect();
+        let time = |s: i64| timefmt::format_iso8601(s, 0);
+        if attr == "user.glacier.restore" {
+            let latest = rows.iter().filter(|r| r.restore.is_some()).max_by_key(|r| r.id);
+            return Ok(Some(match latest {
+                None => "none".to_owned(),
+                Some(r) => match r.restore.as_deref() {
+                    Some("applied") => format!("applied {}", time(r.taken_s)),
+                    Some("failed") => {
+                        // getxattr callers read into small buffers: the reason, cut short.
+                        let why = r.message.as_deref().unwrap_or("");
+                        let cut = (0..=why.len().min(160))
+                            .rev()
+                            .find(|&i| why.is_char_boundary(i))
+                            .unwrap_or(0);
+                        format!("failed: {}", &why[..cut])
+                    }
+                    Some(state) => state.to_owned(),
+                    None => "none".to_owned(),
+                },
+            }));
+        }
+        let uploading = self
+            .snapshots
+            .get()
+            .is_some_and(|s| s.is_uploading(vault));
+        let newest = self.catalog.read(|c| snapshots::newest(c, vault))?;
+        Ok(Some(if uploading {
+            "uploading".to_owned()
+        } else if self.catalog.read(|c| snapshots::has_no_history(c, vault))? {
+            format!("no-history {}", newest.map_or(String::new(), |r| time(r.taken_s)))
+        } else {
+            match newest {
+                Some(r) => format!("confirmed {}", time(r.taken_s)),
+                None => "none".to_owned(),
+            }
+        }))
+    }
+
+    /// A write of a vault's snapshot attribute: a snapshot now, or a restore.
+    pub(super) fn snapshot_command(&self, vault: u64, name: &[u8], value: &[u8]) -> FsResult<()> {
+        use crate::engine::snapshot::SnapshotError;
+        let engine = self.snapshot_engine()?;
+        let result = if name == b"user.glacier.snapshot" {
+            engine.ask(vault)
+        } else {
+            let tier = match std::str::from_utf8(value).map(str::trim) {
+                Ok("") => None,
+                Ok(t) => Some(crate::glacier::Tier::parse(t).ok_or_else(|| {
+                    FsError::Invalid(format!(
+                        "{t:?} is not a tier: use expedited, standard or bulk"
+                    ))
+                })?),
+                Err(_) => return Err(FsError::Invalid("the tier must be text".into())),
+            };
+            engine.restore(vault, tier)
+        };
+        result.map_err(|e| match e {
+            SnapshotError::Catalog(c) => FsError::Catalog(c),
+            other => FsError::Invalid(other.to_string()),
+        })
+    }
+
+    /// `.jobs` entries of namespace snapshots: uploads (Action `Snapshot`), restores
+    /// (`SnapshotRestore`), and a vault holding a snapshot this catalog has no history of.
+    fn snapshot_entries(&self, scope: Option<u64>, out: &mut Vec<Entry>) -> FsResult<()> {
+        let rows = self.catalog.read(snapshots::all)?;
+        let all_vaults = self.catalog.read(vaults::all)?;
+        let name_of = |ino: u64| {
+            all_vaults
+                .iter()
+                .find(|v| v.ino == ino)
+                .map(|v| v.name.clone())
+                .unwrap_or_default()
+        };
+        let in_scope = |r: &&SnapshotRow| scope.is_none_or(|v| v == r.vault);
+        for r in rows.iter().filter(in_scope) {
+            let uploading = self
+                .snapshots
+                .get()
+                .is_some_and(|s| s.is_uploading(r.vault));
+            if r.state == "uploading" {
+                out.push(
+                    Entry::new("Snapshot", if uploading { "InProgress" } else { "Queued" })
+                        .set("JobId", format!("snapshot-{}", r.id))
+                        .set("Vault", name_of(r.vault))
+                        .set("Description", r.description.clone())
+                        .set("SizeInBytes", r.size)
+                        .opt("CreationDate", iso(Some(r.taken_s)))
+                        .opt("StatusMessage", r.message.clone()),
+                );
+            }
+            if matches!(r.restore.as_deref(), Some("requested" | "retrieving")) {
+                out.push(
+                    Entry::new("SnapshotRestore", "InProgress")
+                        .set("JobId", r.job_id.clone().unwrap_or(format!("restore-{}", r.id)))
+                        .set("Vault", name_of(r.vault))
+                        .set("Description", r.description.clone())
+                        .opt("ArchiveId", r.archive_id.clone())
+                        .opt("Tier", r.tier.clone())
+                        .set("SizeInBytes", r.size)
+                        .set("BytesDone", r.verified),
+                );
+            }
+        }
+        for v in all_vaults.iter().filter(|v| scope.is_none_or(|s| s == v.ino)) {
+            let ino = v.ino;
+            if !self.catalog.read(|c| snapshots::has_no_history(c, ino))? {
+                continue;
+            }
+            let newest = self.catalog.read(|c| snapshots::newest(c, ino))?;
+            out.push(
+                Entry::new("Snapshot", "NoHistory")
+                    .set("JobId", format!("snapshot-history-{}", v.name))
+                    .set("Vault", v.name.clone())
+                    .opt("CreationDate", iso(newest.map(|r| r.taken_s)))
+                    .set(
+                        "StatusMessage",
+                        format!(
+                            "vault {} holds a snapshot this catalog has no history of: run                              `glacierfs catalog restore` on the vault's directory to get its                              names, modes, owners and times back",
+                            v.name
+                        ),
+                    ),
+            );
+        }
+        Ok(())
     }
 }

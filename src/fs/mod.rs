@@ -126,6 +126,8 @@ pub struct GlacierFs {
     control_snapshots: Arc<control_files::ControlHandles>,
     /// Peeks refused, counted for the log and `glacierfs status`.
     peeks: Arc<peek::Tally>,
+    /// The namespace snapshot engine, once the stack has started it (none in-process).
+    snapshots: std::sync::OnceLock<Arc<crate::engine::snapshot::Snapshots>>,
 }
 
 fn time_from_ns(ns: i64) -> SystemTime {
@@ -155,7 +157,14 @@ impl GlacierFs {
             backings: passthrough::Backings::default(),
             control_snapshots: Arc::default(),
             peeks,
+            snapshots: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands the file system the snapshot engine, for `sync --snapshot`, `catalog restore` and
+    /// `.jobs`.
+    pub fn set_snapshots(&self, snapshots: Arc<crate::engine::snapshot::Snapshots>) {
+        let _ = self.snapshots.set(snapshots);
     }
 
     /// Passthrough registrations, for the adapter that makes them.

@@ -7,6 +7,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
+use super::control_files::SNAPSHOT_ATTRS;
 use super::{FsError, FsResult, GlacierFs};
 use crate::catalog::{nodes, vaults, Kind, Node};
 
@@ -50,6 +51,9 @@ impl GlacierFs {
                 .map(|s| crate::codec::timefmt::format_iso8601(s, 0)),
             (Kind::File, "user.glacier.job_id") => self.services.retriever.job_id(&n),
             (Kind::Vault, attr) if VAULT_ATTRS.contains(&attr) => self.vault_attr(&n, attr)?,
+            (Kind::Vault, attr) if SNAPSHOT_ATTRS.contains(&attr) => {
+                self.snapshot_attr(n.ino, attr)?
+            }
             _ => None,
         };
         value.map(String::into_bytes).ok_or(FsError::NoAttr)
@@ -135,6 +139,9 @@ impl GlacierFs {
             let staged = self.catalog.read(|c| nodes::staged_at_or_below(c, &n))?;
             self.services.writeback.force(staged);
             return Ok(());
+        }
+        if n.kind == Kind::Vault && SNAPSHOT_ATTRS.iter().any(|a| a.as_bytes() == name) {
+            return self.snapshot_command(n.ino, name, value);
         }
         if name == b"user.glacier.retrieve" {
             let tier = match std::str::from_utf8(value).map(str::trim) {

@@ -135,11 +135,11 @@ impl Snapshots {
         })
     }
 
-    /// Starts the engine: settles what a previous run left, then ticks.
+    /// Starts the engine: each round settles what a previous run or attempt left, then looks
+    /// at every vault.
     pub fn spawn(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
         let me = self.clone();
         runtime.spawn(async move {
-            me.resume_uploads().await;
             loop {
                 me.round().await;
                 let _ = tokio::time::timeout(me.options.tick, me.wake.notified()).await;
@@ -169,6 +169,8 @@ impl Snapshots {
 
     /// One look at every vault: restores, due snapshots, retention, and the no-history note.
     async fn round(self: &Arc<Self>) {
+        // Uploads that failed last time, or that a previous run left.
+        self.resume_uploads().await;
         if let Err(e) = self.restore_round().await {
             log::warn!("snapshot restore: {e}");
         }
