@@ -788,3 +788,227 @@ fn set_attrs(tx: &Connection, n: &nodes::Node, e: &Entry) -> Result<bool, Catalo
     )?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::nodes::NewNode;
+    use crate::catalog::{Catalog, ROOT_INO};
+
+    const T: i64 = 1_700_000_000;
+    const NS: i64 = 1_000_000_000;
+
+    fn file(parent: u64, name: &str, vault: u64, archive: &str) -> NewNode<'_> {
+        NewNode {
+            parent,
+            name,
+            vault,
+            size: 5,
+            mtime_ns: (T - 100) * NS,
+            archive_id: Some(archive),
+            tree_hash: Some("00"),
+            ..Default::default()
+        }
+    }
+
+    fn entry(path: &str, kind: EntryKind, archive: Option<&str>) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode: Some(0o600),
+            uid: Some(7),
+            gid: Some(8),
+            mtime_ns: 123 * NS,
+            ctime_ns: (T - 10) * NS,
+            atime_ns: None,
+            size: if archive.is_some() { 5 } else { 0 },
+            archive_id: archive.map(str::to_owned),
+            tree_hash: archive.map(|_| "00".to_owned()),
+            target: None,
+            rdev: None,
+        }
+    }
+
+    /// A vault as a fresh inventory leaves it: `a`, `b`, `gone-too`'s archive missing, and a
+    /// directory `old` holding `c`.
+    fn setup() -> (tempfile::TempDir, Catalog, u64, i64) {
+        let tmp = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(tmp.path()).unwrap();
+        let (v, id) = cat
+            .write(|tx| {
+                let v = nodes::insert(
+                    tx,
+                    Kind::Vault,
+                    &NewNode {
+                        parent: ROOT_INO,
+                        name: "v",
+                        mtime_ns: 1,
+                        ..Default::default()
+                    },
+                )?;
+                nodes::insert(tx, Kind::File, &file(v, "a", v, "A"))?;
+                nodes::insert(tx, Kind::File, &file(v, "b", v, "B"))?;
+                let old = nodes::insert(
+                    tx,
+                    Kind::Dir,
+                    &NewNode {
+                        parent: v,
+                        name: "old",
+                        vault: v,
+                        mtime_ns: T * NS + 5,
+                        ..Default::default()
+                    },
+                )?;
+                nodes::insert(tx, Kind::File, &file(old, "c", v, "C"))?;
+                let id = begin(tx, v, "d", T, "x", "f", 1)?;
+                Ok((v, id))
+            })
+            .unwrap();
+        (tmp, cat, v, id)
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            vault: "v".into(),
+            taken_s: T,
+            change: 0,
+            entries: vec![
+                entry("b", EntryKind::File, Some("A")),
+                entry("a", EntryKind::File, Some("B")),
+                entry("new", EntryKind::Dir, None),
+                entry("new/c2", EntryKind::File, Some("C")),
+                entry("new/empty", EntryKind::File, None),
+                entry("gone-too", EntryKind::File, Some("GONE")),
+            ],
+        }
+    }
+
+    fn paths(cat: &Catalog, v: u64) -> Vec<(String, Option<String>, Option<u32>)> {
+        let (entries, _) = cat.read(|c| vault_entries(c, v)).unwrap();
+        entries
+            .into_iter()
+            .map(|e| (e.path, e.archive_id, e.mode))
+            .collect()
+    }
+
+    #[test]
+    fn apply_restores_names_by_archive_drops_the_gone_and_is_idempotent() {
+        let (_tmp, cat, v, id) = setup();
+        let snap = snapshot();
+        let s2 = snap.clone();
+        let applied = cat.write(move |tx| apply(tx, id, v, &s2)).unwrap();
+        assert_eq!(applied.dropped, 1, "{applied:?}");
+        let got = paths(&cat, v);
+        let want = vec![
+            ("a".to_owned(), Some("B".to_owned()), Some(0o600)),
+            ("b".to_owned(), Some("A".to_owned()), Some(0o600)),
+            ("new".to_owned(), None, Some(0o600)),
+            ("new/c2".to_owned(), Some("C".to_owned()), Some(0o600)),
+            ("new/empty".to_owned(), None, Some(0o600)),
+        ];
+        assert_eq!(got, want, "swapped names, moved file, and `old` emptied away");
+        let again = cat.write(move |tx| apply(tx, id, v, &snap)).unwrap();
+        assert_eq!((again.changed, again.touched.len()), (0, 0), "{again:?}");
+        assert_eq!(paths(&cat, v), want);
+        assert_eq!(
+            cat.read(|c| get(c, id)).unwrap().unwrap().restore.as_deref(),
+            Some("applied")
+        );
+    }
+
+    #[test]
+    fn a_node_changed_after_the_snapshot_keeps_its_state() {
+        let (_tmp, cat, v, id) = setup();
+        cat.write(move |tx| {
+            let a = nodes::lookup(tx, v, "a")?.ok_or(CatalogError::NotFound)?;
+            nodes::set_attrs(
+                tx,
+                a.ino,
+                nodes::AttrChange {
+                    mode: Some(0o644),
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+        let snap = snapshot();
+        let applied = cat.write(move |tx| apply(tx, id, v, &snap)).unwrap();
+        assert_eq!(applied.kept, 1, "{applied:?}");
+        let got = paths(&cat, v);
+        assert!(
+            got.contains(&("a".to_owned(), Some("A".to_owned()), Some(0o644))),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn the_newest_snapshot_is_kept_and_older_ones_go_after_90_days() {
+        let (_tmp, cat, v, _) = setup();
+        let now = T + 200 * 86_400;
+        cat.write(move |tx| {
+            for (i, age_days) in [(1, 150), (2, 100), (3, 120)] {
+                let id = begin(tx, v, &format!("s{i}"), now - age_days * 86_400, "x", "f", 1)?;
+                created(tx, id, &format!("S{i}"), "00")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(cat.write(move |tx| expire(tx, v, now)).unwrap(), 2);
+        let states: Vec<(String, String)> = cat
+            .read(all)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.archive_id.map(|a| (a, r.state)))
+            .collect();
+        assert!(states.contains(&("S2".into(), "confirmed".into())), "{states:?}");
+        assert!(states.contains(&("S1".into(), "deleting".into())), "{states:?}");
+        assert!(states.contains(&("S3".into(), "deleting".into())), "{states:?}");
+        // Younger than 90 days, even the old newest's successor stays.
+        assert_eq!(cat.write(move |tx| expire(tx, v, now)).unwrap(), 0);
+        let queued = cat.read(|c| deletes::due(c, i64::MAX)).unwrap();
+        assert_eq!(queued.len(), 2);
+    }
+
+    #[test]
+    fn inventories_adopt_lost_replies_delete_twins_and_note_no_history() {
+        let (_tmp, cat, v, id) = setup();
+        let listed = |archive: &str, desc: &str| ListedSnapshot {
+            archive_id: archive.into(),
+            description: desc.into(),
+            size: 1,
+            tree_hash: "00".into(),
+            taken_s: T,
+        };
+        // The upload row `d` never heard back: its archive is adopted, and a twin deleted.
+        let l = vec![listed("D1", "d"), listed("D2", "d")];
+        cat.write(move |tx| take_listed(tx, v, &l, None)).unwrap();
+        let row = cat.read(|c| get(c, id)).unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.archive_id.as_deref()), ("confirmed", Some("D1")));
+        let queued = cat.read(|c| deletes::due(c, i64::MAX)).unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].archive_id.as_deref(), Some("D2"));
+        assert!(!cat.read(|c| has_no_history(c, v)).unwrap(), "this catalog took one");
+
+        // A vault whose only snapshot came from an inventory has no history here.
+        let v2 = cat
+            .write(|tx| {
+                nodes::insert(
+                    tx,
+                    Kind::Vault,
+                    &NewNode {
+                        parent: ROOT_INO,
+                        name: "w",
+                        mtime_ns: 1,
+                        ..Default::default()
+                    },
+                )
+            })
+            .unwrap();
+        assert!(!cat.read(|c| has_no_history(c, v2)).unwrap(), "no snapshot at all");
+        let l = vec![listed("E", "glacierfs-snapshot v1 w 20270115T080000Z")];
+        cat.write(move |tx| take_listed(tx, v2, &l, None)).unwrap();
+        assert!(cat.read(|c| has_no_history(c, v2)).unwrap());
+        cat.write(move |tx| request_restore(tx, v2, "Bulk")).unwrap();
+        assert!(!cat.read(|c| has_no_history(c, v2)).unwrap(), "a restore is history");
+    }
+}
