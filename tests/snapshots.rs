@@ -197,12 +197,23 @@ fn a_fresh_cache_gets_the_whole_tree_back_from_the_snapshot() {
         b.log_text()
     );
 
+    let status = ok(&run(&["status"], &v), "status");
+    assert!(
+        status.contains(&format!(
+            "no history of; run `glacierfs catalog restore {}`",
+            v.display()
+        )),
+        "{status}"
+    );
+
     let said = restore_wait(&emu, &v);
     assert!(said.contains("is applied"), "{said}");
     let after = tree(&v);
     assert_eq!(after, before, "the restored tree differs");
     let jobs = std::fs::read_to_string(v.join(".jobs")).unwrap();
     assert!(!jobs.contains("NoHistory"), "{jobs}");
+    let status = ok(&run(&["status"], &v), "status");
+    assert!(status.contains("snapshot: vault keep: last "), "{status}");
 
     // Applying the same snapshot again changes nothing, and pays for no second job.
     let jobs_before = emu.stats().requests_for(Op::InitiateJob);

@@ -367,7 +367,7 @@ pub fn take_listed(
     listed: &[ListedSnapshot],
     inventory_s: Option<i64>,
 ) -> Result<(), CatalogError> {
-    let rows = select(tx, "WHERE vault = ?1", [vault as i64])?;
+    let before = select(tx, "WHERE vault = ?1", [vault as i64])?;
     let tombstoned = |id: &str| -> Result<bool, CatalogError> {
         let mut s = tx.prepare_cached(
             "SELECT 1 FROM tombstones WHERE vault = ?1 AND archive_key = ?2 AND archive_id = ?3",
@@ -375,6 +375,9 @@ pub fn take_listed(
         Ok(s.exists(params![vault as i64, nodes::archive_key(id), id])?)
     };
     for l in listed {
+        // Read afresh: an archive adopted a moment ago makes the next with its description a
+        // twin.
+        let rows = select(tx, "WHERE vault = ?1", [vault as i64])?;
         if rows.iter().any(|r| r.archive_id.as_deref() == Some(&l.archive_id))
             || tombstoned(&l.archive_id)?
         {
@@ -406,7 +409,7 @@ pub fn take_listed(
     }
     if let Some(inventory_s) = inventory_s {
         let present: HashSet<&str> = listed.iter().map(|l| l.archive_id.as_str()).collect();
-        for r in rows.iter().filter(|r| r.state == "confirmed") {
+        for r in before.iter().filter(|r| r.state == "confirmed") {
             if let Some(id) = &r.archive_id {
                 if !present.contains(id.as_str()) && r.taken_s < inventory_s {
                     tx.execute("UPDATE snapshots SET state = 'gone' WHERE id = ?1", [r.id])?;
@@ -793,12 +796,12 @@ fn set_attrs(tx: &Connection, n: &nodes::Node, e: &Entry) -> Result<bool, Catalo
 mod tests {
     use super::*;
     use crate::catalog::nodes::NewNode;
-    use crate::catalog::{Catalog, ROOT_INO};
+    use crate::catalog::Catalog;
 
     const T: i64 = 1_700_000_000;
     const NS: i64 = 1_000_000_000;
 
-    fn file(parent: u64, name: &str, vault: u64, archive: &str) -> NewNode<'_> {
+    fn file<'a>(parent: u64, name: &'a str, vault: u64, archive: &'a str) -> NewNode<'a> {
         NewNode {
             parent,
             name,
@@ -836,16 +839,7 @@ mod tests {
         let cat = Catalog::open(tmp.path()).unwrap();
         let (v, id) = cat
             .write(|tx| {
-                let v = nodes::insert(
-                    tx,
-                    Kind::Vault,
-                    &NewNode {
-                        parent: ROOT_INO,
-                        name: "v",
-                        mtime_ns: 1,
-                        ..Default::default()
-                    },
-                )?;
+                let v = crate::catalog::vaults::ensure(tx, "v", "present")?.ino;
                 nodes::insert(tx, Kind::File, &file(v, "a", v, "A"))?;
                 nodes::insert(tx, Kind::File, &file(v, "b", v, "B"))?;
                 let old = nodes::insert(
@@ -933,10 +927,15 @@ mod tests {
         .unwrap();
         let snap = snapshot();
         let applied = cat.write(move |tx| apply(tx, id, v, &snap)).unwrap();
-        assert_eq!(applied.kept, 1, "{applied:?}");
+        // `a` keeps its state; so `b`, whose name in the snapshot `a` still holds, stays too.
+        assert_eq!(applied.kept, 2, "{applied:?}");
         let got = paths(&cat, v);
         assert!(
             got.contains(&("a".to_owned(), Some("A".to_owned()), Some(0o644))),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("b".to_owned(), Some("B".to_owned()), None)),
             "{got:?}"
         );
     }
@@ -991,19 +990,9 @@ mod tests {
 
         // A vault whose only snapshot came from an inventory has no history here.
         let v2 = cat
-            .write(|tx| {
-                nodes::insert(
-                    tx,
-                    Kind::Vault,
-                    &NewNode {
-                        parent: ROOT_INO,
-                        name: "w",
-                        mtime_ns: 1,
-                        ..Default::default()
-                    },
-                )
-            })
-            .unwrap();
+            .write(|tx| crate::catalog::vaults::ensure(tx, "w", "present"))
+            .unwrap()
+            .ino;
         assert!(!cat.read(|c| has_no_history(c, v2)).unwrap(), "no snapshot at all");
         let l = vec![listed("E", "glacierfs-snapshot v1 w 20270115T080000Z")];
         cat.write(move |tx| take_listed(tx, v2, &l, None)).unwrap();

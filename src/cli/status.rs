@@ -254,11 +254,75 @@ pub fn report(dir: &Path, mount_root: Option<&Path>) -> Result<Value, StatusErro
         "Deletes": deletes,
         "Cache": {"CachedBytes": cached, "CacheSize": cache_size, "StagedBytes": staged},
         "Failures": failures,
+        "Snapshots": snapshots_report(&catalog, mount_root, now)?,
         "RefusedPeeks": peeks
             .iter()
             .map(|(program, n)| json!({"Program": program, "Count": n}))
             .collect::<Vec<_>>(),
     }))
+}
+
+/// Each vault's namespace snapshots: the newest confirmed one and its age, whether one is
+/// going up, and whether the vault holds one this catalog has no history of (with the command
+/// that restores it).
+fn snapshots_report(
+    catalog: &Catalog,
+    mount_root: Option<&Path>,
+    now: i64,
+) -> Result<Value, StatusError> {
+    use crate::catalog::{snapshots, vaults};
+    let rows = catalog.read(|c| {
+        let mut out = Vec::new();
+        for v in vaults::all(c)? {
+            let newest = snapshots::newest(c, v.ino)?;
+            let no_history = snapshots::has_no_history(c, v.ino)?;
+            let uploading = snapshots::uploading(c)?.iter().any(|r| r.vault == v.ino);
+            out.push((v.name, newest, no_history, uploading));
+        }
+        Ok(out)
+    })?;
+    let vault_path = |name: &str| match mount_root {
+        Some(m) => m.join(name).display().to_string(),
+        None => format!("MOUNTPOINT/{name}"),
+    };
+    Ok(rows
+        .into_iter()
+        .filter(|(_, newest, no_history, uploading)| newest.is_some() || *no_history || *uploading)
+        .map(|(vault, newest, no_history, uploading)| {
+            json!({
+                "Vault": vault,
+                "Newest": newest.as_ref().map(|r| crate::codec::timefmt::format_iso8601(r.taken_s, 0)),
+                "AgeSeconds": newest.as_ref().map(|r| (now - r.taken_s).max(0)),
+                "Uploading": uploading,
+                "NoHistory": no_history,
+                "Restore": no_history.then(|| format!("glacierfs catalog restore {}", vault_path(&vault))),
+            })
+        })
+        .collect())
+}
+
+/// The human lines of [`snapshots_report`]: one per vault that has snapshots.
+fn snapshot_lines(r: &Value) -> Vec<String> {
+    list(r, "Snapshots")
+        .iter()
+        .map(|s| {
+            let vault = text(s, "Vault");
+            if s["NoHistory"] == true {
+                format!(
+                    "snapshot: vault {vault} holds one of {} this catalog has no history of; run `{}`",
+                    text(s, "Newest"),
+                    text(s, "Restore")
+                )
+            } else {
+                let age = s["AgeSeconds"]
+                    .as_u64()
+                    .map(|a| format!("last {} ago", format_span(Duration::from_secs(a))))
+                    .unwrap_or_else(|| "none yet".to_owned());
+                let up = if s["Uploading"] == true { ", one uploading" } else { "" };
+                format!("snapshot: vault {vault}: {age}{up}")
+            }
+        })
+        .collect()
 }
 
 /// One line on the peeks refused since the mount started (file managers, thumbnailers and
@@ -461,6 +525,7 @@ fn human_lines(r: &Value, all: bool) -> Vec<String> {
     if let Some(line) = peeks_line(&r["RefusedPeeks"]) {
         out.push(line);
     }
+    out.extend(snapshot_lines(r));
     if all {
         out.push(format!("every upload ({}):", uploads.len()));
         out.extend(uploads.iter().map(upload_line));

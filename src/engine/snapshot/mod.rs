@@ -5,7 +5,8 @@
 //! This engine owns when a snapshot goes up and what becomes of the old ones:
 //! - **When.** Every tick it looks at each vault: a snapshot is due when the tree's entries
 //!   differ from the last one taken and that one is older than `--snapshot-interval`, or at
-//!   once when `glacierfs sync --snapshot` asks. Never for a vault whose inventory is not in
+//!   once when `glacierfs sync --snapshot` asks. A vault with no snapshot yet gets its first
+//!   once this mount has seen it hold a tree for the interval. Never for a vault whose inventory is not in
 //!   yet, nor for one holding a snapshot this catalog has no history of: that tree is the
 //!   descriptions' names only, and uploading it would make it the newest.
 //! - **How.** The encoded snapshot is written to `<cache>/snapshots/` and uploaded by the
@@ -19,7 +20,7 @@
 
 mod restore;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -111,6 +112,8 @@ pub struct Snapshots {
     uploading: Mutex<HashSet<u64>>,
     /// Vaults the log was told have a snapshot without history.
     warned: Mutex<HashSet<u64>>,
+    /// When this mount first saw each vault with no snapshot yet hold a tree.
+    first_seen: Mutex<HashMap<u64, i64>>,
 }
 
 impl Snapshots {
@@ -132,6 +135,7 @@ impl Snapshots {
             asked: Mutex::new(HashSet::new()),
             uploading: Mutex::new(HashSet::new()),
             warned: Mutex::new(HashSet::new()),
+            first_seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -224,17 +228,21 @@ impl Snapshots {
                 return Ok(false);
             }
             let last = self.catalog.read(|c| snapshots::last_taken(c, vault))?;
-            if let Some(last) = &last {
-                if crate::catalog::now_s() - last.taken_s < interval.as_secs() as i64 {
-                    return Ok(false);
-                }
-            }
             let (entries, _) = self.catalog.read(|c| snapshots::vault_entries(c, vault))?;
             let digest = snapshots::content_digest(&entries);
-            match &last {
-                Some(last) if last.content.as_deref() == Some(digest.as_str()) => return Ok(false),
-                None if entries.is_empty() => return Ok(false),
-                _ => {}
+            let changed = match &last {
+                Some(last) => last.content.as_deref() != Some(digest.as_str()),
+                None => !entries.is_empty(),
+            };
+            let now = crate::catalog::now_s();
+            // Since when the tree has differed from its last snapshot: that snapshot's time, or
+            // for a vault with none, when this mount first saw the tree hold anything.
+            let since = match &last {
+                Some(last) => last.taken_s,
+                None => *lock(&self.first_seen).entry(vault).or_insert(now),
+            };
+            if !changed || now - since < interval.as_secs() as i64 {
+                return Ok(false);
             }
         }
         let row = self.take(v).await?;
