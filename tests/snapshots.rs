@@ -238,8 +238,10 @@ fn local_changes_win_and_archives_gone_are_dropped() {
     let gone = emu
         .archives(VAULT)
         .into_iter()
-        .find(|x| x.description.starts_with("mt2 ") && x.size == 13 && {
-            glacierfs::codec::names::decode(&x.description).path == "docs/c.txt"
+        .find(|x| {
+            x.description.starts_with("mt2 ") && x.size == 13 && {
+                glacierfs::codec::names::decode(&x.description).path == "docs/c.txt"
+            }
         })
         .unwrap();
     emu.delete_archive_direct(VAULT, &gone.id);
@@ -288,15 +290,25 @@ fn sigkill_during_a_snapshot_upload_loses_nothing_and_leaves_one_snapshot() {
     // The restart sends it again: the lost reply left a twin, which the next inventory settles.
     let v = mount.path(VAULT);
     assert!(
-        wait_until(Duration::from_secs(30), || xattr(&v, "user.glacier.snapshot")
-            .is_ok_and(|s| s.starts_with("confirmed"))),
+        wait_until(Duration::from_secs(30), || xattr(
+            &v,
+            "user.glacier.snapshot"
+        )
+        .is_ok_and(|s| s.starts_with("confirmed"))),
         "the snapshot was not resumed; log:\n{}",
         mount.log_text()
     );
-    assert_eq!(snapshot_archives(&emu).len(), 2, "a twin from the lost reply");
+    assert_eq!(
+        snapshot_archives(&emu).len(),
+        2,
+        "a twin from the lost reply"
+    );
     emu.advance(Duration::from_secs(3600));
     emu.take_inventory(VAULT);
-    mount.remount(&emu.endpoint(), &[ARGS, &["--inventory-max-age", "1s"]].concat());
+    mount.remount(
+        &emu.endpoint(),
+        &[ARGS, &["--inventory-max-age", "1s"]].concat(),
+    );
     let _ = std::fs::read_dir(mount.path(VAULT)).unwrap().count();
     assert!(
         wait_until(Duration::from_secs(60), || {
@@ -313,7 +325,7 @@ fn sigkill_during_a_snapshot_upload_loses_nothing_and_leaves_one_snapshot() {
 }
 
 #[test]
-fn sigkill_during_a_restore_loses_nothing_and_the_rerun_gives_the_same_tree() {
+fn sigkill_during_a_restore_loses_nothing_the_rerun_gives_the_same_tree_and_rebuild_uses_it() {
     if !fuse_available() {
         return;
     }
@@ -351,8 +363,11 @@ fn sigkill_during_a_restore_loses_nothing_and_the_rerun_gives_the_same_tree() {
     b.remount(&emu.endpoint(), ARGS);
     let v = b.path(VAULT);
     assert!(
-        wait_until(Duration::from_secs(30), || xattr(&v, "user.glacier.restore")
-            .is_ok_and(|s| s.starts_with("applied"))),
+        wait_until(Duration::from_secs(30), || xattr(
+            &v,
+            "user.glacier.restore"
+        )
+        .is_ok_and(|s| s.starts_with("applied"))),
         "the restore did not resume; log:\n{}",
         b.log_text()
     );
@@ -360,6 +375,37 @@ fn sigkill_during_a_restore_loses_nothing_and_the_rerun_gives_the_same_tree() {
     restore_wait(&emu, &v);
     assert_eq!(tree(&v), before, "a re-run changed the tree");
     b.unmount();
+
+    // The catalog and its copy are lost, but the retrieved snapshot is still in the cache:
+    // `catalog rebuild` takes it, and the next mount applies it once the inventory is in.
+    for f in [
+        "catalog.db",
+        "catalog.db-wal",
+        "catalog.db-shm",
+        "catalog.copy.db",
+    ] {
+        let _ = std::fs::remove_file(cache_b.path().join(f));
+    }
+    let out = aws_env(&mut Command::new(binary()))
+        .args(["catalog", "rebuild", "--cache-dir"])
+        .arg(cache_b.path())
+        .output()
+        .unwrap();
+    let said = ok(&out, "catalog rebuild");
+    assert!(said.contains("retrieved before is applied once"), "{said}");
+    let c = Mount::start(&emu.endpoint(), cache_b.path(), ARGS);
+    let v = c.path(VAULT);
+    let _ = std::fs::read_dir(&v).unwrap().count();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            emu.complete_all_jobs();
+            tree(&v) == before
+        }),
+        "the rebuilt catalog did not get the tree back: {:#?}; log:\n{}",
+        tree(&v),
+        c.log_text()
+    );
+    c.unmount();
 }
 
 #[test]
@@ -385,7 +431,8 @@ fn snapshots_go_up_by_themselves_unless_turned_off() {
         &["--write-back-delay", "0s", "--snapshot-interval", "1s"],
     );
     assert!(
-        wait_until(Duration::from_secs(30), || snapshot_archives(&emu).len() == 1),
+        wait_until(Duration::from_secs(30), || snapshot_archives(&emu).len()
+            == 1),
         "no snapshot went up; log:\n{}",
         mount.log_text()
     );
@@ -394,7 +441,8 @@ fn snapshots_go_up_by_themselves_unless_turned_off() {
     assert_eq!(snapshot_archives(&emu).len(), 1);
     sh("chmod 700 d", &mount.path(VAULT));
     assert!(
-        wait_until(Duration::from_secs(30), || snapshot_archives(&emu).len() == 2),
+        wait_until(Duration::from_secs(30), || snapshot_archives(&emu).len()
+            == 2),
         "a change took no snapshot; log:\n{}",
         mount.log_text()
     );

@@ -218,7 +218,7 @@ const MIGRATIONS: &[&str] = &[
         upload_id   TEXT,
         part_size   INTEGER,
         message     TEXT,
-        restore     TEXT,                      -- NULL | requested | retrieving | applied | failed
+        restore     TEXT,                      -- NULL | requested | retrieving | retrieved | applied | failed
         tier        TEXT,
         job_id      TEXT,
         verified    INTEGER NOT NULL DEFAULT 0,

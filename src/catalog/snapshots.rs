@@ -42,7 +42,8 @@ pub struct SnapshotRow {
     pub upload_id: Option<String>,
     pub part_size: Option<u64>,
     pub message: Option<String>,
-    /// `requested`, `retrieving`, `applied` or `failed`.
+    /// `requested`, `retrieving`, `retrieved` (downloaded before a rebuild, to apply once the
+    /// inventory is in), `applied` or `failed`.
     pub restore: Option<String>,
     pub tier: Option<String>,
     pub job_id: Option<String>,
@@ -211,7 +212,14 @@ pub fn begin(
     tx.execute(
         "INSERT INTO snapshots (vault, description, taken_s, origin, state, content, file, size) \
          VALUES (?1, ?2, ?3, 'taken', 'uploading', ?4, ?5, ?6)",
-        params![vault as i64, description, taken_s, content, file, size as i64],
+        params![
+            vault as i64,
+            description,
+            taken_s,
+            content,
+            file,
+            size as i64
+        ],
     )?;
     Ok(tx.last_insert_rowid())
 }
@@ -378,7 +386,9 @@ pub fn take_listed(
         // Read afresh: an archive adopted a moment ago makes the next with its description a
         // twin.
         let rows = select(tx, "WHERE vault = ?1", [vault as i64])?;
-        if rows.iter().any(|r| r.archive_id.as_deref() == Some(&l.archive_id))
+        if rows
+            .iter()
+            .any(|r| r.archive_id.as_deref() == Some(&l.archive_id))
             || tombstoned(&l.archive_id)?
         {
             continue;
@@ -446,7 +456,7 @@ pub fn request_restore(
 pub fn restores_pending(conn: &Connection) -> Result<Vec<SnapshotRow>, CatalogError> {
     select(
         conn,
-        "WHERE restore IN ('requested', 'retrieving') ORDER BY id",
+        "WHERE restore IN ('requested', 'retrieving', 'retrieved') ORDER BY id",
         [],
     )
 }
@@ -511,7 +521,12 @@ pub struct Applied {
 
 /// Applies `snap` to `vault`'s tree, in the caller's transaction, and marks row `id` applied.
 /// See the module note for the rules.
-pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Applied, CatalogError> {
+pub fn apply(
+    tx: &Connection,
+    id: i64,
+    vault: u64,
+    snap: &Snapshot,
+) -> Result<Applied, CatalogError> {
     let taken_ns = snap.taken_s.saturating_mul(1_000_000_000);
     let mut out = Applied::default();
     // Directories by path, the vault itself as "".
@@ -534,12 +549,16 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
             Some(n) if n.ctime_ns > taken_ns => out.kept += 1,
             Some(n) => {
                 let (parent, name) = split(&e.path);
-                let in_place = vault_path_of(tx, n.parent)?.as_deref() == Some(parent)
-                    && n.name == name;
+                let in_place =
+                    vault_path_of(tx, n.parent)?.as_deref() == Some(parent) && n.name == name;
                 if !in_place {
                     tx.execute(
                         "UPDATE nodes SET parent = ?2, name = ?3 WHERE ino = ?1",
-                        params![n.ino as i64, vault as i64, format!(".glacierfs-restore-{}", n.ino)],
+                        params![
+                            n.ino as i64,
+                            vault as i64,
+                            format!(".glacierfs-restore-{}", n.ino)
+                        ],
                     )?;
                     emptied.push(n.parent);
                     out.touched.push(n.parent);
@@ -636,7 +655,9 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
         if d == vault || wanted.contains(&d) || !seen.insert(d) {
             continue;
         }
-        let Some(n) = nodes::get(tx, d)? else { continue };
+        let Some(n) = nodes::get(tx, d)? else {
+            continue;
+        };
         if n.kind == Kind::Dir
             && n.mode.is_none()
             && n.uid.is_none()
@@ -655,6 +676,24 @@ pub fn apply(tx: &Connection, id: i64, vault: u64, snap: &Snapshot) -> Result<Ap
     out.touched.sort_unstable();
     out.touched.dedup();
     Ok(out)
+}
+
+/// Records a snapshot a restore retrieved before the catalog was rebuilt (`catalog rebuild`):
+/// the mount applies it once it has taken the vault's inventory in, so its archives are there
+/// to match. `file` is relative to the cache directory.
+pub fn record_retrieved(
+    tx: &Connection,
+    vault: u64,
+    description: &str,
+    taken_s: i64,
+    file: &str,
+) -> Result<(), CatalogError> {
+    tx.execute(
+        "INSERT INTO snapshots (vault, description, taken_s, origin, state, restore, file) \
+         VALUES (?1, ?2, ?3, 'listed', 'gone', 'retrieved', ?4)",
+        params![vault as i64, description, taken_s, file],
+    )?;
+    Ok(())
 }
 
 /// A directory the inventory made (no attributes of its own) is the description's, not a
@@ -900,12 +939,19 @@ mod tests {
             ("new/c2".to_owned(), Some("C".to_owned()), Some(0o600)),
             ("new/empty".to_owned(), None, Some(0o600)),
         ];
-        assert_eq!(got, want, "swapped names, moved file, and `old` emptied away");
+        assert_eq!(
+            got, want,
+            "swapped names, moved file, and `old` emptied away"
+        );
         let again = cat.write(move |tx| apply(tx, id, v, &snap)).unwrap();
         assert_eq!((again.changed, again.touched.len()), (0, 0), "{again:?}");
         assert_eq!(paths(&cat, v), want);
         assert_eq!(
-            cat.read(|c| get(c, id)).unwrap().unwrap().restore.as_deref(),
+            cat.read(|c| get(c, id))
+                .unwrap()
+                .unwrap()
+                .restore
+                .as_deref(),
             Some("applied")
         );
     }
@@ -946,7 +992,15 @@ mod tests {
         let now = T + 200 * 86_400;
         cat.write(move |tx| {
             for (i, age_days) in [(1, 150), (2, 100), (3, 120)] {
-                let id = begin(tx, v, &format!("s{i}"), now - age_days * 86_400, "x", "f", 1)?;
+                let id = begin(
+                    tx,
+                    v,
+                    &format!("s{i}"),
+                    now - age_days * 86_400,
+                    "x",
+                    "f",
+                    1,
+                )?;
                 created(tx, id, &format!("S{i}"), "00")?;
             }
             Ok(())
@@ -959,9 +1013,18 @@ mod tests {
             .into_iter()
             .filter_map(|r| r.archive_id.map(|a| (a, r.state)))
             .collect();
-        assert!(states.contains(&("S2".into(), "confirmed".into())), "{states:?}");
-        assert!(states.contains(&("S1".into(), "deleting".into())), "{states:?}");
-        assert!(states.contains(&("S3".into(), "deleting".into())), "{states:?}");
+        assert!(
+            states.contains(&("S2".into(), "confirmed".into())),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&("S1".into(), "deleting".into())),
+            "{states:?}"
+        );
+        assert!(
+            states.contains(&("S3".into(), "deleting".into())),
+            "{states:?}"
+        );
         // Younger than 90 days, even the old newest's successor stays.
         assert_eq!(cat.write(move |tx| expire(tx, v, now)).unwrap(), 0);
         let queued = cat.read(|c| deletes::due(c, i64::MAX)).unwrap();
@@ -982,22 +1045,35 @@ mod tests {
         let l = vec![listed("D1", "d"), listed("D2", "d")];
         cat.write(move |tx| take_listed(tx, v, &l, None)).unwrap();
         let row = cat.read(|c| get(c, id)).unwrap().unwrap();
-        assert_eq!((row.state.as_str(), row.archive_id.as_deref()), ("confirmed", Some("D1")));
+        assert_eq!(
+            (row.state.as_str(), row.archive_id.as_deref()),
+            ("confirmed", Some("D1"))
+        );
         let queued = cat.read(|c| deletes::due(c, i64::MAX)).unwrap();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].archive_id.as_deref(), Some("D2"));
-        assert!(!cat.read(|c| has_no_history(c, v)).unwrap(), "this catalog took one");
+        assert!(
+            !cat.read(|c| has_no_history(c, v)).unwrap(),
+            "this catalog took one"
+        );
 
         // A vault whose only snapshot came from an inventory has no history here.
         let v2 = cat
             .write(|tx| crate::catalog::vaults::ensure(tx, "w", "present"))
             .unwrap()
             .ino;
-        assert!(!cat.read(|c| has_no_history(c, v2)).unwrap(), "no snapshot at all");
+        assert!(
+            !cat.read(|c| has_no_history(c, v2)).unwrap(),
+            "no snapshot at all"
+        );
         let l = vec![listed("E", "glacierfs-snapshot v1 w 20270115T080000Z")];
         cat.write(move |tx| take_listed(tx, v2, &l, None)).unwrap();
         assert!(cat.read(|c| has_no_history(c, v2)).unwrap());
-        cat.write(move |tx| request_restore(tx, v2, "Bulk")).unwrap();
-        assert!(!cat.read(|c| has_no_history(c, v2)).unwrap(), "a restore is history");
+        cat.write(move |tx| request_restore(tx, v2, "Bulk"))
+            .unwrap();
+        assert!(
+            !cat.read(|c| has_no_history(c, v2)).unwrap(),
+            "a restore is history"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Commands that work on a cache directory's catalog directly, with no mount running:
 //! `inventory import` (take an inventory file in) and `catalog rebuild` (restore the latest
-//! sound copy of a damaged catalog). Each holds the cache lock for as long as it runs, so it
+//! sound copy of a damaged catalog, then apply any namespace snapshot a restore retrieved
+//! that is newer than that copy). Each holds the cache lock for as long as it runs, so it
 //! never races a mount. `catalog restore` is the exception: it asks a running mount, through
 //! the vault's `user.glacier.restore` attribute, to retrieve and apply the vault's newest
 //! namespace snapshot.
@@ -8,9 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::catalog::{copy, vaults, Catalog, CatalogError};
-use crate::codec::{names, timefmt};
+use crate::catalog::{copy, snapshots, vaults, Catalog, CatalogError};
 use crate::client::{get_xattr, set_xattr};
+use crate::codec::{names, snapshot, timefmt};
 use crate::config::{CacheArgs, ImportArgs, OptionError, RestoreArgs};
 use crate::daemon;
 use crate::engine::inventory;
@@ -80,7 +81,63 @@ fn try_rebuild(args: &CacheArgs) -> Result<copy::Rebuilt, LocalError> {
     daemon::private_umask();
     let _lock = daemon::CacheLock::acquire(&cache_dir)
         .map_err(|e| LocalError::MountedForRebuild(e.to_string()))?;
-    Ok(copy::rebuild(&cache_dir)?)
+    let rebuilt = copy::rebuild(&cache_dir)?;
+    apply_retrieved_snapshots(&cache_dir, rebuilt.copy_saved_s)?;
+    Ok(rebuilt)
+}
+
+/// After a rebuild: for each vault, the newest snapshot a restore retrieved into the cache
+/// that is newer than the copy restored is applied, so what it knew is not lost with the
+/// damaged catalog. Files that do not decode (a download cut short) are passed over.
+fn apply_retrieved_snapshots(
+    cache_dir: &Path,
+    copy_saved_s: Option<i64>,
+) -> Result<(), LocalError> {
+    let Ok(dir) = std::fs::read_dir(cache_dir.join(crate::engine::snapshot::DIR)) else {
+        return Ok(());
+    };
+    let mut newest: std::collections::HashMap<String, (i64, String)> = Default::default();
+    for entry in dir.flatten() {
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let Ok(snap) = snapshot::decode(&bytes) else {
+            continue;
+        };
+        if copy_saved_s.is_some_and(|c| snap.taken_s <= c) {
+            continue;
+        }
+        let file = format!(
+            "{}/{}",
+            crate::engine::snapshot::DIR,
+            entry.file_name().to_string_lossy()
+        );
+        match newest.get(&snap.vault) {
+            Some((t, _)) if *t >= snap.taken_s => {}
+            _ => {
+                newest.insert(snap.vault, (snap.taken_s, file));
+            }
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let catalog = Catalog::open(cache_dir)?;
+    for (vault, (taken_s, file)) in newest {
+        let name = vault.clone();
+        catalog.write(move |tx| {
+            let row = vaults::ensure(tx, &name, "present")?;
+            let desc = names::snapshot::describe(&name, taken_s);
+            snapshots::record_retrieved(tx, row.ino, &desc, taken_s, &file)
+        })?;
+        println!(
+            "{vault}: the snapshot of {} retrieved before is applied once the mount has read \
+             the vault's inventory",
+            timefmt::format_iso8601(taken_s, 0)
+        );
+    }
+    catalog.close();
+    Ok(())
 }
 
 /// `glacierfs inventory import`.

@@ -193,10 +193,16 @@ fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     put_opt(out, e.gid, |o, v| o.extend_from_slice(&v.to_le_bytes()));
     out.extend_from_slice(&e.mtime_ns.to_le_bytes());
     out.extend_from_slice(&e.ctime_ns.to_le_bytes());
-    put_opt(out, e.atime_ns, |o, v| o.extend_from_slice(&v.to_le_bytes()));
+    put_opt(out, e.atime_ns, |o, v| {
+        o.extend_from_slice(&v.to_le_bytes())
+    });
     out.extend_from_slice(&e.size.to_le_bytes());
-    put_opt(out, e.archive_id.as_deref(), |o, v| put_bytes(o, v.as_bytes()));
-    put_opt(out, e.tree_hash.as_deref(), |o, v| put_bytes(o, v.as_bytes()));
+    put_opt(out, e.archive_id.as_deref(), |o, v| {
+        put_bytes(o, v.as_bytes())
+    });
+    put_opt(out, e.tree_hash.as_deref(), |o, v| {
+        put_bytes(o, v.as_bytes())
+    });
     put_opt(out, e.target.as_deref(), put_bytes);
     put_opt(out, e.rdev, |o, v| o.extend_from_slice(&v.to_le_bytes()));
 }
@@ -381,7 +387,10 @@ mod tests {
                 b.len()
             })
             .sum();
-        assert!(encode(&s).len() * 3 < plain, "compressed well below {plain}");
+        assert!(
+            encode(&s).len() * 3 < plain,
+            "compressed well below {plain}"
+        );
     }
 
     #[test]
@@ -406,7 +415,11 @@ mod tests {
             proptest::option::of(any::<u32>()),
             proptest::option::of(any::<u32>()),
         );
-        let times = (any::<i64>(), any::<i64>(), proptest::option::of(any::<i64>()));
+        let times = (
+            any::<i64>(),
+            any::<i64>(),
+            proptest::option::of(any::<i64>()),
+        );
         let data = (
             any::<u64>(),
             proptest::option::of("[A-Za-z0-9_-]{0,138}"),
@@ -415,7 +428,13 @@ mod tests {
             proptest::option::of(any::<u64>()),
         );
         ("[a-z0-9/ ._-]{1,40}", 2u8..=5, ids, times, data).prop_map(
-            |(path, k, (mode, uid, gid), (mtime_ns, ctime_ns, atime_ns), (size, a, t, target, rdev))| {
+            |(
+                path,
+                k,
+                (mode, uid, gid),
+                (mtime_ns, ctime_ns, atime_ns),
+                (size, a, t, target, rdev),
+            )| {
                 Entry {
                     path,
                     kind: EntryKind::from_code(k).unwrap(),

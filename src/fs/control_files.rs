@@ -323,7 +323,10 @@ impl GlacierFs {
             .collect();
         let time = |s: i64| timefmt::format_iso8601(s, 0);
         if attr == "user.glacier.restore" {
-            let latest = rows.iter().filter(|r| r.restore.is_some()).max_by_key(|r| r.id);
+            let latest = rows
+                .iter()
+                .filter(|r| r.restore.is_some())
+                .max_by_key(|r| r.id);
             return Ok(Some(match latest {
                 None => "none".to_owned(),
                 Some(r) => match r.restore.as_deref() {
@@ -342,15 +345,15 @@ impl GlacierFs {
                 },
             }));
         }
-        let uploading = self
-            .snapshots
-            .get()
-            .is_some_and(|s| s.is_uploading(vault));
+        let uploading = self.snapshots.get().is_some_and(|s| s.is_uploading(vault));
         let newest = self.catalog.read(|c| snapshots::newest(c, vault))?;
         Ok(Some(if uploading {
             "uploading".to_owned()
         } else if self.catalog.read(|c| snapshots::has_no_history(c, vault))? {
-            format!("no-history {}", newest.map_or(String::new(), |r| time(r.taken_s)))
+            format!(
+                "no-history {}",
+                newest.map_or(String::new(), |r| time(r.taken_s))
+            )
         } else {
             match newest {
                 Some(r) => format!("confirmed {}", time(r.taken_s)),
@@ -415,7 +418,10 @@ impl GlacierFs {
             if matches!(r.restore.as_deref(), Some("requested" | "retrieving")) {
                 out.push(
                     Entry::new("SnapshotRestore", "InProgress")
-                        .set("JobId", r.job_id.clone().unwrap_or(format!("restore-{}", r.id)))
+                        .set(
+                            "JobId",
+                            r.job_id.clone().unwrap_or(format!("restore-{}", r.id)),
+                        )
                         .set("Vault", name_of(r.vault))
                         .set("Description", r.description.clone())
                         .opt("ArchiveId", r.archive_id.clone())
@@ -425,7 +431,10 @@ impl GlacierFs {
                 );
             }
         }
-        for v in all_vaults.iter().filter(|v| scope.is_none_or(|s| s == v.ino)) {
+        for v in all_vaults
+            .iter()
+            .filter(|v| scope.is_none_or(|s| s == v.ino))
+        {
             let ino = v.ino;
             if !self.catalog.read(|c| snapshots::has_no_history(c, ino))? {
                 continue;

@@ -278,7 +278,15 @@ fn take_in<E, F>(
     fresh: bool,
     run_budget: usize,
     feed: F,
-) -> Result<(u64, Option<String>, Taken, Vec<super::snapshots::ListedSnapshot>), E>
+) -> Result<
+    (
+        u64,
+        Option<String>,
+        Taken,
+        Vec<super::snapshots::ListedSnapshot>,
+    ),
+    E,
+>
 where
     E: From<ImportError>,
     F: FnOnce(&mut Intake) -> Result<Option<String>, E>,

@@ -198,7 +198,10 @@ impl Snapshots {
                 .await
             {
                 Ok(0) => {}
-                Ok(n) => log::info!("{n} snapshot(s) of vault {} past 90 days queued for deletion", v.name),
+                Ok(n) => log::info!(
+                    "{n} snapshot(s) of vault {} past 90 days queued for deletion",
+                    v.name
+                ),
                 Err(e) => log::warn!("snapshot retention in vault {}: {e}", v.name),
             }
         }
@@ -274,9 +277,9 @@ impl Snapshots {
         write_durably(&self.cache_dir.join(&rel), &bytes)?;
         let desc = description::describe(&v.name, taken_s);
         let size = bytes.len() as u64;
-        let id = self.catalog.write(move |tx| {
-            snapshots::begin(tx, vault, &desc, taken_s, &content, &rel, size)
-        })?;
+        let id = self
+            .catalog
+            .write(move |tx| snapshots::begin(tx, vault, &desc, taken_s, &content, &rel, size))?;
         Ok(self
             .catalog
             .read(|c| snapshots::get(c, id))?
@@ -298,12 +301,10 @@ impl Snapshots {
             return Ok(());
         }
         let resume = match (row.step.as_deref(), &row.upload_id, row.part_size) {
-            (Some("parts" | "completing"), Some(upload_id), Some(part_size)) => {
-                Resume::Multipart {
-                    upload_id: upload_id.clone(),
-                    part_size,
-                }
-            }
+            (Some("parts" | "completing"), Some(upload_id), Some(part_size)) => Resume::Multipart {
+                upload_id: upload_id.clone(),
+                part_size,
+            },
             (Some("initiating"), _, _) => {
                 self.abort_unrecorded(&vault_name, &row.description).await;
                 Resume::Fresh

@@ -59,6 +59,9 @@ impl Snapshots {
     /// Starts the job, follows it, downloads and applies its output, as far as it can now.
     async fn advance(&self, row: SnapshotRow) -> Result<(), SnapshotError> {
         let vault_name = self.vault_name(row.vault)?;
+        if row.restore.as_deref() == Some("retrieved") {
+            return self.apply_retrieved(row, &vault_name).await;
+        }
         let Some(archive_id) = row.archive_id.clone() else {
             return Err(SnapshotError::NoSnapshot(vault_name));
         };
@@ -66,7 +69,11 @@ impl Snapshots {
             Some(j) => j.clone(),
             None => {
                 let job_id = self.start_job(&vault_name, &row, &archive_id).await?;
-                let (id, j, file) = (row.id, job_id.clone(), format!("{DIR}/restore-{}.gfsnap", row.id));
+                let (id, j, file) = (
+                    row.id,
+                    job_id.clone(),
+                    format!("{DIR}/restore-{}.gfsnap", row.id),
+                );
                 self.catalog
                     .write_async(move |tx| snapshots::set_restore_job(tx, id, &j, &file))
                     .await?;
@@ -131,7 +138,37 @@ impl Snapshots {
         };
         let progress = AtomicU64::new(0);
         download::download(&self.client, &spec, resume, &journal, &progress, PARALLEL).await?;
-        let snap = format::decode(&std::fs::read(&dest)?)?;
+        self.apply_file(&row, &dest, &vault_name).await
+    }
+
+    /// A snapshot retrieved before a catalog rebuild: applied once the rebuilt catalog has the
+    /// vault's inventory, so its archives are there to be matched.
+    async fn apply_retrieved(
+        &self,
+        row: SnapshotRow,
+        vault_name: &str,
+    ) -> Result<(), SnapshotError> {
+        let vault = row.vault;
+        let v = self
+            .catalog
+            .read_async(move |c| crate::catalog::vaults::by_ino(c, vault))
+            .await?;
+        if v.is_none_or(|v| v.inventory_date.is_none()) {
+            return Ok(());
+        }
+        let file = row.file.clone().unwrap_or_default();
+        let dest = self.cache_dir.join(file);
+        self.apply_file(&row, &dest, vault_name).await
+    }
+
+    /// Decodes a retrieved snapshot and applies it in one transaction.
+    async fn apply_file(
+        &self,
+        row: &SnapshotRow,
+        dest: &std::path::Path,
+        vault_name: &str,
+    ) -> Result<(), SnapshotError> {
+        let snap = format::decode(&std::fs::read(dest)?)?;
         let (id, vault) = (row.id, row.vault);
         let applied = self
             .catalog
@@ -166,10 +203,14 @@ impl Snapshots {
             .client
             .list_jobs(vault_name, JobFilter::default())
             .await?;
-        if let Some(j) = listed.into_iter().find(|j| {
-            j.archive_id.as_deref() == Some(archive_id) && j.status != JobStatus::Failed
-        }) {
-            log::info!("vault {vault_name}: reusing retrieval job {} for its snapshot", j.job_id);
+        if let Some(j) = listed
+            .into_iter()
+            .find(|j| j.archive_id.as_deref() == Some(archive_id) && j.status != JobStatus::Failed)
+        {
+            log::info!(
+                "vault {vault_name}: reusing retrieval job {} for its snapshot",
+                j.job_id
+            );
             return Ok(j.job_id);
         }
         let tier = row
@@ -183,10 +224,7 @@ impl Snapshots {
             range: None,
             description: Some(format!("glacierfs restore {vault_name}")),
         };
-        let job_id = self
-            .client
-            .initiate_job(vault_name, &request)
-            .await?;
+        let job_id = self.client.initiate_job(vault_name, &request).await?;
         log::info!("vault {vault_name}: retrieving its snapshot (job {job_id})");
         Ok(job_id)
     }
