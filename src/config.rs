@@ -29,6 +29,8 @@ pub mod mount_helper;
 pub const FS_TYPE: &str = "fuse.glacierfs";
 pub const FS_SOURCE: &str = "glacierfs";
 
+// One value per process, parsed once: the size of the mount's arguments costs nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount Glacier vaults at MOUNTPOINT
