@@ -289,9 +289,8 @@ mod tests {
                         "=16MiB".into()
                     }
                     "upload-concurrency" | "uid" | "gid" | "retrieval-job-budget" => "=7".into(),
-                    "write-back-delay" | "delete-delay" | "poll-interval" | "inventory-max-age" => {
-                        "=9s".into()
-                    }
+                    "write-back-delay" | "delete-delay" | "poll-interval" | "inventory-max-age"
+                    | "snapshot-interval" => "=9s".into(),
                     _ => "=x".into(),
                 },
             };
