@@ -284,6 +284,11 @@ fn sigkill_during_a_snapshot_upload_loses_nothing_and_leaves_one_snapshot() {
             .any(|(o, status)| *o == Op::UploadArchive && *status == 0)
     });
     assert!(reached, "no snapshot upload; log:\n{}", mount.log_text());
+    let jobs = std::fs::read_to_string(v.join(".jobs")).unwrap();
+    let shown = jobs
+        .lines()
+        .any(|l| l.contains("\"Snapshot\"") && l.contains("\"InProgress\""));
+    assert!(shown, ".jobs does not show the snapshot going up: {jobs}");
     mount.kill();
     emu.clear_faults();
     mount.remount(&emu.endpoint(), ARGS);
