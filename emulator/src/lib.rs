@@ -769,6 +769,28 @@ impl Emulator {
             .collect()
     }
 
+    /// Sets the account's data-retrieval policy as SetDataRetrievalPolicy would: `strategy`
+    /// is `None`, `FreeTier` or `BytesPerHour` (with `bytes_per_hour`).
+    pub fn set_retrieval_policy(&self, strategy: &str, bytes_per_hour: Option<u64>) {
+        let mut rule = serde_json::json!({ "Strategy": strategy });
+        if let (Some(n), Some(map)) = (bytes_per_hour, rule.as_object_mut()) {
+            map.insert("BytesPerHour".into(), serde_json::json!(n));
+        }
+        self.state().data_retrieval_policy = serde_json::json!({ "Rules": [rule] });
+    }
+
+    /// Makes on-demand Expedited capacity short (or plentiful again): while short, an Expedited
+    /// archive retrieval fails with InsufficientCapacityException unless the account has an
+    /// unexpired provisioned capacity unit.
+    pub fn set_expedited_shortage(&self, short: bool) {
+        self.state().expedited_shortage = short;
+    }
+
+    /// Archive retrievals refused with PolicyEnforcedException by the data-retrieval policy.
+    pub fn policy_refusals(&self) -> u64 {
+        self.state().policy_refusals
+    }
+
     /// Clears the counts and logs, Glacier's and S3's.
     pub fn reset_stats(&self) {
         *lock(&self.shared.record) = Record::default();

@@ -345,6 +345,9 @@ pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
     };
     let bytes: u64 = cold.iter().map(|(_, s)| s).sum();
     println!("{} archive(s), {bytes} bytes, tier {shown}", cold.len());
+    if let Some(w) = args.paths.first().and_then(|p| super::status::policy_warning(p, bytes)) {
+        eprintln!("glacierfs: {w}");
+    }
     let mut failed = 0;
     for (path, _) in &cold {
         if let Err(e) = set_xattr(path, "user.glacier.retrieve", tier.as_bytes()) {

@@ -88,6 +88,15 @@ pub enum FsError {
     NoSpace,
     #[error("operation not implemented yet: {0}")]
     NotImplemented(&'static str),
+    /// The endpoint does not implement the call behind an attribute (partial emulators).
+    #[error("the endpoint does not support {0}")]
+    EndpointUnsupported(String),
+    /// Glacier accepted a change but reading it back showed something else.
+    #[error("not confirmed: {0}")]
+    NotConfirmed(String),
+    /// Glacier did not answer a call a request waits for in time.
+    #[error("no answer from Glacier in time: {0}")]
+    NoAnswer(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -136,6 +145,9 @@ impl FsError {
             FsError::CrossVault => libc::EXDEV,
             FsError::NoSpace => libc::ENOSPC,
             FsError::NotImplemented(_) => libc::ENOSYS,
+            FsError::EndpointUnsupported(_) => libc::ENOTSUP,
+            FsError::NotConfirmed(_) => libc::EIO,
+            FsError::NoAnswer(_) => libc::ETIMEDOUT,
             FsError::Catalog(e) => match e {
                 CatalogError::NotFound => libc::ENOENT,
                 CatalogError::Exists => libc::EEXIST,
@@ -184,9 +196,13 @@ impl FsError {
             | FsError::NotYetAvailable(_)
             | FsError::CrossVault
             | FsError::NotImplemented(_) => log::debug!("{op}: {self}"),
-            FsError::BudgetSpent(_) | FsError::NoSpace => log::warn!("{op}: {self}"),
+            FsError::BudgetSpent(_)
+            | FsError::NoSpace
+            | FsError::EndpointUnsupported(_)
+            | FsError::NoAnswer(_) => log::warn!("{op}: {self}"),
             FsError::Catalog(_)
             | FsError::Glacier(_)
+            | FsError::NotConfirmed(_)
             | FsError::DataFile { .. }
             | FsError::Io(_) => {
                 log::error!("{op}: {self}")

@@ -504,7 +504,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -512,7 +512,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.setxattr(ino.0, name, value) {
+        match self.fs.setxattr_by(ino.0, name, value, req.uid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(Op::new("setxattr").ino(ino.0), &e)),
         }

@@ -60,6 +60,9 @@ pub struct Settings {
     pub poll_every: Duration,
     /// Archives transferred at once.
     pub parallel_files: usize,
+    /// The `BytesPerHour` data-retrieval policy's rate and hour, when the account has one: jobs
+    /// start only while the trailing hour has room for them.
+    pub policy_rate: Option<(u64, Duration)>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +113,8 @@ pub struct Engine<'a> {
     pending: BTreeSet<usize>,
     /// Archives whose bytes are counted and that need a job (again).
     again: BTreeSet<usize>,
+    /// Bytes started in the trailing hour, under a `BytesPerHour` policy.
+    window: Option<pace::HourWindow>,
     waiting: BTreeSet<usize>,
     /// Finished outputs by completion date, then listing order.
     ready: BTreeSet<(i64, usize)>,
@@ -141,6 +146,9 @@ impl<'a> Engine<'a> {
         report: &'a mut Reporter,
         cancel: watch::Receiver<bool>,
     ) -> Engine<'a> {
+        let policy_window = set
+            .policy_rate
+            .map(|(rate, hour)| pace::HourWindow::new(rate, hour));
         let entries: Vec<Entry> = works
             .into_iter()
             .map(|w| Entry {
@@ -162,6 +170,7 @@ impl<'a> Engine<'a> {
             pending: (0..entries.len()).collect(),
             entries,
             again: BTreeSet::new(),
+            window: policy_window,
             waiting: BTreeSet::new(),
             ready: BTreeSet::new(),
             delayed: Vec::new(),

@@ -129,8 +129,10 @@ fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
     if args.dry_run {
         let (mut dry, to_fetch) = survey::dry(&args.dest, &listing, &mut tally, &mut report);
         let aws = daemon.as_ref().map(|d| d.aws.clone());
+        let rt = runtime()?;
         (dry.with_jobs, dry.bytes_with_jobs) =
-            runtime()?.block_on(jobs_already_there(aws.as_ref(), &at.vault, &to_fetch));
+            rt.block_on(jobs_already_there(aws.as_ref(), &at.vault, &to_fetch));
+        dry.bytes_per_hour = rt.block_on(dry_policy_rate(aws.as_ref()));
         let info = PlanInfo {
             to_fetch: to_fetch.len() as u64,
             bytes_to_fetch: to_fetch.iter().map(|(_, size)| size).sum(),
@@ -212,6 +214,31 @@ fn settings(
         max_in_flight,
         poll_every: pace::poll_interval(env.as_deref(), daemon.map(|d| d.poll_every)),
         parallel_files,
+        // Read from Glacier once connected (`retrieve`).
+        policy_rate: None,
+    }
+}
+
+/// The account's `BytesPerHour` rate, if its data-retrieval policy has one. An endpoint that
+/// cannot say leaves the export unpaced, with a warning.
+async fn policy_rate(client: &dyn GlacierClient) -> Option<u64> {
+    match client.get_retrieval_policy().await {
+        Ok(p) => p.bytes_per_hour(),
+        Err(e) => {
+            log::warn!("reading the data-retrieval policy: {e}; the export is not paced to it");
+            None
+        }
+    }
+}
+
+/// The dry run's line on the policy, for [`DryRun::bytes_per_hour`].
+async fn dry_policy_rate(aws: Option<&AwsArgs>) -> Option<u64> {
+    match connect(aws).await {
+        Ok(client) => policy_rate(client.as_ref()).await,
+        Err(e) => {
+            log::warn!("reading the data-retrieval policy: {e}");
+            None
+        }
     }
 }
 
@@ -264,6 +291,7 @@ fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportE
                 .collect();
             (dry.with_jobs, dry.bytes_with_jobs) =
                 jobs_already_there(aws.as_ref(), &at.vault, &to_fetch).await;
+            dry.bytes_per_hour = dry_policy_rate(aws.as_ref()).await;
             let info = PlanInfo {
                 to_fetch: found.fetch.len() as u64,
                 bytes_to_fetch: found.fetch.iter().map(|f| f.size).sum(),
@@ -458,6 +486,21 @@ async fn retrieve(
         std::future::pending::<()>().await;
     });
     let client = connect(aws.as_ref()).await.map_err(ExportError::Connect)?;
+    let mut settings = settings;
+    if let Some(rate) = policy_rate(client.as_ref()).await {
+        let bytes: u64 = works.iter().map(|w| w.size).sum();
+        let hour = pace::policy_hour(std::env::var(pace::HOUR_ENV).ok().as_deref());
+        settings.policy_rate = Some((rate, hour));
+        if bytes > rate {
+            report.notice(&format!(
+                "the data-retrieval policy allows {} an hour: the {} to retrieve take at least {} \
+                 at that pace",
+                crate::config::format_size(rate),
+                crate::config::format_size(bytes),
+                crate::codec::timefmt::format_span(pace::time_under_rate(bytes, rate))
+            ));
+        }
+    }
     let engine = Engine::new(client, settings, works, tally, report, stopped);
     let ran = engine.run().await;
     signals.abort();

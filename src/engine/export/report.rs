@@ -100,6 +100,9 @@ pub struct DryRun {
     pub bytes_with_jobs: u64,
     /// For S3: the class, and the PUT-class requests the writes take.
     pub s3: Option<(StorageClass, u64)>,
+    /// The account's `BytesPerHour` data-retrieval policy, when it has one: the retrievals
+    /// take at least their bytes over this rate.
+    pub bytes_per_hour: Option<u64>,
 }
 
 /// Dollars to a hundredth of a cent: small exports cost fractions of a cent.
@@ -247,6 +250,12 @@ impl Reporter {
                     "priced_on": price::PRICED_ON,
                 },
             });
+            if let Some(rate) = d.bytes_per_hour {
+                let new_bytes = p.bytes_to_fetch.saturating_sub(d.bytes_with_jobs);
+                plan["policy_bytes_per_hour"] = json!(rate);
+                plan["seconds_under_policy"] =
+                    json!(super::pace::time_under_rate(new_bytes, rate).as_secs());
+            }
             if let (Some((class, (requests, month))), Some(est)) = (s3, plan.get_mut("estimate")) {
                 est["storage_class"] = json!(class.as_str());
                 est["s3_requests"] = json!(round_cents(requests));
@@ -280,6 +289,17 @@ impl Reporter {
                 "  {} of those archives ({}) have a job already, which costs nothing more",
                 d.with_jobs,
                 size(d.bytes_with_jobs)
+            ));
+        }
+        if let Some(rate) = d.bytes_per_hour {
+            let new_bytes = p.bytes_to_fetch.saturating_sub(d.bytes_with_jobs);
+            let warn = if new_bytes > rate { "warning: " } else { "" };
+            self.say(&format!(
+                "  {warn}the data-retrieval policy allows {} an hour: retrieving {} takes at \
+                 least {} under it",
+                size(rate),
+                size(new_bytes),
+                crate::codec::timefmt::format_span(super::pace::time_under_rate(new_bytes, rate))
             ));
         }
         if d.open_uploads > 0 {

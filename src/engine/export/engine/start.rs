@@ -132,15 +132,22 @@ impl Engine<'_> {
     /// then pending ones in listing order, each charged to the budget as it is admitted.
     fn due_for_a_job(&mut self) -> Vec<usize> {
         let now = Instant::now();
-        let mut batch: Vec<usize> = self
+        let mut batch: Vec<usize> = Vec::new();
+        let due: Vec<usize> = self
             .again
             .iter()
             .copied()
             .filter(|&i| self.entries[i].not_before.is_none_or(|t| t <= now))
             .collect();
+        for i in due {
+            if !self.policy_admits(self.entries[i].work.size, now) {
+                return batch;
+            }
+            batch.push(i);
+        }
         while let Some(&i) = self.pending.first() {
             let size = self.entries[i].work.size;
-            if !self.budget.admits(size) {
+            if !self.budget.admits(size) || !self.policy_admits(size, now) {
                 break;
             }
             self.pending.remove(&i);
@@ -150,6 +157,20 @@ impl Engine<'_> {
             batch.push(i);
         }
         batch
+    }
+
+    /// Whether the data-retrieval policy's hour has room for `size` more bytes now; if so,
+    /// they are counted in it (a refused start still counts at Glacier's side, so counting
+    /// before the answer keeps to the rate either way).
+    fn policy_admits(&mut self, size: u64, now: Instant) -> bool {
+        let Some(w) = &mut self.window else {
+            return true;
+        };
+        let admitted = w.admits(size, now);
+        if admitted {
+            w.take(size, now);
+        }
+        admitted
     }
 
     /// How an InitiateJob for archive `i` ended: a job to wait for, a retry after a backoff,
