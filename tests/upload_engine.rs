@@ -311,7 +311,10 @@ impl GlacierClient for Hooked {
     fn abort_vault_lock<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
         self.inner.abort_vault_lock(vault)
     }
-    fn list_tags<'a>(&'a self, vault: &'a str) -> BoxFut<'a, std::collections::BTreeMap<String, String>> {
+    fn list_tags<'a>(
+        &'a self,
+        vault: &'a str,
+    ) -> BoxFut<'a, std::collections::BTreeMap<String, String>> {
         self.inner.list_tags(vault)
     }
     fn add_tags<'a>(
@@ -333,7 +336,10 @@ impl GlacierClient for Hooked {
     fn delete_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
         self.inner.delete_access_policy(vault)
     }
-    fn get_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<glacierfs::glacier::Notifications>> {
+    fn get_notifications<'a>(
+        &'a self,
+        vault: &'a str,
+    ) -> BoxFut<'a, Option<glacierfs::glacier::Notifications>> {
         self.inner.get_notifications(vault)
     }
     fn set_notifications<'a>(

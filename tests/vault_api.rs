@@ -83,7 +83,10 @@ fn vault_attributes_round_trip_through_the_api_and_a_second_mount_reads_them() {
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Nothing set yet: no tags, no policy, no notifications.
-    assert_eq!(json_of(&getfattr(&v, "user.glacier.tags").unwrap()), json!({}));
+    assert_eq!(
+        json_of(&getfattr(&v, "user.glacier.tags").unwrap()),
+        json!({})
+    );
     let none = getfattr(&v, "user.glacier.access_policy").unwrap_err();
     assert!(none.contains("No such attribute"), "{none}");
     assert!(getfattr(&v, "user.glacier.notifications").is_err());
@@ -143,7 +146,10 @@ fn vault_attributes_round_trip_through_the_api_and_a_second_mount_reads_them() {
         .block_on(sdk.get_vault_notifications().vault_name("v").send())
         .unwrap();
     assert_eq!(
-        glacier_config.vault_notification_config().unwrap().sns_topic(),
+        glacier_config
+            .vault_notification_config()
+            .unwrap()
+            .sns_topic(),
         Some(TOPIC)
     );
 
@@ -151,7 +157,10 @@ fn vault_attributes_round_trip_through_the_api_and_a_second_mount_reads_them() {
     for (name, bad) in [
         ("user.glacier.tags", "[1]"),
         ("user.glacier.access_policy", "not json"),
-        ("user.glacier.notifications", r#"{"SNSTopic":"t","Events":["Nope"]}"#),
+        (
+            "user.glacier.notifications",
+            r#"{"SNSTopic":"t","Events":["Nope"]}"#,
+        ),
     ] {
         let out = setfattr(&v, name, Some(bad));
         assert!(!out.status.success(), "{name} = {bad} was accepted");
@@ -211,7 +220,9 @@ fn an_endpoint_without_the_calls_answers_enotsup_and_stops_listing_them() {
     let err = getfattr(&v, "user.glacier.tags").unwrap_err();
     assert!(err.contains("Operation not supported"), "{err}");
     assert!(
-        mount.log_text().contains("does not support user.glacier.tags"),
+        mount
+            .log_text()
+            .contains("does not support user.glacier.tags"),
         "no log line; log:\n{}",
         mount.log_text()
     );
@@ -301,10 +312,7 @@ fn status_shows_the_retrieval_policy_and_the_capacity() {
         .output()
         .unwrap();
     let human = String::from_utf8_lossy(&human.stdout);
-    assert!(
-        human.contains("data-retrieval policy: FreeTier"),
-        "{human}"
-    );
+    assert!(human.contains("data-retrieval policy: FreeTier"), "{human}");
     assert!(
         human.contains("provisioned capacity: 1 unit(s), expiring 20"),
         "{human}"

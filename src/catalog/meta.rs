@@ -113,9 +113,9 @@ const LIMITS: &str = "account_limits";
 
 /// Records the account's limits, replacing the last reading.
 pub fn set_account_limits(conn: &Connection, limits: &AccountLimits) -> Result<(), CatalogError> {
-    let policy = limits.policy.map(|p| {
-        serde_json::json!({ "Strategy": p.strategy(), "BytesPerHour": p.bytes_per_hour() })
-    });
+    let policy = limits.policy.map(
+        |p| serde_json::json!({ "Strategy": p.strategy(), "BytesPerHour": p.bytes_per_hour() }),
+    );
     let capacity = limits.capacity.as_ref().map(|units| {
         units
             .iter()
@@ -200,7 +200,10 @@ pub fn vault_attr(
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&raw) else {
         return Ok(None);
     };
-    let at = v.get("at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
+    let at = v
+        .get("at_ms")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
     let value = v
         .get("value")
         .and_then(serde_json::Value::as_str)
@@ -284,7 +287,10 @@ mod tests {
             vault_attr(&c, "v", "tags").unwrap(),
             Some((Some("{}".into()), 7))
         );
-        assert_eq!(vault_attr(&c, "v", "access_policy").unwrap(), Some((None, 8)));
+        assert_eq!(
+            vault_attr(&c, "v", "access_policy").unwrap(),
+            Some((None, 8))
+        );
         assert!(!vault_attr_unsupported(&c, "tags").unwrap());
         set_vault_attr_unsupported(&c, "tags", true).unwrap();
         assert!(vault_attr_unsupported(&c, "tags").unwrap());

@@ -291,10 +291,7 @@ fn limits_lines(l: &Value) -> Vec<String> {
     }
     let policy = &l["DataRetrievalPolicy"];
     let mut out = vec![match policy["BytesPerHour"].as_u64() {
-        Some(rate) => format!(
-            "data-retrieval policy: BytesPerHour, {}/hour",
-            human(rate)
-        ),
+        Some(rate) => format!("data-retrieval policy: BytesPerHour, {}/hour", human(rate)),
         None if policy.is_null() => "data-retrieval policy: unknown".to_owned(),
         None => format!("data-retrieval policy: {}", text(policy, "Strategy")),
     }];

@@ -345,7 +345,11 @@ pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
     };
     let bytes: u64 = cold.iter().map(|(_, s)| s).sum();
     println!("{} archive(s), {bytes} bytes, tier {shown}", cold.len());
-    if let Some(w) = args.paths.first().and_then(|p| super::status::policy_warning(p, bytes)) {
+    if let Some(w) = args
+        .paths
+        .first()
+        .and_then(|p| super::status::policy_warning(p, bytes))
+    {
         eprintln!("glacierfs: {w}");
     }
     let mut failed = 0;

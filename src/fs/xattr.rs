@@ -221,8 +221,10 @@ impl GlacierFs {
             }
         }
         let client = Arc::clone(&self.services.client);
-        let value =
-            self.wait_for(attr, async move { fetch(client.as_ref(), &vault, short).await })?;
+        let value = self.wait_for(
+            attr,
+            async move { fetch(client.as_ref(), &vault, short).await },
+        )?;
         self.settle(attr, value)
     }
 
@@ -452,7 +454,9 @@ async fn apply(
                 client.remove_tags(vault, &stale).await.map_err(failed)?;
             }
         }
-        Change::AccessPolicy(Some(p)) => client.set_access_policy(vault, p).await.map_err(failed)?,
+        Change::AccessPolicy(Some(p)) => {
+            client.set_access_policy(vault, p).await.map_err(failed)?
+        }
         Change::AccessPolicy(None) => client.delete_access_policy(vault).await.map_err(failed)?,
         Change::Notifications(Some(n)) => {
             client.set_notifications(vault, n).await.map_err(failed)?

@@ -440,11 +440,8 @@ pub trait GlacierClient: Send + Sync {
     /// The vault's tags (ListTagsForVault).
     fn list_tags<'a>(&'a self, vault: &'a str) -> BoxFut<'a, BTreeMap<String, String>>;
     /// Adds or overwrites tags (AddTagsToVault).
-    fn add_tags<'a>(
-        &'a self,
-        vault: &'a str,
-        tags: &'a BTreeMap<String, String>,
-    ) -> BoxFut<'a, ()>;
+    fn add_tags<'a>(&'a self, vault: &'a str, tags: &'a BTreeMap<String, String>)
+        -> BoxFut<'a, ()>;
     /// Removes tags by key (RemoveTagsFromVault).
     fn remove_tags<'a>(&'a self, vault: &'a str, keys: &'a [String]) -> BoxFut<'a, ()>;
     /// The access policy's JSON, `None` when the vault has none (GetVaultAccessPolicy).
@@ -453,11 +450,8 @@ pub trait GlacierClient: Send + Sync {
     fn delete_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
     /// `None` when the vault has no notification configuration (GetVaultNotifications).
     fn get_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<Notifications>>;
-    fn set_notifications<'a>(
-        &'a self,
-        vault: &'a str,
-        config: &'a Notifications,
-    ) -> BoxFut<'a, ()>;
+    fn set_notifications<'a>(&'a self, vault: &'a str, config: &'a Notifications)
+        -> BoxFut<'a, ()>;
     fn delete_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
     /// The account's data-retrieval policy (GetDataRetrievalPolicy).
     fn get_retrieval_policy(&self) -> BoxFut<'_, RetrievalPolicy>;
