@@ -1,5 +1,5 @@
-//! Nodes: the directory tree of the catalog (root, vaults, directories, files), and the queries
-//! on it. Readers take a `&Connection`, writers a `&Transaction`, so the same functions serve
+//! Nodes: the directory tree of the catalog (root, vaults, directories, files, symlinks and
+//! special files), and the queries on it. Readers take a `&Connection`, writers a `&Transaction`, so the same functions serve
 //! the FUSE threads' read pool and the writer thread.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -12,6 +12,11 @@ pub enum Kind {
     Vault,
     Dir,
     File,
+    /// A symbolic link: its target is the node's `target`, its size the target's length.
+    Symlink,
+    /// A fifo, socket, or character or block device: which one is the `S_IFMT` bits of its
+    /// `mode`, stored whole for these nodes; a device's number is `rdev`.
+    Special,
 }
 
 impl Kind {
@@ -21,6 +26,8 @@ impl Kind {
             Kind::Vault => 1,
             Kind::Dir => 2,
             Kind::File => 3,
+            Kind::Symlink => 4,
+            Kind::Special => 5,
         }
     }
 
@@ -29,12 +36,14 @@ impl Kind {
             0 => Kind::Root,
             1 => Kind::Vault,
             2 => Kind::Dir,
+            4 => Kind::Symlink,
+            5 => Kind::Special,
             _ => Kind::File,
         }
     }
 
     pub fn is_dir(self) -> bool {
-        !matches!(self, Kind::File)
+        matches!(self, Kind::Root | Kind::Vault | Kind::Dir)
     }
 }
 
@@ -75,6 +84,15 @@ pub struct Node {
     /// Generation of staged content not yet in Glacier; 0 when the archive is current.
     pub dirty: i64,
     pub closed_ns: Option<i64>,
+    /// A symlink's target, as the raw bytes it was given.
+    pub target: Option<Vec<u8>>,
+    /// A device node's number.
+    pub rdev: Option<u64>,
+    /// The access time; None while it equals the mtime (nothing set it apart yet).
+    pub atime_ns: Option<i64>,
+    /// How many directories (or, for the root, vaults) are directly inside: a directory's
+    /// link count is 2 plus this. Kept by triggers (migration 4), so reading it is O(1).
+    pub subdirs: u64,
 }
 
 impl Node {
@@ -128,7 +146,8 @@ pub fn has_archives_below(conn: &Connection, dir: u64) -> Result<bool, CatalogEr
 }
 
 const COLUMNS: &str = "ino, parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
-                       archive_id, tree_hash, description, created_s, local, dirty, closed_ns";
+                       archive_id, tree_hash, description, created_s, local, dirty, closed_ns, \
+                       target, rdev, atime_ns, subdirs";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
     Ok(Node {
@@ -150,6 +169,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
         local: r.get::<_, i64>(15)? != 0,
         dirty: r.get(16)?,
         closed_ns: r.get(17)?,
+        target: r.get(18)?,
+        rdev: r.get::<_, Option<i64>>(19)?.map(|d| d as u64),
+        atime_ns: r.get(20)?,
+        subdirs: r.get::<_, i64>(21)?.max(0) as u64,
     })
 }
 

@@ -434,7 +434,7 @@ impl GlacierFs {
         let p = self.node(parent)?;
         match p.kind {
             Kind::Root => Err(FsError::NotPermitted("only vaults live at the root")),
-            Kind::File => Err(FsError::NotDir),
+            Kind::File | Kind::Symlink | Kind::Special => Err(FsError::NotDir),
             Kind::Vault | Kind::Dir => Ok(p),
         }
     }
