@@ -309,14 +309,18 @@ pub struct NewNode<'a> {
     pub tree_hash: Option<&'a str>,
     pub description: Option<&'a str>,
     pub created_s: Option<i64>,
+    /// A symlink's target.
+    pub target: Option<&'a [u8]>,
+    /// A device node's number.
+    pub rdev: Option<u64>,
 }
 
 /// Inserts a node, failing with [`CatalogError::Exists`] if the name is taken.
 pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, CatalogError> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO nodes (parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
-         archive_id, tree_hash, description, created_s, archive_key) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         archive_id, tree_hash, description, created_s, archive_key, target, rdev) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     let result = stmt.execute(params![
         n.parent as i64,
@@ -333,6 +337,8 @@ pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, Cat
         n.description,
         n.created_s,
         n.archive_id.map(archive_key),
+        n.target,
+        n.rdev.map(|d| d as i64),
     ]);
     match result {
         Ok(_) => Ok(conn.last_insert_rowid() as u64),
@@ -367,12 +373,17 @@ pub struct AttrChange {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub mtime_ns: Option<i64>,
+    pub atime_ns: Option<i64>,
 }
 
+/// Sets what `c` names, and the ctime to now (every attribute change is a status change). An
+/// atime that followed the mtime (NULL) keeps the old mtime when only the mtime changes, as
+/// `touch -m` leaves the access time alone.
 pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), CatalogError> {
     let n = conn.execute(
         "UPDATE nodes SET mode = COALESCE(?2, mode), uid = COALESCE(?3, uid), \
-         gid = COALESCE(?4, gid), mtime_ns = COALESCE(?5, mtime_ns), ctime_ns = ?6 \
+         gid = COALESCE(?4, gid), mtime_ns = COALESCE(?5, mtime_ns), ctime_ns = ?6, \
+         atime_ns = COALESCE(?7, atime_ns, CASE WHEN ?5 IS NOT NULL THEN mtime_ns END) \
          WHERE ino = ?1",
         params![
             ino as i64,
@@ -380,12 +391,25 @@ pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), Catal
             c.uid,
             c.gid,
             c.mtime_ns,
-            super::now_ns()
+            super::now_ns(),
+            c.atime_ns,
         ],
     )?;
     if n == 0 {
         return Err(CatalogError::NotFound);
     }
+    Ok(())
+}
+
+/// An entry was added to or removed from directory `dir`: its mtime and ctime become `now_ns`
+/// (its atime, if it followed the mtime, stays where it was). The root's times are left alone:
+/// its entries are vaults, which come and go with Glacier's vault list.
+pub fn entries_changed(conn: &Connection, dir: u64, now_ns: i64) -> Result<(), CatalogError> {
+    conn.prepare_cached(
+        "UPDATE nodes SET atime_ns = COALESCE(atime_ns, mtime_ns), mtime_ns = ?2, ctime_ns = ?2 \
+         WHERE ino = ?1 AND kind IN (?3, ?4)",
+    )?
+    .execute(params![dir as i64, now_ns, Kind::Vault, Kind::Dir])?;
     Ok(())
 }
 

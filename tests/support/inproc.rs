@@ -523,6 +523,11 @@ impl InProc {
         let kind = match a.kind {
             FileKind::Directory => libc::S_IFDIR,
             FileKind::RegularFile => libc::S_IFREG,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::NamedPipe => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+            FileKind::CharDevice => libc::S_IFCHR,
+            FileKind::BlockDevice => libc::S_IFBLK,
         };
         let change = SetAttr {
             mode: Some((mode & 0o7777) | kind),
