@@ -539,7 +539,7 @@ impl InProc {
             .map_err(|e| errno("setattr", e))
     }
 
-    /// utimensat(2) with both times set to `secs` (the file system keeps no atime).
+    /// utimensat(2) setting the mtime to `secs` and leaving the atime (UTIME_OMIT).
     pub fn utime(&self, path: &str, secs: i64) -> Result<(), Errno> {
         let a = self.lookup(path)?;
         let change = SetAttr {
