@@ -603,3 +603,106 @@ fn a_dry_run_starts_nothing_writes_nothing_and_its_counts_match_the_export() {
         "{plan}"
     );
 }
+
+#[test]
+fn symlinks_and_special_files_are_recreated_with_their_modes_and_times() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&[plain("a.bin", pattern(100, 1), 0)]);
+    let root = vault.root();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::os::unix::fs::symlink("a.bin", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("../nowhere", root.join("sub/dangling")).unwrap();
+    let made = |what: &str, rel: &str, mode: u32, dev: (u32, u32)| {
+        let c = std::ffi::CString::new(root.join(rel).as_os_str().to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid C string; the rest are plain integers.
+        let rc = unsafe { libc::mknod(c.as_ptr(), mode, libc::makedev(dev.0, dev.1)) };
+        assert_eq!(rc, 0, "mknod {what}: {}", std::io::Error::last_os_error());
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::chmod(c.as_ptr(), mode & 0o7777) }, 0);
+    };
+    made("fifo", "sub/pipe", libc::S_IFIFO | 0o620, (0, 0));
+    made("socket", "sock", libc::S_IFSOCK | 0o600, (0, 0));
+    made("device", "null", libc::S_IFCHR | 0o640, (1, 3));
+    // Times apart, to the nanosecond, on every one of them (the symlink's own, not its
+    // target's).
+    let times = |rel: &str, atime: i64, mtime: i64| {
+        let c = std::ffi::CString::new(root.join(rel).as_os_str().to_str().unwrap()).unwrap();
+        let ts = |ns: i64| libc::timespec {
+            tv_sec: ns / 1_000_000_000,
+            tv_nsec: ns % 1_000_000_000,
+        };
+        let both = [ts(atime), ts(mtime)];
+        // SAFETY: `c` is a valid C string and `both` two timespecs.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                both.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(rc, 0, "{rel}: {}", std::io::Error::last_os_error());
+    };
+    let special = ["link", "sub/dangling", "sub/pipe", "sock", "null"];
+    for (k, rel) in special.iter().enumerate() {
+        let k = k as i64;
+        times(
+            rel,
+            1_500_000_000_000_000_001 + k,
+            1_600_000_000_000_000_003 + k * 1_000,
+        );
+    }
+    // What DEST must hold for each: type, mode, target or device, atime, mtime.
+    let seen = |at: &Path| -> Vec<String> {
+        special
+            .iter()
+            .map(|rel| {
+                let p = at.join(rel);
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let t = m.file_type();
+                let kind = if t.is_symlink() {
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display())
+                } else if t.is_fifo() {
+                    "fifo".into()
+                } else if t.is_socket() {
+                    "socket".into()
+                } else if t.is_char_device() {
+                    format!("char {}", m.rdev())
+                } else {
+                    "other".into()
+                };
+                let mode = if t.is_symlink() {
+                    0o777
+                } else {
+                    m.mode() & 0o7777
+                };
+                format!(
+                    "{rel} {kind} {mode:o} {}.{:09} {}.{:09}",
+                    m.atime(),
+                    m.atime_nsec(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                )
+            })
+            .collect()
+    };
+    let want = seen(&root);
+    assert!(want[2].contains("fifo 620 "), "{want:?}");
+    assert!(want[4].contains(&format!("char {} 640", libc::makedev(1, 3))));
+
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    for run in ["first", "again"] {
+        let mut export = Export::start(&vault, &dest, &["--json"]);
+        let status = export.drive(&vault.emu, |_| {});
+        assert!(status.success(), "{run}: {}", export.stderr());
+        let s = export.summary();
+        assert_eq!(s["status"], "complete", "{run}: {s}");
+        assert_eq!(s["specials"], 5, "{run}: {s}");
+        assert_eq!(seen(&dest), want, "{run}");
+        assert_eq!(std::fs::read(dest.join("link")).unwrap(), pattern(100, 1));
+    }
+}

@@ -87,6 +87,8 @@ impl GlacierFs {
             gid: self.options.gid,
             mtime: now,
             ctime: now,
+            atime: now,
+            rdev: 0,
             blocks: 0,
         }
     }

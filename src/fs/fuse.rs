@@ -42,24 +42,33 @@ impl FuseAdapter {
     }
 }
 
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::RegularFile => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::NamedPipe => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks,
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.ctime,
-        kind: match a.kind {
-            FileKind::Directory => FileType::Directory,
-            FileKind::RegularFile => FileType::RegularFile,
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -352,7 +361,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -368,6 +377,7 @@ impl Filesystem for FuseAdapter {
             gid,
             size,
             mtime_ns: mtime.map(time_ns),
+            atime_ns: atime.map(time_ns),
         };
         match self.fs.setattr(ino.0, fh.map(|f| f.0), change) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -427,10 +437,7 @@ impl Filesystem for FuseAdapter {
         match self.fs.readdir(ino.0, offset, 256) {
             Ok(entries) => {
                 for e in entries {
-                    let kind = match e.attr.kind {
-                        FileKind::Directory => FileType::Directory,
-                        FileKind::RegularFile => FileType::RegularFile,
-                    };
+                    let kind = file_type(e.attr.kind);
                     let name = OsStr::new(std::str::from_utf8(&e.name).unwrap_or("?"));
                     if reply.add(INodeNo(e.attr.ino), e.cookie, kind, name) {
                         break;
@@ -534,16 +541,28 @@ impl Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(errno(
-            Op::new("symlink"),
-            &FsError::NotPermitted("archives cannot be symlinks"),
-        ));
+        use std::os::unix::ffi::OsStrExt;
+        let target = target.as_os_str().as_bytes();
+        match self
+            .fs
+            .symlink(parent.0, link_name, target, req.uid(), req.gid())
+        {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(Op::new("symlink").entry(parent.0, link_name), &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(Op::new("readlink").ino(ino.0), &e)),
+        }
     }
 
     fn link(
@@ -562,17 +581,20 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno(
-            Op::new("mknod"),
-            &FsError::NotPermitted("only regular files and directories"),
-        ));
+        match self
+            .fs
+            .mknod(parent.0, name, mode & !umask, rdev, req.uid(), req.gid())
+        {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(Op::new("mknod").entry(parent.0, name), &e)),
+        }
     }
 }

@@ -102,7 +102,7 @@ impl GlacierFs {
         let candidates: &[&str] = match n.kind {
             Kind::File => FILE_ATTRS,
             Kind::Vault => VAULT_ATTRS,
-            Kind::Root | Kind::Dir => &[],
+            Kind::Root | Kind::Dir | Kind::Symlink | Kind::Special => &[],
         };
         let mut out = Vec::new();
         for name in candidates {

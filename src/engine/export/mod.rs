@@ -30,6 +30,7 @@ mod price;
 mod report;
 pub mod s3;
 mod source;
+mod special;
 mod survey;
 
 use std::ffi::CString;

@@ -149,6 +149,8 @@ pub struct DirEntry {
 pub struct Listing {
     pub dirs: Vec<DirEntry>,
     pub files: Vec<FileEntry>,
+    /// Symlinks and special files: names only, nothing to retrieve.
+    pub specials: Vec<super::special::Special>,
 }
 
 /// Lists everything under `path` through the mount. A PATH that is a file is a tree of one.
@@ -186,6 +188,10 @@ fn walk(
             walk(&full, &rel.join(&name), meta.modified().ok(), out)?;
         } else if meta.is_file() {
             out.files.push(file_entry(&full, rel.join(&name), &meta));
+        } else if let Some(s) =
+            super::special::Special::of(&full, rel.join(&name), &meta).map_err(io_err(&full))?
+        {
+            out.specials.push(s);
         }
     }
     Ok(())
