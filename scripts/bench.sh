@@ -452,9 +452,10 @@ emu_pid=""
 # What each default concurrency allows: connections in flight × the link's rate.
 lat_upload_conns=$("$bin" mount --help | sed -n 's/.*--upload-concurrency <N>.*default: \([0-9]*\).*/\1/p')
 lat_upload_conns=${lat_upload_conns:-4}
-# The retrieval fetches PARALLEL_CHUNKS (src/engine/retrieve/fetch.rs) chunks at once; the
-# export fetches as many (src/engine/export/archive.rs) while it sends PART_TASKS
-# (src/engine/export/s3/stream.rs) parts, so its end-to-end rate is bounded by four streams.
+# The retrieval fetches PARALLEL_CHUNKS (src/engine/retrieve/fetch.rs) chunks at once. The
+# export to S3 runs PART_TASKS (src/engine/export/s3/stream.rs) part tasks, each fetching its
+# part from Glacier and then sending it to S3 over one connection at a time: every byte
+# crosses the link twice, so those tasks allow half their connections' rate end to end.
 lat_download_conns=$(sed -n 's/^const PARALLEL_CHUNKS: usize = \([0-9]*\);/\1/p' src/engine/retrieve/fetch.rs)
 lat_export_conns=$(sed -n 's/^const PART_TASKS: usize = \([0-9]*\);/\1/p' src/engine/export/s3/stream.rs)
 
@@ -502,19 +503,19 @@ rows = [
     ("write_dd", "dd $dd_mib MiB into a vault (staged write)", "MB/s", True, ">= 0.9x native", 0.9),
     ("write_fio", "fio sequential write of $dd_mib MiB", "MB/s", True, "", None),
     ("read_dd", "dd $dd_mib MiB out of a cached file", "MB/s", True, ">= 0.9x native", 0.9),
-    ("write_dd_unpriv", "  the same write without passthrough", "MB/s", True, "", None),
-    ("read_dd_unpriv", "  the same read without passthrough", "MB/s", True, "", None),
-    ("ls", "ls -l of $ls_count archives", "s", False, "<= 1.3x native", 1.3),
-    ("find", "find over $ls_count archives", "s", False, "", None),
-    ("treehash", "tree hash of $th_mib MiB (native: openssl)", "s", False, "<= 0.6x openssl", 0.6),
-    ("import_time", "import of $inv_count-archive inventory", "s", False, "<= 5 s", None),
+    ("write_dd_unpriv", "  the same write without passthrough", "MB/s", True, ">= 0.7x native", 0.7),
+    ("read_dd_unpriv", "  the same read without passthrough", "MB/s", True, ">= 0.7x native", 0.7),
+    ("ls", "ls -l of $ls_count archives", "s", False, "<= 1.0x native", 1.0),
+    ("find", "find over $ls_count archives", "s", False, "<= 1.5x native", 1.5),
+    ("treehash", "tree hash of $th_mib MiB (native: openssl)", "s", False, "<= 0.55x openssl", 0.55),
+    ("import_time", "import of $inv_count-archive inventory", "s", False, "<= 3 s", None),
     ("import_rss", "  its peak RSS", "MiB", False, "<= 150 MB", None),
     ("mount_ready", "mount ready, $inv_count catalog entries", "s", False, "<= 1 s", None),
     ("idle_rss", "  the daemon's idle RSS", "MiB", False, "<= 100 MB", None),
     ("upload_cpu", "CPU per GiB uploaded (native: SDK's hashing)", "CPU-s/GiB", False, "<= 1.1x hashing", 1.1),
     ("sdk_cpu", "  the bare SDK from memory, for scale", "CPU-s/GiB", False, "", None),
 ]
-absolute = {"import_time": 5.0, "import_rss": 150 * 1e6 / 2**20, "mount_ready": 1.0, "idle_rss": 100 * 1e6 / 2**20}
+absolute = {"import_time": 3.0, "import_rss": 150 * 1e6 / 2**20, "mount_ready": 1.0, "idle_rss": 100 * 1e6 / 2**20}
 
 def samples(key, target):
     try:
@@ -583,6 +584,8 @@ lat_rows = [
     ("lat_download", f"retrieval download of $lat_mib MiB", int("${lat_download_conns:-0}" or 0)),
     ("lat_export", f"export of $lat_mib MiB to S3", int("${lat_export_conns:-0}" or 0)),
 ]
+# Each export task's bytes go in and then out: two link crossings per byte.
+crossings = {"lat_export": 2}
 print()
 head = (f"{f'behind {lat_ms} ms, {lat_mb} MB/s a connection':<46} {'1 connection':>14} "
         f"{'allowed':>14} {'glacierfs':>14} {'ratio':>7}  target")
@@ -592,7 +595,7 @@ lat_results = []
 for key, label, conns in lat_rows:
     single, glacierfs = samples(key, "single"), samples(key, "glacierfs")
     s1, g = med(single), med(glacierfs)
-    allowed = conns * lat_mb if conns else None
+    allowed = conns * lat_mb / crossings.get(key, 1) if conns else None
     ratio = g / allowed if (g is not None and allowed) else None
     verdict = ("ok" if ratio >= 0.8 else "MISSED") if ratio is not None else ""
     allowed_text = f"{allowed:,.0f} MB/s ({conns})" if allowed else "—"
