@@ -473,6 +473,23 @@ fn unlink_during_an_upload_aborts_it() {
     );
 }
 
+/// `dd` of `count` blocks of `bs` zeros into `path` at block `seek`, without truncating it: a
+/// write into the middle of a file, as the daemon (or the kernel's cache) must take it.
+fn dd_zeros(path: &Path, bs: usize, count: usize, seek: usize) {
+    let status = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", path.display()))
+        .args([
+            format!("bs={bs}"),
+            format!("count={count}"),
+            format!("seek={seek}"),
+        ])
+        .args(["conv=notrunc", "status=none"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// `--no-passthrough`: the daemon serves every byte itself (the path unprivileged mounts take),
 /// and writes, overwrites in place, reads and uploads give the same bytes as with passthrough.
 #[test]
@@ -494,19 +511,7 @@ fn without_passthrough_the_daemon_serves_the_same_bytes() {
     }
     // dd into the middle of a file without truncating it: the daemon writes at the offset.
     let target = mount.path(VAULT).join("plain/file-2.bin");
-    let status = Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            "bs=4096",
-            "count=3",
-            "seek=5",
-            "conv=notrunc",
-            "status=none",
-        ])
-        .arg(format!("of={}", target.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    dd_zeros(&target, 4096, 3, 5);
     let data = files.get_mut("plain/file-2.bin").unwrap();
     data[5 * 4096..8 * 4096].fill(0);
     for (rel, data) in &files {
@@ -543,19 +548,7 @@ fn without_passthrough_the_daemon_serves_the_same_bytes() {
     mount.remount(&emu.endpoint(), &args);
     // An unaligned write into a page this kernel does not hold: it reads the page first.
     let odd = mount.path(VAULT).join("plain/file-2.bin");
-    let status = Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            "bs=100",
-            "count=1",
-            "seek=77",
-            "conv=notrunc",
-            "status=none",
-        ])
-        .arg(format!("of={}", odd.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    dd_zeros(&odd, 100, 1, 77);
     let data = files.get_mut("plain/file-2.bin").unwrap();
     data[7700..7800].fill(0);
     let seen = std::fs::metadata(&odd).unwrap();

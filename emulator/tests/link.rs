@@ -20,6 +20,14 @@ const LATENCY: Duration = Duration::from_millis(150);
 const RATE: u64 = 4_000_000;
 const BODY: usize = 2_000_000;
 
+/// Asserts that moving a body of `len` bytes, started at `started`, took at least its time
+/// at [`RATE`].
+fn took_the_body_time(what: &str, len: usize, started: Instant) {
+    let took = started.elapsed();
+    assert_eq!(len, BODY, "{what}");
+    assert!(took >= body_time(), "a {BODY}-byte {what} took {took:?}");
+}
+
 fn body_time() -> Duration {
     Duration::from_secs_f64(BODY as f64 / RATE as f64)
 }
@@ -75,8 +83,7 @@ async fn glacier_bodies_move_at_the_bandwidth_each_way() {
         .archive_id()
         .unwrap()
         .to_string();
-    let up = started.elapsed();
-    assert!(up >= body_time(), "a {BODY}-byte upload took {up:?}");
+    took_the_body_time("upload", data.len(), started);
 
     let job = c
         .initiate_job()
@@ -103,9 +110,7 @@ async fn glacier_bodies_move_at_the_bandwidth_each_way() {
         .await
         .unwrap();
     let got = out.body.collect().await.unwrap().into_bytes();
-    let down = started.elapsed();
-    assert_eq!(got.len(), BODY);
-    assert!(down >= body_time(), "a {BODY}-byte download took {down:?}");
+    took_the_body_time("download", got.len(), started);
 }
 
 #[tokio::test]
@@ -121,7 +126,7 @@ async fn s3_bodies_move_at_the_bandwidth_each_way() {
     let c = s3_client(&emu.endpoint());
     let data = vec![9u8; BODY];
 
-    let started = Instant::now();
+    let (len, started) = (data.len(), Instant::now());
     c.put_object()
         .bucket("paced")
         .key("k")
@@ -129,8 +134,7 @@ async fn s3_bodies_move_at_the_bandwidth_each_way() {
         .send()
         .await
         .unwrap();
-    let up = started.elapsed();
-    assert!(up >= body_time(), "a {BODY}-byte PutObject took {up:?}");
+    took_the_body_time("PutObject", len, started);
 
     let started = Instant::now();
     let out = c
@@ -141,9 +145,7 @@ async fn s3_bodies_move_at_the_bandwidth_each_way() {
         .await
         .unwrap();
     let got = out.body.collect().await.unwrap().into_bytes();
-    let down = started.elapsed();
-    assert_eq!(got.len(), BODY);
-    assert!(down >= body_time(), "a {BODY}-byte GetObject took {down:?}");
+    took_the_body_time("GetObject", got.len(), started);
 }
 
 #[tokio::test]
