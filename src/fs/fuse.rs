@@ -129,14 +129,10 @@ impl FuseAdapter {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // READDIRPLUS, so `ls -l` costs one round trip per page instead of one per entry;
-        // with READDIRPLUS_AUTO the kernel asks for attributes only for the first page and
-        // for a directory whose entries are being stat'ed, so `find`, which needs none,
-        // gets plain pages.
+        // READDIRPLUS without READDIRPLUS_AUTO: every listing comes with attributes, so
+        // `ls -l` costs one round trip per page instead of one per entry.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             log::info!("kernel lacks {missing:?}; listings fall back to plain readdir");
-        } else if let Err(missing) = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO) {
-            log::info!("kernel lacks {missing:?}; every listing page has attributes");
         }
         // O_TRUNC must arrive with the open: truncating a cold file needs no retrieval, but an
         // open without the flag would ask for one.
