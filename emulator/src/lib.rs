@@ -46,6 +46,10 @@
 //! GetJobOutput bodies. Scripted faults ([`Emulator::fail_next`]) go before the seeded plan;
 //! [`Emulator::stall_job_output`] holds one job's downloads from an offset on.
 //!
+//! **Link.** [`Link`] (`link`) adds a latency to every request and a bandwidth cap per
+//! connection, Glacier's and S3's alike, for benchmarks of concurrency: [`EmulatorOptions::link`]
+//! or [`Emulator::set_link`]. Off by default.
+//!
 //! **Choices where the documents are silent:**
 //! - GetJobOutput answers any `Range` request with 206 (even one covering everything) and clamps
 //!   an end beyond the output; a start beyond it is InvalidParameterValueException.
@@ -66,6 +70,7 @@ mod faults;
 mod http;
 mod inventory;
 mod jobs;
+mod link;
 mod lock;
 mod retrievals;
 mod router;
@@ -87,6 +92,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 pub use faults::{FaultKind, FaultPlan};
+pub use link::Link;
 pub use router::Op;
 pub use s3::state::valid_bucket_name;
 pub use s3::{S3Event, S3FaultKind, S3Hook, S3ObjectInfo, S3Op, S3UploadInfo, Stage};
@@ -139,6 +145,8 @@ pub struct EmulatorOptions {
     pub verify_signatures: bool,
     /// Secrets by access key id: the credentials a signature may be made with.
     pub credentials: BTreeMap<String, String>,
+    /// Latency per request and bandwidth per connection (none by default).
+    pub link: Link,
 }
 
 impl Default for EmulatorOptions {
@@ -159,6 +167,7 @@ impl Default for EmulatorOptions {
             id_seed: 0x6c61_6369_6572,
             verify_signatures: true,
             credentials: sigv4::default_keys(),
+            link: Link::default(),
         }
     }
 }
@@ -286,6 +295,7 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     record: Mutex<Record>,
     stall: Mutex<Duration>,
+    link: Mutex<Link>,
     auth: Mutex<sigv4::Verifier>,
     s3: Mutex<s3::state::S3State>,
     s3_faults: Mutex<s3::S3Faults>,
@@ -310,6 +320,10 @@ impl Shared {
 
     fn stall(&self) -> Duration {
         *lock(&self.stall)
+    }
+
+    fn link(&self) -> Link {
+        *lock(&self.link)
     }
 
     /// Checks a request's signature and payload hash, unless verification is off. `hashes`
@@ -424,6 +438,7 @@ impl Emulator {
             faults: Mutex::new(Faults::default()),
             record: Mutex::new(Record::default()),
             stall: Mutex::new(opts.stall),
+            link: Mutex::new(opts.link),
             auth: Mutex::new(sigv4::Verifier {
                 enabled: opts.verify_signatures,
                 region: opts.region.clone(),
@@ -676,6 +691,12 @@ impl Emulator {
             creation_secs: lock.created_ms.div_euclid(1000),
             expiration_secs,
         })
+    }
+
+    /// Sets the link model for requests from now on (a request being served keeps the one it
+    /// started with).
+    pub fn set_link(&self, link: Link) {
+        *lock(&self.shared.link) = link;
     }
 
     /// Installs a probabilistic fault plan (replacing any other) and restarts its counters.

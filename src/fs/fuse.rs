@@ -54,6 +54,25 @@ fn file_type(kind: FileKind) -> FileType {
     }
 }
 
+/// Why the kernel will refuse to register passthrough's backing files, if it will: that needs
+/// CAP_SYS_ADMIN in the initial user namespace, which an ordinary
+/// user's mount, or one made inside a user namespace, does not have. None when it cannot tell:
+/// passthrough is then tried, and turned off at the first refusal as before.
+fn passthrough_refused() -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    // The initial user namespace's fixed inode number (PROC_USER_INIT_INO).
+    const INIT_USER_NS: u64 = 0xEFFF_FFFD;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let ns = std::fs::metadata("/proc/self/ns/user").ok()?;
+    if ns.ino() != INIT_USER_NS {
+        return Some("the mount is in a user namespace, where the kernel refuses it");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    let caps = u64::from_str_radix(caps.trim(), 16).ok()?;
+    (caps & (1 << CAP_SYS_ADMIN) == 0).then_some("it needs CAP_SYS_ADMIN, which the mount lacks")
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
@@ -137,17 +156,37 @@ impl Filesystem for FuseAdapter {
         }
         // Passthrough: reads and writes of open files go straight to their data files in the
         // kernel. It needs the capability and a stacking depth (our backing files live on an
-        // ordinary file system, at most one overlay deep).
-        let passthrough = config
-            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-            .map_err(|_| "the kernel lacks FUSE_PASSTHROUGH")
-            .and_then(|_| {
-                config
-                    .set_max_stack_depth(2)
-                    .map_err(|_| "the stacking depth was refused")
-            });
+        // ordinary file system, at most one overlay deep), and the right to register backing
+        // files, which an ordinary user's mount does not have: known here, before the first
+        // open, so that such a mount gets the writeback cache below instead.
+        let passthrough = if !self.fs.backings().enabled() {
+            Err(None)
+        } else if let Some(why) = passthrough_refused() {
+            Err(Some(why))
+        } else {
+            config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .map_err(|_| Some("the kernel lacks FUSE_PASSTHROUGH"))
+                .and_then(|_| {
+                    config
+                        .set_max_stack_depth(2)
+                        .map_err(|_| Some("the stacking depth was refused"))
+                })
+        };
         if let Err(why) = passthrough {
-            self.fs.backings().disable(why);
+            if let Some(why) = why {
+                self.fs.backings().disable(why);
+            }
+            // Without passthrough, the writeback cache keeps written data in the page cache
+            // and sends it in large batches, and the kernel keeps size and mtime itself, so a
+            // file just written is read back from the page cache rather than dropped when its
+            // mtime moves (AUTO_INVAL_DATA). The kernel sends the mtime it kept with a setattr
+            // when the file is flushed. Passthrough and the writeback cache exclude each other
+            // in the kernel, so only a mount without passthrough asks for it.
+            match config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE) {
+                Ok(()) => log::info!("the kernel's writeback cache is on"),
+                Err(missing) => log::info!("kernel lacks {missing:?}; writes go through at once"),
+            }
         }
         Ok(())
     }
