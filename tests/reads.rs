@@ -1,6 +1,7 @@
 //! Reading archives through a real mount over the Glacier emulator: EAGAIN at open for cold
 //! files (in every common tool), job reuse, `.jobs`, verified and resumable downloads, the LRU
-//! cache, explicit retrieval with its budget, and hidden control files.
+//! cache, explicit retrieval with its budget, the Expedited fallback `--tier` may name, and
+//! hidden control files.
 // A test fails by panicking, so unwrap and expect are how it says what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
