@@ -1,7 +1,8 @@
 //! `glacierfs export` against the Glacier emulator, through a real mount: a whole vault comes
 //! out exactly as the mount shows it; outstanding retrievals stay within
 //! `--max-bytes-in-flight`; a killed export resumes without downloading anything twice; corrupt
-//! job output never reaches DEST; Ctrl-C stops cleanly and a re-run reuses the jobs.
+//! job output never reaches DEST; Ctrl-C stops cleanly and a re-run reuses the jobs; Expedited
+//! capacity that is short falls back to Standard only when `--tier` names the fallback.
 //!
 //! The export runs as a child process with `GLACIERFS_EXPORT_POLL_MS` set small, while the test
 //! moves the emulator's clock (`complete_all_jobs`) and, all along, checks that every file
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use support::emulator::{Emulator, DEFAULT_START_SECS};
+use support::emulator::{Emulator, Op, DEFAULT_START_SECS};
 use support::export::{pattern, plain, Archive, Corruptor, Export, Vault, MIB, VAULT};
 use support::mount::{fuse_available, wait_until};
 use support::walk;
@@ -516,6 +517,79 @@ fn ctrl_c_stops_cleanly_and_a_rerun_reuses_the_jobs() {
         "{s}"
     );
     assert_same_tree(&vault, &dest, &expected);
+}
+
+/// Archive retrievals at the emulator, by tier.
+fn retrieval_tiers(emu: &Emulator) -> Vec<String> {
+    emu.jobs(VAULT)
+        .into_iter()
+        .filter(|j| j.archive_id.is_some())
+        .map(|j| j.tier)
+        .collect()
+}
+
+fn three_archives() -> Vec<Archive> {
+    (0..3usize)
+        .map(|i| plain(&format!("f{i}.bin"), pattern(2000 + i, i as u32), i as i64))
+        .collect()
+}
+
+#[test]
+fn expedited_without_capacity_fails_the_export_when_the_tier_names_no_fallback() {
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&three_archives());
+    vault.emu.set_expedited_shortage(true);
+    let before = vault.emu.stats().requests_for(Op::InitiateJob);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut export = Export::start(&vault, &dest, &["--tier", "expedited"]);
+    let status = export.drive(&vault.emu, |_| {});
+    let err = export.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("3 failed"), "{err}");
+    assert!(
+        err.contains("Expedited capacity is short (InitiateJob: InsufficientCapacityException")
+            && err.contains("add ,standard to the tier, as in --tier expedited,standard"),
+        "{err}"
+    );
+    // One Expedited request per archive, each refused; nothing asked of Standard.
+    assert_eq!(vault.emu.stats().requests_for(Op::InitiateJob) - before, 3);
+    assert!(retrieval_tiers(&vault.emu).is_empty());
+    assert!(final_names(&dest).is_empty());
+}
+
+#[test]
+fn expedited_without_capacity_falls_back_to_standard_when_the_tier_says_so() {
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&three_archives());
+    let expected = vault.expected();
+    vault.emu.set_expedited_shortage(true);
+    let before = vault.emu.stats().requests_for(Op::InitiateJob);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut export = Export::start(&vault, &dest, &["--json", "--tier", "expedited,standard"]);
+    let status = export.drive(&vault.emu, |_| {});
+    let err = export.stderr();
+    assert!(status.success(), "{err}");
+    assert_same_tree(&vault, &dest, &expected);
+    assert_eq!(retrieval_tiers(&vault.emu), ["Standard"; 3]);
+    assert_eq!(vault.emu.stats().requests_for(Op::InitiateJob) - before, 6);
+    let jobs: Vec<Value> = export
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "job")
+        .collect();
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j["tier"] == "Standard"), "{jobs:?}");
+    // Logged once per job.
+    for i in 0..3 {
+        let line = format!("Expedited capacity short for f{i}.bin; requested Standard");
+        assert_eq!(err.matches(&line).count(), 1, "{line}:\n{err}");
+    }
 }
 
 fn final_names(dest: &Path) -> Vec<String> {

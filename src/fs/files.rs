@@ -568,7 +568,7 @@ mod tests {
             client.clone(),
             data.clone(),
             RetrieveOptions {
-                tier: Tier::Bulk,
+                tier: Tier::Bulk.into(),
                 auto: false,
                 budget: 0,
                 job_budget: 0,

@@ -150,7 +150,7 @@ impl GlacierFs {
     pub fn retrieve_at_or_below(
         &self,
         n: &Node,
-        tier: Option<crate::glacier::Tier>,
+        tier: Option<crate::config::Tiers>,
     ) -> FsResult<usize> {
         if n.kind == Kind::File {
             return Ok(usize::from(self.services.retriever.request(n, tier)?));
@@ -190,11 +190,9 @@ impl GlacierFs {
         if name == b"user.glacier.retrieve" {
             let tier = match std::str::from_utf8(value).map(str::trim) {
                 Ok("") => None,
-                Ok(t) => Some(crate::glacier::Tier::parse(t).ok_or_else(|| {
-                    FsError::Invalid(format!(
-                        "{t:?} is not a tier: use expedited, standard or bulk"
-                    ))
-                })?),
+                Ok(t) => Some(
+                    crate::config::parse_tiers(t).map_err(|e| FsError::Invalid(e.to_string()))?,
+                ),
                 Err(_) => return Err(FsError::Invalid("the tier must be text".into())),
             };
             return self.retrieve_at_or_below(&n, tier).map(|_| ());

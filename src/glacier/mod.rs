@@ -35,7 +35,7 @@ pub enum ErrorKind {
     InvalidParameter,
     /// A retrieval policy refused the job; waiting or another tier may help, hot retries won't.
     PolicyEnforced,
-    /// Expedited capacity is not available; fall back to Standard.
+    /// Expedited capacity is not available; a slower tier only if the tier list names one.
     InsufficientCapacity,
     /// Access denied, or a vault-lock state that refuses the call.
     AccessDenied,

@@ -38,7 +38,8 @@ use tokio::task::JoinSet;
 use super::archive::{FetchError, Work};
 use super::pace::{self, Budget};
 use super::report::{Live, Reporter, Tally};
-use crate::glacier::{GlacierClient, GlacierError, Tier};
+use crate::config::Tiers;
+use crate::glacier::{GlacierClient, GlacierError};
 
 /// Transient failures of one archive's job start or download before it fails.
 const TRANSIENT_ATTEMPTS: u32 = 5;
@@ -55,7 +56,8 @@ pub enum EngineError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub vault: String,
-    pub tier: Tier,
+    /// The tier of new jobs, with its fallback when Expedited capacity is short.
+    pub tier: Tiers,
     pub max_in_flight: u64,
     pub poll_every: Duration,
     /// Archives transferred at once.

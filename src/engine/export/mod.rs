@@ -41,7 +41,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{AwsArgs, ExportArgs};
+use crate::config::{AwsArgs, ExportArgs, Tiers};
 use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{GlacierClient, GlacierError, JobAction, JobFilter, JobStatus, Tier};
@@ -180,7 +180,7 @@ fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
 fn plan_info<'a>(
     at: &'a Located,
     dest: &'a Path,
-    tier: Tier,
+    tier: Tiers,
     works: &[Work],
     max_in_flight: u64,
 ) -> PlanInfo<'a> {
@@ -190,21 +190,22 @@ fn plan_info<'a>(
         dest,
         to_fetch: works.len() as u64,
         bytes_to_fetch: works.iter().map(|w| w.size).sum(),
-        tier: tier.as_str(),
+        // The tier of new jobs; each `job` event names the tier its job got.
+        tier: tier.first().as_str(),
         max_in_flight,
     }
 }
 
-fn tier_of(args: &ExportArgs, daemon: Option<&Daemon>) -> Tier {
+fn tier_of(args: &ExportArgs, daemon: Option<&Daemon>) -> Tiers {
     args.tier
         .or(daemon.map(|d| d.tier))
-        .unwrap_or(Tier::Standard)
+        .unwrap_or(Tier::Standard.into())
 }
 
 fn settings(
     at: &Located,
     daemon: Option<&Daemon>,
-    tier: Tier,
+    tier: Tiers,
     max_in_flight: u64,
     parallel_files: usize,
 ) -> Settings {

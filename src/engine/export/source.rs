@@ -16,8 +16,7 @@ use std::time::SystemTime;
 
 use crate::client::{get_xattr, glacierfs_mounts, innermost_root};
 use crate::codec::treehash::{from_hex, Digest};
-use crate::config::AwsArgs;
-use crate::glacier::Tier;
+use crate::config::{AwsArgs, Tiers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -92,7 +91,7 @@ pub fn inside_a_mount(path: &Path) -> Option<PathBuf> {
 pub struct Daemon {
     pub pid: u32,
     pub aws: AwsArgs,
-    pub tier: Tier,
+    pub tier: Tiers,
     /// How often the mount checks running jobs: the export checks as often.
     pub poll_every: std::time::Duration,
 }

@@ -10,9 +10,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{Engine, EngineError, JobRef, Replaces, TRANSIENT_ATTEMPTS};
-use crate::engine::export::archive::{better, initiate, system_time, unix_secs, whole_archive};
+use crate::engine::export::archive::{
+    better, initiate, system_time, unix_secs, whole_archive, InitiateError,
+};
 use crate::engine::export::pace;
-use crate::glacier::{GlacierError, JobAction, JobDesc, JobFilter, JobStatus, Tier};
+use crate::glacier::{JobAction, JobDesc, JobFilter, JobStatus, Tier};
 
 /// InitiateJob calls in flight at once: a large vault needs many, each a round trip.
 const PARALLEL_INITIATES: usize = 8;
@@ -110,13 +112,17 @@ impl Engine<'_> {
         for i in batch {
             let (client, vault, tier) =
                 (self.client.clone(), self.set.vault.clone(), self.set.tier);
-            let archive_id = self.entries[i].work.archive_id.clone();
+            let work = &self.entries[i].work;
+            let (archive_id, what) = (
+                work.archive_id.clone(),
+                work.first_rel().display().to_string(),
+            );
             let limit = limit.clone();
             calls.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 (
                     i,
-                    initiate(client.as_ref(), &vault, &archive_id, tier).await,
+                    initiate(client.as_ref(), &vault, &archive_id, tier, &what).await,
                 )
             });
         }
@@ -175,7 +181,7 @@ impl Engine<'_> {
 
     /// How an InitiateJob for archive `i` ended: a job to wait for, a retry after a backoff,
     /// or a failed file.
-    fn started(&mut self, i: usize, result: Result<(String, Tier), GlacierError>) {
+    fn started(&mut self, i: usize, result: Result<(String, Tier), InitiateError>) {
         let work = self.entries[i].work.clone();
         match result {
             Ok((id, tier)) => {
