@@ -387,11 +387,35 @@ mod tests {
         let m = mount_args_for(&helper, None, root).expect("the mount(8) form");
         assert_eq!(m.aws.region.as_deref(), Some("eu-west-1"));
         assert_eq!(m.poll_interval, std::time::Duration::from_secs(2));
-        assert_eq!(m.tier, Tier::Bulk);
+        assert_eq!(m.tier, Tier::Bulk.into());
         let with_o = args(&["glacierfs", "mount", "/tmp/mnt", "-o", "region=us-west-2"]);
         let m = mount_args_for(&with_o, None, root).expect("mount with -o");
         assert_eq!(m.aws.region.as_deref(), Some("us-west-2"));
         assert!(mount_args_for(&helper, None, Path::new("/tmp/other")).is_none());
+    }
+
+    #[test]
+    fn a_daemons_tier_fallback_is_read_in_either_form() {
+        // What an export borrows when it has no --tier of its own.
+        let root = Path::new("/tmp/mnt");
+        let helper = args(&[
+            "glacierfs",
+            "glacierfs",
+            "/tmp/mnt",
+            "-o",
+            "tier=expedited:standard",
+        ]);
+        let plain = args(&["glacierfs", "mount", "--tier", "expedited,bulk", "/tmp/mnt"]);
+        let m = mount_args_for(&helper, None, root).expect("the mount(8) form");
+        assert_eq!(
+            (m.tier.first(), m.tier.fallback()),
+            (Tier::Expedited, Some(Tier::Standard))
+        );
+        let m = mount_args_for(&plain, None, root).expect("the plain form");
+        assert_eq!(m.tier.fallback(), Some(Tier::Bulk));
+        let alone = args(&["glacierfs", "mount", "--tier=expedited", "/tmp/mnt"]);
+        let m = mount_args_for(&alone, None, root).expect("one tier");
+        assert_eq!(m.tier.fallback(), None);
     }
 
     #[test]
@@ -414,14 +438,14 @@ mod tests {
         assert_eq!(m.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(m.aws.region.as_deref(), Some("eu-west-1"));
         assert_eq!(m.aws.account_id, "123456789012");
-        assert_eq!(m.tier, Tier::Bulk);
+        assert_eq!(m.tier, Tier::Bulk.into());
         assert_eq!(m.aws.profile, None);
 
         // Relative to the daemon's working directory.
         let rel = args(&["glacierfs", "mount", "--profile", "p", "./x/../mnt"]);
         let m = mount_args_for(&rel, Some(Path::new("/tmp")), root).expect("relative");
         assert_eq!(m.aws.profile.as_deref(), Some("p"));
-        assert_eq!(m.tier, Tier::Standard);
+        assert_eq!(m.tier, Tier::Standard.into());
         assert!(mount_args_for(&rel, None, root).is_none());
 
         // Other mounts, other commands, other programs.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::glacier::Tier;
+use crate::glacier::{GlacierError, Tier};
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
@@ -120,9 +120,10 @@ pub struct MountArgs {
     /// Bound on retrieved data kept (LRU)
     #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
     pub cache_size: u64,
-    /// Retrieval tier
-    #[arg(long, value_name = "TIER", default_value = "standard", value_parser = parse_tier)]
-    pub tier: Tier,
+    /// Retrieval tier; `expedited,standard` falls back to Standard when Glacier has no
+    /// Expedited capacity (a single tier never falls back)
+    #[arg(long, value_name = "TIER[,FALLBACK]", default_value = "standard", value_parser = parse_tiers)]
+    pub tier: Tiers,
     /// Multipart part size, a power of two from 1MiB to 4GiB; a file no larger goes up in one request
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_part_size)]
     pub part_size: u64,
@@ -255,9 +256,9 @@ pub enum CatalogCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct RestoreArgs {
-    /// Retrieval tier [default: the mount's]
-    #[arg(long, value_parser = parse_tier)]
-    pub tier: Option<Tier>,
+    /// Retrieval tier, or a tier and its fallback as for mount [default: the mount's]
+    #[arg(long, value_parser = parse_tiers)]
+    pub tier: Option<Tiers>,
     /// Return only once the snapshot is applied
     #[arg(long)]
     pub wait: bool,
@@ -280,9 +281,9 @@ pub struct ImportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RetrieveArgs {
-    /// Retrieval tier [default: the mount's]
-    #[arg(long, value_parser = parse_tier)]
-    pub tier: Option<Tier>,
+    /// Retrieval tier, optionally with a fallback: `expedited,standard` [default: the mount's]
+    #[arg(long, value_name = "TIER[,FALLBACK]", value_parser = parse_tiers)]
+    pub tier: Option<Tiers>,
     /// Return only once the files are retrieved, showing progress
     #[arg(long)]
     pub wait: bool,
@@ -311,8 +312,9 @@ pub struct SyncArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    #[arg(long, value_parser = parse_tier)]
-    pub tier: Option<Tier>,
+    /// Retrieval tier, optionally with a fallback: `expedited,standard` [default: the mount's]
+    #[arg(long, value_name = "TIER[,FALLBACK]", value_parser = parse_tiers)]
+    pub tier: Option<Tiers>,
     /// Bound on retrievals started but not yet downloaded
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_bytes_in_flight: Option<u64>,
@@ -410,6 +412,15 @@ pub enum OptionError {
     PartSize(String),
     #[error("invalid tier {0:?}: use expedited, standard or bulk")]
     Tier(String),
+    #[error("invalid tier list {0:?}: {1} is named twice")]
+    TierTwice(String, &'static str),
+    #[error("invalid tier list {0:?}: a fallback must be slower than the tier before it, as in expedited,standard")]
+    TierOrder(String),
+    #[error(
+        "invalid tier list {0:?}: only Expedited can be short of capacity, so only expedited takes \
+         a fallback, and one: expedited,standard or expedited,bulk"
+    )]
+    TierFallback(String),
     #[error(
         "invalid storage class {0:?}: use DEEP_ARCHIVE, GLACIER, GLACIER_IR, STANDARD_IA, \
          INTELLIGENT_TIERING or STANDARD"
@@ -511,8 +522,149 @@ pub fn parse_program(s: &str) -> Result<String, OptionError> {
     Ok(name.to_owned())
 }
 
-pub fn parse_tier(s: &str) -> Result<Tier, OptionError> {
-    Tier::parse(s).ok_or_else(|| OptionError::Tier(s.to_string()))
+/// A retrieval tier and, optionally, the tier to ask for instead when Glacier has no capacity
+/// for it: `expedited,standard` asks for Expedited, and for Standard when Glacier answers
+/// InsufficientCapacityException. Only Expedited runs short (its capacity is on demand or
+/// provisioned; Standard and Bulk always have room), so only Expedited takes a fallback, and a
+/// single tier never falls back: paying for a slower tier nobody asked for would be a surprise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiers {
+    first: Tier,
+    fallback: Option<Tier>,
+}
+
+impl From<Tier> for Tiers {
+    fn from(first: Tier) -> Tiers {
+        Tiers {
+            first,
+            fallback: None,
+        }
+    }
+}
+
+impl Tiers {
+    /// The tier asked for first.
+    pub fn first(self) -> Tier {
+        self.first
+    }
+
+    /// The tier asked for when the first has no capacity, if the list names one.
+    pub fn fallback(self) -> Option<Tier> {
+        self.fallback
+    }
+
+    /// For people: `Bulk`, or `Expedited, then Standard`.
+    pub fn describe(self) -> String {
+        match self.fallback {
+            Some(next) => format!("{}, then {}", self.first.as_str(), next.as_str()),
+            None => self.first.as_str().to_owned(),
+        }
+    }
+
+    /// What follows Glacier's refusal of `tried` for want of capacity (`cause`): the tier to
+    /// ask for next, or the error to fail with. The fallback is logged here, once per job, so
+    /// the mount and the export say it alike; `what` names the file.
+    pub fn on_shortage(
+        self,
+        tried: Tier,
+        cause: GlacierError,
+        what: &str,
+    ) -> Result<Tier, NoCapacity> {
+        match self.fallback.filter(|_| tried == self.first) {
+            Some(next) => {
+                log::warn!(
+                    "{} capacity short for {what}; requested {} as the tiers {self} asked ({cause})",
+                    tried.as_str(),
+                    next.as_str()
+                );
+                Ok(next)
+            }
+            None => Err(NoCapacity {
+                tiers: self,
+                tried,
+                cause,
+            }),
+        }
+    }
+}
+
+/// The option's own spelling, lowercase: `expedited,standard`. It parses back to the same list,
+/// which is how `glacierfs retrieve` hands its `--tier` to the mount.
+impl std::fmt::Display for Tiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.first.as_str().to_ascii_lowercase())?;
+        if let Some(next) = self.fallback {
+            write!(f, ",{}", next.as_str().to_ascii_lowercase())?;
+        }
+        Ok(())
+    }
+}
+
+/// Glacier had no capacity for a tier the list gives no fallback for. The message says how to
+/// ask for one, since that is the fix; Glacier's answer is part of the message, so it is not
+/// also a `source`.
+#[derive(Debug, Clone)]
+pub struct NoCapacity {
+    pub tiers: Tiers,
+    pub tried: Tier,
+    pub cause: GlacierError,
+}
+
+impl std::fmt::Display for NoCapacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} capacity is short ({})",
+            self.tried.as_str(),
+            self.cause
+        )?;
+        if self.tried == Tier::Expedited && self.tiers.fallback.is_none() {
+            write!(
+                f,
+                "; add ,standard to the tier, as in --tier {},standard, to fall back to Standard",
+                self.tiers
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NoCapacity {}
+
+/// How fast a tier is, fastest first: a fallback must be slower than the tier it follows.
+fn speed_rank(t: Tier) -> u8 {
+    match t {
+        Tier::Expedited => 0,
+        Tier::Standard => 1,
+        Tier::Bulk => 2,
+    }
+}
+
+/// Parses `--tier`: one tier, or a tier and its fallback, separated by `,` (or `:`, which the
+/// `-o tier=expedited:standard` form of a mount uses, since a comma there separates options).
+pub fn parse_tiers(s: &str) -> Result<Tiers, OptionError> {
+    let mut named: Vec<Tier> = Vec::new();
+    for word in s.split([',', ':']).map(str::trim) {
+        let t = Tier::parse(word).ok_or_else(|| OptionError::Tier(word.to_owned()))?;
+        if named.contains(&t) {
+            return Err(OptionError::TierTwice(s.to_owned(), t.as_str()));
+        }
+        if named
+            .last()
+            .is_some_and(|&last| speed_rank(last) > speed_rank(t))
+        {
+            return Err(OptionError::TierOrder(s.to_owned()));
+        }
+        named.push(t);
+    }
+    match named[..] {
+        [first] => Ok(Tiers::from(first)),
+        [Tier::Expedited, next] => Ok(Tiers {
+            first: Tier::Expedited,
+            fallback: Some(next),
+        }),
+        _ => Err(OptionError::TierFallback(s.to_owned())),
+    }
 }
 
 #[cfg(test)]
@@ -593,10 +745,101 @@ mod tests {
         assert_eq!(m.write_back_delay, Duration::from_secs(5));
         assert_eq!(m.poll_interval, Duration::from_secs(60));
         assert_eq!(m.inventory_max_age, Duration::from_secs(86400));
-        assert_eq!(m.tier, Tier::Standard);
+        assert_eq!(m.tier, Tiers::from(Tier::Standard));
+        assert_eq!(m.tier.fallback(), None);
         assert_eq!(m.aws.account_id, "-");
         assert_eq!(m.retrieval_job_budget, 1000);
         assert!(m.retrieve_deny.is_empty() && m.retrieve_allow.is_empty());
+    }
+
+    #[test]
+    fn a_tier_list_is_a_tier_and_its_fallback() {
+        let one = parse_tiers("Bulk").unwrap();
+        assert_eq!((one.first(), one.fallback()), (Tier::Bulk, None));
+        for text in [
+            "expedited,standard",
+            " Expedited , STANDARD ",
+            "expedited:standard",
+        ] {
+            let t = parse_tiers(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                (t.first(), t.fallback()),
+                (Tier::Expedited, Some(Tier::Standard))
+            );
+            assert_eq!(t.to_string(), "expedited,standard");
+            assert_eq!(t.describe(), "Expedited, then Standard");
+        }
+        let t = parse_tiers("expedited,bulk").unwrap();
+        assert_eq!(t.fallback(), Some(Tier::Bulk));
+        // What the option prints parses back to the same list (retrieve hands it on so).
+        for t in [one, t, Tiers::from(Tier::Expedited)] {
+            assert_eq!(parse_tiers(&t.to_string()), Ok(t));
+        }
+    }
+
+    #[test]
+    fn bad_tier_lists_are_refused_in_one_line() {
+        let refused = |text: &str| parse_tiers(text).expect_err(text);
+        assert_eq!(
+            refused("expedited,expedited"),
+            OptionError::TierTwice("expedited,expedited".into(), "Expedited")
+        );
+        assert_eq!(
+            refused("standard,expedited"),
+            OptionError::TierOrder("standard,expedited".into())
+        );
+        assert_eq!(
+            refused("bulk:standard"),
+            OptionError::TierOrder("bulk:standard".into())
+        );
+        for text in ["expedited,standard,bulk", "standard,bulk"] {
+            assert_eq!(refused(text), OptionError::TierFallback(text.into()));
+        }
+        assert_eq!(refused("expedited,"), OptionError::Tier(String::new()));
+        assert_eq!(refused("fast,bulk"), OptionError::Tier("fast".into()));
+        for text in [
+            "expedited,expedited",
+            "standard,expedited",
+            "standard,bulk",
+            "x",
+        ] {
+            let line = refused(text).to_string();
+            assert!(!line.contains('\n') && line.contains(text), "{line}");
+        }
+        // The command line says the same.
+        let e = mount(&["--tier", "standard,bulk"]).unwrap_err().to_string();
+        assert!(e.contains("only expedited takes a fallback"), "{e}");
+        let m = mount(&["--tier", "expedited,standard"]).unwrap();
+        assert_eq!(m.tier.fallback(), Some(Tier::Standard));
+    }
+
+    #[test]
+    fn a_shortage_falls_back_only_when_the_list_says_so() {
+        let short = || {
+            GlacierError::new(
+                "InitiateJob",
+                crate::glacier::ErrorKind::InsufficientCapacity,
+                "not enough capacity",
+            )
+        };
+        let listed = parse_tiers("expedited,standard").unwrap();
+        assert_eq!(
+            listed.on_shortage(Tier::Expedited, short(), "f").unwrap(),
+            Tier::Standard
+        );
+        // The fallback is asked for once: short again, it fails.
+        assert!(listed.on_shortage(Tier::Standard, short(), "f").is_err());
+        let alone = Tiers::from(Tier::Expedited);
+        let e = alone
+            .on_shortage(Tier::Expedited, short(), "f")
+            .unwrap_err();
+        let line = e.to_string();
+        assert!(
+            line.starts_with("Expedited capacity is short (InitiateJob: not enough capacity)")
+                && line.contains("--tier expedited,standard")
+                && !line.contains('\n'),
+            "{line}"
+        );
     }
 
     fn mount(args: &[&str]) -> Result<MountArgs, clap::Error> {

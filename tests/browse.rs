@@ -402,8 +402,10 @@ fn xattrs_cold_opens_and_vault_directories() {
             .contains(&"fresh".to_string())),
         "DeleteVault never reached the emulator"
     );
-    // Links and device nodes are refused.
-    let link = std::os::unix::fs::symlink("x", mount.path("photos/link")).unwrap_err();
+    // Hard links are refused (symlinks and special files are tests/posix.rs's).
+    std::fs::write(mount.path("photos/linked"), b"x").unwrap();
+    let link =
+        std::fs::hard_link(mount.path("photos/linked"), mount.path("photos/link")).unwrap_err();
     assert_eq!(link.raw_os_error(), Some(libc::EPERM));
 }
 

@@ -1,7 +1,8 @@
 //! `glacierfs export` against the Glacier emulator, through a real mount: a whole vault comes
 //! out exactly as the mount shows it; outstanding retrievals stay within
 //! `--max-bytes-in-flight`; a killed export resumes without downloading anything twice; corrupt
-//! job output never reaches DEST; Ctrl-C stops cleanly and a re-run reuses the jobs.
+//! job output never reaches DEST; Ctrl-C stops cleanly and a re-run reuses the jobs; Expedited
+//! capacity that is short falls back to Standard only when `--tier` names the fallback.
 //!
 //! The export runs as a child process with `GLACIERFS_EXPORT_POLL_MS` set small, while the test
 //! moves the emulator's clock (`complete_all_jobs`) and, all along, checks that every file
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use support::emulator::{Emulator, DEFAULT_START_SECS};
+use support::emulator::{Emulator, Op, DEFAULT_START_SECS};
 use support::export::{pattern, plain, Archive, Corruptor, Export, Vault, MIB, VAULT};
 use support::mount::{fuse_available, wait_until};
 use support::walk;
@@ -518,6 +519,79 @@ fn ctrl_c_stops_cleanly_and_a_rerun_reuses_the_jobs() {
     assert_same_tree(&vault, &dest, &expected);
 }
 
+/// Archive retrievals at the emulator, by tier.
+fn retrieval_tiers(emu: &Emulator) -> Vec<String> {
+    emu.jobs(VAULT)
+        .into_iter()
+        .filter(|j| j.archive_id.is_some())
+        .map(|j| j.tier)
+        .collect()
+}
+
+fn three_archives() -> Vec<Archive> {
+    (0..3usize)
+        .map(|i| plain(&format!("f{i}.bin"), pattern(2000 + i, i as u32), i as i64))
+        .collect()
+}
+
+#[test]
+fn expedited_without_capacity_fails_the_export_when_the_tier_names_no_fallback() {
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&three_archives());
+    vault.emu.set_expedited_shortage(true);
+    let before = vault.emu.stats().requests_for(Op::InitiateJob);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut export = Export::start(&vault, &dest, &["--tier", "expedited"]);
+    let status = export.drive(&vault.emu, |_| {});
+    let err = export.stderr();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("3 failed"), "{err}");
+    assert!(
+        err.contains("Expedited capacity is short (InitiateJob: InsufficientCapacityException")
+            && err.contains("add ,standard to the tier, as in --tier expedited,standard"),
+        "{err}"
+    );
+    // One Expedited request per archive, each refused; nothing asked of Standard.
+    assert_eq!(vault.emu.stats().requests_for(Op::InitiateJob) - before, 3);
+    assert!(retrieval_tiers(&vault.emu).is_empty());
+    assert!(final_names(&dest).is_empty());
+}
+
+#[test]
+fn expedited_without_capacity_falls_back_to_standard_when_the_tier_says_so() {
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&three_archives());
+    let expected = vault.expected();
+    vault.emu.set_expedited_shortage(true);
+    let before = vault.emu.stats().requests_for(Op::InitiateJob);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut export = Export::start(&vault, &dest, &["--json", "--tier", "expedited,standard"]);
+    let status = export.drive(&vault.emu, |_| {});
+    let err = export.stderr();
+    assert!(status.success(), "{err}");
+    assert_same_tree(&vault, &dest, &expected);
+    assert_eq!(retrieval_tiers(&vault.emu), ["Standard"; 3]);
+    assert_eq!(vault.emu.stats().requests_for(Op::InitiateJob) - before, 6);
+    let jobs: Vec<Value> = export
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "job")
+        .collect();
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j["tier"] == "Standard"), "{jobs:?}");
+    // Logged once per job.
+    for i in 0..3 {
+        let line = format!("Expedited capacity short for f{i}.bin; requested Standard");
+        assert_eq!(err.matches(&line).count(), 1, "{line}:\n{err}");
+    }
+}
+
 fn final_names(dest: &Path) -> Vec<String> {
     let mut out = Vec::new();
     final_files(dest, "", &mut out);
@@ -602,4 +676,107 @@ fn a_dry_run_starts_nothing_writes_nothing_and_its_counts_match_the_export() {
         (Some(12), Some(10)),
         "{plan}"
     );
+}
+
+#[test]
+fn symlinks_and_special_files_are_recreated_with_their_modes_and_times() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&[plain("a.bin", pattern(100, 1), 0)]);
+    let root = vault.root();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::os::unix::fs::symlink("a.bin", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("../nowhere", root.join("sub/dangling")).unwrap();
+    let made = |what: &str, rel: &str, mode: u32, dev: (u32, u32)| {
+        let c = std::ffi::CString::new(root.join(rel).as_os_str().to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid C string; the rest are plain integers.
+        let rc = unsafe { libc::mknod(c.as_ptr(), mode, libc::makedev(dev.0, dev.1)) };
+        assert_eq!(rc, 0, "mknod {what}: {}", std::io::Error::last_os_error());
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::chmod(c.as_ptr(), mode & 0o7777) }, 0);
+    };
+    made("fifo", "sub/pipe", libc::S_IFIFO | 0o620, (0, 0));
+    made("socket", "sock", libc::S_IFSOCK | 0o600, (0, 0));
+    made("device", "null", libc::S_IFCHR | 0o640, (1, 3));
+    // Times apart, to the nanosecond, on every one of them (the symlink's own, not its
+    // target's).
+    let times = |rel: &str, atime: i64, mtime: i64| {
+        let c = std::ffi::CString::new(root.join(rel).as_os_str().to_str().unwrap()).unwrap();
+        let ts = |ns: i64| libc::timespec {
+            tv_sec: ns / 1_000_000_000,
+            tv_nsec: ns % 1_000_000_000,
+        };
+        let both = [ts(atime), ts(mtime)];
+        // SAFETY: `c` is a valid C string and `both` two timespecs.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                both.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(rc, 0, "{rel}: {}", std::io::Error::last_os_error());
+    };
+    let special = ["link", "sub/dangling", "sub/pipe", "sock", "null"];
+    for (k, rel) in special.iter().enumerate() {
+        let k = k as i64;
+        times(
+            rel,
+            1_500_000_000_000_000_001 + k,
+            1_600_000_000_000_000_003 + k * 1_000,
+        );
+    }
+    // What DEST must hold for each: type, mode, target or device, atime, mtime.
+    let seen = |at: &Path| -> Vec<String> {
+        special
+            .iter()
+            .map(|rel| {
+                let p = at.join(rel);
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let t = m.file_type();
+                let kind = if t.is_symlink() {
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display())
+                } else if t.is_fifo() {
+                    "fifo".into()
+                } else if t.is_socket() {
+                    "socket".into()
+                } else if t.is_char_device() {
+                    format!("char {}", m.rdev())
+                } else {
+                    "other".into()
+                };
+                let mode = if t.is_symlink() {
+                    0o777
+                } else {
+                    m.mode() & 0o7777
+                };
+                format!(
+                    "{rel} {kind} {mode:o} {}.{:09} {}.{:09}",
+                    m.atime(),
+                    m.atime_nsec(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                )
+            })
+            .collect()
+    };
+    let want = seen(&root);
+    assert!(want[2].contains("fifo 620 "), "{want:?}");
+    assert!(want[4].contains(&format!("char {} 640", libc::makedev(1, 3))));
+
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    for run in ["first", "again"] {
+        let mut export = Export::start(&vault, &dest, &["--json"]);
+        let status = export.drive(&vault.emu, |_| {});
+        assert!(status.success(), "{run}: {}", export.stderr());
+        let s = export.summary();
+        assert_eq!(s["status"], "complete", "{run}: {s}");
+        assert_eq!(s["specials"], 5, "{run}: {s}");
+        assert_eq!(seen(&dest), want, "{run}");
+        assert_eq!(std::fs::read(dest.join("link")).unwrap(), pattern(100, 1));
+    }
 }

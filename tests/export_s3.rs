@@ -701,3 +701,49 @@ fn the_bucket_is_reached_in_the_mounts_region_unless_told_otherwise() {
     assert!(right.drive(emu, |_| {}).success(), "{}", right.stderr());
     assert_eq!(emu.s3_keys(BUCKET), vec!["r/r.bin"]);
 }
+
+#[test]
+fn symlinks_and_special_files_are_listed_as_not_exported() {
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&[plain("a.bin", pattern(100, 1), 0)]);
+    let emu = &vault.emu;
+    emu.s3_create_bucket(BUCKET);
+    std::os::unix::fs::symlink("a.bin", vault.root().join("link")).unwrap();
+    let fifo = std::ffi::CString::new(vault.root().join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: `fifo` is a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let state = tempfile::tempdir().unwrap();
+    let mut export = start_emu(&vault, "s", &[], &state);
+    let status = export.drive(emu, |_| {});
+    assert!(status.success(), "{}", export.stderr());
+    let s = export.summary();
+    assert_eq!(s["status"], "complete", "{s}");
+    let unheld: Vec<(String, String)> = s["not_held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["path"].as_str().unwrap().to_owned(),
+                u["why"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        unheld,
+        [
+            (
+                "link".to_owned(),
+                "a symlink: S3 holds objects only".to_owned()
+            ),
+            (
+                "pipe".to_owned(),
+                "a fifo: S3 holds objects only".to_owned()
+            ),
+        ],
+        "{s}"
+    );
+    assert_eq!(emu.s3_keys(BUCKET), vec!["s/a.bin"]);
+}

@@ -27,6 +27,7 @@ use proptest::prelude::*;
 
 use glacierfs::codec::names::{self, Format};
 use glacierfs::codec::timefmt;
+use glacierfs::config::{parse_tiers, Tiers};
 use glacierfs::engine::inventory::parse::{self as inventory, InventoryArchive, InventoryFormat};
 use glacierfs::fs::control::{self, Command as JobCommand, Entry};
 use glacierfs::glacier::Tier;
@@ -750,7 +751,7 @@ proptest! {
                 JobCommand::Retrieve { path, tier } => {
                     prop_assert!(!path.is_empty() && path.trim() == path && !path.contains('\n'));
                     if let Some(t) = tier {
-                        prop_assert!(Tier::parse(t.as_str()).is_some());
+                        prop_assert_eq!(parse_tiers(&t.to_string()), Ok(t));
                     }
                 }
                 JobCommand::Cancel { target } => {
@@ -768,7 +769,7 @@ proptest! {
         let last_is_tier = path
             .rsplit(char::is_whitespace)
             .next()
-            .is_some_and(|w| Tier::parse(w).is_some());
+            .is_some_and(|w| parse_tiers(w).is_ok());
         prop_assume!(tier.is_some() || !last_is_tier);
         let line = match tier {
             Some(t) => format!("retrieve {path} {}", t.as_str()),
@@ -776,7 +777,7 @@ proptest! {
         };
         prop_assert_eq!(
             control::parse(line.as_bytes()),
-            Ok(vec![JobCommand::Retrieve { path, tier }])
+            Ok(vec![JobCommand::Retrieve { path, tier: tier.map(Tiers::from) }])
         );
     }
 

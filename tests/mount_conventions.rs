@@ -394,6 +394,55 @@ fn the_systemd_mount_unit_mounts_and_unmounts_cleanly() {
     unmount_and_check_exit(Some(&ns), mnt.path(), &["-c"]);
 }
 
+/// A tier's fallback in `-o`, where a comma separates options, takes a colon, and the mount
+/// made so falls back from Expedited to Standard when Glacier has no Expedited capacity.
+#[test]
+fn a_tier_fallback_in_o_options_is_written_with_a_colon() {
+    let Some((emu, cache, mnt)) = setup() else {
+        return;
+    };
+    emu.put_archive("v", "urgent.bin", b"needed today", None);
+    emu.take_inventory("v");
+    emu.set_expedited_shortage(true);
+    let ns = Namespace::new();
+    let options = format!(
+        "tier=expedited:standard,{}",
+        test_options(&emu, cache.path())
+    );
+    ok(
+        "mount -t fuse.glacierfs",
+        &mount_t(&ns, mnt.path(), &options).output().unwrap(),
+    );
+    let file = ns.path(mnt.path()).join("v/urgent.bin");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            emu.complete_all_jobs();
+            file.exists()
+        }),
+        "the vault never loaded"
+    );
+    let cold = std::fs::read(&file).unwrap_err();
+    assert_eq!(cold.raw_os_error(), Some(libc::EAGAIN));
+    let retrieval_tiers = || -> Vec<String> {
+        emu.jobs("v")
+            .into_iter()
+            .filter(|j| j.archive_id.is_some())
+            .map(|j| j.tier)
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || !retrieval_tiers().is_empty()),
+        "no retrieval job started"
+    );
+    assert_eq!(retrieval_tiers(), ["Standard"]);
+    let log = std::fs::read_to_string(cache.path().join("glacierfs.log")).unwrap();
+    assert!(
+        log.contains("Expedited capacity short for urgent.bin; requested Standard"),
+        "{log}"
+    );
+    unmount_and_check_exit(Some(&ns), mnt.path(), &[]);
+}
+
 #[test]
 fn an_unknown_option_fails_the_mount_with_one_line_naming_it() {
     let Some((emu, cache, mnt)) = setup() else {

@@ -1,6 +1,7 @@
 //! Reading archives through a real mount over the Glacier emulator: EAGAIN at open for cold
 //! files (in every common tool), job reuse, `.jobs`, verified and resumable downloads, the LRU
-//! cache, explicit retrieval with its budget, and hidden control files.
+//! cache, explicit retrieval with its budget, the Expedited fallback `--tier` may name, and
+//! hidden control files.
 // A test fails by panicking, so unwrap and expect are how it says what went wrong.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -541,9 +542,20 @@ fn retrieve_commands_written_to_dot_jobs_start_jobs() {
     assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
 }
 
+/// InitiateJob calls the emulator has answered, refused ones included.
+fn initiated(emu: &Emulator) -> u64 {
+    emu.stats().requests_for(support::emulator::Op::InitiateJob)
+}
+
+/// The `.jobs` line of the retrieval of `path` in the vault.
+fn job_line(mount: &Mount, path: &str) -> Option<serde_json::Value> {
+    jobs_lines(&mount.path(VAULT))
+        .into_iter()
+        .find(|l| l["Action"] == "ArchiveRetrieval" && l["Path"] == path)
+}
+
 #[test]
-fn expedited_without_capacity_falls_back_to_standard() {
-    use support::emulator::{FaultKind, Op};
+fn expedited_without_capacity_fails_when_the_tier_names_no_fallback() {
     if !fuse_available() {
         return;
     }
@@ -551,11 +563,64 @@ fn expedited_without_capacity_falls_back_to_standard() {
     let files: BTreeMap<String, Vec<u8>> = [("urgent.bin".to_string(), pattern(500, 3))].into();
     let cache = tempfile::tempdir().unwrap();
     let mount = setup(&emu, &files, cache.path(), &["--tier", "expedited"]);
-    emu.fail_next(Op::InitiateJob, FaultKind::InsufficientCapacity, 1);
-    let _ = std::fs::read(mount.path(VAULT).join("urgent.bin"));
+    emu.set_expedited_shortage(true);
+    let before = initiated(&emu);
+    let file = mount.path(VAULT).join("urgent.bin");
+    let out = Command::new("cat").arg(&file).output().unwrap();
+    assert_eagain("cat", out);
+    // Glacier's refusal becomes a Failed job, and opens get EIO instead of EAGAIN.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read(&file).err().and_then(|e| e.raw_os_error()) == Some(libc::EIO)
+        }),
+        "the refusal never reached the open; log:\n{}",
+        mount.log_text()
+    );
+    let out = Command::new("cat").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Input/output error"), "{err}");
+    let line = job_line(&mount, "urgent.bin").expect("a .jobs line for the refused retrieval");
+    assert_eq!(line["StatusCode"], "Failed", "{line}");
+    let message = line["StatusMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("InsufficientCapacityException")
+            && message.contains("add ,standard to the tier, as in --tier expedited,standard"),
+        "{message}"
+    );
+    // Only the Expedited request was made: no Standard job nobody asked for.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(initiated(&emu) - before, 1);
+    assert_eq!(retrievals(&emu), 0, "{:?}", emu.jobs(VAULT));
+    assert!(
+        !mount.log_text().contains("requested Standard"),
+        "{}",
+        mount.log_text()
+    );
+}
+
+#[test]
+fn expedited_without_capacity_falls_back_to_standard_when_asked() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let data = pattern(500, 3);
+    let files: BTreeMap<String, Vec<u8>> = [("urgent.bin".to_string(), data.clone())].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(
+        &emu,
+        &files,
+        cache.path(),
+        &["--tier", "expedited,standard"],
+    );
+    emu.set_expedited_shortage(true);
+    let before = initiated(&emu);
+    let file = mount.path(VAULT).join("urgent.bin");
+    assert_eagain("cat", Command::new("cat").arg(&file).output().unwrap());
     assert!(
         wait_until(Duration::from_secs(10), || retrievals(&emu) == 1),
-        "no job started"
+        "no job started; log:\n{}",
+        mount.log_text()
     );
     let job = emu
         .jobs(VAULT)
@@ -563,8 +628,100 @@ fn expedited_without_capacity_falls_back_to_standard() {
         .find(|j| j.archive_id.is_some())
         .unwrap();
     assert_eq!(job.tier, "Standard");
-    assert!(
-        mount.log_text().contains("falling back to Standard"),
-        "the fallback was not logged"
+    // The Expedited request, refused, then the Standard one.
+    assert_eq!(initiated(&emu) - before, 2);
+    let log = mount.log_text();
+    assert_eq!(
+        log.matches("Expedited capacity short for urgent.bin; requested Standard")
+            .count(),
+        1,
+        "the fallback is logged once:\n{log}"
     );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            emu.complete_all_jobs();
+            std::fs::read(&file).is_ok_and(|got| got == data)
+        }),
+        "the file never read; log:\n{}",
+        mount.log_text()
+    );
+}
+
+#[test]
+fn retrieve_falls_back_to_standard_only_with_a_fallback_in_its_tier() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let data = pattern(700, 5);
+    let files: BTreeMap<String, Vec<u8>> = [("urgent.bin".to_string(), data.clone())].into();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = setup(&emu, &files, cache.path(), &["--no-auto-retrieve"]);
+    emu.set_expedited_shortage(true);
+    let before = initiated(&emu);
+    let file = mount.path(VAULT).join("urgent.bin");
+    let retrieve = |tier: &str, timeout: &str| {
+        aws_env(&mut Command::new(binary()))
+            .args(["retrieve", "--tier", tier, "--timeout", timeout])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    // Plain Expedited: refused, and the wait says why and how to ask for a fallback.
+    let out = retrieve("expedited", "5s");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("tier Expedited"), "{stdout}");
+    assert!(
+        stderr.contains("Expedited capacity is short")
+            && stderr.contains("--tier expedited,standard"),
+        "{stderr}"
+    );
+    assert_eq!(initiated(&emu) - before, 1);
+    assert_eq!(retrievals(&emu), 0);
+
+    // With the fallback: a Standard job, and the file arrives.
+    let waiting = aws_env(&mut Command::new(binary()))
+        .args([
+            "retrieve",
+            "--tier",
+            "expedited,standard",
+            "--timeout",
+            "60s",
+        ])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || retrievals(&emu) == 1),
+        "no job started; log:\n{}",
+        mount.log_text()
+    );
+    emu.complete_all_jobs();
+    let out = waiting.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 archive(s), 700 bytes, tier Expedited, then Standard"),
+        "{stdout}"
+    );
+    let tiers: Vec<String> = emu
+        .jobs(VAULT)
+        .into_iter()
+        .filter(|j| j.archive_id.is_some())
+        .map(|j| j.tier)
+        .collect();
+    assert!(tiers.contains(&"Standard".to_string()), "{tiers:?}");
+    assert!(!tiers.contains(&"Expedited".to_string()), "{tiers:?}");
+    assert_eq!(initiated(&emu) - before, 3);
+    assert_eq!(std::fs::read(&file).unwrap(), data);
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use glacierfs::catalog::nodes::NewNode;
 use glacierfs::catalog::{nodes, vaults, Catalog, Kind, Node};
 use glacierfs::codec::treehash;
+use glacierfs::config::parse_tiers;
 use glacierfs::engine::retrieve::{RetrieveError, RetrieveOptions, Retriever};
 use glacierfs::glacier::{GlacierClient, JobRequest, Tier};
 use glacierfs::store::cache::DataStore;
@@ -52,7 +53,7 @@ impl Setup {
             .expect("vault row")
             .ino;
         let options = RetrieveOptions {
-            tier: Tier::Standard,
+            tier: Tier::Standard.into(),
             auto: true,
             budget,
             job_budget: 1000,
@@ -244,6 +245,37 @@ async fn an_explicit_request_is_not_held_by_a_refusal() {
     assert!(t.retriever.request(&f, None).expect("request"));
     eventually("the requested job", || t.retriever.job_id(&f).is_some()).await;
     assert_eq!(t.initiated(), asked + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_falls_back_from_expedited_only_when_its_tiers_say_so() {
+    let t = Setup::new(1 << 30).await;
+    let (f, _) = t.cold_file("f", 1000);
+    t.emu.set_expedited_shortage(true);
+    let alone = parse_tiers("expedited").unwrap();
+    assert!(t.retriever.request(&f, Some(alone)).expect("request"));
+    eventually("the refusal is recorded", || {
+        matches!(t.retriever.cold_open(&f), RetrieveError::Failed(_))
+    })
+    .await;
+    match t.retriever.cold_open(&f) {
+        RetrieveError::Failed(m) => assert!(
+            m.starts_with("f: Glacier refused the retrieval: Expedited capacity is short")
+                && m.contains("--tier expedited,standard"),
+            "{m}"
+        ),
+        e => panic!("{e}"),
+    }
+    settle().await;
+    assert_eq!(t.initiated(), 1);
+    assert!(t.emu.jobs(VAULT).is_empty());
+
+    let listed = parse_tiers("expedited,standard").unwrap();
+    assert!(t.retriever.request(&f, Some(listed)).expect("request"));
+    eventually("the fallback job", || t.retriever.job_id(&f).is_some()).await;
+    assert_eq!(t.initiated(), 3);
+    let tiers: Vec<String> = t.emu.jobs(VAULT).into_iter().map(|j| j.tier).collect();
+    assert_eq!(tiers, ["Standard"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

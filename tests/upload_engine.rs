@@ -311,6 +311,53 @@ impl GlacierClient for Hooked {
     fn abort_vault_lock<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
         self.inner.abort_vault_lock(vault)
     }
+    fn list_tags<'a>(
+        &'a self,
+        vault: &'a str,
+    ) -> BoxFut<'a, std::collections::BTreeMap<String, String>> {
+        self.inner.list_tags(vault)
+    }
+    fn add_tags<'a>(
+        &'a self,
+        vault: &'a str,
+        tags: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFut<'a, ()> {
+        self.inner.add_tags(vault, tags)
+    }
+    fn remove_tags<'a>(&'a self, vault: &'a str, keys: &'a [String]) -> BoxFut<'a, ()> {
+        self.inner.remove_tags(vault, keys)
+    }
+    fn get_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<String>> {
+        self.inner.get_access_policy(vault)
+    }
+    fn set_access_policy<'a>(&'a self, vault: &'a str, policy: &'a str) -> BoxFut<'a, ()> {
+        self.inner.set_access_policy(vault, policy)
+    }
+    fn delete_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
+        self.inner.delete_access_policy(vault)
+    }
+    fn get_notifications<'a>(
+        &'a self,
+        vault: &'a str,
+    ) -> BoxFut<'a, Option<glacierfs::glacier::Notifications>> {
+        self.inner.get_notifications(vault)
+    }
+    fn set_notifications<'a>(
+        &'a self,
+        vault: &'a str,
+        config: &'a glacierfs::glacier::Notifications,
+    ) -> BoxFut<'a, ()> {
+        self.inner.set_notifications(vault, config)
+    }
+    fn delete_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
+        self.inner.delete_notifications(vault)
+    }
+    fn get_retrieval_policy(&self) -> BoxFut<'_, glacierfs::glacier::RetrievalPolicy> {
+        self.inner.get_retrieval_policy()
+    }
+    fn list_capacity(&self) -> BoxFut<'_, Vec<glacierfs::glacier::CapacityUnit>> {
+        self.inner.list_capacity()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 //! The small vault sub-resources and account settings: access policy, notifications, tags, the
-//! data retrieval policy and provisioned capacity. They only store what they are given (after
-//! the documented checks); nothing else in the emulator enforces them.
+//! data retrieval policy and provisioned capacity. The vault sub-resources only store what they
+//! are given (after the documented checks). The account settings are enforced at InitiateJob
+//! as Glacier does ([`check_retrieval`]): a `BytesPerHour` policy refuses an archive retrieval
+//! that would push the bytes retrieved in the trailing hour of emulated time over its rate, and
+//! while on-demand Expedited capacity is short (a test's knob) an Expedited retrieval needs an
+//! unexpired provisioned capacity unit.
 
 use serde_json::{json, Map, Value};
 
 use super::router::{Op, Route};
-use super::state::{State, DAY_MS};
+use super::state::{State, Tier, DAY_MS, HOUR_MS};
 use super::util::iso_ms;
 use super::wire::{json_body, json_str, ApiError, ApiResult, Request, Response};
 
@@ -157,4 +161,50 @@ fn set_retrieval_policy(st: &mut State, req: &Request) -> ApiResult {
     }
     st.data_retrieval_policy = policy;
     Ok(Response::empty(204))
+}
+
+/// Glacier's checks of an archive retrieval of `bytes` at `tier` against the account settings,
+/// before the job is created. A refusal by the policy is counted for tests.
+pub(crate) fn check_retrieval(st: &mut State, tier: Tier, bytes: u64) -> Result<(), ApiError> {
+    if tier == Tier::Expedited && st.expedited_shortage {
+        let now = st.now_ms;
+        if !st.capacity.iter().any(|(_, _, expires)| *expires > now) {
+            return Err(ApiError::new(
+                503,
+                "InsufficientCapacityException",
+                "There is not enough capacity to process this Expedited job",
+            ));
+        }
+    }
+    let rule = st
+        .data_retrieval_policy
+        .get("Rules")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first());
+    let rate = rule
+        .filter(|r| r.get("Strategy").and_then(Value::as_str) == Some("BytesPerHour"))
+        .and_then(|r| r.get("BytesPerHour"))
+        .and_then(Value::as_u64);
+    if let Some(rate) = rate {
+        let since = st.now_ms - HOUR_MS;
+        let recent: u64 = st
+            .retrievals
+            .log
+            .iter()
+            .filter(|r| r.created_ms > since)
+            .map(|r| r.len())
+            .sum();
+        if recent + bytes > rate {
+            st.policy_refusals += 1;
+            return Err(ApiError::new(
+                400,
+                "PolicyEnforcedException",
+                format!(
+                    "Retrieval of {bytes} bytes would exceed the data retrieval policy's \
+                     {rate} bytes per hour ({recent} retrieved in the last hour)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 server on std::net: a thread per connection, keep-alive, Content-Length and
 //! chunked request bodies, `Expect: 100-continue`. Written by hand, rather than on a server
 //! library, so that faults can be placed exactly: a reset before or after the service commits,
-//! a stall, a body cut short or corrupted.
+//! a stall, a body cut short or corrupted. The link model (`link`) acts here too: each request
+//! waits its latency once read, and bodies move at the connection's bandwidth both ways.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use super::api;
 use super::faults::FaultKind;
+use super::link::Link;
 use super::router::{self, Op};
 use super::s3;
 use super::util::{http_date, percent_decode};
@@ -67,6 +69,9 @@ fn connection(stream: TcpStream, shared: &Shared) {
                 return;
             }
         };
+        // One round trip of latency per request, before anything is handled: a client waits
+        // that long for every answer, an error's as well as a body's.
+        shared.link().delay();
         if !exchange(req, &mut writer, shared) {
             return;
         }
@@ -364,8 +369,13 @@ pub(crate) fn send(
     w.write_all(head.as_bytes())?;
     let body = resp.body.as_slice();
     let body = &body[..cut.unwrap_or(body.len()).min(body.len())];
+    let link = shared.link();
+    let mut pacer = link.pacer();
     let mut written = 0u64;
-    for chunk in body.chunks(1 << 20) {
+    for chunk in body.chunks(link.step()) {
+        // Each chunk leaves when the link would have carried it, so the last byte arrives no
+        // sooner than the body's size over the bandwidth.
+        pacer.moved(chunk.len());
         if let Err(e) = w.write_all(chunk) {
             return if written > 0 { Ok(written) } else { Err(e) };
         }
@@ -425,7 +435,7 @@ fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream, shared: &Shared
     if !await_request(r, shared) {
         return Incoming::Closed;
     }
-    match parse_request(r, w) {
+    match parse_request(r, w, &shared.link()) {
         Ok(Ok(req)) => Incoming::Request(req),
         Ok(Err(msg)) => Incoming::Bad(msg),
         Err(_) => Incoming::Closed,
@@ -436,6 +446,7 @@ fn read_request(r: &mut BufReader<TcpStream>, w: &mut TcpStream, shared: &Shared
 fn parse_request(
     r: &mut BufReader<TcpStream>,
     w: &mut TcpStream,
+    link: &Link,
 ) -> io::Result<Result<Request, String>> {
     let line = read_line(r)?;
     let mut parts = line.split(' ');
@@ -501,20 +512,32 @@ fn parse_request(
         w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     if chunked {
-        match read_chunked(r)? {
+        match read_chunked(r, link)? {
             Ok(body) => req.body = body,
             Err(msg) => return Ok(Err(msg)),
         }
     } else if let Some(n) = length {
         let mut body = vec![0u8; n as usize];
-        r.read_exact(&mut body)?;
+        read_paced(r, &mut body, link)?;
         req.body = body;
     }
     Ok(Ok(req))
 }
 
-fn read_chunked(r: &mut BufReader<TcpStream>) -> io::Result<Result<Vec<u8>, String>> {
+/// Fills `buf` from the connection no faster than the link's bandwidth: the client's sends
+/// back up as they would behind a slow link.
+fn read_paced(r: &mut BufReader<TcpStream>, buf: &mut [u8], link: &Link) -> io::Result<()> {
+    let mut pacer = link.pacer();
+    for chunk in buf.chunks_mut(link.step()) {
+        r.read_exact(chunk)?;
+        pacer.moved(chunk.len());
+    }
+    Ok(())
+}
+
+fn read_chunked(r: &mut BufReader<TcpStream>, link: &Link) -> io::Result<Result<Vec<u8>, String>> {
     let mut body = Vec::new();
+    let mut pacer = link.pacer();
     loop {
         let line = read_line(r)?;
         let size_field = line.split(';').next().unwrap_or("").trim();
@@ -532,6 +555,7 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> io::Result<Result<Vec<u8>, Stri
         let old = body.len();
         body.resize(old + size as usize, 0);
         r.read_exact(&mut body[old..])?;
+        pacer.moved(size as usize);
         if !read_line(r)?.is_empty() {
             return Ok(Err("Missing CRLF after a chunk".into()));
         }

@@ -45,6 +45,9 @@ pub(crate) fn initiate(st: &mut State, req: &Request, route: &Route) -> ApiResul
     let (kind, duration) = match kind {
         "archive-retrieval" => {
             let job = archive_job(st, &route.vault, &params, range)?;
+            if let JobKind::Archive { first, last, .. } = &job {
+                super::extras::check_retrieval(st, tier, last - first + 1)?;
+            }
             let duration = match tier {
                 Tier::Expedited => st.config.expedited_ms,
                 Tier::Standard => st.config.standard_ms,

@@ -46,6 +46,10 @@
 //! GetJobOutput bodies. Scripted faults ([`Emulator::fail_next`]) go before the seeded plan;
 //! [`Emulator::stall_job_output`] holds one job's downloads from an offset on.
 //!
+//! **Link.** [`Link`] (`link`) adds a latency to every request and a bandwidth cap per
+//! connection, Glacier's and S3's alike, for benchmarks of concurrency: [`EmulatorOptions::link`]
+//! or [`Emulator::set_link`]. Off by default.
+//!
 //! **Choices where the documents are silent:**
 //! - GetJobOutput answers any `Range` request with 206 (even one covering everything) and clamps
 //!   an end beyond the output; a start beyond it is InvalidParameterValueException.
@@ -66,6 +70,7 @@ mod faults;
 mod http;
 mod inventory;
 mod jobs;
+mod link;
 mod lock;
 mod retrievals;
 mod router;
@@ -87,6 +92,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 pub use faults::{FaultKind, FaultPlan};
+pub use link::Link;
 pub use router::Op;
 pub use s3::state::valid_bucket_name;
 pub use s3::{S3Event, S3FaultKind, S3Hook, S3ObjectInfo, S3Op, S3UploadInfo, Stage};
@@ -139,6 +145,8 @@ pub struct EmulatorOptions {
     pub verify_signatures: bool,
     /// Secrets by access key id: the credentials a signature may be made with.
     pub credentials: BTreeMap<String, String>,
+    /// Latency per request and bandwidth per connection (none by default).
+    pub link: Link,
 }
 
 impl Default for EmulatorOptions {
@@ -159,6 +167,7 @@ impl Default for EmulatorOptions {
             id_seed: 0x6c61_6369_6572,
             verify_signatures: true,
             credentials: sigv4::default_keys(),
+            link: Link::default(),
         }
     }
 }
@@ -286,6 +295,7 @@ pub(crate) struct Shared {
     faults: Mutex<Faults>,
     record: Mutex<Record>,
     stall: Mutex<Duration>,
+    link: Mutex<Link>,
     auth: Mutex<sigv4::Verifier>,
     s3: Mutex<s3::state::S3State>,
     s3_faults: Mutex<s3::S3Faults>,
@@ -310,6 +320,10 @@ impl Shared {
 
     fn stall(&self) -> Duration {
         *lock(&self.stall)
+    }
+
+    fn link(&self) -> Link {
+        *lock(&self.link)
     }
 
     /// Checks a request's signature and payload hash, unless verification is off. `hashes`
@@ -424,6 +438,7 @@ impl Emulator {
             faults: Mutex::new(Faults::default()),
             record: Mutex::new(Record::default()),
             stall: Mutex::new(opts.stall),
+            link: Mutex::new(opts.link),
             auth: Mutex::new(sigv4::Verifier {
                 enabled: opts.verify_signatures,
                 region: opts.region.clone(),
@@ -678,6 +693,12 @@ impl Emulator {
         })
     }
 
+    /// Sets the link model for requests from now on (a request being served keeps the one it
+    /// started with).
+    pub fn set_link(&self, link: Link) {
+        *lock(&self.shared.link) = link;
+    }
+
     /// Installs a probabilistic fault plan (replacing any other) and restarts its counters.
     pub fn set_faults(&self, plan: FaultPlan) {
         self.shared.faults().set_plan(plan);
@@ -767,6 +788,28 @@ impl Emulator {
                 downloaded: r.downloaded(),
             })
             .collect()
+    }
+
+    /// Sets the account's data-retrieval policy as SetDataRetrievalPolicy would: `strategy`
+    /// is `None`, `FreeTier` or `BytesPerHour` (with `bytes_per_hour`).
+    pub fn set_retrieval_policy(&self, strategy: &str, bytes_per_hour: Option<u64>) {
+        let mut rule = serde_json::json!({ "Strategy": strategy });
+        if let (Some(n), Some(map)) = (bytes_per_hour, rule.as_object_mut()) {
+            map.insert("BytesPerHour".into(), serde_json::json!(n));
+        }
+        self.state().data_retrieval_policy = serde_json::json!({ "Rules": [rule] });
+    }
+
+    /// Makes on-demand Expedited capacity short (or plentiful again): while short, an Expedited
+    /// archive retrieval fails with InsufficientCapacityException unless the account has an
+    /// unexpired provisioned capacity unit.
+    pub fn set_expedited_shortage(&self, short: bool) {
+        self.state().expedited_shortage = short;
+    }
+
+    /// Archive retrievals refused with PolicyEnforcedException by the data-retrieval policy.
+    pub fn policy_refusals(&self) -> u64 {
+        self.state().policy_refusals
     }
 
     /// Clears the counts and logs, Glacier's and S3's.

@@ -11,6 +11,10 @@
 //! `--secret-key`, by default `AKIDEMULATOR` / `emulator-secret`: a try-out exports those as
 //! `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, and a client that signs wrong hears so at once.
 //!
+//! `--latency MS` and `--bandwidth MB` set the link model (see the library's `link`): each
+//! request waits that many milliseconds, and each connection carries that many MB (10^6 bytes)
+//! a second each way, as a distant endpoint would; benchmarks of concurrency use them.
+//!
 //! `--demo VAULT` creates a vault holding a few small archives named the way other tools name
 //! them (mt-aws-glacier, FastGlacier, a plain path), already inventoried, for a try-out to mount.
 //!
@@ -24,10 +28,13 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use glacier_emulator::{ClockStart, Emulator, EmulatorOptions, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use glacier_emulator::{
+    ClockStart, Emulator, EmulatorOptions, Link, ACCESS_KEY_ID, SECRET_ACCESS_KEY,
+};
 
 const USAGE: &str = "usage: glacier-emulator [--listen ADDR:PORT] [--job-delay SECS] [--seed N] \
-                     [--access-key ID] [--secret-key SECRET] [--bucket NAME]... [--demo VAULT]";
+                     [--access-key ID] [--secret-key SECRET] [--bucket NAME]... [--demo VAULT] \
+                     [--latency MS] [--bandwidth MB]";
 
 const HELP: &str = "\
 Serves a Glacier emulator on a local endpoint until SIGTERM or SIGINT, and an S3 subset on
@@ -42,6 +49,9 @@ Options:
   --secret-key SECRET  its secret access key (default emulator-secret)
   --bucket NAME        creates this S3 bucket at start (repeatable)
   --demo VAULT         creates this vault with a few archives named by other tools, inventoried
+  --latency MS         adds this many milliseconds to every request (default 0)
+  --bandwidth MB       caps each connection at this many MB (10^6 bytes) a second, each way
+                       (default: no cap)
   -h, --help           prints this help
 
 Every request must carry a valid AWS Signature Version 4 made with that key, so set
@@ -62,6 +72,7 @@ struct Args {
     secret_key: String,
     buckets: Vec<String>,
     demo: Option<String>,
+    link: Link,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +102,7 @@ fn main() -> ExitCode {
         auto_inventory: true,
         id_seed: args.seed.unwrap_or(defaults.id_seed),
         credentials: BTreeMap::from([(args.access_key.clone(), args.secret_key.clone())]),
+        link: args.link,
         ..defaults
     };
     let region = opts.region.clone();
@@ -152,6 +164,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         secret_key: SECRET_ACCESS_KEY.to_string(),
         buckets: Vec::new(),
         demo: None,
+        link: Link::default(),
     };
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -170,6 +183,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 | "--secret-key"
                 | "--bucket"
                 | "--demo"
+                | "--latency"
+                | "--bandwidth"
         ) {
             return Err(format!("unknown argument '{name}'"));
         }
@@ -190,6 +205,27 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     .ok_or_else(|| {
                         format!("--job-delay takes seconds, such as 5 or 0.5, not '{value}'")
                     })?;
+            }
+            "--latency" => {
+                parsed.link.latency = value
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+                    .ok_or_else(|| {
+                        format!("--latency takes milliseconds, such as 50, not '{value}'")
+                    })?;
+            }
+            "--bandwidth" => {
+                let rate = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|mb| mb.is_finite() && *mb > 0.0)
+                    .map(|mb| (mb * 1e6) as u64)
+                    .filter(|bytes| *bytes > 0)
+                    .ok_or_else(|| {
+                        format!("--bandwidth takes MB a second, such as 20, not '{value}'")
+                    })?;
+                parsed.link.bandwidth = Some(rate);
             }
             "--access-key" | "--secret-key" if value.is_empty() => {
                 return Err(format!("{name} needs a value"));

@@ -261,6 +261,11 @@ pub(crate) struct State {
     pub vaults: BTreeMap<String, Vault>,
     pub data_retrieval_policy: Value,
     pub capacity: Vec<(String, i64, i64)>,
+    /// On-demand Expedited capacity is short: an Expedited archive retrieval is refused unless
+    /// the account has an unexpired provisioned capacity unit.
+    pub expedited_shortage: bool,
+    /// Archive retrievals refused by the data-retrieval policy, for tests that must see none.
+    pub policy_refusals: u64,
     /// Every archive retrieval initiated, for tests (see `retrievals`).
     pub retrievals: Retrievals,
 }
@@ -275,6 +280,8 @@ impl State {
             vaults: BTreeMap::new(),
             data_retrieval_policy: serde_json::json!({ "Rules": [{ "Strategy": "FreeTier" }] }),
             capacity: Vec::new(),
+            expedited_shortage: false,
+            policy_refusals: 0,
             retrievals: Retrievals::default(),
         }
     }

@@ -68,10 +68,12 @@ pub struct Written {
     pub closing: bool,
 }
 
-/// Records what a writer left: size, times, and a new staged generation.
+/// Records what a writer left: size, times, and a new staged generation. Writes do not
+/// access the file in the atime sense: an atime that followed the mtime keeps the old one.
 pub fn record_written(conn: &Connection, ino: u64, w: &Written) -> Result<(), CatalogError> {
     conn.execute(
         "UPDATE nodes SET size = ?2, mtime_ns = COALESCE(?3, mtime_ns), ctime_ns = ?4, \
+         atime_ns = COALESCE(atime_ns, mtime_ns), \
          local = 1, dirty = ?4, closed_ns = CASE WHEN ?5 THEN ?4 ELSE closed_ns END \
          WHERE ino = ?1",
         params![ino as i64, w.size as i64, w.mtime_ns, w.now_ns, w.closing],
@@ -90,6 +92,7 @@ pub fn truncated(
 ) -> Result<(), CatalogError> {
     conn.execute(
         "UPDATE nodes SET size = ?2, local = 1, dirty = ?3, mtime_ns = ?3, \
+         atime_ns = COALESCE(atime_ns, mtime_ns), \
          ctime_ns = ?3, closed_ns = CASE WHEN ?4 THEN ?3 ELSE closed_ns END \
          WHERE ino = ?1",
         params![ino as i64, size as i64, now_ns, closed],

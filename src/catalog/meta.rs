@@ -3,11 +3,16 @@
 //! this mount last deleted each vault, so a vault listing older than the delete does not bring
 //! the vault back, and how many opens of cold files by programs that only peek (file
 //! managers, thumbnailers, indexers) the mount refused to start a retrieval for, per program,
-//! so `glacierfs status` can say why a preview stayed empty without asking the daemon.
+//! so `glacierfs status` can say why a preview stayed empty without asking the daemon; the
+//! account's limits (data-retrieval policy, provisioned capacity) as the daemon last read them,
+//! so `status` shows them without the network; and the vault attributes the mount read from
+//! Glacier (tags, access policy, notifications) with when, so a repeated read within the poll
+//! interval costs no call, and which of them the endpoint does not support.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::CatalogError;
+use crate::glacier::{CapacityUnit, RetrievalPolicy};
 
 fn get(conn: &Connection, key: &str) -> Result<Option<String>, CatalogError> {
     Ok(conn
@@ -92,6 +97,143 @@ pub fn refused_peeks(conn: &Connection) -> Result<Vec<(String, u64)>, CatalogErr
     Ok(out)
 }
 
+/// The account's limits as the daemon last read them. A part the endpoint did not answer is
+/// `None`, with the reason in `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountLimits {
+    /// When they were read (Unix seconds).
+    pub checked_s: i64,
+    pub policy: Option<RetrievalPolicy>,
+    pub capacity: Option<Vec<CapacityUnit>>,
+    /// Why a part is missing, as one line.
+    pub error: Option<String>,
+}
+
+const LIMITS: &str = "account_limits";
+
+/// Records the account's limits, replacing the last reading.
+pub fn set_account_limits(conn: &Connection, limits: &AccountLimits) -> Result<(), CatalogError> {
+    let policy = limits.policy.map(
+        |p| serde_json::json!({ "Strategy": p.strategy(), "BytesPerHour": p.bytes_per_hour() }),
+    );
+    let capacity = limits.capacity.as_ref().map(|units| {
+        units
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "CapacityId": u.capacity_id,
+                    "StartDate": u.start_date,
+                    "ExpirationDate": u.expiration_date,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let value = serde_json::json!({
+        "checked_s": limits.checked_s,
+        "policy": policy,
+        "capacity": capacity,
+        "error": limits.error,
+    });
+    set(conn, LIMITS, &value.to_string())
+}
+
+/// The account's limits as the daemon last recorded them, if it ever did.
+pub fn account_limits(conn: &Connection) -> Result<Option<AccountLimits>, CatalogError> {
+    use serde_json::Value;
+    let Some(raw) = get(conn, LIMITS)? else {
+        return Ok(None);
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&raw) else {
+        return Ok(None);
+    };
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let policy = v.get("policy").and_then(|p| {
+        RetrievalPolicy::from_rule(
+            p.get("Strategy").and_then(Value::as_str)?,
+            p.get("BytesPerHour").and_then(Value::as_u64),
+        )
+    });
+    let capacity = v.get("capacity").and_then(Value::as_array).map(|units| {
+        units
+            .iter()
+            .map(|u| CapacityUnit {
+                capacity_id: text(u, "CapacityId").unwrap_or_default(),
+                start_date: text(u, "StartDate"),
+                expiration_date: text(u, "ExpirationDate"),
+            })
+            .collect()
+    });
+    Ok(Some(AccountLimits {
+        checked_s: v.get("checked_s").and_then(Value::as_i64).unwrap_or(0),
+        policy,
+        capacity,
+        error: text(&v, "error"),
+    }))
+}
+
+fn vault_attr_key(vault: &str, attr: &str) -> String {
+    format!("vault_attr:{attr}:{vault}")
+}
+
+/// Records what Glacier said `attr` of `vault` is (`None`: not set) at `at_ms`.
+pub fn set_vault_attr(
+    conn: &Connection,
+    vault: &str,
+    attr: &str,
+    value: Option<&str>,
+    at_ms: i64,
+) -> Result<(), CatalogError> {
+    let v = serde_json::json!({ "at_ms": at_ms, "value": value });
+    set(conn, &vault_attr_key(vault, attr), &v.to_string())
+}
+
+/// What `attr` of `vault` was when last read, and when (Unix milliseconds); `None` if never.
+#[allow(clippy::type_complexity)]
+pub fn vault_attr(
+    conn: &Connection,
+    vault: &str,
+    attr: &str,
+) -> Result<Option<(Option<String>, i64)>, CatalogError> {
+    let Some(raw) = get(conn, &vault_attr_key(vault, attr))? else {
+        return Ok(None);
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&raw) else {
+        return Ok(None);
+    };
+    let at = v
+        .get("at_ms")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
+    let value = v
+        .get("value")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    Ok(Some((value, at)))
+}
+
+fn unsupported_key(attr: &str) -> String {
+    format!("vault_attr_unsupported:{attr}")
+}
+
+/// Notes that the endpoint does not support `attr` (or, with `false`, that it does).
+pub fn set_vault_attr_unsupported(
+    conn: &Connection,
+    attr: &str,
+    unsupported: bool,
+) -> Result<(), CatalogError> {
+    if unsupported {
+        set(conn, &unsupported_key(attr), "1")
+    } else {
+        conn.execute("DELETE FROM meta WHERE key = ?1", [unsupported_key(attr)])?;
+        Ok(())
+    }
+}
+
+/// Whether the endpoint has answered that it does not support `attr`.
+pub fn vault_attr_unsupported(conn: &Connection, attr: &str) -> Result<bool, CatalogError> {
+    Ok(get(conn, &unsupported_key(attr))?.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +262,39 @@ mod tests {
         clear_refused_peeks(&c).unwrap();
         assert!(refused_peeks(&c).unwrap().is_empty());
         assert_eq!(cache_size(&c).unwrap(), Some(7), "other settings stay");
+    }
+
+    #[test]
+    fn account_limits_and_vault_attrs_round_trip() {
+        let c = catalog();
+        assert_eq!(account_limits(&c).unwrap(), None);
+        let limits = AccountLimits {
+            checked_s: 42,
+            policy: Some(RetrievalPolicy::BytesPerHour(1000)),
+            capacity: Some(vec![CapacityUnit {
+                capacity_id: "u1".into(),
+                start_date: Some("2026-01-01T00:00:00.000Z".into()),
+                expiration_date: Some("2026-02-01T00:00:00.000Z".into()),
+            }]),
+            error: None,
+        };
+        set_account_limits(&c, &limits).unwrap();
+        assert_eq!(account_limits(&c).unwrap(), Some(limits));
+        assert_eq!(vault_attr(&c, "v", "tags").unwrap(), None);
+        set_vault_attr(&c, "v", "tags", Some("{}"), 7).unwrap();
+        set_vault_attr(&c, "v", "access_policy", None, 8).unwrap();
+        assert_eq!(
+            vault_attr(&c, "v", "tags").unwrap(),
+            Some((Some("{}".into()), 7))
+        );
+        assert_eq!(
+            vault_attr(&c, "v", "access_policy").unwrap(),
+            Some((None, 8))
+        );
+        assert!(!vault_attr_unsupported(&c, "tags").unwrap());
+        set_vault_attr_unsupported(&c, "tags", true).unwrap();
+        assert!(vault_attr_unsupported(&c, "tags").unwrap());
+        set_vault_attr_unsupported(&c, "tags", false).unwrap();
+        assert!(!vault_attr_unsupported(&c, "tags").unwrap());
     }
 }

@@ -1,5 +1,5 @@
-//! Nodes: the directory tree of the catalog (root, vaults, directories, files), and the queries
-//! on it. Readers take a `&Connection`, writers a `&Transaction`, so the same functions serve
+//! Nodes: the directory tree of the catalog (root, vaults, directories, files, symlinks and
+//! special files), and the queries on it. Readers take a `&Connection`, writers a `&Transaction`, so the same functions serve
 //! the FUSE threads' read pool and the writer thread.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -12,6 +12,11 @@ pub enum Kind {
     Vault,
     Dir,
     File,
+    /// A symbolic link: its target is the node's `target`, its size the target's length.
+    Symlink,
+    /// A fifo, socket, or character or block device: which one is the `S_IFMT` bits of its
+    /// `mode`, stored whole for these nodes; a device's number is `rdev`.
+    Special,
 }
 
 impl Kind {
@@ -21,6 +26,8 @@ impl Kind {
             Kind::Vault => 1,
             Kind::Dir => 2,
             Kind::File => 3,
+            Kind::Symlink => 4,
+            Kind::Special => 5,
         }
     }
 
@@ -29,12 +36,14 @@ impl Kind {
             0 => Kind::Root,
             1 => Kind::Vault,
             2 => Kind::Dir,
+            4 => Kind::Symlink,
+            5 => Kind::Special,
             _ => Kind::File,
         }
     }
 
     pub fn is_dir(self) -> bool {
-        !matches!(self, Kind::File)
+        matches!(self, Kind::Root | Kind::Vault | Kind::Dir)
     }
 }
 
@@ -75,6 +84,15 @@ pub struct Node {
     /// Generation of staged content not yet in Glacier; 0 when the archive is current.
     pub dirty: i64,
     pub closed_ns: Option<i64>,
+    /// A symlink's target, as the raw bytes it was given.
+    pub target: Option<Vec<u8>>,
+    /// A device node's number.
+    pub rdev: Option<u64>,
+    /// The access time; None while it equals the mtime (nothing set it apart yet).
+    pub atime_ns: Option<i64>,
+    /// How many directories (or, for the root, vaults) are directly inside: a directory's
+    /// link count is 2 plus this. Kept by triggers (migration 4), so reading it is O(1).
+    pub subdirs: u64,
 }
 
 impl Node {
@@ -128,7 +146,8 @@ pub fn has_archives_below(conn: &Connection, dir: u64) -> Result<bool, CatalogEr
 }
 
 const COLUMNS: &str = "ino, parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
-                       archive_id, tree_hash, description, created_s, local, dirty, closed_ns";
+                       archive_id, tree_hash, description, created_s, local, dirty, closed_ns, \
+                       target, rdev, atime_ns, subdirs";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
     Ok(Node {
@@ -150,6 +169,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Node> {
         local: r.get::<_, i64>(15)? != 0,
         dirty: r.get(16)?,
         closed_ns: r.get(17)?,
+        target: r.get(18)?,
+        rdev: r.get::<_, Option<i64>>(19)?.map(|d| d as u64),
+        atime_ns: r.get(20)?,
+        subdirs: r.get::<_, i64>(21)?.max(0) as u64,
     })
 }
 
@@ -286,14 +309,18 @@ pub struct NewNode<'a> {
     pub tree_hash: Option<&'a str>,
     pub description: Option<&'a str>,
     pub created_s: Option<i64>,
+    /// A symlink's target.
+    pub target: Option<&'a [u8]>,
+    /// A device node's number.
+    pub rdev: Option<u64>,
 }
 
 /// Inserts a node, failing with [`CatalogError::Exists`] if the name is taken.
 pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, CatalogError> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO nodes (parent, name, kind, vault, size, mtime_ns, ctime_ns, mode, uid, gid, \
-         archive_id, tree_hash, description, created_s, archive_key) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         archive_id, tree_hash, description, created_s, archive_key, target, rdev) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?;
     let result = stmt.execute(params![
         n.parent as i64,
@@ -310,6 +337,8 @@ pub fn insert(conn: &Connection, kind: Kind, n: &NewNode<'_>) -> Result<u64, Cat
         n.description,
         n.created_s,
         n.archive_id.map(archive_key),
+        n.target,
+        n.rdev.map(|d| d as i64),
     ]);
     match result {
         Ok(_) => Ok(conn.last_insert_rowid() as u64),
@@ -344,12 +373,17 @@ pub struct AttrChange {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub mtime_ns: Option<i64>,
+    pub atime_ns: Option<i64>,
 }
 
+/// Sets what `c` names, and the ctime to now (every attribute change is a status change). An
+/// atime that followed the mtime (NULL) keeps the old mtime when only the mtime changes, as
+/// `touch -m` leaves the access time alone.
 pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), CatalogError> {
     let n = conn.execute(
         "UPDATE nodes SET mode = COALESCE(?2, mode), uid = COALESCE(?3, uid), \
-         gid = COALESCE(?4, gid), mtime_ns = COALESCE(?5, mtime_ns), ctime_ns = ?6 \
+         gid = COALESCE(?4, gid), mtime_ns = COALESCE(?5, mtime_ns), ctime_ns = ?6, \
+         atime_ns = COALESCE(?7, atime_ns, CASE WHEN ?5 IS NOT NULL THEN mtime_ns END) \
          WHERE ino = ?1",
         params![
             ino as i64,
@@ -357,12 +391,25 @@ pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), Catal
             c.uid,
             c.gid,
             c.mtime_ns,
-            super::now_ns()
+            super::now_ns(),
+            c.atime_ns,
         ],
     )?;
     if n == 0 {
         return Err(CatalogError::NotFound);
     }
+    Ok(())
+}
+
+/// An entry was added to or removed from directory `dir`: its mtime and ctime become `now_ns`
+/// (its atime, if it followed the mtime, stays where it was). The root's times are left alone:
+/// its entries are vaults, which come and go with Glacier's vault list.
+pub fn entries_changed(conn: &Connection, dir: u64, now_ns: i64) -> Result<(), CatalogError> {
+    conn.prepare_cached(
+        "UPDATE nodes SET atime_ns = COALESCE(atime_ns, mtime_ns), mtime_ns = ?2, ctime_ns = ?2 \
+         WHERE ino = ?1 AND kind IN (?3, ?4)",
+    )?
+    .execute(params![dir as i64, now_ns, Kind::Vault, Kind::Dir])?;
     Ok(())
 }
 

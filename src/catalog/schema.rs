@@ -199,7 +199,42 @@ const MIGRATIONS: &[&str] = &[
         WHERE status = 'Failed'
         AND instr(message, 'retrieved data does not match the archive''s tree hash') > 0;
     "#,
-    // 4: namespace snapshots (codec::snapshot): the archives that carry each vault's tree, the
+    // 4: symlinks (kind 4) and special files (kind 5: fifos, sockets, devices), times apart,
+    // and directory link counts.
+    r#"
+    ALTER TABLE nodes ADD COLUMN target BLOB;       -- a symlink's target, raw bytes
+    ALTER TABLE nodes ADD COLUMN rdev INTEGER;      -- a device node's number, else NULL
+    ALTER TABLE nodes ADD COLUMN atime_ns INTEGER;  -- NULL: equal to mtime_ns
+    -- Directories (vaults, for the root) directly inside: a directory's link count is 2 plus
+    -- this. Counting children on every getattr would make `ls -l` of a large directory pay a
+    -- scan per entry; triggers keep the count instead, so every writer (the file system, an
+    -- inventory merge, a restore) keeps it right without knowing about it.
+    ALTER TABLE nodes ADD COLUMN subdirs INTEGER NOT NULL DEFAULT 0;
+    UPDATE nodes SET subdirs = (SELECT COUNT(*) FROM nodes c
+        WHERE c.parent = nodes.ino AND c.ino != nodes.ino AND c.kind IN (1, 2))
+        WHERE kind IN (0, 1, 2);
+    CREATE TRIGGER nodes_subdir_added AFTER INSERT ON nodes
+        WHEN NEW.kind IN (1, 2) AND NEW.parent != NEW.ino
+    BEGIN
+        UPDATE nodes SET subdirs = subdirs + 1 WHERE ino = NEW.parent;
+        -- Its own count too, for a writer that inserts children before their parent.
+        UPDATE nodes SET subdirs = (SELECT COUNT(*) FROM nodes c
+            WHERE c.parent = NEW.ino AND c.ino != NEW.ino AND c.kind IN (1, 2))
+            WHERE ino = NEW.ino;
+    END;
+    CREATE TRIGGER nodes_subdir_removed AFTER DELETE ON nodes
+        WHEN OLD.kind IN (1, 2) AND OLD.parent != OLD.ino
+    BEGIN
+        UPDATE nodes SET subdirs = subdirs - 1 WHERE ino = OLD.parent;
+    END;
+    CREATE TRIGGER nodes_subdir_moved AFTER UPDATE OF parent, kind ON nodes
+        WHEN (OLD.kind IN (1, 2) OR NEW.kind IN (1, 2)) AND OLD.ino != OLD.parent
+    BEGIN
+        UPDATE nodes SET subdirs = subdirs - (OLD.kind IN (1, 2)) WHERE ino = OLD.parent;
+        UPDATE nodes SET subdirs = subdirs + (NEW.kind IN (1, 2)) WHERE ino = NEW.parent;
+    END;
+    "#,
+    // 5: namespace snapshots (codec::snapshot): the archives that carry each vault's tree, the
     // upload journal of the ones this catalog takes, and the restore of one.
     r#"
     CREATE TABLE snapshots (
@@ -346,5 +381,53 @@ mod tests {
         assert_eq!(cause("corrupt").as_deref(), Some("corrupt"));
         assert_eq!(cause("glacier"), None);
         assert_eq!(cause("running"), None);
+    }
+
+    #[test]
+    fn migration_4_counts_subdirectories_and_the_triggers_keep_the_count() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        seed_root(&tx).unwrap();
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.commit().unwrap();
+        let add = |conn: &Connection, ino: i64, parent: i64, kind: i64| {
+            conn.execute(
+                "INSERT INTO nodes (ino, parent, name, kind, vault, mtime_ns, ctime_ns) \
+                 VALUES (?1, ?2, ?1, ?3, 2, 0, 0)",
+                rusqlite::params![ino, parent, kind],
+            )
+            .unwrap();
+        };
+        // Before the migration: a vault (2) with two directories and a file.
+        add(&conn, 2, 1, 1);
+        add(&conn, 3, 2, 2);
+        add(&conn, 4, 2, 2);
+        add(&conn, 5, 2, 3);
+        migrate(&mut conn).unwrap();
+        let subdirs = |conn: &Connection, ino: i64| -> i64 {
+            conn.query_row("SELECT subdirs FROM nodes WHERE ino = ?1", [ino], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!((subdirs(&conn, 1), subdirs(&conn, 2)), (1, 2));
+        // Symlinks and special files are not directories.
+        add(&conn, 6, 3, 4);
+        add(&conn, 7, 3, 5);
+        add(&conn, 8, 3, 2);
+        assert_eq!(subdirs(&conn, 3), 1);
+        // A move takes the count from one parent to the other.
+        conn.execute("UPDATE nodes SET parent = 4 WHERE ino = 8", [])
+            .unwrap();
+        assert_eq!((subdirs(&conn, 3), subdirs(&conn, 4)), (0, 1));
+        conn.execute("DELETE FROM nodes WHERE ino = 8", []).unwrap();
+        assert_eq!(subdirs(&conn, 4), 0);
+        // A child inserted before its parent is counted when the parent arrives.
+        add(&conn, 10, 9, 2);
+        add(&conn, 9, 2, 2);
+        assert_eq!((subdirs(&conn, 9), subdirs(&conn, 2)), (1, 3));
     }
 }

@@ -99,10 +99,9 @@ fn select(
 /// files), parents before children, with paths relative to the vault; and the vault's change
 /// mark, the newest ctime among them. The one function that reads nodes for a snapshot.
 pub fn vault_entries(conn: &Connection, vault: u64) -> Result<(Vec<Entry>, i64), CatalogError> {
-    // joined with the posix branch: target, rdev, atime_ns
     let mut stmt = conn.prepare_cached(
         "SELECT ino, parent, name, kind, mode, uid, gid, mtime_ns, ctime_ns, size, archive_id, \
-         tree_hash FROM nodes WHERE vault = ?1 AND ino != ?1 ORDER BY ino",
+         tree_hash, target, rdev, atime_ns FROM nodes WHERE vault = ?1 AND ino != ?1 ORDER BY ino",
     )?;
     struct Raw {
         ino: u64,
@@ -114,6 +113,8 @@ pub fn vault_entries(conn: &Connection, vault: u64) -> Result<(Vec<Entry>, i64),
         let kind: Kind = r.get(3)?;
         let kind = match kind {
             Kind::File => EntryKind::File,
+            Kind::Symlink => EntryKind::Symlink,
+            Kind::Special => EntryKind::Special,
             Kind::Root | Kind::Vault | Kind::Dir => EntryKind::Dir,
         };
         Ok(Raw {
@@ -128,12 +129,12 @@ pub fn vault_entries(conn: &Connection, vault: u64) -> Result<(Vec<Entry>, i64),
                 gid: r.get(6)?,
                 mtime_ns: r.get(7)?,
                 ctime_ns: r.get(8)?,
-                atime_ns: None,
+                atime_ns: r.get(14)?,
                 size: r.get::<_, i64>(9)? as u64,
                 archive_id: r.get(10)?,
                 tree_hash: r.get(11)?,
-                target: None,
-                rdev: None,
+                target: r.get(12)?,
+                rdev: r.get::<_, Option<i64>>(13)?.map(|d| d as u64),
             },
         })
     })?;
@@ -642,8 +643,30 @@ pub fn apply(
                 // its data never reached the vault, so there is nothing to restore.
             }
             EntryKind::Symlink | EntryKind::Special => {
-                // joined with the posix branch: target, rdev, atime_ns (create the node with
-                // its kind, target and device numbers, as for an empty file above).
+                // Local metadata only, like an empty file: created when missing, given the
+                // snapshot's attributes when it is there and not changed since.
+                let kind = if e.kind == EntryKind::Symlink {
+                    Kind::Symlink
+                } else {
+                    Kind::Special
+                };
+                match nodes::lookup(tx, parent, name)? {
+                    Some(n) if n.kind == kind && n.target == e.target && n.rdev == e.rdev => {
+                        if n.ctime_ns > taken_ns {
+                            out.kept += 1;
+                        } else if set_attrs(tx, &n, e)? {
+                            out.changed += 1;
+                            out.touched.push(n.ino);
+                        }
+                    }
+                    Some(_) => out.kept += 1,
+                    None => {
+                        insert(tx, kind, parent, name, vault, e)?;
+                        out.changed += 1;
+                        out.touched.push(parent);
+                        out.names.push((parent, name.to_owned()));
+                    }
+                }
             }
         }
     }
@@ -803,12 +826,15 @@ fn insert(
             mode: e.mode,
             uid: e.uid,
             gid: e.gid,
+            size: e.size,
+            target: e.target.as_deref(),
+            rdev: e.rdev,
             ..Default::default()
         },
     )?;
     tx.execute(
-        "UPDATE nodes SET ctime_ns = ?2 WHERE ino = ?1",
-        params![ino as i64, e.ctime_ns],
+        "UPDATE nodes SET ctime_ns = ?2, atime_ns = ?3 WHERE ino = ?1",
+        params![ino as i64, e.ctime_ns, e.atime_ns],
     )?;
     Ok(ino)
 }
@@ -820,13 +846,22 @@ fn set_attrs(tx: &Connection, n: &nodes::Node, e: &Entry) -> Result<bool, Catalo
         && n.gid == e.gid
         && n.mtime_ns == e.mtime_ns
         && n.ctime_ns == e.ctime_ns
+        && n.atime_ns == e.atime_ns
     {
         return Ok(false);
     }
     tx.execute(
-        "UPDATE nodes SET mode = ?2, uid = ?3, gid = ?4, mtime_ns = ?5, ctime_ns = ?6 \
-         WHERE ino = ?1",
-        params![n.ino as i64, e.mode, e.uid, e.gid, e.mtime_ns, e.ctime_ns],
+        "UPDATE nodes SET mode = ?2, uid = ?3, gid = ?4, mtime_ns = ?5, ctime_ns = ?6, \
+         atime_ns = ?7 WHERE ino = ?1",
+        params![
+            n.ino as i64,
+            e.mode,
+            e.uid,
+            e.gid,
+            e.mtime_ns,
+            e.ctime_ns,
+            e.atime_ns
+        ],
     )?;
     Ok(true)
 }

@@ -216,7 +216,7 @@ pub fn restore(args: &RestoreArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let tier = args.tier.map(|t| t.as_str()).unwrap_or("");
+    let tier = args.tier.map(|t| t.to_string()).unwrap_or_default();
     if let Err(e) = set_xattr(path, "user.glacier.restore", tier.as_bytes()) {
         eprintln!("glacierfs: {e}");
         return ExitCode::FAILURE;

@@ -136,7 +136,7 @@ pub fn report(dir: &Path, mount_root: Option<&Path>) -> Result<Value, StatusErro
     }
     let pid = CacheLock::holder(dir);
     let catalog = Catalog::open_read_only(dir)?;
-    let (overview, (cached, staged), cache_size, peeks) = catalog.read(|c| {
+    let (overview, (cached, staged), cache_size, peeks, limits) = catalog.read(|c| {
         Ok((
             jobs::overview(c, None)?,
             jobs::cache_use(c)?,
@@ -144,6 +144,8 @@ pub fn report(dir: &Path, mount_root: Option<&Path>) -> Result<Value, StatusErro
             crate::catalog::meta::cache_size(c).ok().flatten(),
             // Likewise: the count of refused peeks is a hint, not the report's substance.
             crate::catalog::meta::refused_peeks(c).unwrap_or_default(),
+            // And the account's limits, as the daemon last read them.
+            crate::catalog::meta::account_limits(c).ok().flatten(),
         ))
     })?;
     // Only a mount that is up has anything in flight, and only it knows what.
@@ -259,6 +261,7 @@ pub fn report(dir: &Path, mount_root: Option<&Path>) -> Result<Value, StatusErro
             .iter()
             .map(|(program, n)| json!({"Program": program, "Count": n}))
             .collect::<Vec<_>>(),
+        "AccountLimits": limits.as_ref().map(limits_json),
     }))
 }
 
@@ -323,6 +326,56 @@ fn snapshot_lines(r: &Value) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The account's limits as `status --json` shows them; `null` parts were not answered.
+fn limits_json(l: &crate::catalog::meta::AccountLimits) -> Value {
+    json!({
+        "CheckedAt": crate::codec::timefmt::format_iso8601(l.checked_s, 0),
+        "DataRetrievalPolicy": l.policy.map(|p| json!({
+            "Strategy": p.strategy(),
+            "BytesPerHour": p.bytes_per_hour(),
+        })),
+        "ProvisionedCapacity": l.capacity.as_ref().map(|units| units
+            .iter()
+            .map(|u| json!({
+                "CapacityId": u.capacity_id,
+                "StartDate": u.start_date,
+                "ExpirationDate": u.expiration_date,
+            }))
+            .collect::<Vec<_>>()),
+        "Error": l.error,
+    })
+}
+
+/// One line each for the data-retrieval policy and the provisioned capacity.
+fn limits_lines(l: &Value) -> Vec<String> {
+    if l.is_null() {
+        return vec!["account limits: not read yet (the mount reads them at start)".to_owned()];
+    }
+    let policy = &l["DataRetrievalPolicy"];
+    let mut out = vec![match policy["BytesPerHour"].as_u64() {
+        Some(rate) => format!("data-retrieval policy: BytesPerHour, {}/hour", human(rate)),
+        None if policy.is_null() => "data-retrieval policy: unknown".to_owned(),
+        None => format!("data-retrieval policy: {}", text(policy, "Strategy")),
+    }];
+    out.push(match l["ProvisionedCapacity"].as_array() {
+        Some(units) if units.is_empty() => "provisioned capacity: none".to_owned(),
+        Some(units) => format!(
+            "provisioned capacity: {} unit(s), expiring {}",
+            units.len(),
+            units
+                .iter()
+                .map(|u| u["ExpirationDate"].as_str().unwrap_or("(unknown)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "provisioned capacity: unknown".to_owned(),
+    });
+    if let Some(e) = l["Error"].as_str() {
+        out.push(format!("  (not all limits could be read: {e})"));
+    }
+    out
 }
 
 /// One line on the peeks refused since the mount started (file managers, thumbnailers and
@@ -526,6 +579,7 @@ fn human_lines(r: &Value, all: bool) -> Vec<String> {
         out.push(line);
     }
     out.extend(snapshot_lines(r));
+    out.extend(limits_lines(&r["AccountLimits"]));
     if all {
         out.push(format!("every upload ({}):", uploads.len()));
         out.extend(uploads.iter().map(upload_line));
@@ -570,6 +624,31 @@ fn target_of(path: &Path) -> Result<(PathBuf, PathBuf), StatusError> {
             root: root.clone(),
         })?;
     Ok((dir, root))
+}
+
+/// The warning `glacierfs retrieve` prints when retrieving `bytes` from the mount holding
+/// `path` would take more than an hour under the account's `BytesPerHour` data-retrieval
+/// policy, as the mount last read it (from its catalog: no network).
+pub fn policy_warning(path: &Path, bytes: u64) -> Option<String> {
+    let (dir, _) = target_of(path).ok()?;
+    let catalog = Catalog::open_read_only(&dir).ok()?;
+    let limits = catalog
+        .read(|c| Ok(crate::catalog::meta::account_limits(c).ok().flatten()))
+        .ok()??;
+    let rate = limits.policy?.bytes_per_hour()?;
+    (bytes > rate).then(|| rate_warning(bytes, rate))
+}
+
+/// "warning: …": `bytes` is more than `rate` allows in an hour, and how long it needs.
+fn rate_warning(bytes: u64, rate: u64) -> String {
+    let hours = Duration::from_secs(bytes.saturating_mul(3600).div_ceil(rate.max(1)));
+    format!(
+        "warning: the data-retrieval policy allows {}/hour; {} needs at least {} under it, and \
+         Glacier refuses what goes over the rate",
+        human(rate),
+        human(bytes),
+        format_span(hours)
+    )
 }
 
 /// One line per running mount of this user: where, its cache, and its uploads by state.

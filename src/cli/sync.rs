@@ -435,14 +435,21 @@ pub fn retrieve(args: &RetrieveArgs) -> ExitCode {
         // Asked for before: nothing to request, but a wait waits for them too.
         files_in(&p, &["retrieving"], &mut coming);
     }
-    let tier = args.tier.map(|t| t.as_str()).unwrap_or("");
-    let shown = if tier.is_empty() {
-        "the mount's default"
-    } else {
-        tier
-    };
+    // The list goes to the mount as the option spells it, fallback and all.
+    let tier = args.tier.map(|t| t.to_string()).unwrap_or_default();
+    let shown = args
+        .tier
+        .map(|t| t.describe())
+        .unwrap_or_else(|| "the mount's default".into());
     let bytes: u64 = cold.iter().map(|(_, s)| s).sum();
     println!("{} archive(s), {bytes} bytes, tier {shown}", cold.len());
+    if let Some(w) = args
+        .paths
+        .first()
+        .and_then(|p| super::status::policy_warning(p, bytes))
+    {
+        eprintln!("glacierfs: {w}");
+    }
     let mut failed = 0;
     for (path, _) in &cold {
         if let Err(e) = set_xattr(path, "user.glacier.retrieve", tier.as_bytes()) {

@@ -6,7 +6,9 @@
 //! accepted: `ro` and `rw` set `--read-only`, `noexec`, `exec`, `user` and `users` decide the
 //! noexec flag, and the rest (`defaults`, `_netdev`, `nofail`, `noauto`, `auto`, `nouser`,
 //! `nosuid`, `nodev`, `suid`, `dev`) change nothing: mount(8) and systemd act on the first
-//! ones, and glacierfs always mounts nosuid and nodev.
+//! ones, and glacierfs always mounts nosuid and nodev. A comma cannot appear inside a value, so
+//! a tier and its fallback are written with a colon, `tier=expedited:standard`, which `--tier`
+//! takes as it takes `expedited,standard`.
 
 use std::ffi::{OsStr, OsString};
 
@@ -363,6 +365,49 @@ mod tests {
         assert!(t.flags.noexec);
         let t = translate(argv(&["glacierfs", "glacierfs", "/m", "-o", "allow_root"])).unwrap();
         assert!(strings(&t).contains(&"--allow-root".to_owned()));
+    }
+
+    #[test]
+    fn a_tier_fallback_is_written_with_a_colon() {
+        let t = translate(argv(&[
+            "glacierfs",
+            "glacierfs",
+            "/m",
+            "-o",
+            "region=a,tier=expedited:standard,allow_other",
+        ]))
+        .unwrap();
+        assert!(
+            strings(&t).contains(&"--tier=expedited:standard".to_owned()),
+            "{:?}",
+            strings(&t)
+        );
+        let Command::Mount(m) = Cli::try_parse_from(&t.argv).unwrap().command else {
+            panic!("not a mount")
+        };
+        assert_eq!(m.tier.to_string(), "expedited,standard");
+        assert!(m.allow_other);
+        // A comma splits the list, so the fallback would be an option of its own.
+        let e = translate(argv(&[
+            "glacierfs",
+            "glacierfs",
+            "/m",
+            "-o",
+            "tier=expedited,standard",
+        ]))
+        .unwrap_err();
+        assert_eq!(e, MountOptionError::Unknown("standard".into()));
+        // The list is checked as --tier checks it.
+        let t = translate(argv(&[
+            "glacierfs",
+            "glacierfs",
+            "/m",
+            "-o",
+            "tier=bulk:standard",
+        ]))
+        .unwrap();
+        let e = Cli::try_parse_from(&t.argv).unwrap_err().to_string();
+        assert!(e.contains("invalid tier list \"bulk:standard\""), "{e}");
     }
 
     #[test]

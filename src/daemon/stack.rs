@@ -230,6 +230,7 @@ fn assemble(
         runtime,
         retry_interval.max(Duration::from_secs(30)),
     );
+    spawn_limits_poll(catalog, &client, runtime, retry_interval);
     let data =
         DataStore::open(cache_dir).map_err(|e| MountError::CacheDir(cache_dir.to_owned(), e))?;
     // Before anything is served: staged files whose catalog was lost come back first.
@@ -373,6 +374,52 @@ fn spawn_vault_list_refresh(
             if let Err(e) = inventory::refresh_vault_list(&catalog, client.as_ref()).await {
                 log::debug!("refreshing the vault list: {e}");
             }
+        }
+    });
+}
+
+/// Reads the account's limits (data-retrieval policy, provisioned capacity) at start and every
+/// poll interval into the catalog, where `glacierfs status` and the warnings of `retrieve` and
+/// `export` read them without the network. An endpoint without these calls leaves the parts it
+/// cannot answer unknown, with the reason logged once.
+fn spawn_limits_poll(
+    catalog: &Catalog,
+    client: &Arc<dyn GlacierClient>,
+    runtime: &tokio::runtime::Handle,
+    every: Duration,
+) {
+    let (catalog, client) = (catalog.clone(), client.clone());
+    runtime.spawn(async move {
+        let mut last_error: Option<String> = None;
+        loop {
+            let policy = client.get_retrieval_policy().await;
+            let capacity = client.list_capacity().await;
+            let error = [policy.as_ref().err(), capacity.as_ref().err()]
+                .into_iter()
+                .flatten()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+            let error = (!error.is_empty()).then(|| error.join("; "));
+            if error.is_some() && error != last_error {
+                log::warn!(
+                    "reading the account's limits: {}",
+                    error.as_deref().unwrap_or_default()
+                );
+            }
+            last_error.clone_from(&error);
+            let limits = crate::catalog::meta::AccountLimits {
+                checked_s: crate::catalog::now_s(),
+                policy: policy.ok(),
+                capacity: capacity.ok(),
+                error,
+            };
+            if let Err(e) = catalog
+                .write_async(move |tx| crate::catalog::meta::set_account_limits(tx, &limits))
+                .await
+            {
+                log::debug!("recording the account's limits: {e}");
+            }
+            tokio::time::sleep(every).await;
         }
     });
 }

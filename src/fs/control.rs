@@ -7,13 +7,14 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::glacier::Tier;
+use crate::config::{parse_tiers, Tiers};
 
 /// One command written to `.jobs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `retrieve <path> [tier]`: path relative to the directory holding the `.jobs`.
-    Retrieve { path: String, tier: Option<Tier> },
+    /// `retrieve <path> [tier]`: path relative to the directory holding the `.jobs`; the tier
+    /// may name a fallback, as `--tier` does (`expedited,standard`).
+    Retrieve { path: String, tier: Option<Tiers> },
     /// `inventory`: look for a newer inventory now.
     Inventory,
     /// `cancel <JobId|path>`: stop this mount's queued work.
@@ -35,7 +36,7 @@ pub enum CommandError {
 }
 
 /// Parses the commands of one write: one per line, blank lines ignored. A path may hold
-/// spaces; a trailing word that is a tier is taken as the tier.
+/// spaces; a trailing word that is a tier (or a tier list) is taken as the tier.
 pub fn parse(input: &[u8]) -> Result<Vec<Command>, CommandError> {
     let text = std::str::from_utf8(input).map_err(|_| CommandError::NotText)?;
     let mut out = Vec::new();
@@ -47,10 +48,11 @@ pub fn parse(input: &[u8]) -> Result<Vec<Command>, CommandError> {
                 if rest.is_empty() {
                     return Err(CommandError::Usage("retrieve needs a path"));
                 }
-                match rest.rsplit_once(char::is_whitespace) {
-                    Some((path, word)) if Tier::parse(word).is_some() => Command::Retrieve {
+                let split = rest.rsplit_once(char::is_whitespace);
+                match split.map(|(path, word)| (path, parse_tiers(word))) {
+                    Some((path, Ok(tiers))) => Command::Retrieve {
                         path: path.trim().to_owned(),
-                        tier: Tier::parse(word),
+                        tier: Some(tiers),
                     },
                     _ => Command::Retrieve {
                         path: rest.to_owned(),
@@ -114,6 +116,7 @@ pub fn render(entries: &[Entry]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::glacier::Tier;
 
     #[test]
     fn commands_parse() {
@@ -121,7 +124,24 @@ mod tests {
             parse(b"retrieve photos/a b.jpg bulk\n").unwrap(),
             vec![Command::Retrieve {
                 path: "photos/a b.jpg".into(),
-                tier: Some(Tier::Bulk)
+                tier: Some(Tier::Bulk.into())
+            }]
+        );
+        let tiers = parse_tiers("expedited,standard").unwrap();
+        assert_eq!(
+            parse(b"retrieve photos/a b.jpg expedited,standard\n").unwrap(),
+            vec![Command::Retrieve {
+                path: "photos/a b.jpg".into(),
+                tier: Some(tiers)
+            }]
+        );
+        assert_eq!(tiers.fallback(), Some(Tier::Standard));
+        // Not a tier list (a fallback faster than its tier): part of the path.
+        assert_eq!(
+            parse(b"retrieve docs/report standard,expedited").unwrap(),
+            vec![Command::Retrieve {
+                path: "docs/report standard,expedited".into(),
+                tier: None
             }]
         );
         assert_eq!(

@@ -99,6 +99,8 @@ impl GlacierFs {
             gid: self.options.gid,
             mtime: now,
             ctime: now,
+            atime: now,
+            rdev: 0,
             blocks: 0,
         }
     }
@@ -371,11 +373,9 @@ impl GlacierFs {
         } else {
             let tier = match std::str::from_utf8(value).map(str::trim) {
                 Ok("") => None,
-                Ok(t) => Some(crate::glacier::Tier::parse(t).ok_or_else(|| {
-                    FsError::Invalid(format!(
-                        "{t:?} is not a tier: use expedited, standard or bulk"
-                    ))
-                })?),
+                Ok(t) => Some(
+                    crate::config::parse_tiers(t).map_err(|e| FsError::Invalid(e.to_string()))?,
+                ),
                 Err(_) => return Err(FsError::Invalid("the tier must be text".into())),
             };
             engine.restore(vault, tier)

@@ -88,6 +88,22 @@ pub enum FsError {
     NoSpace,
     #[error("operation not implemented yet: {0}")]
     NotImplemented(&'static str),
+    /// The endpoint does not implement the call behind an attribute (partial emulators).
+    #[error("the endpoint does not support {0}")]
+    EndpointUnsupported(String),
+    /// Glacier accepted a change but reading it back showed something else.
+    #[error("not confirmed: {0}")]
+    NotConfirmed(String),
+    /// Glacier did not answer a call a request waits for in time.
+    #[error("no answer from Glacier in time: {0}")]
+    NoAnswer(String),
+    /// A symlink opened as a file (the kernel follows symlinks, so only O_NOFOLLOW gets here).
+    #[error("inode {0} is a symbolic link")]
+    IsSymlink(u64),
+    /// A fifo, socket or device opened as a file: the kernel serves those itself, so an open
+    /// that reaches the daemon has nothing behind it.
+    #[error("inode {0} is a special file with nothing behind it here")]
+    NoDevice(u64),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -136,6 +152,11 @@ impl FsError {
             FsError::CrossVault => libc::EXDEV,
             FsError::NoSpace => libc::ENOSPC,
             FsError::NotImplemented(_) => libc::ENOSYS,
+            FsError::EndpointUnsupported(_) => libc::ENOTSUP,
+            FsError::NotConfirmed(_) => libc::EIO,
+            FsError::NoAnswer(_) => libc::ETIMEDOUT,
+            FsError::IsSymlink(_) => libc::ELOOP,
+            FsError::NoDevice(_) => libc::ENXIO,
             FsError::Catalog(e) => match e {
                 CatalogError::NotFound => libc::ENOENT,
                 CatalogError::Exists => libc::EEXIST,
@@ -183,10 +204,16 @@ impl FsError {
             | FsError::NotSupported
             | FsError::NotYetAvailable(_)
             | FsError::CrossVault
-            | FsError::NotImplemented(_) => log::debug!("{op}: {self}"),
-            FsError::BudgetSpent(_) | FsError::NoSpace => log::warn!("{op}: {self}"),
+            | FsError::NotImplemented(_)
+            | FsError::IsSymlink(_)
+            | FsError::NoDevice(_) => log::debug!("{op}: {self}"),
+            FsError::BudgetSpent(_)
+            | FsError::NoSpace
+            | FsError::EndpointUnsupported(_)
+            | FsError::NoAnswer(_) => log::warn!("{op}: {self}"),
             FsError::Catalog(_)
             | FsError::Glacier(_)
+            | FsError::NotConfirmed(_)
             | FsError::DataFile { .. }
             | FsError::Io(_) => {
                 log::error!("{op}: {self}")
@@ -295,6 +322,9 @@ mod tests {
         assert_eq!(FsError::Glacier(g).errno(), libc::EINVAL);
         let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(FsError::Io(io).errno(), libc::ENOSPC);
+        assert_eq!(FsError::IsSymlink(3).errno(), libc::ELOOP);
+        assert_eq!(FsError::NoDevice(3).errno(), libc::ENXIO);
+        assert_eq!(FsError::NameTooLong("x".into()).errno(), libc::ENAMETOOLONG);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime_ns: Option<i64>,
+    /// A new access time (UTIME_OMIT is None, UTIME_NOW the time now).
+    pub atime_ns: Option<i64>,
 }
 
 /// A failure on the data file of `ino`; a full cache disk is ENOSPC whatever the call was.
@@ -155,6 +157,7 @@ impl GlacierFs {
                 },
             )?;
             catalog::files::stage_created(tx, ino, now)?;
+            nodes::entries_changed(tx, p.ino, now)?;
             nodes::get(tx, ino)?.ok_or(CatalogError::NotFound)
         })?;
         let file = self
@@ -176,8 +179,11 @@ impl GlacierFs {
     /// caller that only peeks (`peek`) gets EAGAIN for a cold file and starts nothing.
     pub fn open_as(&self, ino: u64, flags: i32, caller: &Caller) -> FsResult<u64> {
         let n = self.node(ino)?;
-        if n.kind.is_dir() {
-            return Err(FsError::IsDir);
+        match n.kind {
+            Kind::File => {}
+            Kind::Root | Kind::Vault | Kind::Dir => return Err(FsError::IsDir),
+            Kind::Symlink => return Err(FsError::IsSymlink(ino)),
+            Kind::Special => return Err(FsError::NoDevice(ino)),
         }
         let acc = flags & libc::O_ACCMODE;
         let write = acc != libc::O_RDONLY;
@@ -371,7 +377,8 @@ impl GlacierFs {
             || change.uid.is_some()
             || change.gid.is_some()
             || change.size.is_some()
-            || change.mtime_ns.is_some();
+            || change.mtime_ns.is_some()
+            || change.atime_ns.is_some();
         if !any {
             return Ok(self.file_attr(&n));
         }
@@ -381,19 +388,32 @@ impl GlacierFs {
             return Ok(self.attr_of(&n));
         }
         if let Some(size) = change.size {
-            if n.kind != Kind::File {
-                return Err(FsError::IsDir);
+            match n.kind {
+                Kind::File => self.truncate(&n, fh, size)?,
+                Kind::Root | Kind::Vault | Kind::Dir => return Err(FsError::IsDir),
+                // As truncate(2) of a fifo or symlink target that is not a regular file.
+                Kind::Symlink | Kind::Special => {
+                    return Err(FsError::Invalid(format!(
+                        "{} is not a regular file",
+                        n.name
+                    )))
+                }
             }
-            self.truncate(&n, fh, size)?;
         }
         if let Some(t) = change.mtime_ns {
             self.open_files.mtime_set(ino, catalog::now_ns().max(t));
         }
+        // A special file's mode is stored whole: chmod keeps its type bits.
+        let type_bits = match n.kind {
+            Kind::Special => n.mode.unwrap_or(0) & libc::S_IFMT,
+            _ => 0,
+        };
         let attrs = nodes::AttrChange {
-            mode: change.mode.map(|m| m & 0o7777),
+            mode: change.mode.map(|m| (m & 0o7777) | type_bits),
             uid: change.uid,
             gid: change.gid,
             mtime_ns: change.mtime_ns,
+            atime_ns: change.atime_ns,
         };
         self.catalog
             .write(move |tx| nodes::set_attrs(tx, ino, attrs))?;
@@ -421,6 +441,8 @@ impl GlacierFs {
             gid: self.options.gid,
             mtime: super::time_from_ns(ns(m.mtime(), m.mtime_nsec())),
             ctime: super::time_from_ns(ns(m.ctime(), m.ctime_nsec())),
+            atime: super::time_from_ns(ns(m.mtime(), m.mtime_nsec())),
+            rdev: 0,
             blocks: super::local_blocks(m.len()),
         })
     }
@@ -546,7 +568,7 @@ mod tests {
             client.clone(),
             data.clone(),
             RetrieveOptions {
-                tier: Tier::Bulk,
+                tier: Tier::Bulk.into(),
                 auto: false,
                 budget: 0,
                 job_budget: 0,

@@ -42,24 +42,52 @@ impl FuseAdapter {
     }
 }
 
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::RegularFile => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::NamedPipe => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+/// Why the kernel will refuse to register passthrough's backing files, if it will: that needs
+/// CAP_SYS_ADMIN in the initial user namespace, which an ordinary
+/// user's mount, or one made inside a user namespace, does not have. None when it cannot tell:
+/// passthrough is then tried, and turned off at the first refusal as before.
+fn passthrough_refused() -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    // The initial user namespace's fixed inode number (PROC_USER_INIT_INO).
+    const INIT_USER_NS: u64 = 0xEFFF_FFFD;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let ns = std::fs::metadata("/proc/self/ns/user").ok()?;
+    if ns.ino() != INIT_USER_NS {
+        return Some("the mount is in a user namespace, where the kernel refuses it");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    let caps = u64::from_str_radix(caps.trim(), 16).ok()?;
+    (caps & (1 << CAP_SYS_ADMIN) == 0).then_some("it needs CAP_SYS_ADMIN, which the mount lacks")
+}
+
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks,
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.ctime,
-        kind: match a.kind {
-            FileKind::Directory => FileType::Directory,
-            FileKind::RegularFile => FileType::RegularFile,
-        },
+        kind: file_type(a.kind),
         perm: a.perm,
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -128,17 +156,37 @@ impl Filesystem for FuseAdapter {
         }
         // Passthrough: reads and writes of open files go straight to their data files in the
         // kernel. It needs the capability and a stacking depth (our backing files live on an
-        // ordinary file system, at most one overlay deep).
-        let passthrough = config
-            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-            .map_err(|_| "the kernel lacks FUSE_PASSTHROUGH")
-            .and_then(|_| {
-                config
-                    .set_max_stack_depth(2)
-                    .map_err(|_| "the stacking depth was refused")
-            });
+        // ordinary file system, at most one overlay deep), and the right to register backing
+        // files, which an ordinary user's mount does not have: known here, before the first
+        // open, so that such a mount gets the writeback cache below instead.
+        let passthrough = if !self.fs.backings().enabled() {
+            Err(None)
+        } else if let Some(why) = passthrough_refused() {
+            Err(Some(why))
+        } else {
+            config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .map_err(|_| Some("the kernel lacks FUSE_PASSTHROUGH"))
+                .and_then(|_| {
+                    config
+                        .set_max_stack_depth(2)
+                        .map_err(|_| Some("the stacking depth was refused"))
+                })
+        };
         if let Err(why) = passthrough {
-            self.fs.backings().disable(why);
+            if let Some(why) = why {
+                self.fs.backings().disable(why);
+            }
+            // Without passthrough, the writeback cache keeps written data in the page cache
+            // and sends it in large batches, and the kernel keeps size and mtime itself, so a
+            // file just written is read back from the page cache rather than dropped when its
+            // mtime moves (AUTO_INVAL_DATA). The kernel sends the mtime it kept with a setattr
+            // when the file is flushed. Passthrough and the writeback cache exclude each other
+            // in the kernel, so only a mount without passthrough asks for it.
+            match config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE) {
+                Ok(()) => log::info!("the kernel's writeback cache is on"),
+                Err(missing) => log::info!("kernel lacks {missing:?}; writes go through at once"),
+            }
         }
         Ok(())
     }
@@ -352,7 +400,7 @@ impl Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -368,6 +416,7 @@ impl Filesystem for FuseAdapter {
             gid,
             size,
             mtime_ns: mtime.map(time_ns),
+            atime_ns: atime.map(time_ns),
         };
         match self.fs.setattr(ino.0, fh.map(|f| f.0), change) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -427,10 +476,7 @@ impl Filesystem for FuseAdapter {
         match self.fs.readdir(ino.0, offset, 256) {
             Ok(entries) => {
                 for e in entries {
-                    let kind = match e.attr.kind {
-                        FileKind::Directory => FileType::Directory,
-                        FileKind::RegularFile => FileType::RegularFile,
-                    };
+                    let kind = file_type(e.attr.kind);
                     let name = OsStr::new(std::str::from_utf8(&e.name).unwrap_or("?"));
                     if reply.add(INodeNo(e.attr.ino), e.cookie, kind, name) {
                         break;
@@ -504,7 +550,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -512,7 +558,7 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.setxattr(ino.0, name, value) {
+        match self.fs.setxattr_by(ino.0, name, value, req.uid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(Op::new("setxattr").ino(ino.0), &e)),
         }
@@ -534,16 +580,28 @@ impl Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(errno(
-            Op::new("symlink"),
-            &FsError::NotPermitted("archives cannot be symlinks"),
-        ));
+        use std::os::unix::ffi::OsStrExt;
+        let target = target.as_os_str().as_bytes();
+        match self
+            .fs
+            .symlink(parent.0, link_name, target, req.uid(), req.gid())
+        {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(Op::new("symlink").entry(parent.0, link_name), &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(Op::new("readlink").ino(ino.0), &e)),
+        }
     }
 
     fn link(
@@ -562,17 +620,20 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno(
-            Op::new("mknod"),
-            &FsError::NotPermitted("only regular files and directories"),
-        ));
+        match self
+            .fs
+            .mknod(parent.0, name, mode & !umask, rdev, req.uid(), req.gid())
+        {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(Op::new("mknod").entry(parent.0, name), &e)),
+        }
     }
 }

@@ -67,7 +67,29 @@ pub struct Services {
 pub enum FileKind {
     Directory,
     RegularFile,
+    Symlink,
+    NamedPipe,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
+
+impl FileKind {
+    /// The kind of a special file, from the `S_IFMT` bits of `mode`.
+    pub fn of_special(mode: u32) -> Option<FileKind> {
+        match mode & libc::S_IFMT {
+            libc::S_IFIFO => Some(FileKind::NamedPipe),
+            libc::S_IFSOCK => Some(FileKind::Socket),
+            libc::S_IFCHR => Some(FileKind::CharDevice),
+            libc::S_IFBLK => Some(FileKind::BlockDevice),
+            _ => None,
+        }
+    }
+}
+
+/// Longest name component, in bytes (NAME_MAX): a longer one is ENAMETOOLONG in every call
+/// that takes a name, whether it would create the name or look it up.
+pub const NAME_MAX: usize = names::MAX_SEGMENT;
 
 /// Attributes of one inode, in the file system's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +103,10 @@ pub struct Attr {
     pub gid: u32,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// Kept apart from the mtime once set; reads never change it (as with `noatime`).
+    pub atime: SystemTime,
+    /// A device node's number; 0 for everything else.
+    pub rdev: u32,
     /// 512-byte blocks of data on this machine (`st_blocks`): a cold file's data is in
     /// Glacier, so it has none, and `du` shows what the cache holds, as on other
     /// hierarchical-storage file systems.
@@ -182,23 +208,39 @@ impl GlacierFs {
     }
 
     fn attr_of(&self, n: &Node) -> Attr {
-        let kind = if n.kind.is_dir() {
-            FileKind::Directory
-        } else {
-            FileKind::RegularFile
+        let kind = match n.kind {
+            Kind::Root | Kind::Vault | Kind::Dir => FileKind::Directory,
+            Kind::File => FileKind::RegularFile,
+            Kind::Symlink => FileKind::Symlink,
+            // A special node always has its type bits; a pipe is the harmless guess otherwise.
+            Kind::Special => n
+                .mode
+                .and_then(FileKind::of_special)
+                .unwrap_or(FileKind::NamedPipe),
         };
-        let default_perm = if n.kind.is_dir() { 0o755 } else { 0o644 };
+        let default_perm = match n.kind {
+            Kind::Root | Kind::Vault | Kind::Dir => 0o755,
+            Kind::Symlink => 0o777,
+            Kind::File | Kind::Special => 0o644,
+        };
         Attr {
             ino: n.ino,
             size: if n.kind.is_dir() { 0 } else { n.size },
             kind,
             perm: n.mode.map(|m| (m & 0o7777) as u16).unwrap_or(default_perm),
-            // 1 tells find(1) not to count subdirectories from the link count.
-            nlink: 1,
+            // "." and the entry in its parent, plus each subdirectory's "..": the count the
+            // catalog keeps as directories come and go, so this costs no query.
+            nlink: if n.kind.is_dir() {
+                u32::try_from(n.subdirs.saturating_add(2)).unwrap_or(u32::MAX)
+            } else {
+                1
+            },
             uid: n.uid.unwrap_or(self.options.uid),
             gid: n.gid.unwrap_or(self.options.gid),
             mtime: time_from_ns(n.mtime_ns),
             ctime: time_from_ns(n.ctime_ns),
+            atime: time_from_ns(n.atime_ns.unwrap_or(n.mtime_ns)),
+            rdev: n.rdev.map(|d| d as u32).unwrap_or(0),
             blocks: if n.kind == Kind::File && n.local {
                 local_blocks(n.size)
             } else {
@@ -233,6 +275,9 @@ impl GlacierFs {
     /// name is ever found.
     fn entry(&self, parent: u64, name: &OsStr) -> FsResult<Node> {
         let missing = || Missing::entry(parent, name);
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong(name.to_string_lossy().into_owned()));
+        }
         let Ok(utf8) = std::str::from_utf8(name.as_bytes()) else {
             return Err(FsError::NotFound(missing()));
         };
@@ -386,6 +431,7 @@ impl GlacierFs {
         }
         let parent_ino = parent.ino;
         let (uid, gid) = self.owner(uid, gid);
+        let now = catalog::now_ns();
         let node = self.catalog.write(move |tx| {
             let ino = nodes::insert(
                 tx,
@@ -394,13 +440,14 @@ impl GlacierFs {
                     parent: parent_ino,
                     name: &name,
                     vault,
-                    mtime_ns: catalog::now_ns(),
+                    mtime_ns: now,
                     mode: Some(mode & 0o7777),
                     uid,
                     gid,
                     ..Default::default()
                 },
             )?;
+            nodes::entries_changed(tx, parent_ino, now)?;
             nodes::get(tx, ino)?.ok_or(catalog::CatalogError::NotFound)
         })?;
         Ok(self.attr_of(&node))
@@ -443,7 +490,7 @@ impl GlacierFs {
         let p = self.node(parent)?;
         match p.kind {
             Kind::Root => Err(FsError::NotPermitted("only vaults live at the root")),
-            Kind::File => Err(FsError::NotDir),
+            Kind::File | Kind::Symlink | Kind::Special => Err(FsError::NotDir),
             Kind::Vault | Kind::Dir => Ok(p),
         }
     }
@@ -469,7 +516,11 @@ impl GlacierFs {
             if n.kind != Kind::Dir {
                 return Err(FsError::NotDir);
             }
-            self.catalog.write(move |tx| nodes::remove(tx, n.ino))?;
+            let now = catalog::now_ns();
+            self.catalog.write(move |tx| {
+                nodes::remove(tx, n.ino)?;
+                nodes::entries_changed(tx, n.parent, now)
+            })?;
             Ok(())
         })();
         done(result)

@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod retry;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -34,7 +35,7 @@ pub enum ErrorKind {
     InvalidParameter,
     /// A retrieval policy refused the job; waiting or another tier may help, hot retries won't.
     PolicyEnforced,
-    /// Expedited capacity is not available; fall back to Standard.
+    /// Expedited capacity is not available; a slower tier only if the tier list names one.
     InsufficientCapacity,
     /// Access denied, or a vault-lock state that refuses the call.
     AccessDenied,
@@ -310,6 +311,67 @@ pub struct LockDesc {
     pub expiration_date: Option<String>,
 }
 
+/// A vault's notification configuration (GetVaultNotifications, SetVaultNotifications): the
+/// SNS topic Glacier publishes to and the job events it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Notifications {
+    #[serde(rename = "SNSTopic")]
+    pub sns_topic: String,
+    #[serde(rename = "Events", default)]
+    pub events: Vec<String>,
+}
+
+/// The account's data-retrieval policy (GetDataRetrievalPolicy): what Glacier lets through
+/// before it refuses a retrieval with PolicyEnforcedException.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrievalPolicy {
+    /// No limit.
+    None,
+    /// Only what the free tier allows; Glacier refuses the rest.
+    FreeTier,
+    /// At most this many bytes retrieved in any trailing hour.
+    BytesPerHour(u64),
+}
+
+impl RetrievalPolicy {
+    /// The strategy's name, as Glacier spells it.
+    pub fn strategy(self) -> &'static str {
+        match self {
+            RetrievalPolicy::None => "None",
+            RetrievalPolicy::FreeTier => "FreeTier",
+            RetrievalPolicy::BytesPerHour(_) => "BytesPerHour",
+        }
+    }
+
+    /// The rate, for a `BytesPerHour` policy.
+    pub fn bytes_per_hour(self) -> Option<u64> {
+        match self {
+            RetrievalPolicy::BytesPerHour(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Parses a strategy and its rate as Glacier gives them; `None` for an unknown strategy
+    /// or a `BytesPerHour` rule without a positive rate.
+    pub fn from_rule(strategy: &str, bytes_per_hour: Option<u64>) -> Option<RetrievalPolicy> {
+        match (strategy, bytes_per_hour) {
+            ("None", _) => Some(RetrievalPolicy::None),
+            ("FreeTier", _) => Some(RetrievalPolicy::FreeTier),
+            ("BytesPerHour", Some(n)) if n > 0 => Some(RetrievalPolicy::BytesPerHour(n)),
+            _ => None,
+        }
+    }
+}
+
+/// One provisioned capacity unit (ListProvisionedCapacity): each guarantees Expedited
+/// retrievals until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapacityUnit {
+    pub capacity_id: String,
+    pub start_date: Option<String>,
+    pub expiration_date: Option<String>,
+}
+
 /// Every vault-API call glacierfs makes. Listing calls page to the end.
 pub trait GlacierClient: Send + Sync {
     fn list_vaults(&self) -> BoxFut<'_, Vec<VaultDesc>>;
@@ -374,6 +436,27 @@ pub trait GlacierClient: Send + Sync {
     fn initiate_vault_lock<'a>(&'a self, vault: &'a str, policy: &'a str) -> BoxFut<'a, String>;
     fn complete_vault_lock<'a>(&'a self, vault: &'a str, lock_id: &'a str) -> BoxFut<'a, ()>;
     fn abort_vault_lock<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
+
+    /// The vault's tags (ListTagsForVault).
+    fn list_tags<'a>(&'a self, vault: &'a str) -> BoxFut<'a, BTreeMap<String, String>>;
+    /// Adds or overwrites tags (AddTagsToVault).
+    fn add_tags<'a>(&'a self, vault: &'a str, tags: &'a BTreeMap<String, String>)
+        -> BoxFut<'a, ()>;
+    /// Removes tags by key (RemoveTagsFromVault).
+    fn remove_tags<'a>(&'a self, vault: &'a str, keys: &'a [String]) -> BoxFut<'a, ()>;
+    /// The access policy's JSON, `None` when the vault has none (GetVaultAccessPolicy).
+    fn get_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<String>>;
+    fn set_access_policy<'a>(&'a self, vault: &'a str, policy: &'a str) -> BoxFut<'a, ()>;
+    fn delete_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
+    /// `None` when the vault has no notification configuration (GetVaultNotifications).
+    fn get_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<Notifications>>;
+    fn set_notifications<'a>(&'a self, vault: &'a str, config: &'a Notifications)
+        -> BoxFut<'a, ()>;
+    fn delete_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()>;
+    /// The account's data-retrieval policy (GetDataRetrievalPolicy).
+    fn get_retrieval_policy(&self) -> BoxFut<'_, RetrievalPolicy>;
+    /// The account's provisioned capacity units (ListProvisionedCapacity).
+    fn list_capacity(&self) -> BoxFut<'_, Vec<CapacityUnit>>;
 }
 
 /// Parses `S-E` (as in RangeInBytes and RetrievalByteRange) into an inclusive pair.

@@ -4,6 +4,7 @@
 //! returned at once so the caller can recover. Full jitter keeps many
 //! concurrent uploads from retrying in lockstep after a burst of throttling.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,9 @@ use bytes::Bytes;
 use rand::Rng;
 
 use super::{
-    ArchiveCreated, BoxFut, GlacierClient, GlacierError, JobDesc, JobFilter, JobOutput, JobRequest,
-    LockDesc, PartsListing, UploadDesc, VaultDesc,
+    ArchiveCreated, BoxFut, CapacityUnit, GlacierClient, GlacierError, JobDesc, JobFilter,
+    JobOutput, JobRequest, LockDesc, Notifications, PartsListing, RetrievalPolicy, UploadDesc,
+    VaultDesc,
 };
 use crate::codec::treehash::Digest;
 
@@ -204,6 +206,47 @@ impl GlacierClient for Retrying {
     }
     fn abort_vault_lock<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
         Box::pin(self.run(move || self.inner.abort_vault_lock(vault)))
+    }
+    fn list_tags<'a>(&'a self, vault: &'a str) -> BoxFut<'a, BTreeMap<String, String>> {
+        Box::pin(self.run(move || self.inner.list_tags(vault)))
+    }
+    fn add_tags<'a>(
+        &'a self,
+        vault: &'a str,
+        tags: &'a BTreeMap<String, String>,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(self.run(move || self.inner.add_tags(vault, tags)))
+    }
+    fn remove_tags<'a>(&'a self, vault: &'a str, keys: &'a [String]) -> BoxFut<'a, ()> {
+        Box::pin(self.run(move || self.inner.remove_tags(vault, keys)))
+    }
+    fn get_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<String>> {
+        Box::pin(self.run(move || self.inner.get_access_policy(vault)))
+    }
+    fn set_access_policy<'a>(&'a self, vault: &'a str, policy: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(self.run(move || self.inner.set_access_policy(vault, policy)))
+    }
+    fn delete_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(self.run(move || self.inner.delete_access_policy(vault)))
+    }
+    fn get_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<Notifications>> {
+        Box::pin(self.run(move || self.inner.get_notifications(vault)))
+    }
+    fn set_notifications<'a>(
+        &'a self,
+        vault: &'a str,
+        config: &'a Notifications,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(self.run(move || self.inner.set_notifications(vault, config)))
+    }
+    fn delete_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(self.run(move || self.inner.delete_notifications(vault)))
+    }
+    fn get_retrieval_policy(&self) -> BoxFut<'_, RetrievalPolicy> {
+        Box::pin(self.run(|| self.inner.get_retrieval_policy()))
+    }
+    fn list_capacity(&self) -> BoxFut<'_, Vec<CapacityUnit>> {
+        Box::pin(self.run(|| self.inner.list_capacity()))
     }
 }
 

@@ -523,6 +523,11 @@ impl InProc {
         let kind = match a.kind {
             FileKind::Directory => libc::S_IFDIR,
             FileKind::RegularFile => libc::S_IFREG,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::NamedPipe => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+            FileKind::CharDevice => libc::S_IFCHR,
+            FileKind::BlockDevice => libc::S_IFBLK,
         };
         let change = SetAttr {
             mode: Some((mode & 0o7777) | kind),
@@ -534,7 +539,7 @@ impl InProc {
             .map_err(|e| errno("setattr", e))
     }
 
-    /// utimensat(2) with both times set to `secs` (the file system keeps no atime).
+    /// utimensat(2) setting the mtime to `secs` and leaving the atime (UTIME_OMIT).
     pub fn utime(&self, path: &str, secs: i64) -> Result<(), Errno> {
         let a = self.lookup(path)?;
         let change = SetAttr {

@@ -16,6 +16,7 @@ use super::dest::{self, DestError, Journal};
 use super::s3::stream::{self as s3_stream, Ctx, Expect, Source, StreamError};
 use super::s3::MAX_COPY;
 use crate::codec::treehash::Digest;
+use crate::config::{NoCapacity, Tiers};
 use crate::engine::transfer::download::memory::JobRef as OutputRef;
 use crate::engine::transfer::download::{self, DownloadError, DownloadSpec};
 use crate::glacier::{
@@ -189,29 +190,47 @@ pub fn better(c: &JobDesc, best: Option<&JobDesc>) -> bool {
     }
 }
 
-/// InitiateJob for a whole archive. Expedited capacity that is not available falls back to
-/// Standard, as Glacier advises when Expedited capacity runs out.
+/// Why InitiateJob for an archive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitiateError {
+    #[error(transparent)]
+    Glacier(#[from] GlacierError),
+    /// Expedited capacity was short and `--tier` names no fallback.
+    #[error(transparent)]
+    NoCapacity(#[from] NoCapacity),
+}
+
+impl InitiateError {
+    /// Whether asking again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, InitiateError::Glacier(e) if e.is_transient())
+    }
+}
+
+/// InitiateJob for a whole archive (`what` names it in the log). Expedited capacity that is
+/// not available falls back to the next tier only when `tiers` names one, as `--tier
+/// expedited,standard` does.
 pub async fn initiate(
     client: &dyn GlacierClient,
     vault: &str,
     archive_id: &str,
-    tier: Tier,
-) -> Result<(String, Tier), GlacierError> {
+    tiers: Tiers,
+    what: &str,
+) -> Result<(String, Tier), InitiateError> {
     let request = |tier| JobRequest::Archive {
         archive_id: archive_id.to_owned(),
         tier,
         range: None,
         description: Some(JOB_DESCRIPTION.into()),
     };
-    let result = match client.initiate_job(vault, &request(tier)).await {
-        Err(e) if e.kind == ErrorKind::InsufficientCapacity && tier == Tier::Expedited => {
-            log::warn!("{e}; asking for {archive_id} with the Standard tier instead");
-            client
-                .initiate_job(vault, &request(Tier::Standard))
-                .await
-                .map(|id| (id, Tier::Standard))
+    let mut tier = tiers.first();
+    let result = loop {
+        match client.initiate_job(vault, &request(tier)).await {
+            Err(e) if e.kind == ErrorKind::InsufficientCapacity => {
+                tier = tiers.on_shortage(tier, e, what)?;
+            }
+            r => break r.map(|id| (id, tier)),
         }
-        r => r.map(|id| (id, tier)),
     };
     match result {
         // A failure after the service may have acted (a 5xx, a reset): the job may exist, and
@@ -229,10 +248,10 @@ pub async fn initiate(
                     let t = j.tier.as_deref().and_then(Tier::parse).unwrap_or(tier);
                     Ok((j.job_id, t))
                 }
-                None => Err(e),
+                None => Err(e.into()),
             }
         }
-        other => other,
+        other => other.map_err(InitiateError::from),
     }
 }
 

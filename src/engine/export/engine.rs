@@ -38,7 +38,8 @@ use tokio::task::JoinSet;
 use super::archive::{FetchError, Work};
 use super::pace::{self, Budget};
 use super::report::{Live, Reporter, Tally};
-use crate::glacier::{GlacierClient, GlacierError, Tier};
+use crate::config::Tiers;
+use crate::glacier::{GlacierClient, GlacierError};
 
 /// Transient failures of one archive's job start or download before it fails.
 const TRANSIENT_ATTEMPTS: u32 = 5;
@@ -55,11 +56,15 @@ pub enum EngineError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub vault: String,
-    pub tier: Tier,
+    /// The tier of new jobs, with its fallback when Expedited capacity is short.
+    pub tier: Tiers,
     pub max_in_flight: u64,
     pub poll_every: Duration,
     /// Archives transferred at once.
     pub parallel_files: usize,
+    /// The `BytesPerHour` data-retrieval policy's rate and hour, when the account has one: jobs
+    /// start only while the trailing hour has room for them.
+    pub policy_rate: Option<(u64, Duration)>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +115,8 @@ pub struct Engine<'a> {
     pending: BTreeSet<usize>,
     /// Archives whose bytes are counted and that need a job (again).
     again: BTreeSet<usize>,
+    /// Bytes started in the trailing hour, under a `BytesPerHour` policy.
+    window: Option<pace::HourWindow>,
     waiting: BTreeSet<usize>,
     /// Finished outputs by completion date, then listing order.
     ready: BTreeSet<(i64, usize)>,
@@ -141,6 +148,9 @@ impl<'a> Engine<'a> {
         report: &'a mut Reporter,
         cancel: watch::Receiver<bool>,
     ) -> Engine<'a> {
+        let policy_window = set
+            .policy_rate
+            .map(|(rate, hour)| pace::HourWindow::new(rate, hour));
         let entries: Vec<Entry> = works
             .into_iter()
             .map(|w| Entry {
@@ -162,6 +172,7 @@ impl<'a> Engine<'a> {
             pending: (0..entries.len()).collect(),
             entries,
             again: BTreeSet::new(),
+            window: policy_window,
             waiting: BTreeSet::new(),
             ready: BTreeSet::new(),
             delayed: Vec::new(),

@@ -30,6 +30,7 @@ mod price;
 mod report;
 pub mod s3;
 mod source;
+mod special;
 mod survey;
 
 use std::ffi::CString;
@@ -40,7 +41,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{AwsArgs, ExportArgs};
+use crate::config::{AwsArgs, ExportArgs, Tiers};
 use crate::glacier::aws::{AwsGlacier, AwsOptions};
 use crate::glacier::retry::{RetryPolicy, Retrying};
 use crate::glacier::{GlacierClient, GlacierError, JobAction, JobFilter, JobStatus, Tier};
@@ -129,8 +130,10 @@ fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
     if args.dry_run {
         let (mut dry, to_fetch) = survey::dry(&args.dest, &listing, &mut tally, &mut report);
         let aws = daemon.as_ref().map(|d| d.aws.clone());
+        let rt = runtime()?;
         (dry.with_jobs, dry.bytes_with_jobs) =
-            runtime()?.block_on(jobs_already_there(aws.as_ref(), &at.vault, &to_fetch));
+            rt.block_on(jobs_already_there(aws.as_ref(), &at.vault, &to_fetch));
+        dry.bytes_per_hour = rt.block_on(dry_policy_rate(aws.as_ref()));
         let info = PlanInfo {
             to_fetch: to_fetch.len() as u64,
             bytes_to_fetch: to_fetch.iter().map(|(_, size)| size).sum(),
@@ -177,7 +180,7 @@ fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
 fn plan_info<'a>(
     at: &'a Located,
     dest: &'a Path,
-    tier: Tier,
+    tier: Tiers,
     works: &[Work],
     max_in_flight: u64,
 ) -> PlanInfo<'a> {
@@ -187,21 +190,22 @@ fn plan_info<'a>(
         dest,
         to_fetch: works.len() as u64,
         bytes_to_fetch: works.iter().map(|w| w.size).sum(),
-        tier: tier.as_str(),
+        // The tier of new jobs; each `job` event names the tier its job got.
+        tier: tier.first().as_str(),
         max_in_flight,
     }
 }
 
-fn tier_of(args: &ExportArgs, daemon: Option<&Daemon>) -> Tier {
+fn tier_of(args: &ExportArgs, daemon: Option<&Daemon>) -> Tiers {
     args.tier
         .or(daemon.map(|d| d.tier))
-        .unwrap_or(Tier::Standard)
+        .unwrap_or(Tier::Standard.into())
 }
 
 fn settings(
     at: &Located,
     daemon: Option<&Daemon>,
-    tier: Tier,
+    tier: Tiers,
     max_in_flight: u64,
     parallel_files: usize,
 ) -> Settings {
@@ -212,6 +216,31 @@ fn settings(
         max_in_flight,
         poll_every: pace::poll_interval(env.as_deref(), daemon.map(|d| d.poll_every)),
         parallel_files,
+        // Read from Glacier once connected (`retrieve`).
+        policy_rate: None,
+    }
+}
+
+/// The account's `BytesPerHour` rate, if its data-retrieval policy has one. An endpoint that
+/// cannot say leaves the export unpaced, with a warning.
+async fn policy_rate(client: &dyn GlacierClient) -> Option<u64> {
+    match client.get_retrieval_policy().await {
+        Ok(p) => p.bytes_per_hour(),
+        Err(e) => {
+            log::warn!("reading the data-retrieval policy: {e}; the export is not paced to it");
+            None
+        }
+    }
+}
+
+/// The dry run's line on the policy, for [`DryRun::bytes_per_hour`].
+async fn dry_policy_rate(aws: Option<&AwsArgs>) -> Option<u64> {
+    match connect(aws).await {
+        Ok(client) => policy_rate(client.as_ref()).await,
+        Err(e) => {
+            log::warn!("reading the data-retrieval policy: {e}");
+            None
+        }
     }
 }
 
@@ -264,6 +293,7 @@ fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportE
                 .collect();
             (dry.with_jobs, dry.bytes_with_jobs) =
                 jobs_already_there(aws.as_ref(), &at.vault, &to_fetch).await;
+            dry.bytes_per_hour = dry_policy_rate(aws.as_ref()).await;
             let info = PlanInfo {
                 to_fetch: found.fetch.len() as u64,
                 bytes_to_fetch: found.fetch.iter().map(|f| f.size).sum(),
@@ -458,6 +488,21 @@ async fn retrieve(
         std::future::pending::<()>().await;
     });
     let client = connect(aws.as_ref()).await.map_err(ExportError::Connect)?;
+    let mut settings = settings;
+    if let Some(rate) = policy_rate(client.as_ref()).await {
+        let bytes: u64 = works.iter().map(|w| w.size).sum();
+        let hour = pace::policy_hour(std::env::var(pace::HOUR_ENV).ok().as_deref());
+        settings.policy_rate = Some((rate, hour));
+        if bytes > rate {
+            report.notice(&format!(
+                "the data-retrieval policy allows {} an hour: the {} to retrieve take at least {} \
+                 at that pace",
+                crate::config::format_size(rate),
+                crate::config::format_size(bytes),
+                crate::codec::timefmt::format_span(pace::time_under_rate(bytes, rate))
+            ));
+        }
+    }
     let engine = Engine::new(client, settings, works, tally, report, stopped);
     let ran = engine.run().await;
     signals.abort();

@@ -1,6 +1,11 @@
 //! The pacing rules of an export, kept free of I/O so they can be tested on their own: how many
-//! bytes of retrievals may be outstanding, which finished output to fetch first, and how long a
-//! job of each tier is likely to take.
+//! bytes of retrievals may be outstanding, how many may start in any hour under a
+//! `BytesPerHour` data-retrieval policy ([`HourWindow`]), which finished output to fetch first,
+//! and how long a job of each tier is likely to take.
+//!
+//! Why keep to the policy's rate: Glacier refuses a retrieval that would take the bytes
+//! retrieved in the trailing hour over it (PolicyEnforcedException), and a refused archive
+//! would fail. Starting only what the last hour leaves room for means no start is refused.
 //!
 //! Why pace at all: a retrieval's output lasts 24 hours after the job completes. Starting every
 //! job of a large vault at once would have Glacier finish them all within hours of each other,
@@ -8,7 +13,8 @@
 //! Bounding the bytes started but not yet downloaded bounds that risk (and the disk the
 //! downloads need): the default bound is the free space of DEST's disk, at most 50 GiB.
 
-use std::time::{Duration, SystemTime};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::GIB;
 
@@ -96,6 +102,65 @@ pub fn retry_delay(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6))
 }
 
+/// The length of the policy's hour. `GLACIERFS_EXPORT_HOUR_MS` shortens it, for tests whose
+/// emulated Glacier moves its clock an hour at a time.
+pub const HOUR_ENV: &str = "GLACIERFS_EXPORT_HOUR_MS";
+
+pub fn policy_hour(env: Option<&str>) -> Duration {
+    env.and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(3600))
+}
+
+/// The bytes of retrievals started in the trailing hour, under a `BytesPerHour` rate.
+#[derive(Debug, Clone)]
+pub struct HourWindow {
+    rate: u64,
+    hour: Duration,
+    starts: VecDeque<(Instant, u64)>,
+}
+
+impl HourWindow {
+    pub fn new(rate: u64, hour: Duration) -> HourWindow {
+        HourWindow {
+            rate,
+            hour,
+            starts: VecDeque::new(),
+        }
+    }
+
+    /// Bytes started within the hour before `now`.
+    pub fn used(&mut self, now: Instant) -> u64 {
+        while let Some((at, _)) = self.starts.front() {
+            if now.saturating_duration_since(*at) >= self.hour {
+                self.starts.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.starts.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Whether a retrieval of `size` may start at `now` without going over the rate. One
+    /// larger than the whole rate starts only into an empty hour (Glacier refuses it then,
+    /// and its file fails: no pace could let it through).
+    pub fn admits(&mut self, size: u64, now: Instant) -> bool {
+        let used = self.used(now);
+        used == 0 || used.saturating_add(size) <= self.rate
+    }
+
+    pub fn take(&mut self, size: u64, now: Instant) {
+        self.starts.push_back((now, size));
+    }
+}
+
+/// How long retrieving `bytes` takes at `rate` bytes an hour, at the least.
+pub fn time_under_rate(bytes: u64, rate: u64) -> Duration {
+    let rate = rate.max(1);
+    Duration::from_secs(bytes.saturating_mul(3600).div_ceil(rate))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +225,29 @@ mod tests {
         );
         assert_eq!(retry_delay(0), Duration::from_secs(1));
         assert_eq!(retry_delay(30), Duration::from_secs(64));
+    }
+
+    #[test]
+    fn the_hour_window_admits_what_the_rate_leaves_room_for() {
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let mut w = HourWindow::new(2500, hour);
+        assert!(w.admits(1000, t0));
+        w.take(1000, t0);
+        assert!(w.admits(1000, t0));
+        w.take(1000, t0 + Duration::from_secs(600));
+        assert!(!w.admits(1000, t0 + Duration::from_secs(601)));
+        assert!(w.admits(500, t0 + Duration::from_secs(601)));
+        // An hour after the first start, only the second counts.
+        assert_eq!(w.used(t0 + hour), 1000);
+        assert!(w.admits(1000, t0 + hour));
+        assert!(!w.admits(1501, t0 + hour));
+        // Larger than the rate: only into an empty hour.
+        assert!(!w.admits(5000, t0 + hour));
+        assert!(w.admits(5000, t0 + hour * 2));
+        assert_eq!(policy_hour(Some("250")), Duration::from_millis(250));
+        assert_eq!(policy_hour(Some("x")), hour);
+        assert_eq!(time_under_rate(5000, 2500), Duration::from_secs(7200));
+        assert_eq!(time_under_rate(1, 3600), Duration::from_secs(1));
     }
 }

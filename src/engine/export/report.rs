@@ -33,6 +33,8 @@ pub struct Tally {
     pub already: u64,
     pub copied: u64,
     pub empty: u64,
+    /// Symlinks and special files recreated (in a directory).
+    pub specials: u64,
     pub jobs_started: u64,
     pub jobs_reused: u64,
     /// New jobs for outputs that expired before they were read.
@@ -40,7 +42,8 @@ pub struct Tally {
     /// New jobs after an output's data did not match its tree hash.
     pub refetches: u64,
     pub failures: Vec<(String, String)>,
-    /// What the destination cannot hold (an empty directory in a bucket), and why.
+    /// What the destination cannot hold (an empty directory, a symlink or a special file in a
+    /// bucket), and why.
     pub unheld: Vec<(String, String)>,
 }
 
@@ -100,6 +103,9 @@ pub struct DryRun {
     pub bytes_with_jobs: u64,
     /// For S3: the class, and the PUT-class requests the writes take.
     pub s3: Option<(StorageClass, u64)>,
+    /// The account's `BytesPerHour` data-retrieval policy, when it has one: the retrievals
+    /// take at least their bytes over this rate.
+    pub bytes_per_hour: Option<u64>,
 }
 
 /// Dollars to a hundredth of a cent: small exports cost fractions of a cent.
@@ -247,6 +253,12 @@ impl Reporter {
                     "priced_on": price::PRICED_ON,
                 },
             });
+            if let Some(rate) = d.bytes_per_hour {
+                let new_bytes = p.bytes_to_fetch.saturating_sub(d.bytes_with_jobs);
+                plan["policy_bytes_per_hour"] = json!(rate);
+                plan["seconds_under_policy"] =
+                    json!(super::pace::time_under_rate(new_bytes, rate).as_secs());
+            }
             if let (Some((class, (requests, month))), Some(est)) = (s3, plan.get_mut("estimate")) {
                 est["storage_class"] = json!(class.as_str());
                 est["s3_requests"] = json!(round_cents(requests));
@@ -280,6 +292,17 @@ impl Reporter {
                 "  {} of those archives ({}) have a job already, which costs nothing more",
                 d.with_jobs,
                 size(d.bytes_with_jobs)
+            ));
+        }
+        if let Some(rate) = d.bytes_per_hour {
+            let new_bytes = p.bytes_to_fetch.saturating_sub(d.bytes_with_jobs);
+            let warn = if new_bytes > rate { "warning: " } else { "" };
+            self.say(&format!(
+                "  {warn}the data-retrieval policy allows {} an hour: retrieving {} takes at \
+                 least {} under it",
+                size(rate),
+                size(new_bytes),
+                crate::codec::timefmt::format_span(super::pace::time_under_rate(new_bytes, rate))
             ));
         }
         if d.open_uploads > 0 {
@@ -333,8 +356,9 @@ impl Reporter {
         }
     }
 
-    /// A file placed (`exported`, `in_place`, `copied`, `empty`), `failed`, or `not_held`
-    /// (something the destination cannot hold, such as an empty directory in a bucket).
+    /// A file placed (`exported`, `in_place`, `copied`, `empty`), a symlink or special file
+    /// `recreated`, `failed`, or `not_held` (something the destination cannot hold, such as an
+    /// empty directory or a symlink in a bucket).
     pub fn file(&mut self, path: &Path, bytes: u64, status: &str, error: Option<&str>) {
         if self.json {
             self.emit(json!({
@@ -412,7 +436,7 @@ impl Reporter {
                 "bytes_total": t.bytes_total, "directories": t.dirs,
                 "downloaded": t.downloaded, "bytes_downloaded": t.bytes_downloaded,
                 "in_place": t.already, "copied": t.copied, "empty": t.empty,
-                "jobs_started": t.jobs_started, "jobs_reused": t.jobs_reused,
+                "specials": t.specials, "jobs_started": t.jobs_started, "jobs_reused": t.jobs_reused,
                 "rerequests": t.rerequests, "refetches": t.refetches,
                 "failed": t.failures.len(), "failures": failures,
                 "not_held": pairs(&t.unheld),
@@ -481,6 +505,12 @@ fn summary_lines(t: &Tally, ending: Ending, elapsed: Duration) -> Vec<String> {
             t.jobs_started, t.jobs_reused, t.rerequests, t.refetches
         ),
     ];
+    if t.specials > 0 {
+        out.push(format!(
+            "  {} symlinks and special files recreated",
+            t.specials
+        ));
+    }
     if !t.unheld.is_empty() {
         out.push(format!(
             "  {} not exported, since the destination cannot hold them:",

@@ -16,8 +16,7 @@ use std::time::SystemTime;
 
 use crate::client::{get_xattr, glacierfs_mounts, innermost_root};
 use crate::codec::treehash::{from_hex, Digest};
-use crate::config::AwsArgs;
-use crate::glacier::Tier;
+use crate::config::{AwsArgs, Tiers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -92,7 +91,7 @@ pub fn inside_a_mount(path: &Path) -> Option<PathBuf> {
 pub struct Daemon {
     pub pid: u32,
     pub aws: AwsArgs,
-    pub tier: Tier,
+    pub tier: Tiers,
     /// How often the mount checks running jobs: the export checks as often.
     pub poll_every: std::time::Duration,
 }
@@ -149,6 +148,8 @@ pub struct DirEntry {
 pub struct Listing {
     pub dirs: Vec<DirEntry>,
     pub files: Vec<FileEntry>,
+    /// Symlinks and special files: names only, nothing to retrieve.
+    pub specials: Vec<super::special::Special>,
 }
 
 /// Lists everything under `path` through the mount. A PATH that is a file is a tree of one.
@@ -186,6 +187,10 @@ fn walk(
             walk(&full, &rel.join(&name), meta.modified().ok(), out)?;
         } else if meta.is_file() {
             out.files.push(file_entry(&full, rel.join(&name), &meta));
+        } else if let Some(s) =
+            super::special::Special::of(&full, rel.join(&name), &meta).map_err(io_err(&full))?
+        {
+            out.specials.push(s);
         }
     }
     Ok(())

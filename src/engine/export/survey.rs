@@ -1,8 +1,8 @@
-//! Step 1 of an export, before any retrieval: every directory and empty file under DEST, the
-//! files only the mount has (staged, not in Glacier yet) copied through it, and for each
-//! archive what it still needs: nothing (every file already in DEST), local copies (some file
-//! already in DEST), placing a download a previous run finished, or a retrieval (a [`Work`]
-//! for the engine, resuming what a previous run verified).
+//! Step 1 of an export, before any retrieval: every directory, empty file, symlink and special
+//! file (`special`) under DEST, the files only the mount has (staged, not in Glacier yet)
+//! copied through it, and for each archive what it still needs: nothing (every file already
+//! in DEST), local copies (some file already in DEST), placing a download a previous run
+//! finished, or a retrieval (a [`Work`] for the engine, resuming what a previous run verified).
 //!
 //! A file that cannot be handled is counted as failed and the others go on; only a directory
 //! that cannot be created stops the export.
@@ -14,6 +14,7 @@ use super::archive::{self, Sink, Target, Work};
 use super::dest::{self, Dest, DestError, Journal, Record};
 use super::report::{DryRun, Reporter, Tally};
 use super::source::{FileEntry, Listing, Origin};
+use super::special;
 use crate::codec::treehash::{to_hex, Digest};
 
 /// One archive and the files it becomes (several files of a vault may share an archive).
@@ -68,6 +69,7 @@ pub fn survey(
         std::fs::create_dir_all(&path).map_err(|source| DestError::Io { path, source })?;
     }
     tally.count(listing);
+    special::recreate(dest, &listing.specials, tally, report);
 
     let groups = place_local_files(dest, listing, tally, report);
     let works = groups
@@ -87,7 +89,10 @@ pub fn dry(
     report: &mut Reporter,
 ) -> (DryRun, Vec<(String, u64)>) {
     tally.count(listing);
-    let mut dry = DryRun::default();
+    let mut dry = DryRun {
+        to_write: listing.specials.len() as u64,
+        ..DryRun::default()
+    };
     let mut groups = Groups::default();
     let write = |dry: &mut DryRun, size: u64| {
         dry.to_write += 1;

@@ -16,9 +16,11 @@ use crate::engine::transfer::download::{
 };
 use crate::locks::lock;
 
-/// Bytes per ranged request of a download: small enough to resume finely, large enough to be
-/// cheap in requests.
-const CHUNK: u64 = 4 << 20;
+/// Bytes per ranged request of a download: small enough to resume finely, large enough that a
+/// request's round trip is small beside its data. Behind 50 ms and 20 MB/s a connection, an
+/// 8 MiB chunk spends about 0.42 s moving data for each 0.05 s waiting (4 MiB: 0.21 s, and
+/// the download fell under 0.8 of its connections' rate).
+const CHUNK: u64 = 8 << 20;
 const PARALLEL_CHUNKS: usize = 4;
 /// A download that fails verification this many times marks its job Failed: the open gets EIO.
 const MAX_CORRUPT: u32 = 2;

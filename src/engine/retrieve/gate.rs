@@ -9,7 +9,7 @@ use super::{Reservation, RetrieveError, Retriever};
 use crate::catalog::jobs::{FailureCause, JobState};
 use crate::catalog::retrievals::{self, Refusal, RetrievalJob};
 use crate::catalog::Node;
-use crate::glacier::{GlacierError, Tier};
+use crate::config::Tiers;
 use crate::locks::lock;
 
 /// How long a permanent refusal to start a job (PolicyEnforced, access denied, a bad request)
@@ -74,7 +74,11 @@ impl Retriever {
     }
 
     /// An explicit request: starts or reuses a job for a cold file; no budget applies.
-    pub fn request(self: &Arc<Self>, n: &Node, tier: Option<Tier>) -> Result<bool, RetrieveError> {
+    pub fn request(
+        self: &Arc<Self>,
+        n: &Node,
+        tiers: Option<Tiers>,
+    ) -> Result<bool, RetrieveError> {
         let Some(archive_id) = n.archive_id.clone().filter(|_| !n.local && n.size > 0) else {
             return Ok(false);
         };
@@ -86,7 +90,7 @@ impl Retriever {
             self.reuse(&j, n.ino);
             return Ok(true);
         }
-        self.start(n.clone(), tier.unwrap_or(self.options.tier), false);
+        self.start(n.clone(), tiers.unwrap_or(self.options.tier), false);
         Ok(true)
     }
 
@@ -170,10 +174,10 @@ impl Retriever {
         )))
     }
 
-    /// Keeps a permanent refusal as a Failed row, so `.jobs` shows Glacier's message and opens
-    /// get EIO for [`REFUSAL_HOLD_S`] instead of waiting on a job that does not exist.
-    pub(super) async fn record_refusal(&self, n: &Node, archive_id: &str, e: &GlacierError) {
-        let message = format!("{REFUSED}{e}");
+    /// Keeps a permanent refusal as a Failed row, so `.jobs` shows Glacier's message (`why`)
+    /// and opens get EIO for [`REFUSAL_HOLD_S`] instead of waiting on a job that does not exist.
+    pub(super) async fn record_refusal(&self, n: &Node, archive_id: &str, why: &str) {
+        let message = format!("{REFUSED}{why}");
         let (vault, ino, size, at_s) = (n.vault, n.ino, n.size, self.now_s());
         let archive_id = archive_id.to_owned();
         let r = self

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::catalog::{self, retrievals, Catalog, CatalogError, Node};
-use crate::glacier::{GlacierClient, Tier};
+use crate::config::Tiers;
+use crate::glacier::GlacierClient;
 use crate::locks::lock;
 use crate::store::cache::DataStore;
 use crate::store::handles::OpenFiles;
@@ -33,7 +34,9 @@ use crate::store::handles::OpenFiles;
 /// Settings of retrieval.
 #[derive(Debug, Clone)]
 pub struct RetrieveOptions {
-    pub tier: Tier,
+    /// The tier of jobs opens start, and of requests that name none; with a fallback when
+    /// Expedited capacity is short, if the list names one.
+    pub tier: Tiers,
     /// Opening a cold file starts a job (false: EAGAIN without one).
     pub auto: bool,
     /// Bytes automatic retrievals may ask for per 24 h.

@@ -1,6 +1,7 @@
 //! Starting a job: in the background, one start per archive at a time, reusing a job Glacier
-//! already has for the archive before initiating one (falling back from Expedited to Standard
-//! when there is no capacity, and looking for the job after a lost reply before asking again).
+//! already has for the archive before initiating one (falling back from Expedited to the next
+//! tier when there is no capacity, only if the tier list names one, and looking for the job
+//! after a lost reply before asking again).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use super::{Reservation, Retriever};
 use crate::catalog::retrievals::{self, NewRetrieval};
 use crate::catalog::{vaults, CatalogError, Node};
 use crate::codec::timefmt;
+use crate::config::{NoCapacity, Tiers};
 use crate::glacier::{
     ErrorKind, GlacierError, JobAction, JobDesc, JobFilter, JobRequest, JobStatus, Tier,
 };
@@ -22,6 +24,9 @@ const INITIATE_RETRIES: u32 = 5;
 pub(super) enum StartError {
     #[error(transparent)]
     Glacier(#[from] GlacierError),
+    /// Expedited capacity was short and the tiers name no fallback: a refusal like any other.
+    #[error(transparent)]
+    NoCapacity(#[from] NoCapacity),
     #[error("vault {vault} is not in the catalog")]
     NoVault { vault: u64 },
     #[error("recording job {job_id}: {source}")]
@@ -34,10 +39,13 @@ pub(super) enum StartError {
 }
 
 impl StartError {
-    /// Glacier refused the job in a way asking again at once would not change.
-    fn refusal(&self) -> Option<&GlacierError> {
+    /// Glacier refused the job in a way asking again at once would not change: why, in one line.
+    fn refusal(&self) -> Option<String> {
         match self {
-            StartError::Glacier(e) if !e.is_transient() && e.kind != ErrorKind::Other => Some(e),
+            StartError::Glacier(e) if !e.is_transient() && e.kind != ErrorKind::Other => {
+                Some(e.to_string())
+            }
+            StartError::NoCapacity(e) => Some(e.to_string()),
             _ => None,
         }
     }
@@ -45,7 +53,7 @@ impl StartError {
 
 impl Retriever {
     /// Starts (or reuses) a job in the background; false if one is being started already.
-    pub(super) fn start(self: &Arc<Self>, n: Node, tier: Tier, auto: bool) -> bool {
+    pub(super) fn start(self: &Arc<Self>, n: Node, tiers: Tiers, auto: bool) -> bool {
         let Some(archive_id) = n.archive_id.clone() else {
             return false;
         };
@@ -64,7 +72,7 @@ impl Retriever {
         }
         let me = Arc::clone(self);
         self.runtime.spawn(async move {
-            if let Err(e) = me.start_job(&n, &archive_id, tier, auto).await {
+            if let Err(e) = me.start_job(&n, &archive_id, tiers, auto).await {
                 log::warn!(
                     "retrieving {} (inode {}, vault {}): {e}",
                     n.name,
@@ -72,7 +80,7 @@ impl Retriever {
                     n.vault
                 );
                 if let Some(refused) = e.refusal() {
-                    me.record_refusal(&n, &archive_id, refused).await;
+                    me.record_refusal(&n, &archive_id, &refused).await;
                 }
             }
             let mut st = lock(&me.state);
@@ -89,7 +97,7 @@ impl Retriever {
         &self,
         n: &Node,
         archive_id: &str,
-        tier: Tier,
+        tiers: Tiers,
         auto: bool,
     ) -> Result<(), StartError> {
         let vault_name = self.vault_name(n.vault)?;
@@ -109,12 +117,12 @@ impl Retriever {
             );
             return self.record_job(n, &j, false).await;
         }
-        let job = self.initiate(&vault_name, n, archive_id, tier).await?;
+        let job = self.initiate(&vault_name, n, archive_id, tiers).await?;
         self.record_job(n, &job, auto).await?;
         log::info!(
             "{}: started a {} retrieval job {} in vault {vault_name}",
             n.name,
-            job.tier.as_deref().unwrap_or(tier.as_str()),
+            job.tier.as_deref().unwrap_or("?"),
             job.job_id
         );
         Ok(())
@@ -125,25 +133,21 @@ impl Retriever {
         vault_name: &str,
         n: &Node,
         archive_id: &str,
-        tier: Tier,
-    ) -> Result<JobDesc, GlacierError> {
+        tiers: Tiers,
+    ) -> Result<JobDesc, StartError> {
         let request = |tier| JobRequest::Archive {
             archive_id: archive_id.to_owned(),
             tier,
             range: None,
             description: Some("glacierfs retrieval".into()),
         };
-        let mut tier = tier;
+        let mut tier = tiers.first();
         let mut attempt = 0u32;
         let job_id = loop {
             match self.client.initiate_job(vault_name, &request(tier)).await {
                 Ok(id) => break id,
-                Err(e) if e.kind == ErrorKind::InsufficientCapacity && tier == Tier::Expedited => {
-                    log::warn!(
-                        "{}: no Expedited capacity ({e}); falling back to Standard",
-                        n.name
-                    );
-                    tier = Tier::Standard;
+                Err(e) if e.kind == ErrorKind::InsufficientCapacity => {
+                    tier = tiers.on_shortage(tier, e, &n.name)?;
                 }
                 Err(e) if e.is_transient() && attempt < INITIATE_RETRIES => {
                     // The job may exist though its reply was lost: look before asking again.
@@ -158,7 +162,7 @@ impl Retriever {
                         break j.job_id;
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         };
         match self.client.describe_job(vault_name, &job_id).await {

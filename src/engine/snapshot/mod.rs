@@ -33,10 +33,11 @@ use crate::catalog::{vaults, Catalog, CatalogError};
 use crate::codec::names::snapshot as description;
 use crate::codec::snapshot::{self as format, Snapshot};
 use crate::codec::treehash::{self, Digest};
+use crate::config::Tiers;
 use crate::engine::transfer::upload::{
     self, JournalError, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec,
 };
-use crate::glacier::{GlacierClient, Tier};
+use crate::glacier::GlacierClient;
 use crate::locks::lock;
 
 /// The cache's folder for encoded snapshots: those being uploaded, and those retrieved.
@@ -62,6 +63,8 @@ pub enum SnapshotError {
          restore` on it first"
     )]
     NoHistory(String),
+    #[error(transparent)]
+    NoCapacity(#[from] crate::config::NoCapacity),
     #[error("vault {0} holds no snapshot to restore")]
     NoSnapshot(String),
     #[error("vault {0} is not in the catalog")]
@@ -81,6 +84,7 @@ impl SnapshotError {
             | SnapshotError::Format(_)
             | SnapshotError::NoHistory(_)
             | SnapshotError::NoSnapshot(_)
+            | SnapshotError::NoCapacity(_)
             | SnapshotError::NoVault(_) => false,
         }
     }
@@ -95,7 +99,7 @@ pub struct SnapshotOptions {
     /// How often vaults and running restores are looked at.
     pub tick: Duration,
     /// The tier of a restore that names none.
-    pub tier: Tier,
+    pub tier: Tiers,
 }
 
 /// The engine; one per mount.

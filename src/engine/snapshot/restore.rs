@@ -14,10 +14,11 @@ use crate::catalog::changes::Change;
 use crate::catalog::snapshots::{self, SnapshotRow};
 use crate::codec::snapshot as format;
 use crate::codec::treehash::{self, Digest, MIB};
+use crate::config::{parse_tiers, Tiers};
 use crate::engine::transfer::download::{
     self, DownloadJournal, DownloadSpec, JournalError, Resume,
 };
-use crate::glacier::{JobFilter, JobRequest, JobStatus, Tier};
+use crate::glacier::{ErrorKind, JobFilter, JobRequest, JobStatus};
 
 /// Chunks of a snapshot's download, and how many at once: snapshots are small.
 const CHUNK: u64 = 16 * MIB;
@@ -25,11 +26,11 @@ const PARALLEL: usize = 2;
 
 impl Snapshots {
     /// Asks for `vault`'s newest snapshot to be retrieved and applied.
-    pub fn restore(&self, vault: u64, tier: Option<Tier>) -> Result<(), SnapshotError> {
-        let tier = tier.unwrap_or(self.options.tier).as_str();
+    pub fn restore(&self, vault: u64, tiers: Option<Tiers>) -> Result<(), SnapshotError> {
+        let tiers = tiers.unwrap_or(self.options.tier).to_string();
         let row = self
             .catalog
-            .write(move |tx| snapshots::request_restore(tx, vault, tier))?;
+            .write(move |tx| snapshots::request_restore(tx, vault, &tiers))?;
         if row.is_none() {
             return Err(SnapshotError::NoSnapshot(self.vault_name(vault)?));
         }
@@ -213,18 +214,29 @@ impl Snapshots {
             );
             return Ok(j.job_id);
         }
-        let tier = row
+        // The tiers as the restore asked (`expedited,standard` falls back once, as opens do).
+        let tiers = row
             .tier
             .as_deref()
-            .and_then(Tier::parse)
+            .and_then(|t| parse_tiers(t).ok())
             .unwrap_or(self.options.tier);
-        let request = JobRequest::Archive {
-            archive_id: archive_id.to_owned(),
-            tier,
-            range: None,
-            description: Some(format!("glacierfs restore {vault_name}")),
+        let mut tier = tiers.first();
+        let job_id = loop {
+            let request = JobRequest::Archive {
+                archive_id: archive_id.to_owned(),
+                tier,
+                range: None,
+                description: Some(format!("glacierfs restore {vault_name}")),
+            };
+            match self.client.initiate_job(vault_name, &request).await {
+                Ok(id) => break id,
+                Err(e) if e.kind == ErrorKind::InsufficientCapacity => {
+                    let what = format!("the snapshot of vault {vault_name}");
+                    tier = tiers.on_shortage(tier, e, &what)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
-        let job_id = self.client.initiate_job(vault_name, &request).await?;
         log::info!("vault {vault_name}: retrieving its snapshot (job {job_id})");
         Ok(job_id)
     }

@@ -1,14 +1,19 @@
 //! Each vault-API call of [`GlacierClient`], made through the SDK with its failure mapped by
 //! [`super::convert::sdk_err`].
 
+use std::collections::BTreeMap;
+
 use aws_sdk_glacier::primitives::ByteStream;
-use aws_sdk_glacier::types::{GlacierJobDescription, VaultLockPolicy};
+use aws_sdk_glacier::types::{
+    GlacierJobDescription, VaultAccessPolicy, VaultLockPolicy, VaultNotificationConfig,
+};
 use bytes::Bytes;
 
 use crate::codec::treehash::{to_hex, Digest};
 use crate::glacier::{
-    parse_range, ArchiveCreated, BoxFut, ErrorKind, GlacierClient, JobDesc, JobFilter, JobOutput,
-    JobRequest, LockDesc, PartDesc, PartsListing, UploadDesc, VaultDesc,
+    parse_range, ArchiveCreated, BoxFut, CapacityUnit, ErrorKind, GlacierClient, JobDesc,
+    JobFilter, JobOutput, JobRequest, LockDesc, Notifications, PartDesc, PartsListing,
+    RetrievalPolicy, UploadDesc, VaultDesc,
 };
 
 use super::convert::*;
@@ -476,6 +481,186 @@ impl GlacierClient for AwsGlacier {
                 .await
                 .map_err(|e| sdk_err("AbortVaultLock", e))?;
             Ok(())
+        })
+    }
+
+    fn list_tags<'a>(&'a self, vault: &'a str) -> BoxFut<'a, BTreeMap<String, String>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .list_tags_for_vault()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("ListTagsForVault", e))?;
+            Ok(out
+                .tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn add_tags<'a>(
+        &'a self,
+        vault: &'a str,
+        tags: &'a BTreeMap<String, String>,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            self.client
+                .add_tags_to_vault()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .set_tags(Some(tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("AddTagsToVault", e))?;
+            Ok(())
+        })
+    }
+
+    fn remove_tags<'a>(&'a self, vault: &'a str, keys: &'a [String]) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            self.client
+                .remove_tags_from_vault()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .set_tag_keys(Some(keys.to_vec()))
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("RemoveTagsFromVault", e))?;
+            Ok(())
+        })
+    }
+
+    fn get_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<String>> {
+        Box::pin(async move {
+            let result = self
+                .client
+                .get_vault_access_policy()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .send()
+                .await;
+            match result {
+                Ok(out) => Ok(out.policy().and_then(|p| p.policy()).map(str::to_owned)),
+                Err(e) => none_if_unset(sub_resource_err("GetVaultAccessPolicy", e)),
+            }
+        })
+    }
+
+    fn set_access_policy<'a>(&'a self, vault: &'a str, policy: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            self.client
+                .set_vault_access_policy()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .policy(VaultAccessPolicy::builder().policy(policy).build())
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("SetVaultAccessPolicy", e))?;
+            Ok(())
+        })
+    }
+
+    fn delete_access_policy<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            self.client
+                .delete_vault_access_policy()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("DeleteVaultAccessPolicy", e))?;
+            Ok(())
+        })
+    }
+
+    fn get_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, Option<Notifications>> {
+        Box::pin(async move {
+            let result = self
+                .client
+                .get_vault_notifications()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .send()
+                .await;
+            match result {
+                Ok(out) => Ok(out.vault_notification_config().map(|c| Notifications {
+                    sns_topic: c.sns_topic().unwrap_or_default().to_owned(),
+                    events: c.events().to_vec(),
+                })),
+                Err(e) => none_if_unset(sub_resource_err("GetVaultNotifications", e)),
+            }
+        })
+    }
+
+    fn set_notifications<'a>(
+        &'a self,
+        vault: &'a str,
+        config: &'a Notifications,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let sdk = VaultNotificationConfig::builder()
+                .sns_topic(&config.sns_topic)
+                .set_events(Some(config.events.clone()))
+                .build();
+            self.client
+                .set_vault_notifications()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .vault_notification_config(sdk)
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("SetVaultNotifications", e))?;
+            Ok(())
+        })
+    }
+
+    fn delete_notifications<'a>(&'a self, vault: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            self.client
+                .delete_vault_notifications()
+                .account_id(&self.account)
+                .vault_name(vault)
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("DeleteVaultNotifications", e))?;
+            Ok(())
+        })
+    }
+
+    fn get_retrieval_policy(&self) -> BoxFut<'_, RetrievalPolicy> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .get_data_retrieval_policy()
+                .account_id(&self.account)
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("GetDataRetrievalPolicy", e))?;
+            retrieval_policy(out.policy())
+        })
+    }
+
+    fn list_capacity(&self) -> BoxFut<'_, Vec<CapacityUnit>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .list_provisioned_capacity()
+                .account_id(&self.account)
+                .send()
+                .await
+                .map_err(|e| sub_resource_err("ListProvisionedCapacity", e))?;
+            Ok(out
+                .provisioned_capacity_list()
+                .iter()
+                .map(|c| CapacityUnit {
+                    capacity_id: c.capacity_id().unwrap_or_default().to_owned(),
+                    start_date: c.start_date().map(str::to_owned),
+                    expiration_date: c.expiration_date().map(str::to_owned),
+                })
+                .collect())
         })
     }
 }

@@ -10,6 +10,7 @@ use aws_sdk_glacier::types::{
 
 use crate::glacier::{
     parse_range, ErrorKind, GlacierError, JobAction, JobDesc, JobRequest, JobStatus,
+    RetrievalPolicy,
 };
 
 /// The most of a service message a user is shown; the rest is in the DEBUG log.
@@ -81,6 +82,52 @@ where
         request_id,
         status,
     }
+}
+
+/// [`sdk_err`] for the vault sub-resources and account settings (tags, access policy,
+/// notifications, retrieval policy, capacity), which partial endpoints often lack: a 404 that
+/// carries no error code did not come from a vault API that knows the call (a missing vault
+/// or setting has `ResourceNotFoundException`), so it is [`ErrorKind::Unsupported`].
+pub(super) fn sub_resource_err<E>(
+    operation: &'static str,
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> GlacierError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let mut e = sdk_err(operation, err);
+    if e.code.is_none() && e.status == Some(404) {
+        e.kind = ErrorKind::Unsupported;
+    }
+    e
+}
+
+/// A sub-resource that is not set (ResourceNotFoundException) reads as `None`.
+pub(super) fn none_if_unset<T>(e: GlacierError) -> Result<Option<T>, GlacierError> {
+    if e.kind == ErrorKind::NotFound && e.code.is_some() {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// GetDataRetrievalPolicy's one rule as a [`RetrievalPolicy`]; no rule at all is `None`, the
+/// policy of an account that never set one.
+pub(super) fn retrieval_policy(
+    policy: Option<&aws_sdk_glacier::types::DataRetrievalPolicy>,
+) -> Result<RetrievalPolicy, GlacierError> {
+    let Some(rule) = policy.and_then(|p| p.rules().first()) else {
+        return Ok(RetrievalPolicy::None);
+    };
+    let strategy = rule.strategy().unwrap_or("None");
+    let rate = rule.bytes_per_hour().and_then(|n| u64::try_from(n).ok());
+    RetrievalPolicy::from_rule(strategy, rate).ok_or_else(|| {
+        GlacierError::new(
+            "GetDataRetrievalPolicy",
+            ErrorKind::Other,
+            format!("unknown data-retrieval strategy {strategy:?}"),
+        )
+    })
 }
 
 /// `what`, followed by the innermost cause when it reads as a sentence.

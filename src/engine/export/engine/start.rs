@@ -10,9 +10,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{Engine, EngineError, JobRef, Replaces, TRANSIENT_ATTEMPTS};
-use crate::engine::export::archive::{better, initiate, system_time, unix_secs, whole_archive};
+use crate::engine::export::archive::{
+    better, initiate, system_time, unix_secs, whole_archive, InitiateError,
+};
 use crate::engine::export::pace;
-use crate::glacier::{GlacierError, JobAction, JobDesc, JobFilter, JobStatus, Tier};
+use crate::glacier::{JobAction, JobDesc, JobFilter, JobStatus, Tier};
 
 /// InitiateJob calls in flight at once: a large vault needs many, each a round trip.
 const PARALLEL_INITIATES: usize = 8;
@@ -110,13 +112,17 @@ impl Engine<'_> {
         for i in batch {
             let (client, vault, tier) =
                 (self.client.clone(), self.set.vault.clone(), self.set.tier);
-            let archive_id = self.entries[i].work.archive_id.clone();
+            let work = &self.entries[i].work;
+            let (archive_id, what) = (
+                work.archive_id.clone(),
+                work.first_rel().display().to_string(),
+            );
             let limit = limit.clone();
             calls.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 (
                     i,
-                    initiate(client.as_ref(), &vault, &archive_id, tier).await,
+                    initiate(client.as_ref(), &vault, &archive_id, tier, &what).await,
                 )
             });
         }
@@ -132,15 +138,22 @@ impl Engine<'_> {
     /// then pending ones in listing order, each charged to the budget as it is admitted.
     fn due_for_a_job(&mut self) -> Vec<usize> {
         let now = Instant::now();
-        let mut batch: Vec<usize> = self
+        let mut batch: Vec<usize> = Vec::new();
+        let due: Vec<usize> = self
             .again
             .iter()
             .copied()
             .filter(|&i| self.entries[i].not_before.is_none_or(|t| t <= now))
             .collect();
+        for i in due {
+            if !self.policy_admits(self.entries[i].work.size, now) {
+                return batch;
+            }
+            batch.push(i);
+        }
         while let Some(&i) = self.pending.first() {
             let size = self.entries[i].work.size;
-            if !self.budget.admits(size) {
+            if !self.budget.admits(size) || !self.policy_admits(size, now) {
                 break;
             }
             self.pending.remove(&i);
@@ -152,9 +165,23 @@ impl Engine<'_> {
         batch
     }
 
+    /// Whether the data-retrieval policy's hour has room for `size` more bytes now; if so,
+    /// they are counted in it (a refused start still counts at Glacier's side, so counting
+    /// before the answer keeps to the rate either way).
+    fn policy_admits(&mut self, size: u64, now: Instant) -> bool {
+        let Some(w) = &mut self.window else {
+            return true;
+        };
+        let admitted = w.admits(size, now);
+        if admitted {
+            w.take(size, now);
+        }
+        admitted
+    }
+
     /// How an InitiateJob for archive `i` ended: a job to wait for, a retry after a backoff,
     /// or a failed file.
-    fn started(&mut self, i: usize, result: Result<(String, Tier), GlacierError>) {
+    fn started(&mut self, i: usize, result: Result<(String, Tier), InitiateError>) {
         let work = self.entries[i].work.clone();
         match result {
             Ok((id, tier)) => {

@@ -32,6 +32,7 @@ use crate::config::StorageClass;
 use crate::engine::export::price::put_requests;
 use crate::engine::export::report::{DryRun, Reporter, Tally};
 use crate::engine::export::source::{self, FileEntry, Listing, Origin};
+use crate::engine::export::special;
 use crate::engine::export::survey::{failed, placed, Groups};
 
 /// HeadObject requests at once.
@@ -102,6 +103,7 @@ pub async fn look(
             .push((rel.display().to_string(), why.to_owned()));
         report.file(&rel, 0, "not_held", Some(why));
     }
+    special::not_held(&listing.specials, tally, report);
 
     // Every file that can have a key, with what the bucket holds under it.
     let mut keyed: Vec<(&FileEntry, String)> = Vec::new();
