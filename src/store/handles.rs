@@ -122,6 +122,15 @@ impl OpenFiles {
         *crate::locks::lock(&self.writers).get(&ino).unwrap_or(&0)
     }
 
+    /// A writer is opening `ino`: it counts as one from before its data file is unshared or
+    /// truncated until the guard goes (by then its handle counts). Without this, the queue
+    /// could freeze the data file between the writer's truncate and its handle, and the
+    /// snapshot (a hard link) would take in the writer's bytes.
+    pub fn opening_writer(&self, ino: u64) -> Opening<'_> {
+        self.add_writer(ino);
+        Opening { files: self, ino }
+    }
+
     pub fn add_writer(&self, ino: u64) {
         *crate::locks::lock(&self.writers).entry(ino).or_insert(0) += 1;
     }
@@ -151,5 +160,18 @@ impl OpenFiles {
 
     pub fn mtime_set_at(&self, ino: u64) -> Option<i64> {
         crate::locks::lock(&self.mtime_set_ns).get(&ino).copied()
+    }
+}
+
+/// A writer being opened; see [`OpenFiles::opening_writer`].
+#[must_use]
+pub struct Opening<'a> {
+    files: &'a OpenFiles,
+    ino: u64,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.files.remove_writer(self.ino);
     }
 }
