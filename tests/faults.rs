@@ -19,7 +19,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use glacierfs::codec::names;
-use support::emulator::{Emulator, FaultKind, FaultPlan, Op};
+use support::emulator::{ClockStart, Emulator, EmulatorOptions, FaultKind, FaultPlan, Op};
 use support::mount::{aws_env, binary, fuse_available, sync_wait, wait_until, Mount};
 use support::walk;
 
@@ -353,7 +353,11 @@ fn an_inventory_download_reports_its_bytes_done() {
     if !fuse_available() {
         return;
     }
-    let emu = Emulator::start();
+    // The real time, so the finished job is recent enough for `.jobs` to list it.
+    let emu = Emulator::start_with(EmulatorOptions {
+        clock: ClockStart::RealNow,
+        ..EmulatorOptions::default()
+    });
     let cache = tempfile::tempdir().unwrap();
     let mount = one_cold_file(&emu, cache.path(), b"listed");
     let vault = mount.path(VAULT);
