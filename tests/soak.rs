@@ -77,7 +77,7 @@ fn status_field(pid: u32, name: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name))
-        .and_then(|rest| rest.split_whitespace().nth(0))
+        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
 }
