@@ -426,7 +426,10 @@ fn a_long_mixed_workload_under_faults_levels_off_and_loses_nothing() {
             generation += 1;
         }
         if Instant::now() >= next_sample {
-            samples.push(sample(&w.mount, generation, start));
+            let s = sample(&w.mount, generation, start);
+            // As it goes, so a run that fails half-way still shows its curve.
+            eprintln!("soak: sample {s:?}");
+            samples.push(s);
             next_sample = Instant::now() + every;
         }
     }

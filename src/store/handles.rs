@@ -175,3 +175,25 @@ impl Drop for Opening<'_> {
         self.files.remove_writer(self.ino);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_counts_while_it_is_being_opened() {
+        let files = OpenFiles::default();
+        {
+            let _opening = files.opening_writer(7);
+            assert_eq!(files.writers(7), 1, "counted before its handle exists");
+            // Its handle counts from here on; the guard's end leaves that count.
+            files.add_writer(7);
+            files.mtime_set(7, 5);
+        }
+        assert_eq!(files.writers(7), 1);
+        assert_eq!(files.mtime_set_at(7), Some(5));
+        // An open that fails leaves nothing behind.
+        drop(files.opening_writer(8));
+        assert_eq!(files.writers(8), 0);
+    }
+}
