@@ -131,6 +131,19 @@ impl OpenFiles {
         Opening { files: self, ino }
     }
 
+    /// Runs `f` unless a writer has `ino` open or is opening it, holding the writers' table
+    /// meanwhile, so no writer can start opening it until `f` is done. Eviction removes a
+    /// data file through this: a writer that truncates it must not lose its new file.
+    pub fn unless_written(&self, ino: u64, f: impl FnOnce()) -> bool {
+        let writers = crate::locks::lock(&self.writers);
+        if writers.contains_key(&ino) {
+            return false;
+        }
+        f();
+        drop(writers);
+        true
+    }
+
     pub fn add_writer(&self, ino: u64) {
         *crate::locks::lock(&self.writers).entry(ino).or_insert(0) += 1;
     }
