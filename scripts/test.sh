@@ -5,7 +5,7 @@
 # whether the tests pass or fail.
 #
 #   scripts/test.sh                 # everything, in the quick (bounded) mode
-#   scripts/test.sh --long          # more crash trials, fault rounds and fuzz cases
+#   scripts/test.sh --long          # more crash trials, fault rounds and fuzz cases, a 30 min soak
 #   scripts/test.sh --test browse   # extra arguments go to `cargo test`
 set -euo pipefail
 if [ "${1:-}" = "--long" ]; then
@@ -15,6 +15,8 @@ if [ "${1:-}" = "--long" ]; then
   export GLACIERFS_FAULT_ROUNDS=${GLACIERFS_FAULT_ROUNDS:-15}
   export GLACIERFS_FUZZ_CASES=${GLACIERFS_FUZZ_CASES:-20000}
   export GLACIERFS_MODEL_CASES=${GLACIERFS_MODEL_CASES:-100}
+  # The soak (tests/soak.rs): half an hour of mixed work under 10% faults, sampled each minute.
+  export GLACIERFS_SOAK_SECS=${GLACIERFS_SOAK_SECS:-1800}
 fi
 cd "$(dirname "$0")/.."
 root=$(pwd)

@@ -780,3 +780,35 @@ fn symlinks_and_special_files_are_recreated_with_their_modes_and_times() {
         assert_eq!(std::fs::read(dest.join("link")).unwrap(), pattern(100, 1));
     }
 }
+
+/// A file whose name is another's temporary name (`a` and `.a.glacierfs-part`) would have its
+/// download overwrite the other, and its placing destroy it: the export refuses before it
+/// starts a job or writes a file, and names both.
+#[test]
+fn a_name_that_is_another_files_temporary_name_is_refused_up_front() {
+    if !fuse_available() {
+        return;
+    }
+    let vault = Vault::new(&[
+        plain("a", pattern(100, 1), 0),
+        plain(&format!(".a{PART}"), pattern(200, 2), 1),
+        plain("b", pattern(300, 3), 2),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    let mut export = Export::start(&vault, &dest, &[]);
+    let status = export.drive(&vault.emu, |_| {});
+    let err = export.stderr();
+    assert!(!status.success(), "the clash went unnoticed: {err}");
+    assert!(
+        err.contains(&format!("a and .a{PART} would be one file")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one readable line: {err}");
+    assert!(vault
+        .emu
+        .jobs(VAULT)
+        .iter()
+        .all(|j| j.action != "ArchiveRetrieval"));
+    assert!(final_names(&dest).is_empty(), "{:?}", final_names(&dest));
+}

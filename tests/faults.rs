@@ -19,7 +19,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 use glacierfs::codec::names;
-use support::emulator::{Emulator, FaultKind, FaultPlan, Op};
+use support::emulator::{ClockStart, Emulator, EmulatorOptions, FaultKind, FaultPlan, Op};
 use support::mount::{aws_env, binary, fuse_available, sync_wait, wait_until, Mount};
 use support::walk;
 
@@ -343,5 +343,42 @@ fn a_job_that_expired_before_its_download_is_asked_for_again() {
     assert!(
         job(&emu).iter().any(|id| *id != first),
         "the expired job was not replaced by a new one"
+    );
+}
+
+/// `.jobs` reports an inventory's download as it goes, like a retrieval's: once the inventory
+/// is in, its entry's BytesDone is its whole size (it used to stay at 0).
+#[test]
+fn an_inventory_download_reports_its_bytes_done() {
+    if !fuse_available() {
+        return;
+    }
+    // The real time, so the finished job is recent enough for `.jobs` to list it.
+    let emu = Emulator::start_with(EmulatorOptions {
+        clock: ClockStart::RealNow,
+        ..EmulatorOptions::default()
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let mount = one_cold_file(&emu, cache.path(), b"listed");
+    let vault = mount.path(VAULT);
+    let entry = || {
+        jobs_text(&vault)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["Action"] == "InventoryRetrieval")
+    };
+    let mut last = None;
+    let done = wait_until(Duration::from_secs(30), || {
+        last = entry();
+        last.as_ref().is_some_and(|e| {
+            e["StatusCode"] == "Succeeded"
+                && e["SizeInBytes"].as_u64().is_some_and(|s| s > 0)
+                && e["BytesDone"] == e["SizeInBytes"]
+        })
+    });
+    assert!(
+        done,
+        "the inventory's entry does not show its download done: {last:?}\n.jobs:\n{}",
+        jobs_text(&vault)
     );
 }

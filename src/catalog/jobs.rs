@@ -245,6 +245,16 @@ fn deletes(c: &Connection, scope: Option<i64>) -> Result<Vec<DeleteView>, Catalo
     Ok(out)
 }
 
+/// How much of a job's output has been downloaded so far, for `.jobs` (an inventory's
+/// download; a retrieval's goes through [`super::retrievals`]).
+pub fn set_bytes_done(c: &Connection, job_id: &str, bytes: u64) -> Result<(), CatalogError> {
+    c.execute(
+        "UPDATE jobs SET bytes_done = ?2 WHERE job_id = ?1",
+        params![job_id, bytes as i64],
+    )?;
+    Ok(())
+}
+
 /// Bytes of retrieved data cached, and of staged data not yet in Glacier.
 pub fn cache_use(c: &Connection) -> Result<(u64, u64), CatalogError> {
     let (cached, staged): (i64, i64) = c.query_row(

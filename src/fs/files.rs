@@ -223,6 +223,7 @@ impl GlacierFs {
             };
             return Ok(self.open_handle(ino, file, false, false));
         }
+        let _opening = self.open_files.opening_writer(ino);
         if n.local {
             self.unshare(ino)?;
         }

@@ -163,6 +163,14 @@ impl DataStore {
     }
 }
 
+/// A data file's inode, mtime and size, or None if it is not there.
+fn identity(path: &std::path::Path) -> Option<(u64, i128, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+    Some((m.ino(), mtime, m.len()))
+}
+
 /// Keeps retrieved data within `cache_size`: the least recently read cached files lose their
 /// local copy (they go back to cold) until the total fits. Staged data (not in Glacier yet),
 /// files open now, and data retrieved but not read yet are never evicted.
@@ -170,6 +178,7 @@ pub fn evict(
     catalog: &crate::catalog::Catalog,
     data: &DataStore,
     cache_size: u64,
+    open_files: &super::handles::OpenFiles,
     is_open: &dyn Fn(u64) -> bool,
 ) -> Result<(), crate::catalog::CatalogError> {
     let (mut total, candidates) = catalog.read(|c| {
@@ -193,6 +202,12 @@ pub fn evict(
     if evicted.is_empty() {
         return Ok(());
     }
+    // Each data file as it is now: a writer that truncates and rewrites it after the catalog
+    // marks it cold changes these, and then the file is the writer's and stays.
+    let before: std::collections::HashMap<u64, Option<(u64, i128, u64)>> = evicted
+        .iter()
+        .map(|ino| (*ino, identity(&data.data_path(*ino))))
+        .collect();
     let evicted = catalog.write(move |tx| {
         let mut marked = Vec::new();
         for ino in evicted {
@@ -204,7 +219,15 @@ pub fn evict(
         Ok(marked)
     })?;
     for ino in &evicted {
-        let _ = std::fs::remove_file(data.data_path(*ino));
+        // A writer that opened the file since the catalog marked it cold keeps its data file
+        // (its open marks the file local again); one that starts opening it after this
+        // removal creates a new one.
+        open_files.unless_written(*ino, || {
+            let path = data.data_path(*ino);
+            if before.get(ino).copied().flatten() == identity(&path) {
+                let _ = std::fs::remove_file(path);
+            }
+        });
     }
     // Cold again, with no blocks on this machine: the kernel must not keep the old ones.
     catalog.changed(

@@ -122,6 +122,28 @@ impl OpenFiles {
         *crate::locks::lock(&self.writers).get(&ino).unwrap_or(&0)
     }
 
+    /// A writer is opening `ino`: it counts as one from before its data file is unshared or
+    /// truncated until the guard goes (by then its handle counts). Without this, the queue
+    /// could freeze the data file between the writer's truncate and its handle, and the
+    /// snapshot (a hard link) would take in the writer's bytes.
+    pub fn opening_writer(&self, ino: u64) -> Opening<'_> {
+        self.add_writer(ino);
+        Opening { files: self, ino }
+    }
+
+    /// Runs `f` unless a writer has `ino` open or is opening it, holding the writers' table
+    /// meanwhile, so no writer can start opening it until `f` is done. Eviction removes a
+    /// data file through this: a writer that truncates it must not lose its new file.
+    pub fn unless_written(&self, ino: u64, f: impl FnOnce()) -> bool {
+        let writers = crate::locks::lock(&self.writers);
+        if writers.contains_key(&ino) {
+            return false;
+        }
+        f();
+        drop(writers);
+        true
+    }
+
     pub fn add_writer(&self, ino: u64) {
         *crate::locks::lock(&self.writers).entry(ino).or_insert(0) += 1;
     }
@@ -151,5 +173,40 @@ impl OpenFiles {
 
     pub fn mtime_set_at(&self, ino: u64) -> Option<i64> {
         crate::locks::lock(&self.mtime_set_ns).get(&ino).copied()
+    }
+}
+
+/// A writer being opened; see [`OpenFiles::opening_writer`].
+#[must_use]
+pub struct Opening<'a> {
+    files: &'a OpenFiles,
+    ino: u64,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.files.remove_writer(self.ino);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_counts_while_it_is_being_opened() {
+        let files = OpenFiles::default();
+        {
+            let _opening = files.opening_writer(7);
+            assert_eq!(files.writers(7), 1, "counted before its handle exists");
+            // Its handle counts from here on; the guard's end leaves that count.
+            files.add_writer(7);
+            files.mtime_set(7, 5);
+        }
+        assert_eq!(files.writers(7), 1);
+        assert_eq!(files.mtime_set_at(7), Some(5));
+        // An open that fails leaves nothing behind.
+        drop(files.opening_writer(8));
+        assert_eq!(files.writers(8), 0);
     }
 }

@@ -16,7 +16,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -46,6 +46,15 @@ pub enum DestError {
     Mismatch { path: PathBuf },
     #[error("{path}: copied {got} bytes, the file has {want}")]
     Size { path: PathBuf, got: u64, want: u64 },
+    #[error(
+        "{first} and {second} would be one file in the destination ({why}); rename one in the \
+         vault, or export them one at a time"
+    )]
+    NameClash {
+        first: PathBuf,
+        second: PathBuf,
+        why: &'static str,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DestError + '_ {
@@ -119,6 +128,34 @@ impl Dest {
         }
     }
 
+    /// Refuses, before anything is written, a listing in which two entries would land on one
+    /// name in DEST: a file whose temporary name is another entry's final name (`a` and
+    /// `.a.glacierfs-part`: the temporary file would overwrite the other, and placing the
+    /// other would destroy the download), or, when DEST ignores case, names that differ only
+    /// in case (the second would overwrite the first).
+    pub fn check_names<'a>(
+        &self,
+        files: impl Iterator<Item = &'a Path>,
+        dirs: impl Iterator<Item = &'a Path>,
+    ) -> Result<(), DestError> {
+        let ignores_case = self.ignores_case()?;
+        find_clash(files, dirs, ignores_case).map_or(Ok(()), Err)
+    }
+
+    /// Whether DEST's file system ignores case: a probe file in the state directory, looked
+    /// up again by its name in capitals.
+    fn ignores_case(&self) -> Result<bool, DestError> {
+        let probe = self.state.join("case-probe");
+        File::create(&probe).map_err(io_err(&probe))?;
+        let other = self.state.join("CASE-PROBE");
+        let same = match (std::fs::metadata(&probe), std::fs::metadata(&other)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        let _ = std::fs::remove_file(&probe);
+        Ok(same)
+    }
+
     /// Removes the state directory: everything is in place, nothing is left to resume.
     pub fn finish(self) -> Result<(), DestError> {
         std::fs::remove_dir_all(&self.state).map_err(io_err(&self.state))
@@ -138,6 +175,44 @@ pub fn temp_beside(path: &Path) -> PathBuf {
     }
     temp.extend_from_slice(PART_SUFFIX.as_bytes());
     path.with_file_name(std::ffi::OsStr::from_bytes(&temp))
+}
+
+/// The first pair of entries that would land on one name in DEST (see [`Dest::check_names`]).
+fn find_clash<'a>(
+    files: impl Iterator<Item = &'a Path>,
+    dirs: impl Iterator<Item = &'a Path>,
+    ignores_case: bool,
+) -> Option<DestError> {
+    let files: Vec<&Path> = files.collect();
+    let all: Vec<&Path> = files.iter().copied().chain(dirs).collect();
+    // Every entry by its name as DEST would see it; the first to claim a name keeps it.
+    let key = |p: &Path| -> Vec<u8> {
+        match ignores_case {
+            true => p.to_string_lossy().to_lowercase().into_bytes(),
+            false => p.as_os_str().as_bytes().to_vec(),
+        }
+    };
+    let mut seen: std::collections::HashMap<Vec<u8>, &Path> = std::collections::HashMap::new();
+    for p in &all {
+        if let Some(first) = seen.insert(key(p), p) {
+            return Some(DestError::NameClash {
+                first: first.to_owned(),
+                second: p.to_path_buf(),
+                why: "the destination ignores case",
+            });
+        }
+    }
+    for f in &files {
+        let temp = temp_beside(f);
+        if let Some(other) = seen.get(&key(&temp)) {
+            return Some(DestError::NameClash {
+                first: f.to_path_buf(),
+                second: other.to_path_buf(),
+                why: "the second is the first's temporary name while it is downloaded",
+            });
+        }
+    }
+    None
 }
 
 /// Whether `path` already holds exactly this content (right size and tree hash).
@@ -391,6 +466,60 @@ fn leaves_of(path: &Path, len: u64) -> io::Result<Vec<Digest>> {
 mod tests {
     use super::*;
     use crate::codec::treehash::leaf_hashes;
+
+    fn clash(files: &[&str], dirs: &[&str], ignores_case: bool) -> Option<String> {
+        find_clash(
+            files.iter().map(Path::new),
+            dirs.iter().map(Path::new),
+            ignores_case,
+        )
+        .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_name_that_is_another_files_temporary_name_is_refused() {
+        let e = clash(&["a", ".a.glacierfs-part"], &[], false).unwrap();
+        assert!(
+            e.starts_with("a and .a.glacierfs-part would be one file"),
+            "{e}"
+        );
+        assert!(clash(&["d/x", "d/.x.glacierfs-part"], &[], false).is_some());
+        // A directory of that name is hit just the same.
+        assert!(clash(&["d/x"], &["d/.x.glacierfs-part"], false).is_some());
+        // Temporary names in other directories, or of directories, are no clash.
+        assert_eq!(clash(&["a", "b/.a.glacierfs-part"], &["c"], false), None);
+        assert_eq!(clash(&["b/f"], &["a", ".a.glacierfs-part"], false), None);
+        let long = "x".repeat(250);
+        let long_temp = temp_beside(Path::new(&long));
+        assert!(clash(&[&long, long_temp.to_str().unwrap()], &[], false).is_some());
+    }
+
+    #[test]
+    fn names_differing_only_in_case_are_refused_where_case_is_ignored() {
+        assert_eq!(clash(&["Photo.JPG", "photo.jpg"], &["D", "d"], false), None);
+        let e = clash(&["Photo.JPG", "photo.jpg"], &[], true).unwrap();
+        assert!(e.contains("ignores case"), "{e}");
+        assert!(clash(&["D/a", "d/b"], &["D", "d"], true).is_some());
+        assert!(clash(&["a", ".A.glacierfs-part"], &[], true).is_some());
+        assert_eq!(clash(&["a", "b"], &["c"], true), None);
+    }
+
+    #[test]
+    fn this_file_system_is_probed_as_case_sensitive() {
+        // Linux file systems here keep case; a DEST that ignores it is told apart by the probe.
+        let dir = tempfile::tempdir().unwrap();
+        let dest = Dest::open(dir.path()).unwrap();
+        assert!(!dest.ignores_case().unwrap());
+        assert!(!dest.state.join("case-probe").exists());
+        let files = [Path::new("A"), Path::new("a")];
+        assert!(dest
+            .check_names(files.into_iter(), std::iter::empty())
+            .is_ok());
+        let files = [Path::new("a"), Path::new(".a.glacierfs-part")];
+        assert!(dest
+            .check_names(files.into_iter(), std::iter::empty())
+            .is_err());
+    }
 
     #[test]
     fn temporary_names_sit_beside_and_stay_short() {

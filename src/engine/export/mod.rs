@@ -149,6 +149,10 @@ fn to_dir(args: &ExportArgs, at: &Located) -> Result<Ending, ExportError> {
         return Ok(Ending::Complete);
     }
     let dest = Dest::open(&args.dest)?;
+    dest.check_names(
+        listing.files.iter().map(|f| f.rel.as_path()),
+        listing.dirs.iter().map(|d| d.rel.as_path()),
+    )?;
     let max_in_flight = args
         .max_bytes_in_flight
         .unwrap_or_else(|| pace::default_max_in_flight(free_space(dest.root())));

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::catalog::changes::Change;
 use crate::catalog::inventory::{job, ImportError};
@@ -296,6 +296,21 @@ async fn wait_for_job(
     }
 }
 
+/// How often a download's progress is written to the catalog, in bytes.
+const PROGRESS_STEP: u64 = 1 << 20;
+
+async fn record_progress(
+    config: &InventoryConfig,
+    job_id: &str,
+    bytes: u64,
+) -> Result<(), CatalogError> {
+    let job_id = job_id.to_owned();
+    config
+        .catalog
+        .write_async(move |tx| crate::catalog::jobs::set_bytes_done(tx, &job_id, bytes))
+        .await
+}
+
 /// Downloads the job's output into the cache directory and returns the file.
 async fn download(
     config: &InventoryConfig,
@@ -310,8 +325,25 @@ async fn download(
         .get_job_output(&row.name, job_id, None)
         .await?;
     let mut file = tokio::fs::File::create(&path).await?;
-    let copied = tokio::io::copy(&mut output.body, &mut file).await?;
+    // Copied in steps, each recorded as the job's BytesDone, so `.jobs` shows a large
+    // inventory's download advancing rather than at 0 until it is over.
+    let mut copied = 0u64;
+    let mut recorded = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = output.body.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).await?;
+        copied += n as u64;
+        if copied - recorded >= PROGRESS_STEP {
+            recorded = copied;
+            record_progress(config, job_id, copied).await?;
+        }
+    }
     file.flush().await?;
+    record_progress(config, job_id, copied).await?;
     if let Some(expected) = output.content_length {
         if copied != expected {
             return Err(InventoryError::Io(std::io::Error::other(format!(

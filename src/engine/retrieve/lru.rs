@@ -14,9 +14,13 @@ impl Retriever {
             self.catalog
                 .write(move |tx| retrievals::record_reads(tx, &reads))?;
         }
-        crate::store::cache::evict(&self.catalog, &self.data, self.options.cache_size, &|ino| {
-            self.open_elsewhere(ino)
-        })
+        crate::store::cache::evict(
+            &self.catalog,
+            &self.data,
+            self.options.cache_size,
+            &self.open_files,
+            &|ino| self.open_elsewhere(ino),
+        )
     }
 
     fn open_elsewhere(&self, ino: u64) -> bool {

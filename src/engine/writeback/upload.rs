@@ -47,8 +47,9 @@ impl WriteBack {
         let on_disk = std::fs::metadata(self.data.data_path(ino))
             .map(|m| m.len())
             .unwrap_or(0);
-        if on_disk == 0 {
-            // An empty file cannot be an archive: it lives in the catalog only.
+        if on_disk == 0 && self.open_files.writers(ino) == 0 {
+            // An empty file cannot be an archive: it lives in the catalog only. (Emptied by a
+            // writer that is opening it, it is due again when that writer closes.)
             self.finish_empty(&node).await?;
             return Ok(None);
         }
@@ -66,6 +67,14 @@ impl WriteBack {
         }
         let snapshot_error = |source| WriteBackError::Snapshot { ino, source };
         let snapshot = self.data.snapshot(ino, due.gen).map_err(snapshot_error)?;
+        if self.open_files.writers(ino) > 0 {
+            // A writer opened the file since the queue looked: it may hold the very inode the
+            // snapshot links (and truncate or write it), so this snapshot is not frozen. The
+            // file is due again when that writer closes. A writer that opens it after this
+            // check finds the data file shared and writes to a copy.
+            self.data.remove_snapshot(&snapshot);
+            return Ok(None);
+        }
         let size = std::fs::metadata(self.data.resolve(&snapshot))
             .map_err(snapshot_error)?
             .len();
