@@ -12,8 +12,8 @@
 #   --dir DIR    where to make the work directory (default $TMPDIR or /tmp); it is removed
 #                at the end, mounts included
 #   --only GROUPS  only these groups of rows, comma-separated: import (import and mount-ready),
-#                mounts (dd, fio, ls -l, find), unpriv, treehash, upload, latency; the rest
-#                show "—"
+#                mounts (dd, fio, ls -l, find), smallfiles, unpriv, treehash, upload, latency;
+#                the rest show "—"
 #   --scale      also the scale rows: inventories of 100,000, 1,000,000 and 10,000,000
 #                archives [10,000, 100,000, 1,000,000], each directory 100,000 [10,000]
 #                archives: import time, time per archive and peak RSS, mount-ready time, and
@@ -25,6 +25,7 @@
 #   - cached read of the same file with `dd bs=1M` (a staged file's data is local, like a
 #     retrieved one's, and is served the same way: through passthrough when it is on);
 #   - `ls -l` and `find` over a directory of 100,000 [10,000] archives (rclone: files);
+#   - `cp -r` and `rsync -a` of /usr/share/doc (thousands of small files) into each target;
 #   - tree hash of 1 GiB [256 MiB] by `glacierfs treehash`, against `openssl dgst -sha256`;
 #   - import of a generated 1,000,000-archive [100,000] JSON inventory: time and peak RSS;
 #   - time until `glacierfs mount` returns (ready) on a catalog of the same 1,000,000
@@ -107,7 +108,7 @@ if [ "${1:-}" = "--unprivileged-inner" ]; then
 fi
 
 runs=5 runs_given=0 quick=0 json="$root/target/bench/bench.json" parent=${TMPDIR:-/tmp}
-groups="import,mounts,unpriv,treehash,upload,latency" only="" scale=0
+groups="import,mounts,smallfiles,unpriv,treehash,upload,latency" only="" scale=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) [ $# -ge 2 ] || usage; runs=$2; runs_given=1; shift 2 ;;
@@ -155,7 +156,7 @@ fi
 work=$(mktemp -d "$parent/glacierfs-bench.XXXXXX")
 moto_pid="" emu_pid=""
 cleanup() {
-  for m in "$work"/mnt "$work"/mnt-ready "$work"/mnt-scale "$work"/mnt-lat-* "$work"/rclone-*; do
+  for m in "$work"/mnt "$work"/mnt-ready "$work"/mnt-scale "$work"/mnt-small "$work"/mnt-lat-* "$work"/rclone-*; do
     if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m" || true; fi
   done
   if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
@@ -320,6 +321,40 @@ if [ "$have_rclone" = 1 ]; then
   umount "$work/rclone-dd" || umount -l "$work/rclone-dd"
   umount "$work/rclone-ls" || umount -l "$work/rclone-ls"
 fi
+fi
+
+# --- many small files ---------------------------------------------------------------------------
+small_src=/usr/share/doc small_files=0
+if want smallfiles; then
+  small_files=$(find "$small_src" -type f | wc -l)
+  echo "cp -r and rsync -a of $small_src ($small_files files) ($runs runs each)..."
+  # A vault the mount knows at once: imported from a one-archive inventory.
+  python3 scripts/gen_inventory.py 1 "$work/inv-one.json"
+  "$bin" inventory import --cache-dir "$work/cache-small" bench "$work/inv-one.json" >/dev/null
+  mount_glacierfs "$work/cache-small" "$work/mnt-small"
+  small_dirs=("$work/native-small" native "$work/mnt-small/bench" glacierfs)
+  mkdir -p "$work/native-small" "$work/rclone-small-src"
+  if command -v rclone >/dev/null && mount_rclone "$work/rclone-small-src" "$work/rclone-small" "$work/rclone-cache-small"; then
+    small_dirs+=("$work/rclone-small" rclone)
+  fi
+  for run in $(seq "$runs"); do
+    for ((i = 0; i < ${#small_dirs[@]}; i += 2)); do
+      dir=${small_dirs[i]} target=${small_dirs[i + 1]}
+      sync
+      if secs=$(measure cp -r "$small_src" "$dir/cp-$run"); then
+        record cp_small "$target" "${secs% *}"
+      else
+        echo "bench.sh: cp -r into $target failed" >&2
+      fi
+      if secs=$(measure rsync -a "$small_src/" "$dir/rsync-$run/"); then
+        record rsync_small "$target" "${secs% *}"
+      else
+        echo "bench.sh: rsync -a into $target failed" >&2
+      fi
+    done
+  done
+  umount "$work/mnt-small"
+  if mountpoint -q "$work/rclone-small" 2>/dev/null; then umount "$work/rclone-small" || umount -l "$work/rclone-small"; fi
 fi
 
 # --- scale -------------------------------------------------------------------------------------
@@ -568,6 +603,8 @@ rows = [
     ("read_dd_unpriv", "  the same read without passthrough", "MB/s", True, ">= 0.7x native", 0.7),
     ("ls", "ls -l of $ls_count archives", "s", False, "<= 1.0x native", 1.0),
     ("find", "find over $ls_count archives", "s", False, "<= 1.5x native", 1.5),
+    ("cp_small", "cp -r of $small_files small files", "s", False, "", None),
+    ("rsync_small", "rsync -a of $small_files small files", "s", False, "", None),
     ("treehash", "tree hash of $th_mib MiB (native: openssl)", "s", False, "<= 0.55x openssl", 0.55),
     ("import_time", "import of $inv_count-archive inventory", "s", False, "<= 3 s", None),
     ("import_rss", "  its peak RSS", "MiB", False, "<= 150 MB", None),
