@@ -39,10 +39,17 @@ struct Stat {
 fn tree(dir: &Path) -> BTreeMap<String, Stat> {
     let mut out = BTreeMap::new();
     fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Stat>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
+        // Some callers poll while a restore is being applied: an entry listed a moment ago
+        // may be gone (renamed back) when it is looked at, which only makes this tree differ.
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let Ok(e) = e else { continue };
             let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
-            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
             let t = m.file_type();
             let kind = if t.is_dir() {
                 "dir"
@@ -63,9 +70,10 @@ fn tree(dir: &Path) -> BTreeMap<String, Stat> {
                     size: if m.is_dir() { 0 } else { m.len() },
                     mtime: (m.mtime(), m.mtime_nsec()),
                     atime: (m.atime(), m.atime_nsec()),
-                    target: t
-                        .is_symlink()
-                        .then(|| std::fs::read_link(e.path()).unwrap().display().to_string()),
+                    target: t.is_symlink().then(|| match std::fs::read_link(e.path()) {
+                        Ok(t) => t.display().to_string(),
+                        Err(e) => format!("unreadable: {e}"),
+                    }),
                 },
             );
             if m.is_dir() {

@@ -7,7 +7,9 @@
 //! account's limits (data-retrieval policy, provisioned capacity) as the daemon last read them,
 //! so `status` shows them without the network; and the vault attributes the mount read from
 //! Glacier (tags, access policy, notifications) with when, so a repeated read within the poll
-//! interval costs no call, and which of them the endpoint does not support.
+//! interval costs no call, and which of them the endpoint does not support; and when this
+//! catalog first saw each vault with no snapshot hold a tree, so that a vault's first snapshot
+//! comes one interval later even when the mount restarts more often than that.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -26,6 +28,16 @@ fn set(conn: &Connection, key: &str, value: &str) -> Result<(), CatalogError> {
         [key, value],
     )?;
     Ok(())
+}
+
+/// When this catalog first saw `vault`, with no snapshot yet, hold a tree (Unix seconds).
+pub fn first_tree_seen(conn: &Connection, vault: u64) -> Result<Option<i64>, CatalogError> {
+    Ok(get(conn, &format!("first_tree_seen:{vault}"))?.and_then(|s| s.parse().ok()))
+}
+
+/// Records when this catalog first saw `vault` hold a tree.
+pub fn set_first_tree_seen(tx: &Connection, vault: u64, at_s: i64) -> Result<(), CatalogError> {
+    set(tx, &format!("first_tree_seen:{vault}"), &at_s.to_string())
 }
 
 /// Records the mount's `--cache-size`.

@@ -6,8 +6,9 @@
 //! - **When.** Every tick it looks at each vault: a snapshot is due when the tree's entries
 //!   differ from the last one taken and that one is older than `--snapshot-interval`, or at
 //!   once when `glacierfs sync --snapshot` asks. A vault with no snapshot yet gets its first
-//!   once this mount has seen it hold a tree for the interval. Never for a vault whose inventory is not in
-//!   yet, nor for one holding a snapshot this catalog has no history of: that tree is the
+//!   once this catalog has seen it hold a tree for the interval (kept in the catalog, so
+//!   restarts do not put it off; a vault's first tree is often a copy still under way). Never
+//!   for a vault whose inventory is not in yet, nor for one holding a snapshot this catalog has no history of: that tree is the
 //!   descriptions' names only, and uploading it would make it the newest.
 //! - **How.** The encoded snapshot is written to `<cache>/snapshots/` and uploaded by the
 //!   upload engine with its journal in the snapshot's row, so a restart settles an upload cut
@@ -29,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::catalog::snapshots::{self, SnapshotRow};
-use crate::catalog::{vaults, Catalog, CatalogError};
+use crate::catalog::{meta, vaults, Catalog, CatalogError};
 use crate::codec::names::snapshot as description;
 use crate::codec::snapshot::{self as format, Snapshot};
 use crate::codec::treehash::{self, Digest};
@@ -246,7 +247,7 @@ impl Snapshots {
             // for a vault with none, when this mount first saw the tree hold anything.
             let since = match &last {
                 Some(last) => last.taken_s,
-                None => *lock(&self.first_seen).entry(vault).or_insert(now),
+                None => self.first_seen(vault, now)?,
             };
             if !changed || now - since < interval.as_secs() as i64 {
                 return Ok(false);
@@ -255,6 +256,24 @@ impl Snapshots {
         let row = self.take(v).await?;
         self.upload(row).await?;
         Ok(true)
+    }
+
+    /// When this catalog first saw `vault` (with no snapshot yet) hold a tree: kept in the
+    /// catalog, so a mount restarted more often than the interval still takes a first one.
+    fn first_seen(&self, vault: u64, now: i64) -> Result<i64, SnapshotError> {
+        if let Some(&at) = lock(&self.first_seen).get(&vault) {
+            return Ok(at);
+        }
+        let at = match self.catalog.read(|c| meta::first_tree_seen(c, vault))? {
+            Some(at) => at,
+            None => {
+                self.catalog
+                    .write(move |tx| meta::set_first_tree_seen(tx, vault, now))?;
+                now
+            }
+        };
+        lock(&self.first_seen).insert(vault, at);
+        Ok(at)
     }
 
     /// Encodes the vault's tree into a file and records it, ready to upload.
