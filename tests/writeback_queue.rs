@@ -707,10 +707,21 @@ async fn the_queue_leaves_a_file_alone_while_a_writer_is_opening_it() {
     assert!(wait_for(Duration::from_secs(30), || rig.clean(control.ino)).await);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let now = rig.node(node.ino).expect("the node");
-    assert_eq!(now.dirty, node.dirty, "the queue settled a file being opened");
+    assert_eq!(
+        now.dirty, node.dirty,
+        "the queue settled a file being opened"
+    );
     assert_eq!(now.archive_id, None);
-    assert_eq!(rig.row(node.ino), None, "the queue froze a file being opened");
-    assert_eq!(rig.count(Op::UploadArchive), 1, "only the other file went up");
+    assert_eq!(
+        rig.row(node.ino),
+        None,
+        "the queue froze a file being opened"
+    );
+    assert_eq!(
+        rig.count(Op::UploadArchive),
+        1,
+        "only the other file went up"
+    );
 
     // The writer writes and closes: its bytes, and only them, go up.
     let new = data(2500, 13);
@@ -728,7 +739,10 @@ async fn the_queue_leaves_a_file_alone_while_a_writer_is_opening_it() {
     drop(opening);
     wb.force([node.ino]);
     assert!(wait_for(Duration::from_secs(30), || rig.clean(node.ino)).await);
-    let id = rig.node(node.ino).and_then(|n| n.archive_id).expect("an archive");
+    let id = rig
+        .node(node.ino)
+        .and_then(|n| n.archive_id)
+        .expect("an archive");
     assert_eq!(rig.emu.archive_data(VAULT, &id).as_deref(), Some(&new[..]));
     assert_eq!(rig.emu.archives(VAULT).len(), 2);
 }
@@ -779,5 +793,50 @@ async fn eviction_never_removes_the_data_file_of_a_writer_that_is_opening_it() {
         .expect("record a read");
     glacierfs::store::cache::evict(&rig.catalog, &rig.data, 0, &rig.open_files, &|_| false)
         .expect("evict");
-    assert!(!rig.data.data_path(ino).exists(), "eviction removed nothing");
+    assert!(
+        !rig.data.data_path(ino).exists(),
+        "eviction removed nothing"
+    );
+}
+
+/// An open registers its passthrough backing under the data file's lock
+/// (`OpenFiles::lock_data`); eviction takes the same lock, so it cannot remove the file between
+/// the open and its registration (the backing would point at a removed file, and the next open
+/// of the retrieved copy got EIO): it waits, then sees the file open and keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_waits_for_an_open_under_way_and_keeps_its_file() {
+    let rig = Rig::new().await;
+    let node = rig.stage("held.txt", &data(4000, 31));
+    let _wb = rig.start(Duration::from_secs(3600));
+    assert!(wait_for(Duration::from_secs(30), || rig.clean(node.ino)).await);
+    let ino = node.ino;
+    rig.catalog
+        .write(move |tx| glacierfs::catalog::retrievals::record_reads(tx, &[(ino, 1)]))
+        .expect("record a read");
+
+    // An open under way: it holds the lock, and its handle is not in the table yet.
+    let opening = rig.open_files.lock_data(ino);
+    let evictor = {
+        let (catalog, data, files) = (
+            rig.catalog.clone(),
+            rig.data.clone(),
+            rig.open_files.clone(),
+        );
+        std::thread::spawn(move || {
+            glacierfs::store::cache::evict(&catalog, &data, 0, &files, &|i| files.is_open(i))
+        })
+    };
+    // Time for an eviction that does not wait to finish (only a broken one does).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.open_files.opened(ino);
+    drop(opening);
+    evictor.join().expect("the evictor").expect("evict");
+    assert!(
+        rig.data.data_path(ino).exists(),
+        "eviction removed the data file of an open under way"
+    );
+    assert!(
+        rig.node(ino).is_some_and(|n| n.local),
+        "an open file was marked cold"
+    );
 }
