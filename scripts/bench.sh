@@ -4,13 +4,20 @@
 # that holds the work directory. Prints a table of medians with each figure's ratio to native,
 # and writes the same figures, every sample and a description of the machine as JSON.
 #
-#   scripts/bench.sh [--runs N] [--json FILE] [--quick] [--dir DIR]
+#   scripts/bench.sh [--runs N] [--json FILE] [--quick] [--dir DIR] [--only GROUPS] [--scale]
 #
 #   --runs N     repetitions of each measurement (default 5; the table shows medians)
 #   --json FILE  where the JSON goes (default target/bench/bench.json)
 #   --quick      smaller sizes and 1 repetition unless --runs says otherwise: a smoke test
 #   --dir DIR    where to make the work directory (default $TMPDIR or /tmp); it is removed
 #                at the end, mounts included
+#   --only GROUPS  only these groups of rows, comma-separated: import (import and mount-ready),
+#                mounts (dd, fio, ls -l, find), smallfiles, unpriv, treehash, upload, latency;
+#                the rest show "—"
+#   --scale      also the scale rows: inventories of 100,000, 1,000,000 and 10,000,000
+#                archives [10,000, 100,000, 1,000,000], each directory 100,000 [10,000]
+#                archives: import time, time per archive and peak RSS, mount-ready time, and
+#                `ls -l` of one such directory; each size imported once (they take minutes)
 #
 # Measurements (sizes in quick mode in brackets):
 #   - staged write of 1 GiB [128 MiB] with `dd bs=1M` and with fio (sequential, psync, 1 MiB);
@@ -18,6 +25,7 @@
 #   - cached read of the same file with `dd bs=1M` (a staged file's data is local, like a
 #     retrieved one's, and is served the same way: through passthrough when it is on);
 #   - `ls -l` and `find` over a directory of 100,000 [10,000] archives (rclone: files);
+#   - `cp -r` and `rsync -a` of /usr/share/doc (thousands of small files) into each target;
 #   - tree hash of 1 GiB [256 MiB] by `glacierfs treehash`, against `openssl dgst -sha256`;
 #   - import of a generated 1,000,000-archive [100,000] JSON inventory: time and peak RSS;
 #   - time until `glacierfs mount` returns (ready) on a catalog of the same 1,000,000
@@ -48,7 +56,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 self="$root/scripts/bench.sh"
 
-usage() { sed -n '7,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # Runs a command; prints "wall_seconds peak_rss_MiB". Its output is discarded.
 measure() {
@@ -100,23 +108,33 @@ if [ "${1:-}" = "--unprivileged-inner" ]; then
 fi
 
 runs=5 runs_given=0 quick=0 json="$root/target/bench/bench.json" parent=${TMPDIR:-/tmp}
+groups="import,mounts,smallfiles,unpriv,treehash,upload,latency" only="" scale=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) [ $# -ge 2 ] || usage; runs=$2; runs_given=1; shift 2 ;;
     --json) [ $# -ge 2 ] || usage; json=$2; shift 2 ;;
     --quick) quick=1; shift ;;
     --dir) [ $# -ge 2 ] || usage; parent=$(cd "$start_dir" && cd "$2" && pwd); shift 2 ;;
+    --only) [ $# -ge 2 ] || usage; only=$2; shift 2 ;;
+    --scale) scale=1; shift ;;
     -h | --help) usage ;;
     *) echo "bench.sh: unknown argument $1" >&2; usage ;;
   esac
 done
 case "$runs" in '' | *[!0-9]* | 0) echo "bench.sh: --runs takes a positive number" >&2; exit 2 ;; esac
+for g in ${only//,/ }; do
+  case ",$groups," in *",$g,"*) ;; *) echo "bench.sh: --only takes groups among $groups, not $g" >&2; exit 2 ;; esac
+done
+# Whether group $1 is measured in this run.
+want() { [ -z "$only" ] || case ",$only," in *",$1,"*) true ;; *) false ;; esac; }
+root_mode="not measured" unpriv_mode="not measured"
 if [ "$quick" = 1 ]; then
   [ "$runs_given" = 1 ] || runs=1
-  dd_mib=128 ls_count=10000 inv_count=100000 th_mib=256
+  dd_mib=128 ls_count=10000 inv_count=100000 th_mib=256 scale_counts="10000 100000 1000000"
 else
-  dd_mib=1024 ls_count=100000 inv_count=1000000 th_mib=1024
+  dd_mib=1024 ls_count=100000 inv_count=1000000 th_mib=1024 scale_counts="100000 1000000 10000000"
 fi
+scale_dir=${scale_counts%% *}
 case "$json" in /*) ;; *) json="$start_dir/$json" ;; esac
 mkdir -p "$(dirname "$json")"
 
@@ -138,7 +156,7 @@ fi
 work=$(mktemp -d "$parent/glacierfs-bench.XXXXXX")
 moto_pid="" emu_pid=""
 cleanup() {
-  for m in "$work"/mnt "$work"/mnt-ready "$work"/mnt-lat-* "$work"/rclone-*; do
+  for m in "$work"/mnt "$work"/mnt-ready "$work"/mnt-scale "$work"/mnt-small "$work"/mnt-lat-* "$work"/rclone-*; do
     if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m" || true; fi
   done
   if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
@@ -189,6 +207,9 @@ mount_rclone() {
   return 1
 }
 
+# Whether process $1 is still there (a zombie waiting for its reaper counts as gone).
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
 # "on" or "off (why)", from what a mount logged.
 passthrough_mode() {
   local why
@@ -198,9 +219,9 @@ passthrough_mode() {
 }
 
 # --- inventory import and mount-ready ----------------------------------------------------------
-echo "generating inventories ($inv_count archives; $ls_count in one directory)..."
+if want import; then
+echo "generating an inventory of $inv_count archives..."
 python3 scripts/gen_inventory.py "$inv_count" "$work/inv-big.json"
-python3 scripts/gen_inventory.py "$ls_count" "$work/inv-flat.json" --flat
 
 echo "import of $inv_count archives ($runs runs)..."
 for _ in $(seq "$runs"); do
@@ -212,8 +233,6 @@ done
 
 echo "mount ready with $inv_count catalog entries, and idle RSS ($runs runs)..."
 mkdir -p "$work/mnt-ready"
-# Whether process $1 is still there (a zombie waiting for its reaper counts as gone).
-alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 for _ in $(seq "$runs"); do
   sync
   secs=$(measure "$bin" mount --endpoint-url "$endpoint" --cache-dir "$work/cache-big" \
@@ -229,8 +248,11 @@ for _ in $(seq "$runs"); do
   # The next mount needs the cache directory free: wait for the daemon to exit.
   for _ in $(seq 1 300); do [ -n "$pid" ] && alive "$pid" || break; sleep 0.1; done
 done
+fi
 
 # --- the main mounts ---------------------------------------------------------------------------
+if want mounts; then
+python3 scripts/gen_inventory.py "$ls_count" "$work/inv-flat.json" --flat
 echo "preparing $ls_count archives in a vault, and $ls_count files in a native directory..."
 "$bin" inventory import --cache-dir "$work/cache" bench "$work/inv-flat.json" >/dev/null
 python3 - "$work/native-ls" "$ls_count" <<'PY'
@@ -299,8 +321,75 @@ if [ "$have_rclone" = 1 ]; then
   umount "$work/rclone-dd" || umount -l "$work/rclone-dd"
   umount "$work/rclone-ls" || umount -l "$work/rclone-ls"
 fi
+fi
+
+# --- many small files ---------------------------------------------------------------------------
+small_src=/usr/share/doc small_files=0
+if want smallfiles; then
+  small_files=$(find "$small_src" -type f | wc -l)
+  echo "cp -r and rsync -a of $small_src ($small_files files) ($runs runs each)..."
+  # A vault the mount knows at once: imported from a one-archive inventory.
+  python3 scripts/gen_inventory.py 1 "$work/inv-one.json"
+  "$bin" inventory import --cache-dir "$work/cache-small" bench "$work/inv-one.json" >/dev/null
+  mount_glacierfs "$work/cache-small" "$work/mnt-small"
+  small_dirs=("$work/native-small" native "$work/mnt-small/bench" glacierfs)
+  mkdir -p "$work/native-small" "$work/rclone-small-src"
+  if command -v rclone >/dev/null && mount_rclone "$work/rclone-small-src" "$work/rclone-small" "$work/rclone-cache-small"; then
+    small_dirs+=("$work/rclone-small" rclone)
+  fi
+  for run in $(seq "$runs"); do
+    for ((i = 0; i < ${#small_dirs[@]}; i += 2)); do
+      dir=${small_dirs[i]} target=${small_dirs[i + 1]}
+      sync
+      if secs=$(measure cp -r "$small_src" "$dir/cp-$run"); then
+        record cp_small "$target" "${secs% *}"
+      else
+        echo "bench.sh: cp -r into $target failed" >&2
+      fi
+      if secs=$(measure rsync -a "$small_src/" "$dir/rsync-$run/"); then
+        record rsync_small "$target" "${secs% *}"
+      else
+        echo "bench.sh: rsync -a into $target failed" >&2
+      fi
+    done
+  done
+  umount "$work/mnt-small"
+  if mountpoint -q "$work/rclone-small" 2>/dev/null; then umount "$work/rclone-small" || umount -l "$work/rclone-small"; fi
+fi
+
+# --- scale -------------------------------------------------------------------------------------
+# Whether a large catalog costs time per archive at import, at mount, or when listing one
+# directory of the same size: every inventory puts $scale_dir archives in each directory.
+if [ "$scale" = 1 ]; then
+  for n in $scale_counts; do
+    echo "scale: $n archives in directories of $scale_dir (import, mount ready, ls -l; once)..."
+    python3 scripts/gen_inventory.py "$n" "$work/inv-scale.json" --dirs "$((n / scale_dir))"
+    rm -rf "$work/cache-scale"
+    m=$(measure "$bin" inventory import --cache-dir "$work/cache-scale" bench "$work/inv-scale.json")
+    rm -f "$work/inv-scale.json"
+    record "scale_$n" import_s "${m% *}"
+    record "scale_$n" import_rss "${m#* }"
+    record "scale_$n" per_archive_us "$(awk -v s="${m% *}" -v n="$n" 'BEGIN { printf "%.2f", s * 1e6 / n }')"
+    sync
+    mkdir -p "$work/mnt-scale"
+    record "scale_$n" ready_s "$(measure "$bin" mount --endpoint-url "$endpoint" --cache-dir "$work/cache-scale" \
+      --write-back-delay 1h "$work/mnt-scale" | cut -d' ' -f1)"
+    pid=$("$bin" status --cache-dir "$work/cache-scale" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("Pid") or "")')
+    ls -l "$work/mnt-scale/bench/dir-000" >/dev/null  # warm, as the listing rows do
+    record "scale_$n" ls_s "$(measure ls -l "$work/mnt-scale/bench/dir-000" | cut -d' ' -f1)"
+    entries=$(find "$work/mnt-scale/bench/dir-000" -maxdepth 1 -type f | wc -l)
+    umount "$work/mnt-scale"
+    for _ in $(seq 1 300); do [ -n "$pid" ] && alive "$pid" || break; sleep 0.1; done
+    if [ "$entries" -ne "$scale_dir" ]; then
+      echo "bench.sh: dir-000 of the $n-archive vault lists $entries archives, not $scale_dir" >&2
+      exit 1
+    fi
+  done
+  rm -rf "$work/cache-scale"
+fi
 
 # --- without passthrough -------------------------------------------------------------------------
+if want unpriv; then
 echo "staged write and cached read without passthrough, as unprivileged ($runs runs each)..."
 unpriv_mode="not measured"
 if unshare --user --map-root-user --mount "$self" --unprivileged-inner "$work" "$runs" "$dd_mib" "$endpoint" "$bin"; then
@@ -308,8 +397,10 @@ if unshare --user --map-root-user --mount "$self" --unprivileged-inner "$work" "
 else
   echo "bench.sh: the mount in a user namespace failed; see $work/unpriv.log" >&2
 fi
+fi
 
 # --- tree hash ---------------------------------------------------------------------------------
+if want treehash; then
 echo "tree hash of $th_mib MiB against openssl dgst -sha256 ($runs runs each)..."
 head -c "$((th_mib << 20))" /dev/urandom >"$work/th.bin"
 cat "$work/th.bin" >/dev/null  # from the page cache, for both
@@ -318,8 +409,10 @@ for _ in $(seq "$runs"); do
   record treehash glacierfs "$(measure "$bin" treehash "$work/th.bin" | cut -d' ' -f1)"
 done
 rm -f "$work/th.bin"
+fi
 
 # --- upload CPU --------------------------------------------------------------------------------
+if want upload; then
 echo "CPU per GiB uploaded through the upload engine and the SDK ($runs runs)..."
 # The test prints lines like "cpu: upload ...: 0.357 CPU-s (...; 1.430 CPU-s/GiB, ...)"; the
 # figure per GiB is the last "CPU-s/GiB" of the line that starts with $2.
@@ -342,11 +435,13 @@ for _ in $(seq "$runs"); do
   record sdk_cpu glacierfs "$bare"
   record sdk_cpu native "$hashing"
 done
+fi
 
 # --- throughput over a distant endpoint -------------------------------------------------------
 # The link: what a real endpoint 20–100 ms away gives each connection.
 lat_ms=50 lat_mb=20
 if [ "$quick" = 1 ]; then lat_mib=128 one_mib=16; else lat_mib=1024 one_mib=64; fi
+if want latency; then
 echo "upload, retrieval and export of $lat_mib MiB behind $lat_ms ms and $lat_mb MB/s per connection ($runs runs each)..."
 "$emulator_bin" --latency "$lat_ms" --bandwidth "$lat_mb" --job-delay 0 --bucket bench-lat \
   >"$work/emu.url" 2>"$work/emu.log" &
@@ -458,6 +553,7 @@ lat_upload_conns=${lat_upload_conns:-4}
 # crosses the link twice, so those tasks allow half their connections' rate end to end.
 lat_download_conns=$(sed -n 's/^const PARALLEL_CHUNKS: usize = \([0-9]*\);/\1/p' src/engine/retrieve/fetch.rs)
 lat_export_conns=$(sed -n 's/^const PART_TASKS: usize = \([0-9]*\);/\1/p' src/engine/export/s3/stream.rs)
+fi
 
 # --- report ------------------------------------------------------------------------------------
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -507,6 +603,8 @@ rows = [
     ("read_dd_unpriv", "  the same read without passthrough", "MB/s", True, ">= 0.7x native", 0.7),
     ("ls", "ls -l of $ls_count archives", "s", False, "<= 1.0x native", 1.0),
     ("find", "find over $ls_count archives", "s", False, "<= 1.5x native", 1.5),
+    ("cp_small", "cp -r of $small_files small files", "s", False, "", None),
+    ("rsync_small", "rsync -a of $small_files small files", "s", False, "", None),
     ("treehash", "tree hash of $th_mib MiB (native: openssl)", "s", False, "<= 0.55x openssl", 0.55),
     ("import_time", "import of $inv_count-archive inventory", "s", False, "<= 3 s", None),
     ("import_rss", "  its peak RSS", "MiB", False, "<= 150 MB", None),
@@ -608,6 +706,28 @@ for key, label, conns in lat_rows:
         "samples": {"single_connection": single, "glacierfs": glacierfs},
     })
 doc["latency"] = {"latency_ms": lat_ms, "bandwidth_mb_s": lat_mb, "results": lat_results}
+
+# The scale rows, one column per inventory size (each measured once).
+scale_counts = [int(n) for n in "$scale_counts".split()]
+if os.path.isdir(os.path.join(res, f"scale_{scale_counts[0]}")):
+    print()
+    head = f"{f'scale (directories of {scale_counts[0]:,})':<46}" + "".join(f"{f'{n:,}':>14}" for n in scale_counts) + "  target"
+    print(head)
+    print("-" * len(head))
+    scale_rows = [
+        ("import_s", "import", "s", "<= 3 s at 1M, <= 40 s at 10M"),
+        ("per_archive_us", "  time per archive", "us", ""),
+        ("import_rss", "  peak RSS", "MiB", "<= 150 MB at 1M, <= 200 MB at 10M"),
+        ("ready_s", "mount ready", "s", "<= 1 s"),
+        ("ls_s", f"ls -l of a {scale_counts[0]:,}-entry directory", "s", "no slower than at 1M"),
+    ]
+    scale_results = {}
+    for key, label, unit, target in scale_rows:
+        values = {n: med(samples(f"scale_{n}", key)) for n in scale_counts}
+        scale_results[key] = {str(n): v for n, v in values.items()}
+        cells = "".join(f"{('—' if v is None else (f'{v:.2f} us' if unit == 'us' else fmt(v, unit))):>14}" for v in values.values())
+        print(f"{label:<46}{cells}  {target}".rstrip())
+    doc["scale"] = {"directory_entries": scale_counts[0], "results": scale_results}
 
 with open(out, "w") as f:
     json.dump(doc, f, indent=2, ensure_ascii=False)

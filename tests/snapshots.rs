@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -21,7 +21,8 @@ use support::xattr;
 const VAULT: &str = "keep";
 const ARGS: &[&str] = &["--write-back-delay", "0s", "--snapshot-interval", "off"];
 
-/// What a user sees of one entry: kind, mode, owner, size and mtime.
+/// What a user sees of one entry: kind, mode, owner, size, both times to the nanosecond, and a
+/// symlink's target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stat {
     kind: &'static str,
@@ -29,7 +30,9 @@ struct Stat {
     uid: u32,
     gid: u32,
     size: u64,
-    mtime: i64,
+    mtime: (i64, i64),
+    atime: (i64, i64),
+    target: Option<String>,
 }
 
 /// Every entry below `dir` by relative path, as `stat` shows it.
@@ -40,7 +43,16 @@ fn tree(dir: &Path) -> BTreeMap<String, Stat> {
             let e = e.unwrap();
             let rel = format!("{prefix}{}", e.file_name().to_string_lossy());
             let m = std::fs::symlink_metadata(e.path()).unwrap();
-            let kind = if m.is_dir() { "dir" } else { "file" };
+            let t = m.file_type();
+            let kind = if t.is_dir() {
+                "dir"
+            } else if t.is_symlink() {
+                "symlink"
+            } else if t.is_fifo() {
+                "fifo"
+            } else {
+                "file"
+            };
             out.insert(
                 rel.clone(),
                 Stat {
@@ -49,7 +61,11 @@ fn tree(dir: &Path) -> BTreeMap<String, Stat> {
                     uid: m.uid(),
                     gid: m.gid(),
                     size: if m.is_dir() { 0 } else { m.len() },
-                    mtime: m.mtime(),
+                    mtime: (m.mtime(), m.mtime_nsec()),
+                    atime: (m.atime(), m.atime_nsec()),
+                    target: t
+                        .is_symlink()
+                        .then(|| std::fs::read_link(e.path()).unwrap().display().to_string()),
                 },
             );
             if m.is_dir() {
@@ -103,7 +119,8 @@ fn snapshot_archives(emu: &Emulator) -> Vec<String> {
 }
 
 /// A tree only the catalog can hold: archives renamed, chmod, chown and touch on them, an
-/// empty file, an empty directory; then a snapshot of it.
+/// empty file, an empty directory, symlinks (one dangling), a fifo, an atime apart from its
+/// mtime; then a snapshot of it.
 fn build_and_snapshot(emu: &Emulator, mount: &Mount) {
     let v = mount.path(VAULT);
     std::fs::create_dir_all(v.join("docs")).unwrap();
@@ -116,6 +133,9 @@ fn build_and_snapshot(emu: &Emulator, mount: &Mount) {
          && chmod 600 docs/b.txt && chown 1234:5678 docs/b.txt \
          && touch -m -d '2001-02-03 04:05:06' docs/b.txt renamed/deep/a2.txt \
          && mkdir empty-dir && chmod 750 empty-dir && : > empty-file && chmod 604 empty-file \
+         && ln -s renamed/deep/a2.txt link && ln -s ../nowhere renamed/dangling \
+         && mkfifo -m 640 pipe && touch -h -m -d '2002-03-04 05:06:07.123456789' link \
+         && touch -a -d '1999-12-31 23:59:58.5' empty-file docs/b.txt \
          && rmdir docs 2>/dev/null; true",
         &v,
     );
@@ -171,6 +191,12 @@ fn a_fresh_cache_gets_the_whole_tree_back_from_the_snapshot() {
     sync_wait(&a.path(VAULT));
     let before = tree(&a.path(VAULT));
     assert_eq!(before["docs/b.txt"].mode, 0o600, "{before:#?}");
+    assert_eq!(before["pipe"].kind, "fifo", "{before:#?}");
+    assert_eq!(
+        before["link"].target.as_deref(),
+        Some("renamed/deep/a2.txt")
+    );
+    assert_ne!(before["empty-file"].atime, before["empty-file"].mtime);
     a.unmount();
 
     let cache_b = tempfile::tempdir().unwrap();
@@ -208,8 +234,19 @@ fn a_fresh_cache_gets_the_whole_tree_back_from_the_snapshot() {
 
     let said = restore_wait(&emu, &v);
     assert!(said.contains("is applied"), "{said}");
-    let after = tree(&v);
-    assert_eq!(after, before, "the restored tree differs");
+    let mut after = tree(&v);
+    let restored = after.clone();
+    // The file uploaded after the snapshot has what its description carries: its name and
+    // its mtime to the second; everything else is the snapshot's, to the nanosecond.
+    let (late, late_before) = (after.remove("late.txt"), before.get("late.txt"));
+    let (late, late_before) = (late.unwrap(), late_before.unwrap());
+    assert_eq!(
+        (late.size, late.mtime.0),
+        (late_before.size, late_before.mtime.0)
+    );
+    let mut rest = before.clone();
+    rest.remove("late.txt");
+    assert_eq!(after, rest, "the restored tree differs");
     let jobs = std::fs::read_to_string(v.join(".jobs")).unwrap();
     assert!(!jobs.contains("NoHistory"), "{jobs}");
     let status = ok(&run(&["status"], &v), "status");
@@ -218,7 +255,7 @@ fn a_fresh_cache_gets_the_whole_tree_back_from_the_snapshot() {
     // Applying the same snapshot again changes nothing, and pays for no second job.
     let jobs_before = emu.stats().requests_for(Op::InitiateJob);
     restore_wait(&emu, &v);
-    assert_eq!(tree(&v), before);
+    assert_eq!(tree(&v), restored);
     assert_eq!(emu.stats().requests_for(Op::InitiateJob), jobs_before);
     b.unmount();
 }
