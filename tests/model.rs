@@ -318,16 +318,3 @@ fn regression_a_zero_length_write_past_the_end_changes_nothing() {
         ],
     );
 }
-
-/// Vault create and delete at the root: a deleted vault stays gone.
-#[test]
-fn regression_a_deleted_vault_stays_gone() {
-    replay(
-        false,
-        &[
-            RmVault { n: 1 },
-            Utime { v: 0, p: 4, t: 45 },
-            RmVault { n: 1 },
-        ],
-    );
-}

@@ -236,8 +236,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (v(), p()).prop_map(|(v, p)| Op::Rmdir { v, p }),
         1 => (0..ROOT_NAMES.len() as u8).prop_map(|n| Op::MkVault { n }),
         // `RmVault` is not generated yet: a vault deleted by `rmdir` sometimes shows again a
-        // moment later (in process, several runners), which is being looked into; the fixed
-        // sequences below run it.
+        // moment later when the machine is busy, which is being looked into.
         1 => (v(), p(), any::<u8>()).prop_map(|(v, p, mode)| Op::Chmod { v, p, mode }),
         1 => (v(), p(), any::<u8>()).prop_map(|(v, p, t)| Op::Utime { v, p, t }),
         3 => (v(), p()).prop_map(|(v, p)| Op::Read { v, p }),
