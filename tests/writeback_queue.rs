@@ -684,3 +684,159 @@ async fn recovery_goes_on_past_a_row_it_cannot_settle() {
         "the row that could not be settled stays in the journal"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Races the soak found, forced here: a writer half-way through its open.
+
+/// A writer that has truncated the data file but whose handle does not count yet (the open
+/// path between `opening_writer` and its handle): the queue must neither freeze nor settle the
+/// file meanwhile. Before `OpenFiles::opening_writer`, the queue saw no writer, took the
+/// truncated file for an empty one (or froze it by a hard link the writer then wrote into).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_leaves_a_file_alone_while_a_writer_is_opening_it() {
+    let rig = Rig::new().await;
+    let old = data(3000, 11);
+    let node = rig.stage("opening.txt", &old);
+    let control = rig.stage("control.txt", &data(500, 12));
+    // The writer's open: counted, then O_TRUNC; its handle does not exist yet.
+    let opening = rig.open_files.opening_writer(node.ino);
+    std::fs::File::create(rig.data.data_path(node.ino)).expect("truncate the data file");
+    let wb = rig.start(Duration::from_secs(3600));
+    // Both files were due in the same round: once the other one is up, that round has
+    // decided about this one too.
+    assert!(wait_for(Duration::from_secs(30), || rig.clean(control.ino)).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let now = rig.node(node.ino).expect("the node");
+    assert_eq!(
+        now.dirty, node.dirty,
+        "the queue settled a file being opened"
+    );
+    assert_eq!(now.archive_id, None);
+    assert_eq!(
+        rig.row(node.ino),
+        None,
+        "the queue froze a file being opened"
+    );
+    assert_eq!(
+        rig.count(Op::UploadArchive),
+        1,
+        "only the other file went up"
+    );
+
+    // The writer writes and closes: its bytes, and only them, go up.
+    let new = data(2500, 13);
+    std::fs::write(rig.data.data_path(node.ino), &new).expect("write");
+    let written = catalog::files::Written {
+        size: new.len() as u64,
+        mtime_ns: Some(catalog::now_ns()),
+        now_ns: catalog::now_ns(),
+        closing: true,
+    };
+    let ino = node.ino;
+    rig.catalog
+        .write(move |tx| catalog::files::record_written(tx, ino, &written))
+        .expect("record the close");
+    drop(opening);
+    wb.force([node.ino]);
+    assert!(wait_for(Duration::from_secs(30), || rig.clean(node.ino)).await);
+    let id = rig
+        .node(node.ino)
+        .and_then(|n| n.archive_id)
+        .expect("an archive");
+    assert_eq!(rig.emu.archive_data(VAULT, &id).as_deref(), Some(&new[..]));
+    assert_eq!(rig.emu.archives(VAULT).len(), 2);
+}
+
+/// Eviction marks a file cold, then removes its data file. A writer that starts opening the
+/// file in between must keep the data file (its O_TRUNC truncates that very inode); before
+/// `OpenFiles::unless_written` the removal went ahead, and the writer's bytes went into an
+/// unlinked file while every later open got EIO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_never_removes_the_data_file_of_a_writer_that_is_opening_it() {
+    let rig = Rig::new().await;
+    let bytes = data(4000, 21);
+    let node = rig.stage("evicted.txt", &bytes);
+    let _wb = rig.start(Duration::from_secs(3600));
+    assert!(wait_for(Duration::from_secs(30), || rig.clean(node.ino)).await);
+    let ino = node.ino;
+    rig.catalog
+        .write(move |tx| glacierfs::catalog::retrievals::record_reads(tx, &[(ino, 1)]))
+        .expect("record a read");
+
+    let opening = rig.open_files.opening_writer(ino);
+    glacierfs::store::cache::evict(&rig.catalog, &rig.data, 0, &rig.open_files, &|_| false)
+        .expect("evict");
+    assert!(
+        rig.data.data_path(ino).exists(),
+        "eviction removed the data file of a writer that is opening it"
+    );
+    drop(opening);
+
+    // With no writer, the same eviction removes it.
+    rig.catalog
+        .write(move |tx| {
+            catalog::files::record_written(
+                tx,
+                ino,
+                &catalog::files::Written {
+                    size: 4000,
+                    mtime_ns: None,
+                    now_ns: 5,
+                    closing: true,
+                },
+            )
+        })
+        .expect("mark local");
+    assert!(wait_for(Duration::from_secs(30), || rig.clean(ino)).await);
+    rig.catalog
+        .write(move |tx| glacierfs::catalog::retrievals::record_reads(tx, &[(ino, 1)]))
+        .expect("record a read");
+    glacierfs::store::cache::evict(&rig.catalog, &rig.data, 0, &rig.open_files, &|_| false)
+        .expect("evict");
+    assert!(
+        !rig.data.data_path(ino).exists(),
+        "eviction removed nothing"
+    );
+}
+
+/// An open registers its passthrough backing under the data file's lock
+/// (`OpenFiles::lock_data`); eviction takes the same lock, so it cannot remove the file between
+/// the open and its registration (the backing would point at a removed file, and the next open
+/// of the retrieved copy got EIO): it waits, then sees the file open and keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_waits_for_an_open_under_way_and_keeps_its_file() {
+    let rig = Rig::new().await;
+    let node = rig.stage("held.txt", &data(4000, 31));
+    let _wb = rig.start(Duration::from_secs(3600));
+    assert!(wait_for(Duration::from_secs(30), || rig.clean(node.ino)).await);
+    let ino = node.ino;
+    rig.catalog
+        .write(move |tx| glacierfs::catalog::retrievals::record_reads(tx, &[(ino, 1)]))
+        .expect("record a read");
+
+    // An open under way: it holds the lock, and its handle is not in the table yet.
+    let opening = rig.open_files.lock_data(ino);
+    let evictor = {
+        let (catalog, data, files) = (
+            rig.catalog.clone(),
+            rig.data.clone(),
+            rig.open_files.clone(),
+        );
+        std::thread::spawn(move || {
+            glacierfs::store::cache::evict(&catalog, &data, 0, &files, &|i| files.is_open(i))
+        })
+    };
+    // Time for an eviction that does not wait to finish (only a broken one does).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.open_files.opened(ino);
+    drop(opening);
+    evictor.join().expect("the evictor").expect("evict");
+    assert!(
+        rig.data.data_path(ino).exists(),
+        "eviction removed the data file of an open under way"
+    );
+    assert!(
+        rig.node(ino).is_some_and(|n| n.local),
+        "an open file was marked cold"
+    );
+}

@@ -178,6 +178,27 @@ impl GlacierFs {
     /// is only in Glacier needs a retrieval first, unless the open truncates it anyway. A
     /// caller that only peeks (`peek`) gets EAGAIN for a cold file and starts nothing.
     pub fn open_as(&self, ino: u64, flags: i32, caller: &Caller) -> FsResult<u64> {
+        self.open_then(ino, flags, caller, |_| None::<()>)
+            .map(|(fh, _)| fh)
+    }
+
+    /// Opens a file as [`GlacierFs::open_as`] does, then runs `then` on the new handle (the
+    /// adapter registers its passthrough backing there), all under the data file's lock: no
+    /// copy-on-write, retrieval or eviction swaps or removes the data file between the open
+    /// and the registration, so the backing is the file every later open finds.
+    pub fn open_then<T>(
+        &self,
+        ino: u64,
+        flags: i32,
+        caller: &Caller,
+        then: impl FnOnce(u64) -> Option<T>,
+    ) -> FsResult<(u64, Option<T>)> {
+        let _data = self.open_files.lock_data(ino);
+        let fh = self.open_locked(ino, flags, caller)?;
+        Ok((fh, then(fh)))
+    }
+
+    fn open_locked(&self, ino: u64, flags: i32, caller: &Caller) -> FsResult<u64> {
         let n = self.node(ino)?;
         match n.kind {
             Kind::File => {}
@@ -478,6 +499,7 @@ impl GlacierFs {
                 h.mark_written(catalog::now_ns());
             }
             None => {
+                let _data = self.open_files.lock_data(ino);
                 let file = if n.local {
                     self.unshare(ino)?;
                     self.data.open_data(ino, true)

@@ -252,8 +252,14 @@ impl Filesystem for FuseAdapter {
             );
         }
         // The caller's pid: a program that only peeks starts no retrieval (`peek`).
-        match self.fs.open_as(ino.0, flags.0, &Caller::new(req.pid())) {
-            Ok(fh) => match self.backing(ino.0, fh, |f| reply.open_backing(f)) {
+        // The backing is registered under the data file's lock, with the open (`open_then`).
+        let opened = self
+            .fs
+            .open_then(ino.0, flags.0, &Caller::new(req.pid()), |fh| {
+                self.backing(ino.0, fh, |f| reply.open_backing(f))
+            });
+        match opened {
+            Ok((fh, backing)) => match backing {
                 Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
                 // File data changes only through this mount's own writes (which the kernel
                 // sees) or with a new size or mtime (AUTO_INVAL_DATA): the page cache may stay

@@ -202,32 +202,37 @@ pub fn evict(
     if evicted.is_empty() {
         return Ok(());
     }
-    // Each data file as it is now: a writer that truncates and rewrites it after the catalog
-    // marks it cold changes these, and then the file is the writer's and stays.
-    let before: std::collections::HashMap<u64, Option<(u64, i128, u64)>> = evicted
-        .iter()
-        .map(|ino| (*ino, identity(&data.data_path(*ino))))
-        .collect();
-    let evicted = catalog.write(move |tx| {
-        let mut marked = Vec::new();
-        for ino in evicted {
-            // A writer may have taken the file since it was chosen: then it stays.
-            if files::evict(tx, ino)? {
-                marked.push(ino);
-            }
+    let mut marked = Vec::new();
+    for ino in evicted {
+        // Under the file's data lock: an open (which registers its passthrough backing under
+        // the same lock) either came first and is seen open here, or comes after and finds the
+        // file cold. Without it, an open between the check above and the removal kept a
+        // backing on the removed file, and the next open of the retrieved copy got EIO.
+        let _data = open_files.lock_data(ino);
+        if is_open(ino) {
+            continue;
         }
-        Ok(marked)
-    })?;
-    for ino in &evicted {
+        // The data file as it is now: a writer that truncates and rewrites it after the
+        // catalog marks it cold changes this, and then the file is the writer's and stays.
+        let path = data.data_path(ino);
+        let before = identity(&path);
+        // A writer may have taken the file since it was chosen: then it stays.
+        if !catalog.write(move |tx| files::evict(tx, ino))? {
+            continue;
+        }
         // A writer that opened the file since the catalog marked it cold keeps its data file
         // (its open marks the file local again); one that starts opening it after this
         // removal creates a new one.
-        open_files.unless_written(*ino, || {
-            let path = data.data_path(*ino);
-            if before.get(ino).copied().flatten() == identity(&path) {
-                let _ = std::fs::remove_file(path);
+        open_files.unless_written(ino, || {
+            if before == identity(&path) {
+                let _ = std::fs::remove_file(&path);
             }
         });
+        marked.push(ino);
+    }
+    let evicted = marked;
+    if evicted.is_empty() {
+        return Ok(());
     }
     // Cold again, with no blocks on this machine: the kernel must not keep the old ones.
     catalog.changed(

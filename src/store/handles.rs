@@ -2,10 +2,10 @@
 //! writing, shared with the write-back queue (a file is never uploaded while a writer has it
 //! open, and its upload starts only after the last close).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// One open file.
 #[derive(Debug)]
@@ -97,6 +97,10 @@ pub struct OpenFiles {
     mtime_set_ns: Mutex<HashMap<u64, i64>>,
     /// Wakes the write-back queue: a file was closed, or `sync` asked for an upload now.
     pub wake: tokio::sync::Notify,
+    /// Inodes whose data file is locked now ([`OpenFiles::lock_data`]), and the signal that
+    /// one was let go.
+    data_locked: Mutex<HashSet<u64>>,
+    data_freed: Condvar,
 }
 
 impl OpenFiles {
@@ -144,6 +148,23 @@ impl OpenFiles {
         true
     }
 
+    /// Locks the data file of `ino` until the guard goes. An open and its passthrough
+    /// registration, a swap of the data file (a copy-on-write unshare, a finished retrieval's
+    /// rename) and its removal (eviction) each run under it: the kernel pins a backing to one
+    /// file per inode, and an open that registered a file swapped or removed meanwhile made
+    /// the next open of the inode fail with EIO. Not reentrant.
+    pub fn lock_data(&self, ino: u64) -> DataLock<'_> {
+        let mut locked = crate::locks::lock(&self.data_locked);
+        while locked.contains(&ino) {
+            locked = self
+                .data_freed
+                .wait(locked)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        locked.insert(ino);
+        DataLock { files: self, ino }
+    }
+
     pub fn add_writer(&self, ino: u64) {
         *crate::locks::lock(&self.writers).entry(ino).or_insert(0) += 1;
     }
@@ -186,6 +207,20 @@ pub struct Opening<'a> {
 impl Drop for Opening<'_> {
     fn drop(&mut self) {
         self.files.remove_writer(self.ino);
+    }
+}
+
+/// The lock on one inode's data file; see [`OpenFiles::lock_data`].
+#[must_use]
+pub struct DataLock<'a> {
+    files: &'a OpenFiles,
+    ino: u64,
+}
+
+impl Drop for DataLock<'_> {
+    fn drop(&mut self) {
+        crate::locks::lock(&self.files.data_locked).remove(&self.ino);
+        self.files.data_freed.notify_all();
     }
 }
 

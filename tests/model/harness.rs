@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use super::ops::{chmod_mode, pattern, utime_secs, Op, OpenMode, OOB_NAMES, PATHS, VAULTS};
+use super::ops::{
+    chmod_mode, pattern, utime_secs, Op, OpenMode, INITIAL_VAULTS, OOB_NAMES, PATHS, ROOT_NAMES,
+    VAULTS,
+};
 use super::state::{Arch, Entry, Expected, Model, Predict};
 use crate::support::emulator::Emulator;
 
@@ -58,6 +61,8 @@ pub trait Backend {
     /// `std::fs::write`.
     fn write_file(&self, path: &str, data: &[u8]) -> Result<(), String>;
     fn xattr(&self, path: &str, name: &str) -> Result<String, i32>;
+    /// The names the mount point lists, but for the control file.
+    fn root(&self) -> Result<Vec<String>, String>;
     /// Every entry under `dir` by path relative to it.
     fn walk(&self, dir: &str) -> Result<BTreeMap<String, Meta>, String>;
     /// `glacierfs sync --wait` on `paths`, bounded by [`SETTLE`].
@@ -176,7 +181,8 @@ impl<B: Backend> Harness<B> {
         self.sync(m)?;
         let emu = self.b.emu();
         emu.advance(Duration::from_secs(3600));
-        for vault in VAULTS {
+        let present = present_vaults(m);
+        for vault in present.iter().copied() {
             emu.take_inventory(vault);
             self.b
                 .write_file(&format!("{vault}/.jobs"), b"inventory\n")
@@ -188,7 +194,7 @@ impl<B: Backend> Harness<B> {
         };
         let ok = self.wait(|| {
             emu.complete_all_jobs();
-            VAULTS.iter().all(|v| taken_in(v))
+            present.iter().all(|v| taken_in(v))
         });
         if !ok {
             return Err("the mount never took in the new inventories".into());
@@ -282,6 +288,10 @@ impl<B: Backend> Harness<B> {
     }
 
     fn oob_put(&mut self, m: &mut Model, v: usize, path: &str, data: Vec<u8>, seed: u8) {
+        if !m.present[v] {
+            return;
+        }
+        m.archived(v);
         let emu = self.b.emu();
         // Each put a second apart: the newest of two with one path takes the name.
         emu.advance(Duration::from_secs(1));
@@ -420,6 +430,24 @@ impl<B: Backend> Harness<B> {
                 let pred = m.rmdir(v, p);
                 expect("rmdir", &pred, &self.b.rmdir(&rel(v, p)))?;
             }
+            Op::MkVault { n } => {
+                let pred = m.mkvault(n as usize);
+                expect(
+                    "mkdir of a vault",
+                    &pred,
+                    &self.b.mkdir(ROOT_NAMES[n as usize]),
+                )?;
+            }
+            Op::RmVault { n } => {
+                let pred = m.rmvault(n as usize);
+                if pred != Predict::Skip {
+                    expect(
+                        "rmdir of a vault",
+                        &pred,
+                        &self.b.rmdir(ROOT_NAMES[n as usize]),
+                    )?;
+                }
+            }
             Op::Chmod { v, p, mode } => {
                 let (v, p) = path(v, p);
                 let pred = m.chmod(v, p, chmod_mode(mode));
@@ -456,7 +484,19 @@ impl<B: Backend> Harness<B> {
 
     /// The whole tree of every vault against the model.
     fn check_tree(&self, m: &Model) -> Result<(), String> {
+        let mut listed = self.b.root()?;
+        listed.sort();
+        let mut want: Vec<String> = present_vaults(m).iter().map(|v| v.to_string()).collect();
+        want.sort();
+        if listed != want {
+            return Err(format!(
+                "the mount point lists {listed:?}, the model's vaults are {want:?}"
+            ));
+        }
         for (v, vault) in VAULTS.iter().enumerate() {
+            if !m.present[v] {
+                continue;
+            }
             let seen = self.b.walk(vault)?;
             let seen_names: Vec<&String> = seen.keys().collect();
             let model_names: Vec<&String> = m.vaults[v].keys().collect();
@@ -540,6 +580,13 @@ impl<B: Backend> Harness<B> {
     /// an extra archive with the same description and bytes as a matched one is allowed.
     fn check_vaults(&self, m: &Model, twins_ok: bool) -> Result<(), String> {
         for (v, vault) in VAULTS.iter().enumerate() {
+            if !m.present[v] {
+                // A deleted vault (never one that held an archive) is gone upstream too.
+                if !self.wait(|| !self.b.emu().vault_names().iter().any(|n| n == vault)) {
+                    return Err(format!("{vault}: deleted, but still in Glacier"));
+                }
+                continue;
+            }
             let want = m.expected_archives(v);
             let mut last = String::new();
             let ok = self.wait(|| match self.vault_matches(vault, &want, twins_ok) {
@@ -601,6 +648,16 @@ impl<B: Backend> Harness<B> {
     }
 }
 
+/// The vaults the model says exist.
+fn present_vaults(m: &Model) -> Vec<&'static str> {
+    VAULTS
+        .iter()
+        .enumerate()
+        .filter(|(v, _)| m.present[*v])
+        .map(|(_, n)| *n)
+        .collect()
+}
+
 /// A one-to-one match of expected files to archives (backtracking; the lists are short).
 fn assign(
     want: &[Expected],
@@ -634,7 +691,7 @@ pub fn run_case<B: Backend>(b: B, ops: &[Op], long_delay: bool) -> Result<(), St
         files: Vec::new(),
         b,
     };
-    let mut m = Model::new(VAULTS.len(), long_delay);
+    let mut m = Model::new(VAULTS.len(), INITIAL_VAULTS, long_delay);
     let fail = |h: &Harness<B>, at: String, e: String| {
         Err(format!(
             "{at}: {e}\n--- daemon log (tail) ---\n{}",

@@ -222,6 +222,18 @@ impl Backend for InProcBackend {
         self.fs.getxattr(path, name)
     }
 
+    fn root(&self) -> Result<Vec<String>, String> {
+        let entries = self
+            .fs
+            .readdir("")
+            .map_err(|e| format!("listing the root: {}", err(e)))?;
+        Ok(entries
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n != ".jobs")
+            .collect())
+    }
+
     fn walk(&self, dir: &str) -> Result<BTreeMap<String, Meta>, String> {
         let mut out = BTreeMap::new();
         self.walk(dir, "", &mut out)?;

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::harness::{Backend, Meta, SETTLE};
-use super::ops::VAULTS;
+use super::ops::{INITIAL_VAULTS, VAULTS};
 use crate::support::emulator::{ClockStart, Emulator, EmulatorOptions};
 use crate::support::mount::{aws_env, binary, Mount};
 use crate::support::xattr;
@@ -65,7 +65,7 @@ pub fn case_args(long_delay: bool) -> Vec<String> {
     .collect()
 }
 
-/// An emulator for one case, holding the vaults of [`VAULTS`]. Its clock starts at the real
+/// An emulator for one case, holding the first [`INITIAL_VAULTS`] of [`VAULTS`]. Its clock starts at the real
 /// time and is only moved forward, so every inventory is dated after every upload the daemon
 /// (on the real clock) has made.
 pub fn case_emulator() -> Emulator {
@@ -73,7 +73,7 @@ pub fn case_emulator() -> Emulator {
         clock: ClockStart::RealNow,
         ..EmulatorOptions::default()
     });
-    for v in VAULTS {
+    for v in &VAULTS[..INITIAL_VAULTS] {
         emu.create_vault(v);
     }
     emu
@@ -217,6 +217,20 @@ impl Backend for Mounted {
 
     fn xattr(&self, path: &str, name: &str) -> Result<String, i32> {
         xattr(&self.path(path), name)
+    }
+
+    fn root(&self) -> Result<Vec<String>, String> {
+        let entries =
+            std::fs::read_dir(self.path("")).map_err(|e| format!("listing the root: {e}"))?;
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| format!("listing the root: {e}"))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name != ".jobs" {
+                out.push(name);
+            }
+        }
+        Ok(out)
     }
 
     fn walk(&self, dir: &str) -> Result<BTreeMap<String, Meta>, String> {

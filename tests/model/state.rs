@@ -93,7 +93,12 @@ pub struct Expected {
 
 #[derive(Clone, Debug)]
 pub struct Model {
+    /// Each vault's entries; a vault that does not exist is empty and not `present`.
     pub vaults: Vec<BTreeMap<String, Entry>>,
+    pub present: Vec<bool>,
+    /// The vault has held an archive: Glacier's count of it may not be zero yet, so whether
+    /// `rmdir` of it when empty gets ENOTEMPTY depends on the last inventory's timing.
+    archived: Vec<bool>,
     pub files: BTreeMap<Ino, File>,
     pub handles: Vec<Handle>,
     pub upstream: Vec<Upstream>,
@@ -108,9 +113,11 @@ fn is_under(p: &str, dir: &str) -> bool {
 }
 
 impl Model {
-    pub fn new(vaults: usize, long_delay: bool) -> Model {
+    pub fn new(vaults: usize, initial: usize, long_delay: bool) -> Model {
         Model {
             vaults: vec![BTreeMap::new(); vaults],
+            present: (0..vaults).map(|v| v < initial).collect(),
+            archived: vec![false; vaults],
             files: BTreeMap::new(),
             handles: Vec::new(),
             upstream: Vec::new(),
@@ -145,6 +152,9 @@ impl Model {
 
     /// The kernel walks the parents first: a missing one is ENOENT, a file ENOTDIR.
     fn parent_err(&self, v: usize, p: &str) -> Option<i32> {
+        if !self.present[v] {
+            return Some(ENOENT);
+        }
         let mut prefix = String::new();
         let segs: Vec<&str> = p.split('/').collect();
         for seg in &segs[..segs.len() - 1] {
@@ -175,7 +185,14 @@ impl Model {
     /// A change to the bytes: it goes up after the last writer closes, or now if none is open.
     fn modified(&mut self, ino: Ino) {
         let writers = self.writers(ino);
-        let path = self.path_of(ino).map(|(_, p)| p);
+        let at = self.path_of(ino);
+        if let Some((v, _)) = at {
+            // With no write-back delay this version may go up at any moment.
+            if !self.files[&ino].content.is_empty() {
+                self.archived[v] = true;
+            }
+        }
+        let path = at.map(|(_, p)| p);
         let f = self.file_mut(ino);
         if !f.pending && !f.unclosed_mod {
             f.version_paths.clear();
@@ -434,6 +451,51 @@ impl Model {
                 Predict::Ok(())
             }
         }
+    }
+
+    /// mkdir(2) at the root (SEMANTICS.md "Vaults are directories"): `n` indexes
+    /// `ROOT_NAMES`, vaults first, then a name that is not a vault name and `.jobs`.
+    pub fn mkvault(&mut self, n: usize) -> Predict<()> {
+        match n {
+            v if v < self.vaults.len() => {
+                if self.present[v] {
+                    return Predict::Err(EEXIST);
+                }
+                self.present[v] = true;
+                Predict::Ok(())
+            }
+            3 => Predict::Err(EINVAL),
+            _ => Predict::Err(EEXIST),
+        }
+    }
+
+    /// rmdir(2) at the root: an empty vault is gone at once, one with entries is ENOTEMPTY.
+    pub fn rmvault(&mut self, n: usize) -> Predict<()> {
+        match n {
+            v if v < self.vaults.len() => {
+                if !self.present[v] {
+                    return Predict::Err(ENOENT);
+                }
+                if !self.vaults[v].is_empty() {
+                    return Predict::Err(ENOTEMPTY);
+                }
+                // Glacier's count (from the last inventory) or a file unlinked while open
+                // may still hold the vault; neither is the user's to see.
+                if self.archived[v] || self.handles.iter().any(|h| self.path_of(h.ino).is_none()) {
+                    return Predict::Skip;
+                }
+                self.present[v] = false;
+                Predict::Ok(())
+            }
+            3 => Predict::Err(ENOENT),
+            // rmdir of the control file: the kernel's and the adapter's business.
+            _ => Predict::Skip,
+        }
+    }
+
+    /// An archive went into vault `v`.
+    pub fn archived(&mut self, v: usize) {
+        self.archived[v] = true;
     }
 
     /// rename(2), with its errors in the order the kernel and then the file system find them.

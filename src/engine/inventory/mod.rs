@@ -174,11 +174,18 @@ pub async fn refresh_vault(
     let row = config
         .catalog
         .write_async(move |tx| {
+            // Deleted while DescribeVault was out: its answer must not bring the vault back.
+            if vaults::by_ino(tx, vault)?.is_none_or(|v| v.state != "present") {
+                return Ok(None);
+            }
             let r = vaults::record_remote(tx, &desc)?;
             vaults::set_checked(tx, r.ino, now_s())?;
-            Ok(r)
+            Ok(Some(r))
         })
         .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
     if !force && !needs_inventory(&row, config.max_age) {
         return Ok(());
     }

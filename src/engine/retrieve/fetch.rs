@@ -183,6 +183,9 @@ impl Retriever {
     /// Only if the file is still cold: a writer that truncated it meanwhile owns its data now.
     fn finish(&self, node: &Node, job_id: &str) -> Result<(), CatalogError> {
         let ino = node.ino;
+        // The rename is a swap of the data file: under its lock, so no open registers a
+        // passthrough backing on a file about to be replaced.
+        let _data = self.open_files.lock_data(ino);
         let (id, archive, size) = (job_id.to_owned(), node.archive_id.clone(), node.size);
         let taken = self
             .catalog
