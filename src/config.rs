@@ -250,7 +250,8 @@ pub enum CatalogCommand {
     /// mount reads each vault's inventory again and recovers staged files from their sidecars
     Rebuild(CacheArgs),
     /// Retrieve a vault's newest namespace snapshot and apply it: renamed archives get their
-    /// names back, with modes, owners, times, empty files and directories
+    /// names back, with modes, owners, times, empty files and directories, symlinks and special
+    /// files
     Restore(RestoreArgs),
 }
 
