@@ -21,7 +21,7 @@
 
 mod restore;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -117,8 +117,6 @@ pub struct Snapshots {
     uploading: Mutex<HashSet<u64>>,
     /// Vaults the log was told have a snapshot without history.
     warned: Mutex<HashSet<u64>>,
-    /// When this mount first saw each vault with no snapshot yet hold a tree.
-    first_seen: Mutex<HashMap<u64, i64>>,
 }
 
 impl Snapshots {
@@ -140,7 +138,6 @@ impl Snapshots {
             asked: Mutex::new(HashSet::new()),
             uploading: Mutex::new(HashSet::new()),
             warned: Mutex::new(HashSet::new()),
-            first_seen: Mutex::new(HashMap::new()),
         })
     }
 
@@ -261,19 +258,16 @@ impl Snapshots {
     /// When this catalog first saw `vault` (with no snapshot yet) hold a tree: kept in the
     /// catalog, so a mount restarted more often than the interval still takes a first one.
     fn first_seen(&self, vault: u64, now: i64) -> Result<i64, SnapshotError> {
-        if let Some(&at) = lock(&self.first_seen).get(&vault) {
-            return Ok(at);
-        }
-        let at = match self.catalog.read(|c| meta::first_tree_seen(c, vault))? {
-            Some(at) => at,
-            None => {
-                self.catalog
-                    .write(move |tx| meta::set_first_tree_seen(tx, vault, now))?;
-                now
-            }
-        };
-        lock(&self.first_seen).insert(vault, at);
-        Ok(at)
+        Ok(
+            match self.catalog.read(|c| meta::first_tree_seen(c, vault))? {
+                Some(at) => at,
+                None => {
+                    self.catalog
+                        .write(move |tx| meta::set_first_tree_seen(tx, vault, now))?;
+                    now
+                }
+            },
+        )
     }
 
     /// Encodes the vault's tree into a file and records it, ready to upload.
