@@ -262,6 +262,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX snapshots_by_vault ON snapshots(vault, taken_s);
     "#,
+    // 6: an inventory's new archives are checked against the uploads of unknown outcome
+    // (catalog::inventory::reconcile), one lookup per archive: keep that a lookup.
+    r#"
+    CREATE INDEX unconfirmed_by_description ON unconfirmed(vault, description);
+    "#,
 ];
 
 /// The schema version this build writes.

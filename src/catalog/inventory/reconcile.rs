@@ -44,15 +44,17 @@ pub(super) fn stage_all(
 /// in its tree, no tombstone, no upload of unknown outcome. Then every archive of the inventory
 /// is new, and it can be placed in naming order straight from a sort, with no side table.
 /// Local-only entries (directories, empty or staged files) do not matter: placing checks every
-/// name anyway.
+/// name anyway. An upload whose archive may exist unrecorded does: its archive must not be
+/// placed as a new file (see [`not_awaited`]).
 pub(super) fn is_fresh(c: &Connection, vault: u64) -> Result<bool, CatalogError> {
     if nodes::has_archives_below(c, vault)? {
         return Ok(false);
     }
-    let mut pending = c.prepare_cached(
+    let mut pending = c.prepare_cached(&format!(
         "SELECT EXISTS (SELECT 1 FROM tombstones WHERE vault = ?1) \
-             OR EXISTS (SELECT 1 FROM unconfirmed WHERE vault = ?1)",
-    )?;
+             OR EXISTS (SELECT 1 FROM unconfirmed WHERE vault = ?1) \
+             OR EXISTS (SELECT 1 FROM uploads u WHERE u.vault = ?1 AND {ARCHIVE_MAY_EXIST})"
+    ))?;
     Ok(!pending.query_row([vault as i64], |r| r.get::<_, bool>(0))?)
 }
 
@@ -172,8 +174,9 @@ fn read_new_rows(
 ) -> Result<(), CatalogError> {
     let mut stmt = c.prepare(&format!(
         "SELECT archive_id, description, created_s, size, tree_hash, path, mtime_s \
-         FROM inventory_import i WHERE {NEW_ROW} \
-         ORDER BY path, created_s DESC, archive_id"
+         FROM inventory_import i WHERE {NEW_ROW} AND {} \
+         ORDER BY path, created_s DESC, archive_id",
+        not_awaited()
     ))?;
     let mut rows = stmt.query([vault as i64])?;
     while let Some(r) = rows.next()? {
@@ -209,10 +212,39 @@ const NEW_ROW: &str = "vault = ?1 \
                     AND n.archive_id = i.archive_id AND n.vault = ?1) \
     AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.vault = ?1 AND t.archive_id = i.archive_id)";
 
+/// The uploads whose archive may exist unrecorded: [`crate::catalog::uploads::UploadState`]'s
+/// `Single`, `Completing` and `Created`, as the table spells them.
+const ARCHIVE_MAY_EXIST: &str = "u.state IN ('single', 'completing', 'created')";
+
+/// The condition for a staged row that is not the archive of one of this mount's own uploads
+/// still being settled. Such an archive is placed by nobody now: the upload records it on its
+/// file, or the next inventory settles it as a twin (adopted or deleted, see
+/// [`settle_unconfirmed`]). Without this, an inventory taken while an UploadArchive was out (or
+/// between its reply and its recording) placed its archive, or the twin a lost reply left, as
+/// a new file beside the one that made it: a duplicate nobody would ever delete.
+///
+/// An upload's archive may exist from the moment its creating call is sent (`single`,
+/// `completing`), and is known by id once `created`. Its hash is not known before the reply,
+/// so an upload in flight is matched by description and size: a foreign archive that shares
+/// both with it only waits for the next inventory. An unconfirmed record committed after this
+/// inventory's settling (a reply that came in meanwhile) is matched as settling would.
+fn not_awaited() -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM uploads u WHERE u.vault = ?1 \
+             AND (u.archive_id = i.archive_id \
+                  OR (u.description = i.description AND u.size = i.size \
+                      AND {ARCHIVE_MAY_EXIST}))) \
+         AND NOT EXISTS (SELECT 1 FROM unconfirmed c WHERE c.vault = ?1 \
+             AND c.description = i.description AND c.size = i.size \
+             AND c.tree_hash = i.tree_hash)"
+    )
+}
+
 /// The parent directories (relative paths) that new archives need.
 fn new_directories(c: &Connection, vault: u64) -> Result<BTreeSet<String>, CatalogError> {
     let mut stmt = c.prepare(&format!(
-        "SELECT path FROM inventory_import i WHERE {NEW_ROW}"
+        "SELECT path FROM inventory_import i WHERE {NEW_ROW} AND {}",
+        not_awaited()
     ))?;
     let mut rows = stmt.query([vault as i64])?;
     let mut out = BTreeSet::new();

@@ -390,3 +390,76 @@ fn archives_below_are_found_at_any_depth() {
         .unwrap());
     assert!(!cat.read(move |c| is_fresh(c, v)).unwrap());
 }
+
+/// The archive of one of this mount's uploads, listed by an inventory taken while the upload
+/// was out (its reply not yet recorded, or lost and retried, leaving a twin), is never placed
+/// as a new file: the upload records it, and the next inventory deletes the twin. Seen in the
+/// soak as an archive nobody deleted and a second file of the same name.
+#[test]
+fn an_uploads_own_archive_is_never_placed_as_a_new_file() {
+    use crate::catalog::{deletes, uploads};
+    let (_d, cat, v) = setup();
+    let ino = cat
+        .write(move |tx| {
+            nodes::insert(
+                tx,
+                Kind::File,
+                &nodes::NewNode {
+                    parent: v,
+                    name: "f",
+                    vault: v,
+                    size: 5,
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    let row = uploads::UploadRow {
+        ino,
+        gen: 1,
+        vault: v,
+        snapshot: "snapshots/f".into(),
+        size: 5,
+        description: "f".into(),
+        part_size: None,
+        upload_id: None,
+        tree_hash: None,
+        archive_id: None,
+        state: uploads::UploadState::Queued,
+    };
+    let r = row.clone();
+    cat.write(move |tx| {
+        uploads::begin(tx, &r, 0)?;
+        uploads::before_single(tx, ino)
+    })
+    .unwrap();
+    let date = "2020-01-01T00:00:00Z";
+    // UploadArchive is out: a first attempt whose reply was lost made "twin".
+    let r = import(&cat, v, &inventory(&[("twin", "f", date)]), None).unwrap();
+    assert_eq!(r.added, 0, "the twin was placed");
+    assert_eq!(sorted_tree(&cat, v), vec!["f"]);
+
+    // The retry's reply names "mine"; an inventory taken before it is recorded lists both.
+    cat.write(move |tx| uploads::created(tx, ino, "mine", "00"))
+        .unwrap();
+    let both = inventory(&[("twin", "f", date), ("mine", "f", date)]);
+    let r = import(&cat, v, &both, None).unwrap();
+    assert_eq!(r.added, 0, "the upload's own archive was placed");
+
+    // Recorded: the next inventory settles the twin as a duplicate, and places nothing.
+    let r = row.clone();
+    cat.write(move |tx| uploads::record_archive(tx, &r, "mine", "00", 0))
+        .unwrap();
+    let r = import(&cat, v, &both, None).unwrap();
+    assert_eq!(r.added, 0);
+    assert_eq!(sorted_tree(&cat, v), vec!["f"]);
+    let f = cat.read(move |c| nodes::get(c, ino)).unwrap().unwrap();
+    assert_eq!(f.archive_id.as_deref(), Some("mine"));
+    let queued: Vec<_> = cat
+        .read(|c| deletes::due(c, i64::MAX))
+        .unwrap()
+        .into_iter()
+        .filter_map(|d| d.archive_id)
+        .collect();
+    assert_eq!(queued, vec!["twin".to_owned()]);
+}
