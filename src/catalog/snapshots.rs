@@ -172,29 +172,62 @@ pub fn vault_entries(conn: &Connection, vault: u64) -> Result<(Vec<Entry>, i64),
     Ok((out, change))
 }
 
-/// A digest of the entries, to tell whether the tree changed since the last snapshot. The
-/// ctimes are left out: they move on a no-op touch, and the fields they guard are in it.
-pub fn content_digest(entries: &[Entry]) -> String {
+/// Whether `vault` holds any entry (a snapshot of nothing is never due).
+pub fn holds_entries(conn: &Connection, vault: u64) -> Result<bool, CatalogError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM nodes WHERE vault = ?1 AND ino != ?1)")?;
+    Ok(stmt.query_row([vault as i64], |r| r.get(0))?)
+}
+
+/// A digest of `vault`'s tree, to tell whether it changed since the last snapshot: every row
+/// a snapshot carries, in inode order, hashed as it is read, so a vault of millions of entries
+/// costs one pass and no memory (the entries with their paths would take hundreds of MiB). The
+/// rows carry each entry's parent and name rather than its path: a rename changes the row of
+/// what moved, which is enough to tell a change. The ctimes are left out: they move on a no-op
+/// touch, and the fields they guard are in it.
+pub fn tree_digest(conn: &Connection, vault: u64) -> Result<String, CatalogError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ino, parent, name, kind, mode, uid, gid, mtime_ns, atime_ns, size, archive_id, \
+         target, rdev FROM nodes WHERE vault = ?1 AND ino != ?1 ORDER BY ino",
+    )?;
+    let mut rows = stmt.query([vault as i64])?;
     let mut h = Sha256::new();
-    for e in entries {
-        h.update(e.path.as_bytes());
-        h.update([0, e.kind.code()]);
-        for v in [e.mode, e.uid, e.gid] {
-            h.update(v.map_or([0xff; 5], |v| {
-                let b = v.to_le_bytes();
-                [1, b[0], b[1], b[2], b[3]]
-            }));
+    let opt = |v: Option<i64>| {
+        v.map_or([0xff; 9], |v| {
+            let mut b = [1; 9];
+            b[1..].copy_from_slice(&v.to_le_bytes());
+            b
+        })
+    };
+    while let Some(r) = rows.next()? {
+        for i in [0, 1] {
+            h.update(r.get::<_, i64>(i)?.to_le_bytes());
         }
-        h.update(e.mtime_ns.to_le_bytes());
-        h.update(e.atime_ns.unwrap_or(i64::MIN).to_le_bytes());
-        h.update(e.size.to_le_bytes());
-        h.update(e.archive_id.as_deref().unwrap_or("-").as_bytes());
+        h.update(
+            r.get_ref(2)?
+                .as_str()
+                .map_err(rusqlite::Error::from)?
+                .as_bytes(),
+        );
         h.update([0]);
-        h.update(e.target.as_deref().unwrap_or(b"-"));
+        for i in [3, 4, 5, 6] {
+            h.update(opt(r.get(i)?));
+        }
+        for i in [7, 8, 9] {
+            h.update(opt(r.get(i)?));
+        }
+        h.update(
+            r.get::<_, Option<String>>(10)?
+                .as_deref()
+                .unwrap_or("-")
+                .as_bytes(),
+        );
         h.update([0]);
-        h.update(e.rdev.unwrap_or(u64::MAX).to_le_bytes());
+        h.update(r.get::<_, Option<Vec<u8>>>(11)?.as_deref().unwrap_or(b"-"));
+        h.update([0]);
+        h.update(opt(r.get(12)?));
     }
-    hex::encode(h.finalize())
+    Ok(hex::encode(h.finalize()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1110,5 +1143,53 @@ mod tests {
             !cat.read(|c| has_no_history(c, v2)).unwrap(),
             "a restore is history"
         );
+    }
+
+    #[test]
+    fn the_tree_digest_moves_with_what_a_snapshot_carries_and_not_with_ctime() {
+        let (_tmp, cat, v, _) = setup();
+        let digest = |cat: &Catalog| cat.read(|c| tree_digest(c, v)).unwrap();
+        let a = cat.read(|c| nodes::lookup(c, v, "a")).unwrap().unwrap().ino;
+        let first = digest(&cat);
+        assert_eq!(digest(&cat), first, "a digest of the same tree differs");
+        // A status change alone (ctime) is no change of the tree.
+        cat.write(move |tx| nodes::set_attrs(tx, a, nodes::AttrChange::default()))
+            .unwrap();
+        assert_eq!(digest(&cat), first, "a ctime moved the digest");
+        let mut seen = vec![first];
+        let mut changed = |what: &str, cat: &Catalog| {
+            let d = digest(cat);
+            assert!(!seen.contains(&d), "{what} did not change the digest");
+            seen.push(d);
+        };
+        cat.write(move |tx| {
+            nodes::set_attrs(
+                tx,
+                a,
+                nodes::AttrChange {
+                    mode: Some(0o640),
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+        changed("chmod", &cat);
+        cat.write(move |tx| nodes::rename(tx, a, v, "a2")).unwrap();
+        changed("a rename", &cat);
+        cat.write(move |tx| {
+            nodes::set_attrs(
+                tx,
+                a,
+                nodes::AttrChange {
+                    atime_ns: Some(42),
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+        changed("an atime", &cat);
+        cat.write(move |tx| nodes::insert(tx, Kind::File, &file(v, "new", v, "N")).map(drop))
+            .unwrap();
+        changed("a new file", &cat);
     }
 }

@@ -36,6 +36,7 @@ pub fn run(
     mountpoint: &Path,
     reporter: &mut StartupReporter,
 ) -> Result<(), MountError> {
+    crate::engine::transfer::return_large_buffers_at_once();
     let (fs, base) = Stack::start(args, cache_dir)?.into_parts();
     let (session, mut unmounter) = open_session(FuseAdapter::new(fs), args, flags, mountpoint)?;
     log::info!("mounted at {}", mountpoint.display());

@@ -260,7 +260,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExportError> {
 /// The export to S3: the same steps, with the bucket's survey, the streams and the journal.
 fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportError> {
     let started = Instant::now();
-    return_large_buffers_at_once();
+    crate::engine::transfer::return_large_buffers_at_once();
     let daemon = daemon_of(at);
     let listing = source::list(&at.path)?;
     let tier = tier_of(args, daemon.as_ref());
@@ -363,22 +363,6 @@ fn to_s3(args: &ExportArgs, at: &Located, url: &S3Url) -> Result<Ending, ExportE
         report.summary(&tally, ending, started.elapsed());
         Ok(ending)
     })
-}
-
-/// Part buffers are allocated on one thread and freed on another, over and over. glibc's
-/// malloc would soon serve them from its per-thread arenas, which keep what is freed, so the
-/// process would hold several times the memory budget without using it. Large buffers are
-/// mapped and unmapped instead, so what the budget releases leaves the process.
-fn return_large_buffers_at_once() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only sets a tuning parameter of the allocator; it has no memory
-        // preconditions, and a refusal (returning 0) leaves the default in place.
-        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
-        if set == 0 {
-            log::debug!("the allocator kept its own threshold for mapping large buffers");
-        }
-    }
 }
 
 /// How many of `archives` (id, size) have a usable job at Glacier already (a whole-archive

@@ -21,7 +21,7 @@
 
 mod restore;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -117,7 +117,15 @@ pub struct Snapshots {
     uploading: Mutex<HashSet<u64>>,
     /// Vaults the log was told have a snapshot without history.
     warned: Mutex<HashSet<u64>>,
+    /// Vaults due by time whose tree was found unchanged, and when.
+    unchanged: Mutex<HashMap<u64, i64>>,
 }
+
+/// How long a tree due by time but found unchanged is left before it is looked at again (at
+/// most; an interval shorter than this is used instead). An hour against the default day's
+/// interval: a change is snapshotted at most an hour late, and a vault of millions of entries
+/// is read once an hour rather than at every tick.
+const RECHECK_UNCHANGED_S: i64 = 3600;
 
 impl Snapshots {
     pub fn new(
@@ -138,6 +146,7 @@ impl Snapshots {
             asked: Mutex::new(HashSet::new()),
             uploading: Mutex::new(HashSet::new()),
             warned: Mutex::new(HashSet::new()),
+            unchanged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -233,23 +242,38 @@ impl Snapshots {
                 return Ok(false);
             }
             let last = self.catalog.read(|c| snapshots::last_taken(c, vault))?;
-            let (entries, _) = self.catalog.read(|c| snapshots::vault_entries(c, vault))?;
-            let digest = snapshots::content_digest(&entries);
-            let changed = match &last {
-                Some(last) => last.content.as_deref() != Some(digest.as_str()),
-                None => !entries.is_empty(),
-            };
             let now = crate::catalog::now_s();
-            // Since when the tree has differed from its last snapshot: that snapshot's time, or
-            // for a vault with none, when this mount first saw the tree hold anything.
+            // Since when the tree may have differed from its last snapshot: that snapshot's
+            // time, or for a vault with none, when this mount first saw the tree hold anything.
             let since = match &last {
                 Some(last) => last.taken_s,
-                None => self.first_seen(vault, now)?,
+                None => match self.catalog.read(|c| snapshots::holds_entries(c, vault))? {
+                    true => self.first_seen(vault, now)?,
+                    false => return Ok(false),
+                },
             };
-            if !changed || now - since < interval.as_secs() as i64 {
+            let interval = interval.as_secs() as i64;
+            if now - since < interval {
                 return Ok(false);
             }
+            // Due by time: whether the tree changed takes a pass over all of it, so a tree found
+            // unchanged is looked at again only after a while, not at every tick.
+            let recheck = interval.clamp(1, RECHECK_UNCHANGED_S);
+            if let Some(last) = &last {
+                if lock(&self.unchanged)
+                    .get(&vault)
+                    .is_some_and(|at| now - at < recheck)
+                {
+                    return Ok(false);
+                }
+                let digest = self.catalog.read(|c| snapshots::tree_digest(c, vault))?;
+                if last.content.as_deref() == Some(digest.as_str()) {
+                    lock(&self.unchanged).insert(vault, now);
+                    return Ok(false);
+                }
+            }
         }
+        lock(&self.unchanged).remove(&vault);
         let row = self.take(v).await?;
         self.upload(row).await?;
         Ok(true)
@@ -273,11 +297,16 @@ impl Snapshots {
     /// Encodes the vault's tree into a file and records it, ready to upload.
     async fn take(&self, v: &vaults::VaultRow) -> Result<SnapshotRow, SnapshotError> {
         let vault = v.ino;
-        let (entries, change) = self.catalog.read(|c| snapshots::vault_entries(c, vault))?;
+        // One read, so the digest is of the entries taken.
+        let ((entries, change), content) = self.catalog.read(|c| {
+            Ok((
+                snapshots::vault_entries(c, vault)?,
+                snapshots::tree_digest(c, vault)?,
+            ))
+        })?;
         let last = self.catalog.read(|c| snapshots::last_taken(c, vault))?;
         // Descriptions name the second: two snapshots in one second get the next one.
         let taken_s = crate::catalog::now_s().max(last.map_or(0, |l| l.taken_s + 1));
-        let content = snapshots::content_digest(&entries);
         let bytes = format::encode(&Snapshot {
             vault: v.name.clone(),
             taken_s,
