@@ -48,20 +48,20 @@ impl GlacierFs {
                         Ok(Claim::TakenBack(v.ino))
                     }
                     Some(_) => Ok(Claim::Exists),
-                    None => Ok(Claim::New(vaults::ensure(tx, &name, "creating")?)),
+                    None => Ok(Claim::New(vaults::ensure(tx, &name, "creating")?.ino)),
                 })
         };
-        let row = match claim {
-            Ok(Claim::New(row)) => row,
+        let ino = match claim {
+            Ok(Claim::New(ino)) => ino,
             Ok(Claim::TakenBack(ino)) => return done(self.getattr(ino)),
             Ok(Claim::Exists) => return done(Err(FsError::Exists)),
             Err(e) => return done(Err(e.into())),
         };
         let client = Arc::clone(&self.services.client);
         let catalog = self.catalog.clone();
-        let attr = self.getattr(row.ino);
+        let attr = self.getattr(ino);
         self.services.runtime.spawn(async move {
-            let result = create_remote(&*client, &catalog, &name, row.ino).await;
+            let result = create_remote(&*client, &catalog, &name, ino).await;
             done(result.and(attr));
         });
     }
@@ -209,8 +209,8 @@ pub(crate) fn spawn_delete(
 
 /// What a vault `mkdir` found in the catalog.
 enum Claim {
-    /// A new row, to be made at Glacier.
-    New(vaults::VaultRow),
+    /// A new row (its inode), to be made at Glacier.
+    New(u64),
     /// A vault whose delete was queued, now wanted again.
     TakenBack(u64),
     Exists,
