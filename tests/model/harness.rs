@@ -266,6 +266,9 @@ impl<B: Backend> Harness<B> {
         keep_open: bool,
     ) -> Result<(), String> {
         let pred = m.create(v, p);
+        if pred == Predict::Skip {
+            return Ok(());
+        }
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
         let got = self.b.open(&rel(v, p), flags, 0o644);
         expect("create", &pred, &got)?;
@@ -465,12 +468,18 @@ impl<B: Backend> Harness<B> {
             Op::Truncate { v, p, size } => {
                 let (v, p) = path(v, p);
                 let pred = m.truncate(v, p, size.bytes());
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 let got = self.b.truncate(&rel(v, p), size.bytes() as u64);
                 expect("truncate", &pred, &got)?;
             }
             Op::Rename { v, p, v2, p2 } => {
                 let ((v, p), (v2, p2)) = (path(v, p), path(v2, p2));
                 let pred = m.rename(v, p, v2, p2);
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 let got = self.b.rename(&rel(v, p), &rel(v2, p2));
                 expect("rename", &pred, &got)?;
             }
@@ -510,6 +519,9 @@ impl<B: Backend> Harness<B> {
             Op::Chmod { v, p, mode } => {
                 let (v, p) = path(v, p);
                 let pred = m.chmod(v, p, chmod_mode(mode));
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 let got = self.b.chmod(&rel(v, p), chmod_mode(mode));
                 expect("chmod", &pred, &got)?;
             }
@@ -517,6 +529,9 @@ impl<B: Backend> Harness<B> {
                 let (v, p) = path(v, p);
                 let secs = utime_secs(t);
                 let pred = m.utime(v, p, secs);
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 expect("utimensat", &pred, &self.b.utime(&rel(v, p), secs))?;
             }
             Op::Read { v, p } => {
@@ -659,11 +674,23 @@ impl<B: Backend> Harness<B> {
             let date = self.b.xattr(vault, "user.glacier.inventory_date").ok();
             glacierfs::codec::timefmt::iso_secs(date.as_deref()) == emu.inventory_date(vault)
         };
+        // The inventory's date is recorded before the snapshots it lists are taken in: a
+        // vault that holds one is in once the mount says it has no history of it.
+        let snapshot_known = |v: usize| {
+            !snapshot_held[v]
+                || self
+                    .b
+                    .xattr(VAULTS[v], "user.glacier.snapshot")
+                    .is_ok_and(|s| s.starts_with("no-history"))
+        };
         let ok = self.wait(|| {
             emu.complete_all_jobs();
-            want.iter().all(|v| {
-                let _ = self.b.walk(v);
-                taken_in(v)
+            VAULTS.iter().enumerate().all(|(v, vault)| {
+                if !want.contains(vault) {
+                    return true;
+                }
+                let _ = self.b.walk(vault);
+                taken_in(vault) && snapshot_known(v)
             })
         });
         if !ok {
