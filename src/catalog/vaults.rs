@@ -132,6 +132,16 @@ pub fn set_inventory_date(conn: &Connection, ino: u64, date: &str) -> Result<(),
     Ok(())
 }
 
+/// A vault being made (again) is `present` once Glacier has it, unless the user deleted it
+/// meanwhile (`rmdir` after the `mkdir` left it `deleting`).
+pub fn settle_created(conn: &Connection, ino: u64) -> Result<(), CatalogError> {
+    conn.execute(
+        "UPDATE vaults SET state = 'present' WHERE ino = ?1 AND state = 'creating'",
+        [ino as i64],
+    )?;
+    Ok(())
+}
+
 /// Records a refused DeleteVault where `.jobs` shows it: one row per vault, whose message is
 /// the latest refusal.
 pub fn record_delete_failure(
@@ -233,6 +243,21 @@ mod tests {
             arn: Some(format!("arn:aws:glacier:us-east-1:0:vaults/{name}")),
             ..VaultDesc::default()
         }
+    }
+
+    #[test]
+    fn a_vault_made_again_is_present_unless_deleted_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let ino = cat
+            .write(|tx| Ok(ensure(tx, "again", "creating")?.ino))
+            .unwrap();
+        let state = |cat: &Catalog| cat.read(move |c| by_ino(c, ino)).unwrap().unwrap().state;
+        cat.write(move |tx| settle_created(tx, ino)).unwrap();
+        assert_eq!(state(&cat), "present");
+        cat.write(move |tx| set_state(tx, ino, "deleting")).unwrap();
+        cat.write(move |tx| settle_created(tx, ino)).unwrap();
+        assert_eq!(state(&cat), "deleting");
     }
 
     #[test]

@@ -543,7 +543,7 @@ impl CloseState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -559,7 +559,10 @@ mod tests {
 
     /// A file system on a fresh catalog with one vault, `v`. Nothing here reaches Glacier: the
     /// client points at a closed port and no engine is started.
-    fn fs(dir: &std::path::Path, runtime: &tokio::runtime::Runtime) -> (GlacierFs, u64) {
+    pub(in crate::fs) fn fs(
+        dir: &std::path::Path,
+        runtime: &tokio::runtime::Runtime,
+    ) -> (GlacierFs, u64) {
         let catalog = Catalog::open(dir).unwrap();
         let vault = catalog
             .write(|tx| vaults::ensure(tx, "v", "present"))

@@ -256,10 +256,12 @@ impl GlacierFs {
             return Err(FsError::NotFound(missing()));
         };
         if n.kind == Kind::Vault {
-            let hidden = self
+            // Read after the node, so a vault forgotten in between has no row any more: only a
+            // row that says the vault is wanted shows it (a node and its row go in one write).
+            let shown = self
                 .catalog
-                .read(|c| Ok(catalog::vaults::by_ino(c, n.ino)?.map(|v| v.state == "deleting")))?;
-            if hidden == Some(true) {
+                .read(|c| Ok(catalog::vaults::by_ino(c, n.ino)?.map(|v| v.state != "deleting")))?;
+            if shown != Some(true) {
                 return Err(FsError::NotFound(missing()));
             }
         }
@@ -360,22 +362,25 @@ impl GlacierFs {
         if want == 0 {
             return Ok(out);
         }
-        let (children, hidden) = self.catalog.read(|c| {
+        // The two reads are two snapshots: the vaults are read after the children, and only
+        // a vault whose row is there and not being deleted is listed, so a vault forgotten in
+        // between (its DeleteVault done) is not listed from the older snapshot of the nodes.
+        let (children, shown) = self.catalog.read(|c| {
             let kids = nodes::children(c, ino, after, want)?;
-            let hidden: Vec<u64> = if ino == ROOT_INO {
+            let shown: Vec<u64> = if ino == ROOT_INO {
                 catalog::vaults::all(c)?
                     .into_iter()
-                    .filter(|v| v.state == "deleting")
+                    .filter(|v| v.state != "deleting")
                     .map(|v| v.ino)
                     .collect()
             } else {
                 Vec::new()
             };
-            Ok((kids, hidden))
+            Ok((kids, shown))
         })?;
         for n in children {
             let cookie = n.ino + COOKIE_BASE;
-            if hidden.contains(&n.ino) {
+            if n.kind == Kind::Vault && !shown.contains(&n.ino) {
                 continue;
             }
             out.push(DirEntry {

@@ -34,39 +34,34 @@ impl GlacierFs {
             Ok(n) => n,
             Err(e) => return done(Err(e)),
         };
-        let existing = self.catalog.read({
-            let name = name.clone();
-            move |c| vaults::by_name(c, &name)
-        });
-        match existing {
-            Ok(Some(v)) if v.state == "deleting" => {
-                // mkdir of a vault whose delete is still queued cancels that delete.
-                let ino = v.ino;
-                let r = self
-                    .catalog
-                    .write(move |tx| vaults::set_state(tx, ino, "present"))
-                    .map_err(FsError::from)
-                    .and_then(|_| self.getattr(ino));
-                return done(r);
-            }
-            Ok(Some(_)) => return done(Err(FsError::Exists)),
-            Ok(None) => {}
-            Err(e) => return done(Err(e.into())),
-        }
-        let row = {
+        // One write decides, so a delete task finishing meanwhile cannot forget the vault
+        // between the look and the change.
+        let claim = {
             let name = name.clone();
             self.catalog
-                .write(move |tx| vaults::ensure(tx, &name, "creating"))
+                .write(move |tx| match vaults::by_name(tx, &name)? {
+                    Some(v) if v.state == "deleting" => {
+                        // mkdir of a vault whose delete is still queued cancels that delete. Its
+                        // DeleteVault may be out already: `creating` leaves the delete task to
+                        // make the vault again at Glacier once that call is answered.
+                        vaults::set_state(tx, v.ino, "creating")?;
+                        Ok(Claim::TakenBack(v.ino))
+                    }
+                    Some(_) => Ok(Claim::Exists),
+                    None => Ok(Claim::New(vaults::ensure(tx, &name, "creating")?.ino)),
+                })
         };
-        let row = match row {
-            Ok(r) => r,
+        let ino = match claim {
+            Ok(Claim::New(ino)) => ino,
+            Ok(Claim::TakenBack(ino)) => return done(self.getattr(ino)),
+            Ok(Claim::Exists) => return done(Err(FsError::Exists)),
             Err(e) => return done(Err(e.into())),
         };
         let client = Arc::clone(&self.services.client);
         let catalog = self.catalog.clone();
-        let attr = self.getattr(row.ino);
+        let attr = self.getattr(ino);
         self.services.runtime.spawn(async move {
-            let result = create_remote(&*client, &catalog, &name, row.ino).await;
+            let result = create_remote(&*client, &catalog, &name, ino).await;
             done(result.and(attr));
         });
     }
@@ -125,8 +120,9 @@ async fn create_remote(
 ) -> FsResult<()> {
     match client.create_vault(name).await {
         Ok(()) => {
+            // Not over an `rmdir` that came while the call was out.
             catalog
-                .write_async(move |tx| vaults::set_state(tx, ino, "present"))
+                .write_async(move |tx| vaults::settle_created(tx, ino))
                 .await?;
             Ok(())
         }
@@ -153,11 +149,19 @@ pub(crate) fn spawn_delete(
 ) {
     runtime.spawn(async move {
         loop {
-            let still_wanted = catalog
-                .read(|c| Ok(vaults::by_ino(c, ino)?.map(|v| v.state == "deleting")))
-                .unwrap_or(Some(false));
-            if still_wanted != Some(true) {
-                return;
+            let state = catalog
+                .read(|c| Ok(vaults::by_ino(c, ino)?.map(|v| v.state)))
+                .unwrap_or_default();
+            match state.as_deref() {
+                Some("deleting") => {}
+                // Taken back before DeleteVault went out: the vault is still at Glacier.
+                Some("creating") => {
+                    let _ = catalog
+                        .write_async(move |tx| vaults::settle_created(tx, ino))
+                        .await;
+                    return;
+                }
+                _ => return,
             }
             match client.delete_vault(&name).await {
                 Ok(())
@@ -165,13 +169,28 @@ pub(crate) fn spawn_delete(
                     kind: ErrorKind::NotFound,
                     ..
                 }) => {
-                    log::info!("vault {name} deleted");
                     let gone = name.clone();
                     let r = catalog
-                        .write_async(move |tx| vaults::forget_deleted(tx, ino, &gone))
+                        .write_async(move |tx| match vaults::by_ino(tx, ino)? {
+                            Some(v) if v.state == "deleting" => {
+                                vaults::forget_deleted(tx, ino, &gone)?;
+                                Ok(true)
+                            }
+                            // Taken back by a mkdir while the call was out.
+                            Some(_) => {
+                                vaults::set_state(tx, ino, "creating")?;
+                                Ok(false)
+                            }
+                            None => Ok(true),
+                        })
                         .await;
-                    if let Err(e) = r {
-                        log::error!("forgetting vault {name}: {e}");
+                    match r {
+                        Ok(true) => log::info!("vault {name} deleted"),
+                        Ok(false) => {
+                            log::info!("vault {name} was made again while its delete was out");
+                            recreate(&*client, &catalog, &name, ino, retry_interval).await;
+                        }
+                        Err(e) => log::error!("forgetting vault {name}: {e}"),
                     }
                     return;
                 }
@@ -186,4 +205,136 @@ pub(crate) fn spawn_delete(
             }
         }
     });
+}
+
+/// What a vault `mkdir` found in the catalog.
+enum Claim {
+    /// A new row (its inode), to be made at Glacier.
+    New(u64),
+    /// A vault whose delete was queued, now wanted again.
+    TakenBack(u64),
+    Exists,
+}
+
+/// Makes a vault taken back by `mkdir` again at Glacier after its DeleteVault went through,
+/// retrying while Glacier refuses and the vault is still wanted. Until then it is `creating`,
+/// which a vault listing that does not show it leaves alone.
+async fn recreate(
+    client: &dyn GlacierClient,
+    catalog: &Catalog,
+    name: &str,
+    ino: u64,
+    retry_interval: std::time::Duration,
+) {
+    loop {
+        let wanted = catalog
+            .read(|c| Ok(vaults::by_ino(c, ino)?.is_some_and(|v| v.state == "creating")))
+            .unwrap_or(false);
+        if !wanted {
+            return;
+        }
+        match client.create_vault(name).await {
+            Ok(()) => {
+                if let Err(e) = catalog
+                    .write_async(move |tx| vaults::settle_created(tx, ino))
+                    .await
+                {
+                    log::error!("recording vault {name} as made again: {e}");
+                }
+                return;
+            }
+            Err(e) => {
+                log::warn!("making vault {name} again: {e}; will retry");
+                tokio::time::sleep(retry_interval).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use crate::catalog::{nodes, vaults, Kind, ROOT_INO};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A listing reads the nodes, then the vault rows: a vault forgotten in between (its
+    /// DeleteVault done) leaves, in that view, a node with no row. It once was listed, so a
+    /// vault deleted by `rmdir` showed again in `ls` of the mount point.
+    #[test]
+    fn a_vault_node_without_its_row_is_neither_listed_nor_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (fs, _) = super::super::files::tests::fs(dir.path(), &rt);
+        // The older snapshot of the nodes: the vault's node is there, its row is gone.
+        let ino = fs
+            .catalog
+            .write(|tx| {
+                nodes::insert(
+                    tx,
+                    Kind::Vault,
+                    &nodes::NewNode {
+                        parent: ROOT_INO,
+                        name: "gone",
+                        vault: 0,
+                        mtime_ns: 1,
+                        ..Default::default()
+                    },
+                )
+            })
+            .unwrap();
+        let names: Vec<String> = fs
+            .readdir(ROOT_INO, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n == "v"), "{names:?}");
+        assert!(!names.iter().any(|n| n == "gone"), "{names:?}");
+        let found = fs.lookup(ROOT_INO, OsStr::new("gone"));
+        assert_eq!(
+            found.map(|a| a.ino).map_err(|e| e.errno()),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            fs.getattr(ino).map(drop).map_err(|e| e.errno()),
+            Err(libc::ENOENT)
+        );
+    }
+
+    /// `mkdir` of a vault whose delete is queued takes it back in one write: the vault is
+    /// `creating` (made again at Glacier if its DeleteVault was out) and shows at once.
+    #[test]
+    fn mkdir_takes_back_a_vault_being_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let (fs, vault) = super::super::files::tests::fs(dir.path(), &rt);
+        fs.catalog
+            .write(move |tx| vaults::set_state(tx, vault, "deleting"))
+            .unwrap();
+        assert!(fs.lookup(ROOT_INO, OsStr::new("v")).is_err());
+        let (tx, rx) = std::sync::mpsc::channel();
+        fs.mkdir(
+            ROOT_INO,
+            OsStr::new("v"),
+            0o755,
+            0,
+            0,
+            Box::new(move |r| tx.send(r.map(|a| a.ino)).unwrap()),
+        );
+        assert_eq!(rx.recv().unwrap().unwrap(), vault);
+        let row = fs
+            .catalog
+            .read(|c| vaults::by_name(c, "v"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, "creating");
+        assert_eq!(fs.lookup(ROOT_INO, OsStr::new("v")).unwrap().ino, vault);
+    }
 }

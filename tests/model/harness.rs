@@ -10,25 +10,45 @@
 //! process (`inproc.rs`). The checks here are the same for both.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use super::ops::{
-    chmod_mode, pattern, utime_secs, Op, OpenMode, INITIAL_VAULTS, OOB_NAMES, PATHS, ROOT_NAMES,
-    VAULTS,
+    chmod_mode, pattern, utime_secs, Op, OpenMode, INITIAL_VAULTS, LINK_TARGETS, MKNOD_MODE,
+    OOB_NAMES, PATHS, ROOT_NAMES, VAULTS,
 };
-use super::state::{Arch, Entry, Expected, Model, Predict};
+use super::state::{Arch, Entry, Expected, Listed, Model, Predict};
 use crate::support::emulator::Emulator;
+
+/// How many snapshots went up, machines were lost and restores were applied, over every case
+/// of this process: the rarer steps' share of a run, for its summary line.
+pub static SNAPSHOTS: AtomicU64 = AtomicU64::new(0);
+pub static MACHINE_LOSSES: AtomicU64 = AtomicU64::new(0);
+pub static RESTORES: AtomicU64 = AtomicU64::new(0);
 
 /// How long anything asynchronous (uploads, deletes, jobs, inventories) may take to show.
 pub const SETTLE: Duration = Duration::from_secs(90);
 
+/// What kind of entry a listing shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    /// A symlink, with its target.
+    Link(String),
+    Fifo,
+    /// Anything else (a socket, a device).
+    Other,
+}
+
 /// What a listing shows of one entry.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Meta {
     pub dir: bool,
+    pub kind: Kind,
     pub len: u64,
     /// Permission bits.
     pub mode: u32,
@@ -69,6 +89,19 @@ pub trait Backend {
     fn sync_wait(&self, paths: &[String]) -> Result<(), String>;
     /// The daemon dies and starts again on the same cache; `open` were its handles.
     fn crash(&mut self, open: Vec<Self::File>);
+    /// symlink(2): `path` pointing at `target`.
+    fn symlink(&self, target: &str, path: &str) -> Result<(), i32>;
+    /// mkfifo(3) with `mode` (under the umask 022).
+    fn mkfifo(&self, path: &str, mode: u32) -> Result<(), i32>;
+    fn readlink(&self, path: &str) -> Result<String, i32>;
+    /// `glacierfs sync --wait --snapshot VAULT` (with `files`, the vault's files no writer
+    /// holds, to sync first), bounded by [`SETTLE`].
+    fn snapshot(&self, vault: &str, files: &[String]) -> Result<(), String>;
+    /// `glacierfs catalog restore --wait VAULT`, while the emulator finishes every job.
+    fn restore(&self, vault: &str) -> Result<(), String>;
+    /// The machine is lost: the daemon stops (cleanly, or as a crash) and a new one starts on
+    /// a new, empty cache directory over the same vaults, and looks into each.
+    fn lose_machine(&mut self, clean: bool);
     fn emu(&self) -> &Emulator;
     /// The daemon's last log lines.
     fn log_tail(&self) -> String;
@@ -126,6 +159,8 @@ pub fn mt2(path: &str, mtime: i64) -> String {
 struct Harness<B: Backend> {
     /// Open handles, parallel to the model's.
     files: Vec<B::File>,
+    /// When each vault's last snapshot went up.
+    snapped: Vec<Option<Instant>>,
     b: B,
 }
 
@@ -231,6 +266,9 @@ impl<B: Backend> Harness<B> {
         keep_open: bool,
     ) -> Result<(), String> {
         let pred = m.create(v, p);
+        if pred == Predict::Skip {
+            return Ok(());
+        }
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
         let got = self.b.open(&rel(v, p), flags, 0o644);
         expect("create", &pred, &got)?;
@@ -355,6 +393,30 @@ impl<B: Backend> Harness<B> {
 
     fn step(&mut self, m: &mut Model, op: &Op) -> Result<(), String> {
         let path = |v: u8, p: u8| (v as usize, PATHS[p as usize]);
+        let through = |v: u8, p: u8| {
+            let (v, p) = path(v, p);
+            m.through_link(v, p)
+        };
+        let skip = match *op {
+            Op::Create { v, p, .. }
+            | Op::Open { v, p, .. }
+            | Op::Truncate { v, p, .. }
+            | Op::Unlink { v, p }
+            | Op::Mkdir { v, p }
+            | Op::Rmdir { v, p }
+            | Op::Chmod { v, p, .. }
+            | Op::Utime { v, p, .. }
+            | Op::Read { v, p }
+            | Op::OobDelete { v, p }
+            | Op::Symlink { v, p, .. }
+            | Op::Mknod { v, p }
+            | Op::ReadLink { v, p } => through(v, p),
+            Op::Rename { v, p, v2, p2 } => through(v, p) || through(v2, p2),
+            _ => false,
+        };
+        if skip {
+            return Ok(());
+        }
         match *op {
             Op::Create {
                 v,
@@ -406,12 +468,18 @@ impl<B: Backend> Harness<B> {
             Op::Truncate { v, p, size } => {
                 let (v, p) = path(v, p);
                 let pred = m.truncate(v, p, size.bytes());
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 let got = self.b.truncate(&rel(v, p), size.bytes() as u64);
                 expect("truncate", &pred, &got)?;
             }
             Op::Rename { v, p, v2, p2 } => {
                 let ((v, p), (v2, p2)) = (path(v, p), path(v2, p2));
                 let pred = m.rename(v, p, v2, p2);
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 let got = self.b.rename(&rel(v, p), &rel(v2, p2));
                 expect("rename", &pred, &got)?;
             }
@@ -451,6 +519,9 @@ impl<B: Backend> Harness<B> {
             Op::Chmod { v, p, mode } => {
                 let (v, p) = path(v, p);
                 let pred = m.chmod(v, p, chmod_mode(mode));
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 let got = self.b.chmod(&rel(v, p), chmod_mode(mode));
                 expect("chmod", &pred, &got)?;
             }
@@ -458,6 +529,9 @@ impl<B: Backend> Harness<B> {
                 let (v, p) = path(v, p);
                 let secs = utime_secs(t);
                 let pred = m.utime(v, p, secs);
+                if pred == Predict::Skip {
+                    return Ok(());
+                }
                 expect("utimensat", &pred, &self.b.utime(&rel(v, p), secs))?;
             }
             Op::Read { v, p } => {
@@ -478,8 +552,165 @@ impl<B: Backend> Harness<B> {
                 self.finish_retrievals(m)?;
             }
             Op::Crash => self.crash(m)?,
+            Op::Symlink { v, p, t } => {
+                let (v, p) = path(v, p);
+                let target = LINK_TARGETS[t as usize % LINK_TARGETS.len()];
+                let pred = m.make_special(v, p, Entry::Link(target.to_owned()));
+                expect("symlink", &pred, &self.b.symlink(target, &rel(v, p)))?;
+            }
+            Op::Mknod { v, p } => {
+                let (v, p) = path(v, p);
+                let pred = m.mkfifo(v, p);
+                expect("mkfifo", &pred, &self.b.mkfifo(&rel(v, p), MKNOD_MODE))?;
+            }
+            Op::ReadLink { v, p } => {
+                let (v, p) = path(v, p);
+                let pred = m.readlink(v, p);
+                let got = self.b.readlink(&rel(v, p));
+                expect("readlink", &pred, &got)?;
+                if let (Predict::Ok(want), Ok(t)) = (&pred, &got) {
+                    if want != t {
+                        return Err(format!("readlink: {t:?}, the model says {want:?}"));
+                    }
+                }
+            }
+            Op::Snapshot { v } => self.snapshot(m, v as usize)?,
+            Op::MachineLoss { clean, restore } => {
+                self.lose_machine(m, clean)?;
+                if restore {
+                    for v in 0..VAULTS.len() {
+                        self.restore(m, v)?;
+                    }
+                }
+            }
+            Op::Restore { v } => self.restore(m, v as usize)?,
         }
         Ok(())
+    }
+
+    /// `sync --wait --snapshot` of vault `v`, after everything else is synced; not made while
+    /// a writer holds a file of the vault (its staged version would be in the snapshot with
+    /// the archive it had before, which is the daemon's timing to know), nor when the mount
+    /// has no history of the vault's snapshots (it refuses; SEMANTICS.md).
+    fn snapshot(&mut self, m: &mut Model, v: usize) -> Result<(), String> {
+        let held = m
+            .handles
+            .iter()
+            .any(|h| m.path_of(h.ino).is_some_and(|(hv, _)| hv == v));
+        if !m.present[v] || m.no_history[v] || held {
+            return Ok(());
+        }
+        self.sync(m)?;
+        let files: Vec<String> = m.vaults[v]
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::File(_)))
+            .map(|(p, _)| rel(v, p))
+            .collect();
+        // Snapshots are named to the second: two of one vault in one second would leave which
+        // is the newest to chance.
+        if let Some(last) = self.snapped[v] {
+            let next = Duration::from_millis(1_100);
+            if last.elapsed() < next {
+                std::thread::sleep(next - last.elapsed());
+            }
+        }
+        self.b.snapshot(VAULTS[v], &files)?;
+        self.snapped[v] = Some(Instant::now());
+        let b = &self.b;
+        m.snapshot(v, |p| b.xattr(&rel(v, p), "user.glacier.archive_id").ok());
+        SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The machine is lost. First every handle is closed, everything goes up, an inventory
+    /// settles any twin a crash left, and the vaults are checked: what a new machine can get
+    /// back is what Glacier holds. Then a new daemon on an empty cache takes the inventories
+    /// in (with the snapshots among the archives, which never show as files).
+    fn lose_machine(&mut self, m: &mut Model, clean: bool) -> Result<(), String> {
+        while !self.files.is_empty() {
+            self.close(m, self.files.len() - 1)?;
+        }
+        self.inventory(m)?;
+        self.check_tree(m)?;
+        self.check_vaults(m, false)?;
+        let emu = self.b.emu();
+        emu.advance(Duration::from_secs(3600));
+        let present: Vec<bool> = VAULTS
+            .iter()
+            .map(|v| emu.vault_names().iter().any(|n| n == v))
+            .collect();
+        let mut listed = Vec::new();
+        let mut snapshot_held = Vec::new();
+        for (v, vault) in VAULTS.iter().enumerate() {
+            let mut archives = Vec::new();
+            let mut snap = false;
+            if present[v] {
+                emu.take_inventory(vault);
+                for a in emu.archives(vault) {
+                    if glacierfs::codec::names::snapshot::is_snapshot(&a.description) {
+                        snap = true;
+                        continue;
+                    }
+                    archives.push(Listed {
+                        desc_path: glacierfs::codec::names::decode(&a.description).path,
+                        content: emu.archive_data(vault, &a.id).unwrap_or_default(),
+                        created: a.creation_secs,
+                        id: a.id,
+                    });
+                }
+            }
+            listed.push(archives);
+            snapshot_held.push(snap);
+        }
+        self.b.lose_machine(clean);
+        let emu = self.b.emu();
+        let want: Vec<&str> = VAULTS
+            .iter()
+            .enumerate()
+            .filter(|(v, _)| present[*v])
+            .map(|(_, n)| *n)
+            .collect();
+        let taken_in = |vault: &str| {
+            let date = self.b.xattr(vault, "user.glacier.inventory_date").ok();
+            glacierfs::codec::timefmt::iso_secs(date.as_deref()) == emu.inventory_date(vault)
+        };
+        // The inventory's date is recorded before the snapshots it lists are taken in: a
+        // vault that holds one is in once the mount says it has no history of it.
+        let snapshot_known = |v: usize| {
+            !snapshot_held[v]
+                || self
+                    .b
+                    .xattr(VAULTS[v], "user.glacier.snapshot")
+                    .is_ok_and(|s| s.starts_with("no-history"))
+        };
+        let ok = self.wait(|| {
+            emu.complete_all_jobs();
+            VAULTS.iter().enumerate().all(|(v, vault)| {
+                if !want.contains(vault) {
+                    return true;
+                }
+                let _ = self.b.walk(vault);
+                taken_in(vault) && snapshot_known(v)
+            })
+        });
+        if !ok {
+            return Err("the new machine never took the inventories in".into());
+        }
+        m.machine_loss(present, listed, snapshot_held);
+        MACHINE_LOSSES.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `catalog restore --wait` of vault `v`, where the model defines its outcome.
+    fn restore(&mut self, m: &mut Model, v: usize) -> Result<(), String> {
+        if !m.restorable(v) {
+            return Ok(());
+        }
+        self.b.restore(VAULTS[v])?;
+        m.restore(v);
+        RESTORES.fetch_add(1, Ordering::Relaxed);
+        // The restore let every job finish: files whose retrieval ran are readable now.
+        self.finish_retrievals(m)
     }
 
     /// The whole tree of every vault against the model.
@@ -510,7 +741,29 @@ impl<B: Backend> Harness<B> {
                 match e {
                     Entry::Dir if !meta.dir => return Err(format!("{vault}/{p}: not a dir")),
                     Entry::Dir => {}
+                    Entry::File(ino) if meta.kind != Kind::File => {
+                        return Err(format!(
+                            "{vault}/{p}: a {:?}, the model has a file {ino}",
+                            meta.kind
+                        ))
+                    }
                     Entry::File(ino) => self.check_file(m, v, p, *ino, meta)?,
+                    Entry::Link(t) => {
+                        if meta.kind != Kind::Link(t.clone()) || meta.len != t.len() as u64 {
+                            return Err(format!(
+                                "{vault}/{p}: {:?} of size {}, the model has a symlink to {t:?}",
+                                meta.kind, meta.len
+                            ));
+                        }
+                    }
+                    Entry::Fifo(mode) => {
+                        if meta.kind != Kind::Fifo || meta.mode != *mode {
+                            return Err(format!(
+                                "{vault}/{p}: {:?} mode {:o}, the model has a fifo {mode:o}",
+                                meta.kind, meta.mode
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -611,6 +864,7 @@ impl<B: Backend> Harness<B> {
         let have: Vec<(String, Vec<u8>)> = emu
             .archives(vault)
             .iter()
+            .filter(|a| !glacierfs::codec::names::snapshot::is_snapshot(&a.description))
             .map(|a| {
                 (
                     glacierfs::codec::names::decode(&a.description).path,
@@ -689,6 +943,7 @@ fn assign(
 pub fn run_case<B: Backend>(b: B, ops: &[Op], long_delay: bool) -> Result<(), String> {
     let mut h = Harness {
         files: Vec::new(),
+        snapped: vec![None; VAULTS.len()],
         b,
     };
     let mut m = Model::new(VAULTS.len(), INITIAL_VAULTS, long_delay);
@@ -703,7 +958,7 @@ pub fn run_case<B: Backend>(b: B, ops: &[Op], long_delay: bool) -> Result<(), St
             return fail(&h, format!("step {i} {op:?}"), e);
         }
     }
-    let crashed = ops.contains(&Op::Crash);
+    let crashed = ops.iter().any(|o| matches!(o, Op::Crash));
     if let Err(e) = h.finish(&mut m, crashed) {
         return fail(&h, "at the end".into(), e);
     }

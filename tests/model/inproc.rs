@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::harness::{Backend, Meta, SETTLE};
+use super::harness::{Backend, Kind, Meta, SETTLE};
 use super::mounted::{case_args, case_emulator};
 use crate::support::emulator::Emulator;
 use crate::support::inproc::{log_tail, Fh, InProc};
@@ -60,10 +60,25 @@ impl InProcBackend {
             if a != attr {
                 return Err(format!("{rel}: stat says {a:?}, the listing {attr:?}"));
             }
-            let is_dir = a.kind == glacierfs::fs::FileKind::Directory;
+            use glacierfs::fs::FileKind;
+            let is_dir = a.kind == FileKind::Directory;
             if is_dir {
                 self.walk(&path, &format!("{rel}/"), out)?;
             }
+            let kind = match a.kind {
+                FileKind::Directory => Kind::Dir,
+                FileKind::RegularFile => Kind::File,
+                FileKind::NamedPipe => Kind::Fifo,
+                FileKind::Symlink => {
+                    let t = self
+                        .fs
+                        .fs()
+                        .readlink(a.ino)
+                        .map_err(|e| format!("readlink {rel}: {e}"))?;
+                    Kind::Link(String::from_utf8_lossy(&t).into_owned())
+                }
+                _ => Kind::Other,
+            };
             let mtime = a
                 .mtime
                 .duration_since(UNIX_EPOCH)
@@ -73,6 +88,7 @@ impl InProcBackend {
                 rel,
                 Meta {
                     dir: is_dir,
+                    kind,
                     len: if is_dir { 0 } else { a.size },
                     mode: u32::from(a.perm) & 0o7777,
                     mtime,
@@ -141,6 +157,48 @@ impl InProcBackend {
                 _ => {}
             }
         }
+    }
+}
+
+/// The directory of a mount-relative path and the last name in it.
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+/// What the kernel does before it asks the daemon to make `path`: its parent must be a
+/// directory, and the name must be free (EEXIST, whatever is there, a dangling symlink too).
+fn parent_for_new(fs: &InProc, path: &str) -> Result<u64, i32> {
+    let (dir, name) = split(path);
+    let d = fs.lookup(dir)?;
+    if d.kind != glacierfs::fs::FileKind::Directory {
+        return Err(libc::ENOTDIR);
+    }
+    match fs.fs().lookup(d.ino, std::ffi::OsStr::new(name)) {
+        Ok(_) => Err(libc::EEXIST),
+        Err(glacierfs::fs::FsError::NotFound(_)) => Ok(d.ino),
+        Err(e) => Err(e.errno()),
+    }
+}
+
+/// Waits until the vault attribute `name` of `vault` satisfies `done`, finishing every job
+/// the emulator has meanwhile.
+fn wait_attr(
+    fs: &InProc,
+    vault: &str,
+    name: &str,
+    done: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        fs.emu.complete_all_jobs();
+        let now = fs.getxattr(vault, name);
+        if now.as_deref().is_ok_and(&done) {
+            return Ok(());
+        }
+        if start.elapsed() > SETTLE {
+            return Err(format!("{vault}: {name} stayed {now:?}"));
+        }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -253,6 +311,74 @@ impl Backend for InProcBackend {
         if let Err(e) = self.fs.settle_first_access(SETTLE) {
             panic!("{e}");
         }
+    }
+
+    fn symlink(&self, target: &str, path: &str) -> Result<(), i32> {
+        let parent = parent_for_new(&self.fs, path)?;
+        let (uid, gid) = (0, 0);
+        self.fs
+            .fs()
+            .symlink(
+                parent,
+                std::ffi::OsStr::new(split(path).1),
+                target.as_bytes(),
+                uid,
+                gid,
+            )
+            .map(drop)
+            .map_err(|e| e.errno())
+    }
+
+    fn mkfifo(&self, path: &str, mode: u32) -> Result<(), i32> {
+        let parent = parent_for_new(&self.fs, path)?;
+        self.fs
+            .fs()
+            .mknod(
+                parent,
+                std::ffi::OsStr::new(split(path).1),
+                libc::S_IFIFO | (mode & !crate::support::inproc::UMASK),
+                0,
+                0,
+                0,
+            )
+            .map(drop)
+            .map_err(|e| e.errno())
+    }
+
+    fn readlink(&self, path: &str) -> Result<String, i32> {
+        let a = self.fs.lookup(path)?;
+        self.fs
+            .fs()
+            .readlink(a.ino)
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .map_err(|e| e.errno())
+    }
+
+    fn snapshot(&self, vault: &str, files: &[String]) -> Result<(), String> {
+        if !files.is_empty() {
+            self.sync_wait(files)?;
+        }
+        let before = self.fs.getxattr(vault, "user.glacier.snapshot");
+        self.fs
+            .setxattr(vault, "user.glacier.snapshot", b"")
+            .map_err(|e| format!("asking for a snapshot of {vault}: {}", err(e)))?;
+        wait_attr(&self.fs, vault, "user.glacier.snapshot", |now| {
+            now.starts_with("confirmed ") && before.as_deref().ok() != Some(now)
+        })
+    }
+
+    fn restore(&self, vault: &str) -> Result<(), String> {
+        self.fs
+            .setxattr(vault, "user.glacier.restore", b"")
+            .map_err(|e| format!("asking for a restore of {vault}: {}", err(e)))?;
+        wait_attr(&self.fs, vault, "user.glacier.restore", |now| {
+            now.starts_with("applied")
+        })
+    }
+
+    fn lose_machine(&mut self, clean: bool) {
+        self.held().clear();
+        self.fs.lose_machine(clean);
     }
 
     fn emu(&self) -> &Emulator {

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::IntoRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use super::harness::{Backend, Meta, SETTLE};
+use super::harness::{Backend, Kind, Meta, SETTLE};
 use super::ops::{INITIAL_VAULTS, VAULTS};
 use crate::support::emulator::{ClockStart, Emulator, EmulatorOptions};
 use crate::support::mount::{aws_env, binary, Mount};
@@ -59,6 +59,9 @@ pub fn case_args(long_delay: bool) -> Vec<String> {
         delay,
         "--upload-concurrency",
         "2",
+        // Snapshots only when a case asks for one (`sync --snapshot`).
+        "--snapshot-interval",
+        "off",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -125,10 +128,25 @@ fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Meta>) -> Result<()
             .ok()
             .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64);
+        let t = meta.file_type();
+        let kind = if t.is_dir() {
+            Kind::Dir
+        } else if t.is_file() {
+            Kind::File
+        } else if t.is_symlink() {
+            let target =
+                std::fs::read_link(e.path()).map_err(|e| format!("readlink {rel}: {e}"))?;
+            Kind::Link(target.to_string_lossy().into_owned())
+        } else if t.is_fifo() {
+            Kind::Fifo
+        } else {
+            Kind::Other
+        };
         out.insert(
             rel,
             Meta {
                 dir: meta.is_dir(),
+                kind,
                 len: meta.len(),
                 mode: meta.mode() & 0o7777,
                 mtime,
@@ -284,6 +302,66 @@ impl Backend for Mounted {
         }
     }
 
+    fn symlink(&self, target: &str, path: &str) -> Result<(), i32> {
+        std::os::unix::fs::symlink(target, self.path(path)).map_err(|e| errno(&e))
+    }
+
+    fn mkfifo(&self, path: &str, mode: u32) -> Result<(), i32> {
+        let c = cpath(&self.path(path));
+        // SAFETY: a valid C string.
+        self.call(unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) })
+    }
+
+    fn readlink(&self, path: &str) -> Result<String, i32> {
+        std::fs::read_link(self.path(path))
+            .map(|t| t.to_string_lossy().into_owned())
+            .map_err(|e| errno(&e))
+    }
+
+    fn snapshot(&self, vault: &str, files: &[String]) -> Result<(), String> {
+        let mut args = vec![
+            "sync".to_owned(),
+            "--wait".to_owned(),
+            "--snapshot".to_owned(),
+        ];
+        args.push(self.path(vault).display().to_string());
+        args.extend(files.iter().map(|f| self.path(f).display().to_string()));
+        let out = run_bounded(&args, &self.emu)?;
+        if !out.contains("is in the vault") {
+            return Err(format!("sync --snapshot said: {out}"));
+        }
+        Ok(())
+    }
+
+    fn restore(&self, vault: &str) -> Result<(), String> {
+        let args = [
+            "catalog".to_owned(),
+            "restore".to_owned(),
+            "--wait".to_owned(),
+            self.path(vault).display().to_string(),
+        ];
+        let out = run_bounded(&args, &self.emu)?;
+        if !out.contains("is applied") {
+            return Err(format!("catalog restore said: {out}"));
+        }
+        Ok(())
+    }
+
+    fn lose_machine(&mut self, clean: bool) {
+        if !clean {
+            self.mount.kill();
+        }
+        let cache = tempfile::tempdir().expect("cache dir");
+        let refs: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        // The old mount goes first (dropping it unmounts), then the new one takes its place.
+        let old = std::mem::replace(
+            &mut self.mount,
+            Mount::start(&self.emu.endpoint(), cache.path(), &refs),
+        );
+        drop(old);
+        self._cache = cache;
+    }
+
     fn emu(&self) -> &Emulator {
         &self.emu
     }
@@ -296,5 +374,37 @@ impl Backend for Mounted {
 
     fn poll(&self) -> Duration {
         Duration::from_millis(50)
+    }
+}
+
+/// Runs `glacierfs ARGS` while the emulator finishes every job it is asked for, up to
+/// [`SETTLE`]; its output, or why it failed.
+fn run_bounded(args: &[String], emu: &Emulator) -> Result<String, String> {
+    let mut child = aws_env(&mut Command::new(binary()))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    let start = Instant::now();
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if start.elapsed() > SETTLE {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{args:?} did not return in {SETTLE:?}"));
+        }
+        emu.complete_all_jobs();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{args:?} failed: {text}"))
     }
 }

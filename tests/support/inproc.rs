@@ -305,6 +305,20 @@ impl InProc {
         self.restart(true);
     }
 
+    /// The machine is lost: the stack stops (cleanly, or as a crash) and a new one starts on a
+    /// new, empty cache directory over the same emulator, as a new machine would mount the
+    /// same vaults.
+    pub fn lose_machine(&mut self, clean: bool) {
+        if let Some(s) = self.stack.take() {
+            s.stop(clean);
+        }
+        self.cache = cache_dir();
+        self.args.cache.cache_dir = Some(self.cache.path().to_owned());
+        let stack = Stack::start(&self.args, self.cache.path())
+            .unwrap_or_else(|e| panic!("in-process start failed: {e}\n{}", log_tail(40)));
+        self.stack = Some(stack);
+    }
+
     fn restart(&mut self, clean: bool) {
         if let Some(s) = self.stack.take() {
             s.stop(clean);
