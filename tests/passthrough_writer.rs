@@ -68,10 +68,7 @@ fn a_writer_during_an_upload_through_passthrough_does_not_restart_it() {
     );
 
     // The writer opens the file mid-upload, changes a part not sent yet, and appends.
-    let mut writer = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
     let patch = vec![0xAB; 4096];
     writer
         .write_all_at(&patch, (3 * MIB + MIB / 2) as u64)
@@ -86,17 +83,27 @@ fn a_writer_during_an_upload_through_passthrough_does_not_restart_it() {
     // The reader, on the same backing, sees the writer's bytes at once.
     let mut seen = Vec::new();
     reader.read_to_end(&mut seen).unwrap();
-    assert!(seen == new, "the open reader does not see the writer's bytes");
+    assert!(
+        seen == new,
+        "the open reader does not see the writer's bytes"
+    );
 
     // The upload of the old version ends while the writer still has the file open: completed,
-    // not thrown away.
+    // not thrown away (the queue logs that, and the next round would start it over).
+    const THROWN_AWAY: &str = "changed while it was going up";
     assert!(
         wait_until(Duration::from_secs(60), || {
             let s = emu.stats();
             s.requests_for(Op::CompleteMultipartUpload) + s.requests_for(Op::AbortMultipartUpload)
                 >= 1
+                || mount.log_text().contains(THROWN_AWAY)
         }),
-        "the upload neither completed nor was aborted"
+        "the upload neither completed nor was thrown away"
+    );
+    assert!(
+        !mount.log_text().contains(THROWN_AWAY),
+        "the upload in flight was thrown away: {}",
+        mount.log_text()
     );
     let stats = emu.stats();
     assert_eq!(

@@ -186,24 +186,42 @@ impl DataStore {
                 .metadata()
                 .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
             if linked {
-                self.give_copy(&format!("{SNAPSHOTS}/{name}"))?;
+                self.give_copy(ino, &format!("{SNAPSHOTS}/{name}"))?;
             }
         }
         Ok(())
     }
 
-    /// Replaces snapshot `relative` (a link to its data file) with a copy of it, and switches
-    /// an upload reading it to the copy.
-    fn give_copy(&self, relative: &str) -> io::Result<()> {
+    /// Replaces snapshot `relative` (a link to the data file of `ino`) with a copy of it, and
+    /// switches an upload reading it to the copy. The copy is made as `data/<ino>.copy`, the
+    /// one name a copy in the making has in the cache. A snapshot removed meanwhile (its
+    /// upload ended) needs no copy, and must not come back as one.
+    fn give_copy(&self, ino: u64, relative: &str) -> io::Result<()> {
         let target = self.resolve(relative);
-        let tmp = self.resolve(&format!("{relative}.copy"));
-        copy_file(&target, &tmp)?;
-        // Under the table's lock: an upload opening the snapshot now either is in the table
-        // already (and is switched) or opens it after the rename (and reads the copy).
-        let reading = crate::locks::lock(&self.reading);
-        std::fs::rename(&tmp, &target)?;
-        if let Some(frozen) = reading.get(relative).and_then(Weak::upgrade) {
-            frozen.switch_to(File::open(&target)?);
+        let tmp = self.root.join(DATA).join(format!("{ino}.copy"));
+        match copy_file(&target, &tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            r => r?,
+        }
+        // Opened before the rename, so the upload is switched to this very copy.
+        let copy = File::open(&tmp)?;
+        let frozen = {
+            // Under the table's lock, as every open and removal of a snapshot: an upload
+            // opening it now either is in the table already (and is switched below) or opens
+            // it after the rename (and reads the copy).
+            let reading = crate::locks::lock(&self.reading);
+            if !target.exists() {
+                drop(reading);
+                let _ = std::fs::remove_file(&tmp);
+                return Ok(());
+            }
+            std::fs::rename(&tmp, &target)?;
+            reading.get(relative).and_then(Weak::upgrade)
+        };
+        // The upload still reads the old inode until here, which nothing has written yet: the
+        // writer's open is waiting for this.
+        if let Some(frozen) = frozen {
+            frozen.switch_to(copy);
         }
         Ok(())
     }
@@ -233,6 +251,8 @@ impl DataStore {
     }
 
     pub fn remove_snapshot(&self, relative: &str) {
+        // Under the table's lock, so a writer's copy of it cannot be put back after this.
+        let _reading = crate::locks::lock(&self.reading);
         let _ = std::fs::remove_file(self.resolve(relative));
     }
 
@@ -442,7 +462,7 @@ mod tests {
         assert_eq!(std::fs::metadata(store.data_path(7)).unwrap().nlink(), 1);
         store.unshare(7).unwrap();
         assert_eq!(std::fs::read(store.data_path(7)).unwrap(), b"ABCDEFGHIJKL");
-        assert!(!store.resolve(&format!("{snap}.copy")).exists());
+        assert!(!dir.path().join("data/7.copy").exists());
     }
 
     #[test]

@@ -248,7 +248,16 @@ pub async fn upload(
     fits(spec)?;
     let path = spec.file.clone();
     let file = blocking(move || Ok(Frozen::open(path)?)).await?;
-    upload_frozen(client, spec, Arc::new(file), resume, limits, journal, progress).await
+    upload_frozen(
+        client,
+        spec,
+        Arc::new(file),
+        resume,
+        limits,
+        journal,
+        progress,
+    )
+    .await
 }
 
 /// Uploads `file`, the snapshot `spec.file` names as its caller opened it, as one archive and
