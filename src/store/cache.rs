@@ -74,7 +74,7 @@ impl Frozen {
     }
 
     /// The size of the file read now.
-    pub fn len(&self) -> io::Result<u64> {
+    pub fn size(&self) -> io::Result<u64> {
         Ok(crate::locks::read(&self.file).metadata()?.len())
     }
 
@@ -456,7 +456,7 @@ mod tests {
         let mut tail = [0u8; 5];
         frozen.read_exact_at(&mut tail, 5).unwrap();
         assert_eq!(&tail, b"56789");
-        assert_eq!(frozen.len().unwrap(), 10);
+        assert_eq!(frozen.size().unwrap(), 10);
         assert_eq!(std::fs::read(store.resolve(&snap)).unwrap(), b"0123456789");
         // Nothing shares the data file now, and a second unshare copies nothing.
         assert_eq!(std::fs::metadata(store.data_path(7)).unwrap().nlink(), 1);

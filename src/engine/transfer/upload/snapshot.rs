@@ -30,7 +30,7 @@ impl Snapshot {
     /// The cheap check that the snapshot is still what the upload is for. It asks the open
     /// file, which is what the bytes were read from.
     pub(super) fn check_size(&self) -> Result<(), UploadError> {
-        let actual = self.file.len()?;
+        let actual = self.file.size()?;
         if actual == self.size {
             Ok(())
         } else {
@@ -71,7 +71,7 @@ impl Snapshot {
         match self.file.read_exact_at(&mut buf, start) {
             Ok(()) => Ok(buf),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                let actual = self.file.len()?;
+                let actual = self.file.size()?;
                 Err(self.changed(actual))
             }
             Err(e) => Err(e.into()),
