@@ -113,13 +113,13 @@ impl GlacierFs {
         })
     }
 
-    /// Gives the data file its own copy if an upload snapshot shares it, unless handles are
-    /// open through passthrough: the kernel pins those to this file, so the writer shares it,
-    /// and the upload in flight (which will be superseded by the next one) reads it as it is.
+    /// Before a writer can change the data file: an upload snapshot that shares it gets a copy
+    /// of its own, and an upload reading it goes on from the copy. The data file keeps its
+    /// inode, because handles open through passthrough are pinned to it (the kernel refuses to
+    /// mix backings, or passthrough and non-passthrough opens, on one inode), so the writer
+    /// shares their backing and they see its bytes; the upload in flight is not restarted.
+    /// Called under the data file's lock, which every open and swap of it takes.
     fn unshare(&self, ino: u64) -> FsResult<()> {
-        if self.backings.in_use(ino) {
-            return Ok(());
-        }
         self.data.unshare(ino).map_err(data_err(ino))
     }
 

@@ -4,7 +4,8 @@
 //! The kernel's rule (fs/fuse/iomode.c): while an inode has a passthrough open, every other
 //! open of it must be passthrough too, with the same backing file. So each inode has at most
 //! one backing registration, shared by all its handles and dropped with the last one; and the
-//! file-system layer asks [`Backings::in_use`] before it swaps an inode's data file. The adapter
+//! file-system layer never swaps the data file of an inode a writer opens (its copy-on-write
+//! gives the copy to the upload snapshot instead, `store::cache`). The adapter
 //! registers a backing inside `GlacierFs::open_then`, under the data file's lock
 //! (`store::handles::OpenFiles::lock_data`) that every swap and eviction also takes, so the
 //! file registered is the one later opens find.

@@ -3,14 +3,28 @@
 //! snapshots uploads read from.
 //!
 //! Every name here comes from the catalog's inode numbers, never from user input. A snapshot is
-//! a hard link to the data file, taken in an instant; a writer that opens the file while a
-//! snapshot shares it first gets a copy of its own ([`DataStore::unshare`]), so an upload never
-//! sends bytes that change under it.
+//! a hard link to the data file, taken in an instant. A writer that opens the file while a
+//! snapshot shares it does not write until the snapshot has a copy of its own
+//! ([`DataStore::unshare`]), so an upload never sends bytes that change under it.
+//!
+//! The copy goes to the snapshot, not to the writer: the data file keeps its inode. With FUSE
+//! passthrough that is the only way that works: the kernel pins every open of an inode to the
+//! one backing file registered for it, and refuses an open of that inode that is not
+//! passthrough on the same backing (fs/fuse/iomode.c `fuse_file_io_open`: EIO, direct I/O
+//! included), so a writer cannot be given a different file while readers are open. Without
+//! passthrough it keeps readers already open on the bytes the writer writes. An upload that
+//! is reading the snapshot at that moment reads it through a [`Frozen`], whose file is
+//! switched to the copy under a lock: no read is under way across the switch, the copy holds
+//! exactly the bytes the snapshot held, so the upload goes on at the offset it reached and
+//! its tree hash still holds.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +45,49 @@ pub struct Sidecar {
 #[derive(Debug, Clone)]
 pub struct DataStore {
     root: PathBuf,
+    /// The snapshots uploads are reading now, by relative name, so [`DataStore::unshare`] can
+    /// switch them to their copy. Weak: an upload that ends drops its snapshot.
+    reading: Arc<Mutex<HashMap<String, Weak<Frozen>>>>,
+}
+
+/// A frozen snapshot as an upload reads it: the open file, which [`DataStore::unshare`] can
+/// replace with an identical copy while the upload runs. Every read holds the lock for its
+/// duration, so the switch waits for reads under way and no read spans it.
+#[derive(Debug)]
+pub struct Frozen {
+    path: PathBuf,
+    file: RwLock<File>,
+}
+
+impl Frozen {
+    /// Opens `path` on its own: nothing will switch it (an upload outside the data store).
+    pub fn open(path: PathBuf) -> io::Result<Frozen> {
+        let file = File::open(&path)?;
+        Ok(Frozen {
+            path,
+            file: RwLock::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The size of the file read now.
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(crate::locks::read(&self.file).metadata()?.len())
+    }
+
+    /// Fills `buf` from `offset`, as `pread` does (tasks share the file without a cursor).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        crate::locks::read(&self.file).read_exact_at(buf, offset)
+    }
+
+    /// Reads from `file` from now on; waits for the reads under way.
+    fn switch_to(&self, file: File) {
+        *crate::locks::write(&self.file) = file;
+    }
 }
 
 const DATA: &str = "data";
@@ -50,6 +107,7 @@ impl DataStore {
         private_dir(&cache_dir.join(SNAPSHOTS))?;
         Ok(DataStore {
             root: cache_dir.to_owned(),
+            reading: Arc::default(),
         })
     }
 
@@ -97,8 +155,11 @@ impl DataStore {
             .open(self.data_path(ino))
     }
 
-    /// Makes sure no upload snapshot shares the data file before it is written: if one does,
-    /// the data file is replaced by a copy, and the snapshot keeps the old inode.
+    /// Makes sure no upload snapshot shares the data file before it is written: each snapshot
+    /// that does is replaced by a copy (and an upload reading it is switched to the copy), and
+    /// the data file keeps its inode, so handles open on it, and a passthrough backing
+    /// registered for it, stay valid. The caller holds the data file's lock, and nothing
+    /// writes the data file meanwhile: it is the snapshot's content that is copied.
     pub fn unshare(&self, ino: u64) -> io::Result<()> {
         let path = self.data_path(ino);
         let meta = match std::fs::metadata(&path) {
@@ -109,9 +170,73 @@ impl DataStore {
         if meta.nlink() <= 1 {
             return Ok(());
         }
+        let prefix = format!("{ino}-");
+        for entry in std::fs::read_dir(self.root.join(SNAPSHOTS))? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let is_gen = name
+                .strip_prefix(&prefix)
+                .is_some_and(|gen| gen.parse::<i64>().is_ok());
+            if !is_gen {
+                continue;
+            }
+            let linked = entry
+                .metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+            if linked {
+                self.give_copy(ino, &format!("{SNAPSHOTS}/{name}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces snapshot `relative` (a link to the data file of `ino`) with a copy of it, and
+    /// switches an upload reading it to the copy. The copy is made as `data/<ino>.copy`, the
+    /// one name a copy in the making has in the cache. A snapshot removed meanwhile (its
+    /// upload ended) needs no copy, and must not come back as one.
+    fn give_copy(&self, ino: u64, relative: &str) -> io::Result<()> {
+        let target = self.resolve(relative);
         let tmp = self.root.join(DATA).join(format!("{ino}.copy"));
-        copy_file(&path, &tmp)?;
-        std::fs::rename(&tmp, &path)
+        match copy_file(&target, &tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            r => r?,
+        }
+        // Opened before the rename, so the upload is switched to this very copy.
+        let copy = File::open(&tmp)?;
+        let frozen = {
+            // Under the table's lock, as every open and removal of a snapshot: an upload
+            // opening it now either is in the table already (and is switched below) or opens
+            // it after the rename (and reads the copy).
+            let reading = crate::locks::lock(&self.reading);
+            if !target.exists() {
+                drop(reading);
+                let _ = std::fs::remove_file(&tmp);
+                return Ok(());
+            }
+            std::fs::rename(&tmp, &target)?;
+            reading.get(relative).and_then(Weak::upgrade)
+        };
+        // The upload still reads the old inode until here, which nothing has written yet: the
+        // writer's open is waiting for this.
+        if let Some(frozen) = frozen {
+            frozen.switch_to(copy);
+        }
+        Ok(())
+    }
+
+    /// Opens snapshot `relative` for an upload, which reads it through the result until it
+    /// ends; [`DataStore::unshare`] switches it to a copy when a writer opens the file.
+    pub fn open_snapshot(&self, relative: &str) -> io::Result<Arc<Frozen>> {
+        let mut reading = crate::locks::lock(&self.reading);
+        reading.retain(|_, f| f.strong_count() > 0);
+        if let Some(frozen) = reading.get(relative).and_then(Weak::upgrade) {
+            return Ok(frozen);
+        }
+        let frozen = Arc::new(Frozen::open(self.resolve(relative))?);
+        reading.insert(relative.to_owned(), Arc::downgrade(&frozen));
+        Ok(frozen)
     }
 
     /// Freezes the current data as `snapshots/<ino>-<gen>` and returns its relative name.
@@ -126,6 +251,8 @@ impl DataStore {
     }
 
     pub fn remove_snapshot(&self, relative: &str) {
+        // Under the table's lock, so a writer's copy of it cannot be put back after this.
+        let _reading = crate::locks::lock(&self.reading);
         let _ = std::fs::remove_file(self.resolve(relative));
     }
 
@@ -296,6 +423,46 @@ mod tests {
             .unwrap();
         assert_eq!(std::fs::read(store.resolve(&snap)).unwrap(), b"version one");
         assert_eq!(std::fs::read(store.data_path(7)).unwrap(), b"VERSION TWO");
+    }
+
+    #[test]
+    fn an_upload_reading_a_snapshot_goes_on_from_its_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DataStore::open(dir.path()).unwrap();
+        store
+            .create_empty(7)
+            .unwrap()
+            .write_all_at(b"0123456789", 0)
+            .unwrap();
+        let snap = store.snapshot(7, 1).unwrap();
+        let data_ino = std::fs::metadata(store.data_path(7)).unwrap().ino();
+        // The upload has read the first half when a writer opens the file.
+        let frozen = store.open_snapshot(&snap).unwrap();
+        let mut head = [0u8; 5];
+        frozen.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(&head, b"01234");
+        store.unshare(7).unwrap();
+        // The data file keeps its inode: a passthrough backing registered on it stays valid.
+        assert_eq!(
+            std::fs::metadata(store.data_path(7)).unwrap().ino(),
+            data_ino
+        );
+        store
+            .open_data(7, true)
+            .unwrap()
+            .write_all_at(b"ABCDEFGHIJKL", 0)
+            .unwrap();
+        // The upload reads the rest as it was frozen, from the copy.
+        let mut tail = [0u8; 5];
+        frozen.read_exact_at(&mut tail, 5).unwrap();
+        assert_eq!(&tail, b"56789");
+        assert_eq!(frozen.size().unwrap(), 10);
+        assert_eq!(std::fs::read(store.resolve(&snap)).unwrap(), b"0123456789");
+        // Nothing shares the data file now, and a second unshare copies nothing.
+        assert_eq!(std::fs::metadata(store.data_path(7)).unwrap().nlink(), 1);
+        store.unshare(7).unwrap();
+        assert_eq!(std::fs::read(store.data_path(7)).unwrap(), b"ABCDEFGHIJKL");
+        assert!(!dir.path().join("data/7.copy").exists());
     }
 
     #[test]

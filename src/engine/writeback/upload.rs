@@ -71,7 +71,7 @@ impl WriteBack {
             // A writer opened the file since the queue looked: it may hold the very inode the
             // snapshot links (and truncate or write it), so this snapshot is not frozen. The
             // file is due again when that writer closes. A writer that opens it after this
-            // check finds the data file shared and writes to a copy.
+            // check finds the data file shared and gives the snapshot a copy before it writes.
             self.data.remove_snapshot(&snapshot);
             return Ok(None);
         }
@@ -135,20 +135,36 @@ impl WriteBack {
             part_size: row.part_size.unwrap_or(self.options.part_size),
         };
         let journal = Journal::new(self.catalog.clone(), row.ino);
-        let result = upload::upload(
-            &self.client,
-            &spec,
-            resume,
-            &self.limits,
-            &journal,
-            &progress,
-        )
-        .await;
+        // Opened through the data store, so a writer that opens the file while this runs can
+        // give the upload a copy of the snapshot instead of changing its bytes.
+        let file = {
+            let (data, name) = (self.data.clone(), row.snapshot.clone());
+            tokio::task::spawn_blocking(move || data.open_snapshot(&name))
+                .await
+                .map_err(|_| UploadError::Cancelled)
+                .and_then(|r| r.map_err(UploadError::Io))
+        };
+        let result = match file {
+            Ok(file) => {
+                upload::upload_frozen(
+                    &self.client,
+                    &spec,
+                    file,
+                    resume,
+                    &self.limits,
+                    &journal,
+                    &progress,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(done) => self.finish(&row, &done.archive_id, &done.tree_hash).await,
             Err(UploadError::Changed { .. }) => {
-                // The frozen copy changed under the upload (a writer shared it through
-                // passthrough): drop it and the row; the next round freezes the file again.
+                // The frozen copy changed under the upload. A writer never shares it (its open
+                // gives the snapshot a copy first), so something outside glacierfs did: drop
+                // it and the row; the next round freezes the file again.
                 self.discard(&row, &spec.vault).await?;
                 Err(WriteBackError::Changed {
                     description: row.description,

@@ -54,6 +54,7 @@ use tokio::task::JoinError;
 
 use crate::codec::treehash::{self, combine_parts, from_hex, to_hex, Digest, MIB};
 use crate::glacier::{GlacierClient, GlacierError};
+use crate::store::cache::Frozen;
 
 pub use limits::UploadLimits;
 use snapshot::Snapshot;
@@ -234,15 +235,8 @@ pub fn effective_part_size(size: u64, configured: u64) -> u64 {
     part
 }
 
-/// Uploads `spec.file` as one archive and returns it.
-///
-/// `resume` is what the journal recorded of an earlier attempt. `progress` grows by each part's
-/// length as Glacier confirms it (parts found already there on resume included; the whole size
-/// at the end of a single upload); the caller zeroes it before each call if it wants one
-/// attempt's count. Dropping the returned future stops the upload at once (in-flight parts are
-/// aborted) and leaves nothing the journal does not describe.
-///
-/// The client is an `Arc` because parts run as tasks of their own.
+/// Uploads `spec.file` as one archive and returns it: [`upload_frozen`] on the file opened
+/// here.
 pub async fn upload(
     client: &Arc<dyn GlacierClient>,
     spec: &UploadSpec,
@@ -251,17 +245,45 @@ pub async fn upload(
     journal: &dyn UploadJournal,
     progress: &AtomicU64,
 ) -> Result<Uploaded, UploadError> {
-    if spec.size == 0 {
-        return Err(UploadError::Invalid(
-            "an archive holds at least one byte".into(),
-        ));
-    }
-    if spec.size > MAX_ARCHIVE_SIZE {
-        return Err(UploadError::TooLarge { size: spec.size });
-    }
+    fits(spec)?;
+    let path = spec.file.clone();
+    let file = blocking(move || Ok(Frozen::open(path)?)).await?;
+    upload_frozen(
+        client,
+        spec,
+        Arc::new(file),
+        resume,
+        limits,
+        journal,
+        progress,
+    )
+    .await
+}
+
+/// Uploads `file`, the snapshot `spec.file` names as its caller opened it, as one archive and
+/// returns it. The write-back queue opens it through the data store, which can switch it to
+/// an identical copy while the upload runs.
+///
+/// `resume` is what the journal recorded of an earlier attempt. `progress` grows by each part's
+/// length as Glacier confirms it (parts found already there on resume included; the whole size
+/// at the end of a single upload); the caller zeroes it before each call if it wants one
+/// attempt's count. Dropping the returned future stops the upload at once (in-flight parts are
+/// aborted) and leaves nothing the journal does not describe.
+///
+/// The client is an `Arc` because parts run as tasks of their own.
+pub async fn upload_frozen(
+    client: &Arc<dyn GlacierClient>,
+    spec: &UploadSpec,
+    file: Arc<Frozen>,
+    resume: Resume,
+    limits: &UploadLimits,
+    journal: &dyn UploadJournal,
+    progress: &AtomicU64,
+) -> Result<Uploaded, UploadError> {
+    fits(spec)?;
     let snapshot = {
-        let (path, size) = (spec.file.clone(), spec.size);
-        Arc::new(blocking(move || Snapshot::open(path, size)).await?)
+        let size = spec.size;
+        Arc::new(blocking(move || Snapshot::open(file, size)).await?)
     };
     let up = Upload {
         client,
@@ -279,6 +301,19 @@ pub async fn upload(
             part_size,
         } => up.multipart(Some((upload_id, part_size))).await,
     }
+}
+
+/// Whether `spec`'s size can be one archive, asked before anything is opened.
+fn fits(spec: &UploadSpec) -> Result<(), UploadError> {
+    if spec.size == 0 {
+        return Err(UploadError::Invalid(
+            "an archive holds at least one byte".into(),
+        ));
+    }
+    if spec.size > MAX_ARCHIVE_SIZE {
+        return Err(UploadError::TooLarge { size: spec.size });
+    }
+    Ok(())
 }
 
 /// Runs file I/O and hashing on the blocking pool, never on a runtime worker.

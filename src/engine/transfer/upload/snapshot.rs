@@ -1,25 +1,27 @@
 //! The frozen snapshot an upload reads: opened once, read with `pread` by every part task,
-//! and checked for size before each step that would make an archive of it.
+//! and checked for size before each step that would make an archive of it. It is read
+//! through a [`Frozen`], which the data store may switch to an identical copy mid-upload
+//! (a writer opened the file the snapshot links); reads do not notice.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
 use super::UploadError;
+use crate::store::cache::Frozen;
 
 /// The open snapshot, shared by the tasks that read its parts.
 pub(super) struct Snapshot {
-    file: File,
+    file: Arc<Frozen>,
     pub(super) path: PathBuf,
     pub(super) size: u64,
 }
 
 impl Snapshot {
-    pub(super) fn open(path: PathBuf, size: u64) -> Result<Snapshot, UploadError> {
-        let file = File::open(&path)?;
+    pub(super) fn open(file: Arc<Frozen>, size: u64) -> Result<Snapshot, UploadError> {
+        let path = file.path().to_owned();
         let snapshot = Snapshot { file, path, size };
         snapshot.check_size()?;
         Ok(snapshot)
@@ -28,7 +30,7 @@ impl Snapshot {
     /// The cheap check that the snapshot is still what the upload is for. It asks the open
     /// file, which is what the bytes were read from.
     pub(super) fn check_size(&self) -> Result<(), UploadError> {
-        let actual = self.file.metadata()?.len();
+        let actual = self.file.size()?;
         if actual == self.size {
             Ok(())
         } else {
@@ -69,7 +71,7 @@ impl Snapshot {
         match self.file.read_exact_at(&mut buf, start) {
             Ok(()) => Ok(buf),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                let actual = self.file.metadata()?.len();
+                let actual = self.file.size()?;
                 Err(self.changed(actual))
             }
             Err(e) => Err(e.into()),
