@@ -5,6 +5,7 @@
 # and writes the same figures, every sample and a description of the machine as JSON.
 #
 #   scripts/bench.sh [--runs N] [--json FILE] [--quick] [--dir DIR] [--only GROUPS] [--scale]
+#                    [--baseline BIN]
 #
 #   --runs N     repetitions of each measurement (default 5; the table shows medians)
 #   --json FILE  where the JSON goes (default target/bench/bench.json)
@@ -18,6 +19,9 @@
 #                archives [10,000, 100,000, 1,000,000], each directory 100,000 [10,000]
 #                archives: import time, time per archive and peak RSS, mount-ready time, and
 #                `ls -l` of one such directory; each size imported once (they take minutes)
+#   --baseline BIN  also import each inventory with BIN (another build of glacierfs), taking
+#                turns with this build in each repetition, so that the two meet the same load;
+#                the import rows then show both, and their ratio
 #
 # Measurements (sizes in quick mode in brackets):
 #   - staged write of 1 GiB [128 MiB] with `dd bs=1M` and with fio (sequential, psync, 1 MiB);
@@ -56,18 +60,24 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 self="$root/scripts/bench.sh"
 
-usage() { sed -n '7,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-# Runs a command; prints "wall_seconds peak_rss_MiB". Its output is discarded.
+# Runs a command; prints "wall_seconds peak_rss_MiB". Its output is discarded. With MEASURE_CPU
+# set to a file, the command's CPU seconds (user and system) are written there too: on a shared
+# machine they swing far less with the other work than the wall time does.
 measure() {
   python3 - "$@" <<'PY'
-import resource, subprocess, sys, time
+import os, resource, subprocess, sys, time
 start = time.monotonic()
 done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)
 elapsed = time.monotonic() - start
 if done.returncode != 0:
     sys.exit(f"command failed ({done.returncode}): {' '.join(sys.argv[1:])}")
-print(f"{elapsed:.4f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.1f}")
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+if os.environ.get("MEASURE_CPU"):
+    with open(os.environ["MEASURE_CPU"], "w") as f:
+        f.write(f"{usage.ru_utime + usage.ru_stime:.2f}\n")
+print(f"{elapsed:.4f} {usage.ru_maxrss / 1024:.1f}")
 PY
 }
 
@@ -108,7 +118,7 @@ if [ "${1:-}" = "--unprivileged-inner" ]; then
 fi
 
 runs=5 runs_given=0 quick=0 json="$root/target/bench/bench.json" parent=${TMPDIR:-/tmp}
-groups="import,mounts,smallfiles,unpriv,treehash,upload,latency" only="" scale=0
+groups="import,mounts,smallfiles,unpriv,treehash,upload,latency" only="" scale=0 baseline=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) [ $# -ge 2 ] || usage; runs=$2; runs_given=1; shift 2 ;;
@@ -117,6 +127,7 @@ while [ $# -gt 0 ]; do
     --dir) [ $# -ge 2 ] || usage; parent=$(cd "$start_dir" && cd "$2" && pwd); shift 2 ;;
     --only) [ $# -ge 2 ] || usage; only=$2; shift 2 ;;
     --scale) scale=1; shift ;;
+    --baseline) [ $# -ge 2 ] || usage; baseline=$(cd "$start_dir" && realpath "$2"); shift 2 ;;
     -h | --help) usage ;;
     *) echo "bench.sh: unknown argument $1" >&2; usage ;;
   esac
@@ -226,9 +237,18 @@ python3 scripts/gen_inventory.py "$inv_count" "$work/inv-big.json"
 echo "import of $inv_count archives ($runs runs)..."
 for _ in $(seq "$runs"); do
   rm -rf "$work/cache-big"
-  m=$(measure "$bin" inventory import --cache-dir "$work/cache-big" bench "$work/inv-big.json")
+  m=$(export MEASURE_CPU="$work/cpu"; measure "$bin" inventory import --cache-dir "$work/cache-big" bench "$work/inv-big.json")
   record import_time glacierfs "${m% *}"
   record import_rss glacierfs "${m#* }"
+  record import_cpu glacierfs "$(cat "$work/cpu")"
+  if [ -n "$baseline" ]; then
+    rm -rf "$work/cache-baseline"
+    m=$(export MEASURE_CPU="$work/cpu"; measure "$baseline" inventory import --cache-dir "$work/cache-baseline" bench "$work/inv-big.json")
+    record import_time baseline "${m% *}"
+    record import_rss baseline "${m#* }"
+    record import_cpu baseline "$(cat "$work/cpu")"
+    rm -rf "$work/cache-baseline"
+  fi
 done
 
 echo "mount ready with $inv_count catalog entries, and idle RSS ($runs runs)..."
@@ -364,6 +384,12 @@ if [ "$scale" = 1 ]; then
   for n in $scale_counts; do
     echo "scale: $n archives in directories of $scale_dir (import, mount ready, ls -l; once)..."
     python3 scripts/gen_inventory.py "$n" "$work/inv-scale.json" --dirs "$((n / scale_dir))"
+    if [ -n "$baseline" ]; then
+      rm -rf "$work/cache-scale"
+      m=$(measure "$baseline" inventory import --cache-dir "$work/cache-scale" bench "$work/inv-scale.json")
+      record "scale_$n" baseline_import_s "${m% *}"
+      record "scale_$n" baseline_import_rss "${m#* }"
+    fi
     rm -rf "$work/cache-scale"
     m=$(measure "$bin" inventory import --cache-dir "$work/cache-scale" bench "$work/inv-scale.json")
     rm -f "$work/inv-scale.json"
@@ -608,6 +634,7 @@ rows = [
     ("treehash", "tree hash of $th_mib MiB (native: openssl)", "s", False, "<= 0.55x openssl", 0.55),
     ("import_time", "import of $inv_count-archive inventory", "s", False, "<= 3 s", None),
     ("import_rss", "  its peak RSS", "MiB", False, "<= 150 MB", None),
+    ("import_cpu", "  its CPU time (user and system)", "CPU-s", False, "", None),
     ("mount_ready", "mount ready, $inv_count catalog entries", "s", False, "<= 1 s", None),
     ("idle_rss", "  the daemon's idle RSS", "MiB", False, "<= 100 MB", None),
     ("upload_cpu", "CPU per GiB uploaded (native: SDK's hashing)", "CPU-s/GiB", False, "<= 1.1x hashing", 1.1),
@@ -642,6 +669,7 @@ print(f"machine: {machine['cores']} cores ({machine['cpu']}), {machine['ram_gib'
       f"load {machine['load_average_before']} before, {machine['load_average_after']} after")
 print("passthrough: root mount $root_mode; unprivileged mount $unpriv_mode")
 print(f"medians of $runs run(s); ratio = glacierfs / native")
+baseline = "$baseline"
 head = f"{'measurement':<46} {'native':>14} {'rclone':>14} {'glacierfs':>14} {'ratio':>7}  target"
 print(head)
 print("-" * len(head))
@@ -665,6 +693,14 @@ for key, label, unit, higher, target_text, target_ratio in rows:
         "target": target_text or None, "verdict": verdict or None,
         "samples": {"native": native, "rclone": rclone, "glacierfs": glacierfs},
     })
+    # The import beside another build, measured in turns with this one.
+    before = samples(key, "baseline")
+    if before:
+        b = med(before)
+        ratio = g / b if (g is not None and b) else None
+        print(f"{'  the same, by the baseline build':<46} {'':>14} {'':>14} {fmt(b, unit):>14} "
+              f"{(f'{ratio:.2f}x' if ratio is not None else '—'):>7}  this build / baseline")
+        results[-1]["baseline"] = {"binary": baseline, "median": b, "ratio": ratio, "samples": before}
 
 doc = {
     "machine": machine,
@@ -721,6 +757,9 @@ if os.path.isdir(os.path.join(res, f"scale_{scale_counts[0]}")):
         ("ready_s", "mount ready", "s", "<= 1 s"),
         ("ls_s", f"ls -l of a {scale_counts[0]:,}-entry directory", "s", "no slower than at 1M"),
     ]
+    if "$baseline":
+        scale_rows[1:1] = [("baseline_import_s", "  the import by the baseline build", "s", "")]
+        scale_rows[4:4] = [("baseline_import_rss", "  its peak RSS", "MiB", "")]
     scale_results = {}
     for key, label, unit, target in scale_rows:
         values = {n: med(samples(f"scale_{n}", key)) for n in scale_counts}

@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 
 use super::place::{self, Dedup, Place};
 use super::sort::{Sorted, Sorter, Staged};
-use super::{reconcile, ImportError, Listed, Settings, Sharing};
+use super::{reconcile, ImportError, Settings, Sharing};
 use crate::catalog::{nodes, vaults, Catalog, CatalogError};
 
 /// The archives of a first import, sorted, with the parent directories they need and the
@@ -38,10 +38,10 @@ pub(super) struct SortedInventory {
     repeated: HashSet<i64>,
 }
 
-/// Turns the archives into rows and sorts them, noting the directories they need and the
-/// archives listed twice on the way. Returns how many archives there were.
+/// Sorts the rows, noting the directories they need and the archives listed twice on the way.
+/// Returns how many archives there were.
 pub(super) fn gather(
-    batches: Receiver<Vec<Listed>>,
+    batches: Receiver<Vec<Staged>>,
     scratch: &Path,
     run_budget: usize,
 ) -> Result<(u64, Gathered), ImportError> {
@@ -54,8 +54,7 @@ pub(super) fn gather(
     // 8 bytes an archive, sorted at the end to find those listed twice.
     let mut keys = Vec::new();
     for batch in batches {
-        for a in batch {
-            let row = Staged::from(a);
+        for row in batch {
             if let Some((parent, _)) = row.path.rsplit_once('/') {
                 if parent != last_parent {
                     if !dir_paths.contains(parent) {

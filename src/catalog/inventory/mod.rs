@@ -38,6 +38,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use super::{Catalog, CatalogError};
+use sort::Staged;
 
 /// Archives the parser hands over at a time to the thread that sorts or stages them.
 const PARSE_BATCH: usize = 4096;
@@ -113,8 +114,11 @@ pub struct Stopped;
 
 /// Where the feeder of an [`import`] puts the archives it parses, in the inventory's order.
 pub struct Intake {
-    to_taker: SyncSender<Vec<Listed>>,
-    batch: Vec<Listed>,
+    to_taker: SyncSender<Vec<Staged>>,
+    /// Archives already turned into rows: decoding each description into its path here, on
+    /// the feeder's thread, leaves the taker only the sorting, so neither thread waits on the
+    /// other for long.
+    batch: Vec<Staged>,
     /// Namespace snapshots: never files, taken in apart (`snapshots::take_listed`).
     snapshots: Vec<super::snapshots::ListedSnapshot>,
 }
@@ -127,7 +131,7 @@ impl Intake {
             self.snapshots.push(listed_snapshot(archive));
             return Ok(());
         }
-        self.batch.push(archive);
+        self.batch.push(Staged::from(archive));
         if self.batch.len() == PARSE_BATCH {
             let full = std::mem::replace(&mut self.batch, Vec::with_capacity(PARSE_BATCH));
             self.to_taker.send(full).map_err(|_| Stopped)?;
@@ -269,8 +273,8 @@ where
     })
 }
 
-/// Runs `feed` on this thread while another turns the archives into rows and sorts them
-/// (`fresh`) or stages them in the side table. Returns the archives taken, the inventory's
+/// Runs `feed` on this thread, which also turns the archives into rows, while another sorts
+/// the rows (`fresh`) or stages them in the side table. Returns the archives taken, the inventory's
 /// date and where they went.
 fn take_in<E, F>(
     catalog: &Catalog,
@@ -296,7 +300,7 @@ where
         .parent()
         .map(Path::to_owned)
         .unwrap_or_default();
-    let (to_taker, batches) = sync_channel::<Vec<Listed>>(4);
+    let (to_taker, batches) = sync_channel::<Vec<Staged>>(4);
     std::thread::scope(|s| {
         let taker = std::thread::Builder::new()
             .name("inventory-take".into())
@@ -331,7 +335,7 @@ fn take(
     fresh: bool,
     scratch: &Path,
     run_budget: usize,
-    batches: Receiver<Vec<Listed>>,
+    batches: Receiver<Vec<Staged>>,
 ) -> Result<(u64, Taken), ImportError> {
     if fresh {
         let (archives, gathered) = first::gather(batches, scratch, run_budget)?;

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, Transaction};
 
 use super::place::{self, Dedup, Place, PlaceRow};
 use super::sort::Staged;
-use super::{ImportError, Listed, Settings};
+use super::{ImportError, Settings};
 use crate::catalog::changes::Change;
 use crate::catalog::{self, nodes, vaults, Catalog, CatalogError, Kind};
 use crate::codec::timefmt;
@@ -18,18 +18,18 @@ use crate::codec::timefmt;
 /// Rows handed to the writer per transaction while staging.
 pub(super) const STAGE_BATCH: usize = 50_000;
 
-/// Turns the archives into rows and stages them in the side table, a batch per transaction.
-/// Returns how many archives there were.
+/// Stages the rows in the side table, a batch per transaction. Returns how many archives there
+/// were.
 pub(super) fn stage_all(
     catalog: &Catalog,
     vault: u64,
-    batches: Receiver<Vec<Listed>>,
+    batches: Receiver<Vec<Staged>>,
 ) -> Result<u64, ImportError> {
     let mut archives = 0u64;
     let mut rows = Vec::with_capacity(STAGE_BATCH);
     for batch in batches {
-        for a in batch {
-            rows.push(Staged::from(a));
+        for row in batch {
+            rows.push(row);
             archives += 1;
             if rows.len() >= STAGE_BATCH {
                 stage(catalog, vault, std::mem::take(&mut rows))?;

@@ -1,168 +1,237 @@
-//! JSON inventories, read with serde's streaming-visitor technique: the
-//! `ArchiveList` array is visited element by element and never collected.
+//! JSON inventories, read a value at a time from a window of the input: the document's own
+//! structure (the top-level object and the `ArchiveList` array) is walked here, and each value
+//! in it (a key, a header field, an archive record, anything unknown) is parsed by serde_json
+//! from a slice of the window. Parsing from a slice lets serde_json borrow and scan strings in
+//! bulk; through a reader it takes them byte by byte, which cost most of a large import's
+//! parsing. Records are handed over as soon as each is parsed and the window only ever holds
+//! the unparsed tail, so memory stays bounded by the read size plus one value.
 
 use std::fmt;
 use std::io::{self, Read};
 
-use serde::de::{
-    self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor,
-};
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, Unexpected, Visitor};
 use serde::Deserialize;
 
 use super::{InventoryArchive, InventoryHeader, ParseError, Refusal};
 
-pub(super) fn parse<R, F>(input: R, on_archive: F) -> Result<InventoryHeader, ParseError>
+/// Bytes read into the window at a time (more when one value needs more).
+const READ_BYTES: usize = 1 << 20;
+
+pub(super) fn parse<R, F>(input: R, mut on_archive: F) -> Result<InventoryHeader, ParseError>
 where
     R: Read,
     F: FnMut(InventoryArchive) -> Result<(), Refusal>,
 {
-    let mut consumer = Consumer {
-        on_archive,
-        refusal: None,
+    let mut doc = Window {
+        input,
+        buf: Vec::new(),
+        pos: 0,
+        consumed: 0,
+        eof: false,
     };
-    let mut de = serde_json::Deserializer::from_reader(input);
-    let outcome = InventorySeed(&mut consumer)
-        .deserialize(&mut de)
-        .and_then(|header| de.end().map(|()| header));
-    // A refusal can only travel through serde as a generic error; report
-    // the consumer's own message instead.
-    if let Some(msg) = consumer.refusal {
-        return Err(ParseError::Callback(msg));
+    if doc.peek()? != Some(b'{') {
+        return Err(doc.malformed("expected an inventory object with an ArchiveList"));
     }
-    outcome.map_err(from_serde_json)
-}
-
-fn from_serde_json(err: serde_json::Error) -> ParseError {
-    if err.is_io() {
-        ParseError::Io(io::Error::from(err))
-    } else {
-        ParseError::Json(err.to_string())
-    }
-}
-
-/// The caller's callback, plus the message it refused with, if it did.
-struct Consumer<F> {
-    on_archive: F,
-    refusal: Option<Refusal>,
-}
-
-impl<F: FnMut(InventoryArchive) -> Result<(), Refusal>> Consumer<F> {
-    fn deliver<E: de::Error>(&mut self, archive: InventoryArchive) -> Result<(), E> {
-        (self.on_archive)(archive).map_err(|msg| {
-            self.refusal = Some(msg);
-            E::custom("stopped by the archive consumer")
-        })
-    }
-}
-
-/// The top-level object. The keys of interest are matched as identifiers
-/// so that no key is allocated; anything else is skipped unparsed.
-#[derive(Deserialize)]
-#[serde(field_identifier)]
-enum TopKey {
-    #[serde(rename = "VaultARN")]
-    VaultArn,
-    InventoryDate,
-    ArchiveList,
-    #[serde(other)]
-    Other,
-}
-
-struct InventorySeed<'c, F>(&'c mut Consumer<F>);
-
-impl<'de, F: FnMut(InventoryArchive) -> Result<(), Refusal>> DeserializeSeed<'de>
-    for InventorySeed<'_, F>
-{
-    type Value = InventoryHeader;
-
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<InventoryHeader, D::Error> {
-        de.deserialize_map(self)
-    }
-}
-
-impl<'de, F: FnMut(InventoryArchive) -> Result<(), Refusal>> Visitor<'de> for InventorySeed<'_, F> {
-    type Value = InventoryHeader;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an inventory object with an ArchiveList")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InventoryHeader, A::Error> {
-        // Outer Option: seen at all (to refuse duplicates); inner: null.
-        let mut vault_arn = None;
-        let mut inventory_date = None;
-        let mut saw_list = false;
-        while let Some(key) = map.next_key::<TopKey>()? {
-            match key {
-                TopKey::VaultArn => set_once(&mut vault_arn, "VaultARN", map.next_value()?)?,
-                TopKey::InventoryDate => {
-                    set_once(&mut inventory_date, "InventoryDate", map.next_value()?)?
+    doc.pos += 1;
+    // Outer Option: seen at all (to refuse duplicates); inner: null.
+    let mut vault_arn = None;
+    let mut inventory_date = None;
+    let mut saw_list = false;
+    let mut first = true;
+    loop {
+        match doc.peek()? {
+            Some(b'}') if first => {
+                doc.pos += 1;
+                break;
+            }
+            Some(b'"') => {}
+            _ => return Err(doc.malformed("expected a key of the inventory object")),
+        }
+        first = false;
+        let key: String = doc.value()?;
+        if doc.peek()? != Some(b':') {
+            return Err(doc.malformed("expected `:` after a key"));
+        }
+        doc.pos += 1;
+        match key.as_str() {
+            "VaultARN" => {
+                let value = doc.value()?;
+                set_once(&doc, &mut vault_arn, "VaultARN", value)?
+            }
+            "InventoryDate" => {
+                let value = doc.value()?;
+                set_once(&doc, &mut inventory_date, "InventoryDate", value)?
+            }
+            "ArchiveList" => {
+                // A second list would feed the consumer twice.
+                if saw_list {
+                    return Err(doc.malformed("duplicate field `ArchiveList`"));
                 }
-                TopKey::ArchiveList => {
-                    // A second list would feed the consumer twice.
-                    if saw_list {
-                        return Err(de::Error::duplicate_field("ArchiveList"));
-                    }
-                    map.next_value_seed(ArchiveListSeed(&mut *self.0))?;
-                    saw_list = true;
-                }
-                TopKey::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                doc.archive_list(&mut on_archive)?;
+                saw_list = true;
+            }
+            _ => {
+                doc.value::<IgnoredAny>()?;
             }
         }
-        // Without a list this is not an inventory; reading it as an empty
-        // vault would make every known archive look deleted.
-        if !saw_list {
-            return Err(de::Error::missing_field("ArchiveList"));
+        match doc.peek()? {
+            Some(b',') => doc.pos += 1,
+            Some(b'}') => {
+                doc.pos += 1;
+                break;
+            }
+            _ => return Err(doc.malformed("expected `,` or `}` in the inventory object")),
         }
-        Ok(InventoryHeader {
-            vault_arn: vault_arn.flatten(),
-            inventory_date: inventory_date.flatten(),
-        })
     }
+    // Without a list this is not an inventory; reading it as an empty vault would make every
+    // known archive look deleted.
+    if !saw_list {
+        return Err(doc.malformed("missing field `ArchiveList`"));
+    }
+    if doc.peek()?.is_some() {
+        return Err(doc.malformed("trailing characters after the inventory object"));
+    }
+    Ok(InventoryHeader {
+        vault_arn: vault_arn.flatten(),
+        inventory_date: inventory_date.flatten(),
+    })
 }
 
 /// Stores a header field, refusing a second one: picking either would be a guess.
-fn set_once<E: de::Error>(
+fn set_once<R: Read>(
+    doc: &Window<R>,
     slot: &mut Option<Option<String>>,
     name: &'static str,
     value: Option<String>,
-) -> Result<(), E> {
+) -> Result<(), ParseError> {
     match slot.replace(value) {
-        Some(_) => Err(E::duplicate_field(name)),
+        Some(_) => Err(doc.malformed(format_args!("duplicate field `{name}`"))),
         None => Ok(()),
     }
 }
 
-/// The `ArchiveList` array: each element goes to the consumer as soon as
-/// it is parsed, so the list itself is never held.
-struct ArchiveListSeed<'c, F>(&'c mut Consumer<F>);
-
-impl<'de, F: FnMut(InventoryArchive) -> Result<(), Refusal>> DeserializeSeed<'de>
-    for ArchiveListSeed<'_, F>
-{
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_seq(self)
-    }
+/// The unparsed part of the input: `buf[pos..]`, which starts `consumed + pos` bytes into it.
+struct Window<R> {
+    input: R,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Bytes dropped from the front of `buf` so far.
+    consumed: u64,
+    eof: bool,
 }
 
-impl<'de, F: FnMut(InventoryArchive) -> Result<(), Refusal>> Visitor<'de>
-    for ArchiveListSeed<'_, F>
-{
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of archive records")
+impl<R: Read> Window<R> {
+    /// Reads more input behind what is unparsed, dropping what is parsed; false at the end.
+    /// Reads at least as much as is held, so a value longer than one read is re-parsed only a
+    /// logarithmic number of times.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.consumed += self.pos as u64;
+            self.pos = 0;
+        }
+        let held = self.buf.len();
+        self.buf.resize(held + READ_BYTES.max(held), 0);
+        let n = loop {
+            match self.input.read(&mut self.buf[held..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(held);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(held + n);
+        self.eof = n == 0;
+        Ok(n > 0)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(record) = seq.next_element::<ArchiveRecord>()? {
-            self.0.deliver(record.into())?;
+    /// The next byte that is not whitespace, left unparsed; `None` at the end of the input.
+    fn peek(&mut self) -> Result<Option<u8>, ParseError> {
+        loop {
+            while let Some(&b) = self.buf.get(self.pos) {
+                if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                    return Ok(Some(b));
+                }
+                self.pos += 1;
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
         }
-        Ok(())
+    }
+
+    /// Parses the next value. A value the window cuts off (or that ends right at its end, as a
+    /// number cut short would) is parsed again once more input is in.
+    fn value<T: DeserializeOwned>(&mut self) -> Result<T, ParseError> {
+        loop {
+            let held = &self.buf[self.pos..];
+            let mut values = serde_json::Deserializer::from_slice(held).into_iter::<T>();
+            let more = match values.next() {
+                Some(Ok(value)) => {
+                    let end = values.byte_offset();
+                    if end < held.len() || self.eof {
+                        self.pos += end;
+                        return Ok(value);
+                    }
+                    true
+                }
+                Some(Err(e)) if e.is_eof() && !self.eof => true,
+                Some(Err(e)) => {
+                    // serde_json places the error within the slice; say where the value began.
+                    let text = e.to_string();
+                    let what = text
+                        .rsplit_once(" at line ")
+                        .map_or(text.as_str(), |(w, _)| w);
+                    return Err(self.malformed(what));
+                }
+                None if !self.eof => true,
+                None => return Err(self.malformed("the inventory ends where a value belongs")),
+            };
+            if more {
+                self.fill()?;
+            }
+        }
+    }
+
+    /// The `ArchiveList` array: each record goes to the consumer as soon as it is parsed, so
+    /// the list itself is never held.
+    fn archive_list<F>(&mut self, on_archive: &mut F) -> Result<(), ParseError>
+    where
+        F: FnMut(InventoryArchive) -> Result<(), Refusal>,
+    {
+        if self.peek()? != Some(b'[') {
+            return Err(self.malformed("`ArchiveList` is not an array of archive records"));
+        }
+        self.pos += 1;
+        if self.peek()? == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let record: ArchiveRecord = self.value()?;
+            on_archive(record.into()).map_err(ParseError::Callback)?;
+            match self.peek()? {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.malformed("expected `,` or `]` after an archive record")),
+            }
+        }
+    }
+
+    /// The error for what the input holds at the current position.
+    fn malformed(&self, what: impl fmt::Display) -> ParseError {
+        ParseError::Json(format!(
+            "{what}, at byte {}",
+            self.consumed + self.pos as u64
+        ))
     }
 }
 
@@ -435,7 +504,71 @@ mod tests {
         }
     }
 
+    /// Hands out at most `step` bytes a read, so values are cut off by the parser's window
+    /// at every position.
+    struct Trickle<'a> {
+        rest: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.rest.len().min(out.len()).min(self.step);
+            out[..n].copy_from_slice(&self.rest[..n]);
+            self.rest = &self.rest[n..];
+            Ok(n)
+        }
+    }
+
+    fn trickled(
+        doc: &[u8],
+        step: usize,
+    ) -> Result<(InventoryHeader, Vec<InventoryArchive>), ParseError> {
+        let mut archives = Vec::new();
+        let header = parse(Trickle { rest: doc, step }, InventoryFormat::Json, |a| {
+            archives.push(a);
+            Ok(())
+        })?;
+        Ok((header, archives))
+    }
+
+    #[test]
+    fn json_values_cut_off_by_short_reads_are_read_whole() {
+        let record = json_record("a1", r#""d""#, "1234");
+        let doc = format!(
+            r#"{{"Count": 12345, "Flag": true, "Marker" : null, "ArchiveList": [ {record} , {record} ], "InventoryDate": "2024-01-01T00:00:00Z"}}"#
+        );
+        let whole = json(&doc).unwrap();
+        assert_eq!(whole.1.len(), 2);
+        for step in 1..=9 {
+            let (header, archives) = trickled(doc.as_bytes(), step).unwrap();
+            assert_eq!((&header, &archives), (&whole.0, &whole.1), "step {step}");
+        }
+        // Cut short inside a number, a literal and a record: still errors, however it is read.
+        for cut in [
+            r#"{"Count": 12"#,
+            r#"{"Flag": tru"#,
+            r#"{"ArchiveList": [{"Arch"#,
+        ] {
+            for step in [1, 2, 64] {
+                let e = trickled(cut.as_bytes(), step).unwrap_err();
+                assert!(matches!(e, ParseError::Json(_)), "{cut}: {e}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn json_round_trip_in_short_reads(
+            archives in prop::collection::vec(archive_strategy("\\PC{0,40}"), 0..6),
+            step in 1usize..40,
+        ) {
+            let doc = to_json(&archives, false, false);
+            let (header, parsed) = trickled(doc.as_bytes(), step).unwrap();
+            prop_assert_eq!(parsed, archives);
+            prop_assert_eq!(header.inventory_date.as_deref(), Some("2024-01-01T00:00:00Z"));
+        }
+
         #[test]
         fn json_round_trip(
             archives in prop::collection::vec(archive_strategy("\\PC{0,100}"), 0..20),

@@ -17,8 +17,8 @@ use std::io::{self, BufRead, BufReader, Read};
 
 /// Size of the read buffer put in front of the caller's reader.
 ///
-/// `serde_json::Deserializer::from_reader` pulls input one byte at a time;
-/// that is only cheap when the bytes come out of a large in-memory buffer.
+/// The CSV reader takes input in small pieces, which is only cheap when they come out of a
+/// large in-memory buffer; the JSON parser reads larger blocks of its own, which pass it by.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
 /// A UTF-8 byte order mark, which some tools put in front of text files.
