@@ -138,10 +138,17 @@ impl FuseAdapter {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // READDIRPLUS without READDIRPLUS_AUTO: every listing comes with attributes, so
-        // `ls -l` costs one round trip per page instead of one per entry.
-        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
-            log::info!("kernel lacks {missing:?}; listings fall back to plain readdir");
+        // READDIRPLUS where it pays: the kernel asks for attributes with a listing's first
+        // page, and with the later ones only while the program listing is stat'ing what it
+        // reads (READDIRPLUS_AUTO), so `ls -l` costs one round trip per page rather than one
+        // per entry, and `find`, which needs names and types only, is not sent attributes.
+        match config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
+            Ok(()) => {
+                if let Err(missing) = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO) {
+                    log::info!("kernel lacks {missing:?}; every listing page has attributes");
+                }
+            }
+            Err(missing) => log::info!("kernel lacks {missing:?}; listings use plain readdir"),
         }
         // O_TRUNC must arrive with the open: truncating a cold file needs no retrieval, but an
         // open without the flag would ask for one.
