@@ -231,6 +231,7 @@ fn set_mtime(path: &Path, secs: i64) {
         tv_nsec: 0,
     };
     let times = [t, t];
+    // SAFETY: `c` is a NUL-terminated path and `times` two timespecs, both alive for the call.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
     assert_eq!(rc, 0, "utimensat {}", std::io::Error::last_os_error());
 }
