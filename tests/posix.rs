@@ -44,6 +44,52 @@ fn lstat(p: &Path) -> std::fs::Metadata {
     std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()))
 }
 
+/// A long listing spans several replies, and past the first the kernel asks for names and
+/// kinds only (READDIRPLUS_AUTO, while nothing in the directory is stat'ed): `ls -f` and
+/// `find -type`, which stat nothing, see every entry once and with its kind on those pages.
+#[test]
+fn a_long_listing_shows_every_entry_once_with_its_kind() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    let cache = tempfile::tempdir().unwrap();
+    let m = mount(&emu, cache.path());
+    let d = m.path(VAULT).join("many");
+    std::fs::create_dir(&d).unwrap();
+    // Listings go in creation order: the other kinds, made last, come on a later reply.
+    const FILES: usize = 1000;
+    for i in 0..FILES {
+        std::fs::File::create(d.join(format!("file-{i:04}"))).unwrap();
+    }
+    std::os::unix::fs::symlink("file-0000", d.join("link")).unwrap();
+    run(Command::new("mkfifo").arg(d.join("fifo")));
+    std::fs::create_dir(d.join("sub")).unwrap();
+
+    let listed = run(Command::new("ls").arg("-f").arg(&d));
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort_unstable();
+    let mut want: Vec<String> = (0..FILES).map(|i| format!("file-{i:04}")).collect();
+    want.extend([".", "..", "link", "fifo", "sub"].map(String::from));
+    want.sort_unstable();
+    assert_eq!(listed, want, "ls -f");
+    for (kind, name) in [("l", "link"), ("p", "fifo"), ("d", "sub")] {
+        let found = run(Command::new("find").arg(&d).args([
+            "-mindepth",
+            "1",
+            "-type",
+            kind,
+            "-printf",
+            "%P\n",
+        ]));
+        assert_eq!(found.trim(), name, "find -type {kind}");
+    }
+    let files = run(Command::new("find")
+        .arg(&d)
+        .args(["-mindepth", "1", "-type", "f"]));
+    assert_eq!(files.lines().count(), FILES, "find -type f");
+}
+
 #[test]
 fn symlinks_fifos_sockets_and_devices_live_in_the_catalog() {
     if !fuse_available() {

@@ -222,6 +222,74 @@ fn rsync_twice_then_mv() {
     );
 }
 
+/// Sets a path's mtime (and atime) to `secs`, as rsync and `cp -p` do after closing a file.
+fn set_mtime(path: &Path, secs: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let t = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    // SAFETY: `c` is a NUL-terminated path and `times` two timespecs, both alive for the call.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) };
+    assert_eq!(rc, 0, "utimensat {}", std::io::Error::last_os_error());
+}
+
+/// close(2) does not wait for the daemon to see the release, so a tool that sets the mtime
+/// right after closing (rsync's temporary file, then rename) has its setattr answered while
+/// the release is still recording the last write's time: the mtime set must win every time,
+/// or a second `rsync -a` copies the file again. Several writers at once, as on a busy
+/// machine, so the two meet often; checked after the renames (which make the kernel ask the
+/// daemon again) and after a remount (the catalog itself).
+#[test]
+fn mtime_set_right_after_close_is_kept() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["--write-back-delay", "1h"];
+    let mount = Mount::start(&emu.endpoint(), cache.path(), &args);
+    let dir = mount.path(VAULT).join("times");
+    std::fs::create_dir(&dir).unwrap();
+    const THREADS: i64 = 4;
+    const FILES: i64 = 150;
+    let expected = |t: i64, i: i64| 1_000_000_000 + t * 10_000 + i;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let dir = &dir;
+            s.spawn(move || {
+                for i in 0..FILES {
+                    let tmp = dir.join(format!(".f-{t}-{i}.tmp"));
+                    std::fs::write(&tmp, pattern(100 + i as usize, t as u8)).unwrap();
+                    set_mtime(&tmp, expected(t, i));
+                    std::fs::rename(&tmp, dir.join(format!("f-{t}-{i}"))).unwrap();
+                }
+            });
+        }
+    });
+    let wrong = |dir: &Path| -> Vec<String> {
+        let mut wrong = Vec::new();
+        for t in 0..THREADS {
+            for i in 0..FILES {
+                let got = mtime_secs(&dir.join(format!("f-{t}-{i}")));
+                if got != expected(t, i) {
+                    wrong.push(format!("f-{t}-{i}: {got} instead of {}", expected(t, i)));
+                }
+            }
+        }
+        wrong
+    };
+    let seen = wrong(&dir);
+    assert!(seen.is_empty(), "mtimes lost through the mount: {seen:?}");
+    mount.unmount();
+    let mount = Mount::start(&emu.endpoint(), cache.path(), &args);
+    let kept = wrong(&mount.path(VAULT).join("times"));
+    assert!(kept.is_empty(), "mtimes lost in the catalog: {kept:?}");
+}
+
 #[test]
 fn sync_wait_returns_once_the_archive_is_in_the_vault() {
     if !fuse_available() {

@@ -8,6 +8,7 @@
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::control_files;
 use super::error::{Missing, Op};
@@ -369,19 +370,31 @@ impl GlacierFs {
             last_write_ns: last_write,
             ..
         } = state;
-        let mtime = match self.open_files.mtime_set_at(ino) {
-            Some(set) if set >= last_write => None,
-            _ if last_write > 0 => Some(last_write),
-            _ => None,
-        };
-        let written = catalog::files::Written {
-            size,
-            mtime_ns: mtime,
-            now_ns: catalog::now_ns(),
-            closing,
-        };
-        self.catalog
-            .write_twice(|| move |tx| catalog::files::record_written(tx, ino, &written))?;
+        // Whether an explicit mtime came after the last write is decided on the catalog's
+        // writer thread, in the order of the writes: close(2) does not wait for the release,
+        // so a `touch -m` or rsync's utimensat right after it can be answered meanwhile. A
+        // setattr marks the mtime as set (`mtime_set`) before queueing its own write, so this
+        // write either sees the mark and keeps the mtime, or is applied before the setattr's;
+        // deciding before queueing let the last write's time overwrite an mtime just set.
+        let now_ns = catalog::now_ns();
+        let open_files = Arc::clone(&self.open_files);
+        self.catalog.write_twice(|| {
+            let open_files = Arc::clone(&open_files);
+            move |tx| {
+                let mtime_ns = match open_files.mtime_set_at(ino) {
+                    Some(set) if set >= last_write => None,
+                    _ if last_write > 0 => Some(last_write),
+                    _ => None,
+                };
+                let written = catalog::files::Written {
+                    size,
+                    mtime_ns,
+                    now_ns,
+                    closing,
+                };
+                catalog::files::record_written(tx, ino, &written)
+            }
+        })?;
         self.refresh_sidecar(ino);
         Ok(())
     }

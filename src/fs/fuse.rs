@@ -29,6 +29,8 @@ use crate::fs::{Attr, FileKind, FsError, GlacierFs, Op};
 /// is sent to it as an invalidation (`catalog::changes`, `invalidate`), so this can be long;
 /// names not seen yet need no notice, as listings and failed lookups are not cached.
 const TTL: Duration = Duration::from_secs(3600);
+/// Catalog rows read at a time to fill a listing reply (`fill_listing`).
+const LISTING_CHUNK: usize = 128;
 /// Longest name, as statfs reports it.
 const NAME_MAX: u32 = 255;
 
@@ -93,6 +95,31 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Fills a listing reply from `offset` on, a chunk of catalog rows at a time (`fetch` reads
+/// the chunk after a cookie), until `add` says the kernel's buffer is full or the directory has
+/// no more entries. The buffer is what getdents(2) asked for (32 KiB for `find` and `ls`: some
+/// 800 entries without attributes, 190 with), so each round trip carries as many entries as
+/// it can hold, and at most one chunk is read for nothing.
+fn fill_listing<T>(
+    mut offset: u64,
+    fetch: impl Fn(u64) -> Result<Vec<T>, FsError>,
+    cookie: impl Fn(&T) -> u64,
+    mut add: impl FnMut(&T) -> bool,
+) -> Result<(), FsError> {
+    loop {
+        let entries = fetch(offset)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in &entries {
+            if add(e) {
+                return Ok(());
+            }
+            offset = cookie(e);
+        }
+    }
+}
+
 fn time_ns(t: TimeOrNow) -> i64 {
     let t = match t {
         TimeOrNow::SpecificTime(t) => t,
@@ -138,10 +165,17 @@ impl FuseAdapter {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // READDIRPLUS without READDIRPLUS_AUTO: every listing comes with attributes, so
-        // `ls -l` costs one round trip per page instead of one per entry.
-        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
-            log::info!("kernel lacks {missing:?}; listings fall back to plain readdir");
+        // READDIRPLUS where it pays: the kernel asks for attributes with a listing's first
+        // page, and with the later ones only while the program listing is stat'ing what it
+        // reads (READDIRPLUS_AUTO), so `ls -l` costs one round trip per page rather than one
+        // per entry, and `find`, which needs names and types only, is not sent attributes.
+        match config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
+            Ok(()) => {
+                if let Err(missing) = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO) {
+                    log::info!("kernel lacks {missing:?}; every listing page has attributes");
+                }
+            }
+            Err(missing) => log::info!("kernel lacks {missing:?}; listings use plain readdir"),
         }
         // O_TRUNC must arrive with the open: truncating a cold file needs no retrieval, but an
         // open without the flag would ask for one.
@@ -479,17 +513,18 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0, offset, 256) {
-            Ok(entries) => {
-                for e in entries {
-                    let kind = file_type(e.attr.kind);
-                    let name = OsStr::new(std::str::from_utf8(&e.name).unwrap_or("?"));
-                    if reply.add(INodeNo(e.attr.ino), e.cookie, kind, name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        // Names and kinds only: a plain listing's entries carry no attributes.
+        let filled = fill_listing(
+            offset,
+            |after| self.fs.readdir_names(ino.0, after, LISTING_CHUNK),
+            |e| e.cookie,
+            |e| {
+                let name = OsStr::new(std::str::from_utf8(&e.name).unwrap_or("?"));
+                reply.add(INodeNo(e.ino), e.cookie, file_type(e.kind), name)
+            },
+        );
+        match filled {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(Op::new("readdir").ino(ino.0), &e)),
         }
     }
@@ -502,24 +537,25 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir(ino.0, offset, 128) {
-            Ok(entries) => {
-                for e in entries {
-                    let name = OsStr::new(std::str::from_utf8(&e.name).unwrap_or("?"));
-                    let attr = file_attr(&e.attr);
-                    if reply.add(
-                        INodeNo(e.attr.ino),
-                        e.cookie,
-                        name,
-                        &TTL,
-                        &attr,
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let filled = fill_listing(
+            offset,
+            |after| self.fs.readdir(ino.0, after, LISTING_CHUNK),
+            |e| e.cookie,
+            |e| {
+                let name = OsStr::new(std::str::from_utf8(&e.name).unwrap_or("?"));
+                let attr = file_attr(&e.attr);
+                reply.add(
+                    INodeNo(e.attr.ino),
+                    e.cookie,
+                    name,
+                    &TTL,
+                    &attr,
+                    Generation(0),
+                )
+            },
+        );
+        match filled {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(Op::new("readdirplus").ino(ino.0), &e)),
         }
     }

@@ -113,6 +113,19 @@ pub struct Attr {
     pub blocks: u64,
 }
 
+/// The kind of file a node of catalog kind `kind` and mode `mode` is.
+fn file_kind(kind: Kind, mode: Option<u32>) -> FileKind {
+    match kind {
+        Kind::Root | Kind::Vault | Kind::Dir => FileKind::Directory,
+        Kind::File => FileKind::RegularFile,
+        Kind::Symlink => FileKind::Symlink,
+        // A special node always has its type bits; a pipe is the harmless guess otherwise.
+        Kind::Special => mode
+            .and_then(FileKind::of_special)
+            .unwrap_or(FileKind::NamedPipe),
+    }
+}
+
 /// `st_blocks` of a file with `size` bytes on this machine.
 fn local_blocks(size: u64) -> u64 {
     size.div_ceil(512)
@@ -123,6 +136,16 @@ fn local_blocks(size: u64) -> u64 {
 pub struct DirEntry {
     pub name: Vec<u8>,
     pub attr: Attr,
+    pub cookie: u64,
+}
+
+/// One directory entry for a listing without attributes (readdir); `cookie` as in
+/// [`DirEntry`].
+#[derive(Debug, Clone)]
+pub struct DirName {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: FileKind,
     pub cookie: u64,
 }
 
@@ -208,16 +231,7 @@ impl GlacierFs {
     }
 
     fn attr_of(&self, n: &Node) -> Attr {
-        let kind = match n.kind {
-            Kind::Root | Kind::Vault | Kind::Dir => FileKind::Directory,
-            Kind::File => FileKind::RegularFile,
-            Kind::Symlink => FileKind::Symlink,
-            // A special node always has its type bits; a pipe is the harmless guess otherwise.
-            Kind::Special => n
-                .mode
-                .and_then(FileKind::of_special)
-                .unwrap_or(FileKind::NamedPipe),
-        };
+        let kind = file_kind(n.kind, n.mode);
         let default_perm = match n.kind {
             Kind::Root | Kind::Vault | Kind::Dir => 0o755,
             Kind::Symlink => 0o777,
@@ -390,6 +404,56 @@ impl GlacierFs {
                 cookie,
             });
         }
+        Ok(out)
+    }
+
+    /// Up to `max` entries after `offset`, as [`GlacierFs::readdir`] lists them, with names
+    /// and kinds only: what a listing without attributes (`find`, `ls` without `-l`) is sent,
+    /// read without the columns it does not need.
+    pub fn readdir_names(&self, ino: u64, offset: u64, max: usize) -> FsResult<Vec<DirName>> {
+        if ino == ROOT_INO {
+            // The vaults: few, and those being deleted are left out, as readdir does.
+            let entries = self.readdir(ino, offset, max)?;
+            return Ok(entries
+                .into_iter()
+                .map(|e| DirName {
+                    name: e.name,
+                    ino: e.attr.ino,
+                    kind: e.attr.kind,
+                    cookie: e.cookie,
+                })
+                .collect());
+        }
+        let dir = self.node(ino)?;
+        if !dir.kind.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        self.touch_vault(&dir);
+        let mut out = Vec::with_capacity(max.min(1024));
+        for (name, ino, cookie) in [(".", ino, DOT_COOKIE), ("..", dir.parent, DOTDOT_COOKIE)] {
+            if offset < cookie {
+                out.push(DirName {
+                    name: name.as_bytes().to_vec(),
+                    ino,
+                    kind: FileKind::Directory,
+                    cookie,
+                });
+            }
+        }
+        let want = max.saturating_sub(out.len());
+        if want == 0 {
+            return Ok(out);
+        }
+        let after = offset.saturating_sub(COOKIE_BASE);
+        let children = self
+            .catalog
+            .read(|c| nodes::child_names(c, ino, after, want))?;
+        out.extend(children.into_iter().map(|c| DirName {
+            kind: file_kind(c.kind, c.mode),
+            name: c.name.into_bytes(),
+            ino: c.ino,
+            cookie: c.ino + COOKIE_BASE,
+        }));
         Ok(out)
     }
 
