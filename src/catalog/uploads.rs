@@ -529,7 +529,7 @@ mod tests {
         let plan: Vec<String> = cat
             .read(|c| {
                 let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {DUE}"))?;
-                let rows = s.query_map([], |r| r.get::<_, String>(3))?;
+                let rows = s.query_map(params![0i64, Kind::File], |r| r.get::<_, String>(3))?;
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .unwrap();

@@ -162,9 +162,11 @@ impl DataStore {
         written.remove(&ino);
         let mut body = serde_json::to_vec(sidecar).map_err(io::Error::other)?;
         let path = self.sidecar_path(ino);
+        // Not truncated: the new content is written over the old in one write (below).
         let f = OpenOptions::new()
             .write(true)
             .create(true)
+            .truncate(false)
             .mode(0o600)
             .open(&path)?;
         let old = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
@@ -354,26 +356,22 @@ mod tests {
             gid: None,
             mtime_ns: 5,
         };
-        store.write_sidecar(3, &car).unwrap();
-        assert_eq!(store.read_sidecar(3).unwrap(), car);
-        // A shorter content written over a longer one in place reads back as itself.
-        let long = Sidecar {
-            path: "a/".repeat(300) + "b",
+        let with_path = |path: String| Sidecar {
+            path,
             ..car.clone()
         };
-        store.write_sidecar(3, &long).unwrap();
-        assert_eq!(store.read_sidecar(3).unwrap(), long);
-        store.write_sidecar(3, &car).unwrap();
-        assert_eq!(store.read_sidecar(3).unwrap(), car);
-        // So does one too long to be written in place, and a short one after it.
-        let longer = Sidecar {
-            path: "c/".repeat(3000) + "d",
-            ..car.clone()
-        };
-        store.write_sidecar(3, &longer).unwrap();
-        assert_eq!(store.read_sidecar(3).unwrap(), longer);
-        store.write_sidecar(3, &car).unwrap();
-        assert_eq!(store.read_sidecar(3).unwrap(), car);
+        // A shorter content written in place over a longer one reads back as itself; so does
+        // one too long to be written in place, and a short one after it.
+        for s in [
+            car.clone(),
+            with_path("a/".repeat(300) + "b"),
+            car.clone(),
+            with_path("c/".repeat(3000) + "d"),
+            car.clone(),
+        ] {
+            store.write_sidecar(3, &s).unwrap();
+            assert_eq!(store.read_sidecar(3).unwrap(), s);
+        }
         store.create_empty(3).unwrap();
         let mode = std::fs::metadata(store.data_path(3))
             .unwrap()
