@@ -206,8 +206,13 @@ fn open_write_connection(path: &Path) -> Result<Connection, CatalogError> {
          PRAGMA cache_size = -32768;",
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
+
+/// Prepared statements kept per connection. rusqlite keeps 16, fewer than the statements one
+/// file's create, close, chmod, touch and rename use, so each was parsed anew every time.
+const STATEMENT_CACHE: usize = 128;
 
 pub(super) fn open_read_connection(path: &Path) -> Result<Connection, CatalogError> {
     let conn = Connection::open_with_flags(
@@ -216,6 +221,7 @@ pub(super) fn open_read_connection(path: &Path) -> Result<Connection, CatalogErr
     )?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.execute_batch("PRAGMA cache_size = -16384;")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 

@@ -262,7 +262,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX snapshots_by_vault ON snapshots(vault, taken_s);
     "#,
-    // 6: an inventory's new archives are checked against the uploads of unknown outcome
+    // 6: the write-back queue asks for the staged files closed before a time on every close,
+    // which without this read every staged file: a copy of thousands of files slowed down
+    // with each file it staged (`uploads::due`).
+    r#"
+    CREATE INDEX nodes_due ON nodes(closed_ns) WHERE dirty > 0;
+    "#,
+    // 7: an inventory's new archives are checked against the uploads of unknown outcome
     // (catalog::inventory::reconcile), one lookup per archive: keep that a lookup.
     r#"
     CREATE INDEX unconfirmed_by_description ON unconfirmed(vault, description);

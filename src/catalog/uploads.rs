@@ -360,14 +360,16 @@ pub struct Due {
     pub gen: i64,
 }
 
+/// The staged files closed by ?1, read by their close time: the queue asks at every close, so
+/// only the files that are due may be read, however many are staged.
+const DUE: &str = "SELECT ino, dirty FROM nodes INDEXED BY nodes_due WHERE dirty > 0 \
+                   AND kind = ?2 AND closed_ns IS NOT NULL AND closed_ns <= ?1";
+
 /// Staged files closed at or before `cutoff_ns`, plus those of `forced` that are staged at all
 /// (closed or not: the caller skips files still open for writing).
 pub fn due(c: &Connection, cutoff_ns: i64, forced: &[u64]) -> Result<Vec<Due>, CatalogError> {
     let mut out = Vec::new();
-    let mut stmt = c.prepare_cached(
-        "SELECT ino, dirty FROM nodes WHERE dirty > 0 AND kind = ?2 \
-         AND closed_ns IS NOT NULL AND closed_ns <= ?1",
-    )?;
+    let mut stmt = c.prepare_cached(DUE)?;
     let rows = stmt.query_map(params![cutoff_ns, Kind::File], |r| {
         Ok(Due {
             ino: r.get::<_, i64>(0)? as u64,
@@ -518,5 +520,23 @@ mod tests {
         cat.write(move |tx| close_unclosed(tx, &[(open, 3)]))
             .unwrap();
         assert_eq!(cat.read(unclosed).unwrap(), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_due_query_reads_only_files_closed_by_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let plan: Vec<String> = cat
+            .read(|c| {
+                let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {DUE}"))?;
+                let rows = s.query_map(params![0i64, Kind::File], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("nodes_due") && p.contains("closed_ns<?")),
+            "{plan:?}"
+        );
     }
 }

@@ -62,33 +62,35 @@ impl GlacierFs {
         a
     }
 
-    fn sidecar(&self, n: &Node) -> FsResult<Sidecar> {
-        let (vault, path) = self.catalog.read(|c| {
+    /// What the sidecar of `ino` should say, if it is staged; read in one go from the catalog.
+    fn sidecar(&self, ino: u64) -> FsResult<Option<(String, Sidecar)>> {
+        Ok(self.catalog.read(move |c| {
+            let Some(n) = nodes::get(c, ino)?.filter(|n| n.dirty > 0) else {
+                return Ok(None);
+            };
             let v = vaults::by_ino(c, n.vault_ino())?.ok_or(CatalogError::NotFound)?;
-            Ok((v.name, nodes::vault_relative_path(c, n.ino)?))
-        })?;
-        Ok(Sidecar {
-            vault,
-            path,
-            mode: n.mode,
-            uid: n.uid,
-            gid: n.gid,
-            mtime_ns: n.mtime_ns,
-        })
+            let sidecar = Sidecar {
+                vault: v.name,
+                path: nodes::vault_relative_path(c, n.ino)?,
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+                mtime_ns: n.mtime_ns,
+            };
+            Ok(Some((n.name, sidecar)))
+        })?)
     }
 
     /// Rewrites the sidecar of a staged file after its path or attributes changed.
     pub(super) fn refresh_sidecar(&self, ino: u64) {
-        let Ok(n) = self.node(ino) else { return };
-        if n.dirty > 0 {
-            match self.sidecar(&n) {
-                Ok(s) => {
-                    if let Err(e) = self.data.write_sidecar(ino, &s) {
-                        log::warn!("sidecar of {}: {e}", n.name);
-                    }
+        match self.sidecar(ino) {
+            Ok(Some((name, s))) => {
+                if let Err(e) = self.data.write_sidecar(ino, &s) {
+                    log::warn!("sidecar of {name}: {e}");
                 }
-                Err(e) => e.log(Op::new("sidecar").ino(ino)),
             }
+            Ok(None) => {}
+            Err(e) => e.log(Op::new("sidecar").ino(ino)),
         }
     }
 

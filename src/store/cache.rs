@@ -2,6 +2,12 @@
 //! cache), the sidecar that lets a staged file be recovered without the catalog, and the frozen
 //! snapshots uploads read from.
 //!
+//! A sidecar is rewritten whenever what it records changes (create, close, chmod, touch,
+//! rename: five times for each file `rsync -a` copies), so writing one is kept cheap: nothing is
+//! written when the content is the one this store last wrote, and a new content is written over
+//! the old in place, in one write of at most a page (whole or not at all, even if the daemon is
+//! killed during it), instead of through a temporary file and a rename.
+//!
 //! Every name here comes from the catalog's inode numbers, never from user input. A snapshot is
 //! a hard link to the data file, taken in an instant. A writer that opens the file while a
 //! snapshot shares it does not write until the snapshot has a copy of its own
@@ -18,13 +24,12 @@
 //! exactly the bytes the snapshot held, so the upload goes on at the offset it reached and
 //! its tree hash still holds.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-
-use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +53,9 @@ pub struct DataStore {
     /// The snapshots uploads are reading now, by relative name, so [`DataStore::unshare`] can
     /// switch them to their copy. Weak: an upload that ends drops its snapshot.
     reading: Arc<Mutex<HashMap<String, Weak<Frozen>>>>,
+    /// The sidecar last written for each inode, shared by every clone: one equal to it needs
+    /// no write. Its lock is held while a sidecar is written, so it never disagrees with disk.
+    sidecars: Arc<Mutex<HashMap<u64, Sidecar>>>,
 }
 
 /// A frozen snapshot as an upload reads it: the open file, which [`DataStore::unshare`] can
@@ -90,6 +98,11 @@ impl Frozen {
     }
 }
 
+/// Sidecars up to this size are written in place at offset 0: one write within the first page,
+/// which a killed process completes or never starts. Longer ones (very long paths) go through
+/// a temporary file and a rename.
+const IN_PLACE: usize = 4096;
+
 const DATA: &str = "data";
 const SNAPSHOTS: &str = "snapshots";
 
@@ -108,6 +121,7 @@ impl DataStore {
         Ok(DataStore {
             root: cache_dir.to_owned(),
             reading: Arc::default(),
+            sidecars: Arc::default(),
         })
     }
 
@@ -259,20 +273,46 @@ impl DataStore {
     /// Forgets a file's local data and sidecar.
     pub fn remove(&self, ino: u64) {
         let _ = std::fs::remove_file(self.data_path(ino));
-        let _ = std::fs::remove_file(self.sidecar_path(ino));
+        self.remove_sidecar(ino);
     }
 
+    /// Records what a staged file is; nothing is written if the sidecar already says it.
     pub fn write_sidecar(&self, ino: u64, sidecar: &Sidecar) -> io::Result<()> {
-        let tmp = self.root.join(DATA).join(format!("{ino}.meta.tmp"));
-        let body = serde_json::to_vec(sidecar).map_err(io::Error::other)?;
-        let mut f = OpenOptions::new()
+        let mut written = crate::locks::lock(&self.sidecars);
+        if written.get(&ino) == Some(sidecar) {
+            return Ok(());
+        }
+        // Forgotten first: if the write fails, the next call writes again.
+        written.remove(&ino);
+        let mut body = serde_json::to_vec(sidecar).map_err(io::Error::other)?;
+        let path = self.sidecar_path(ino);
+        // Not truncated: the new content is written over the old in one write (below).
+        let f = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
-            .open(&tmp)?;
-        io::Write::write_all(&mut f, &body)?;
-        std::fs::rename(tmp, self.sidecar_path(ino))
+            .open(&path)?;
+        let old = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+        if body.len() <= IN_PLACE && old <= IN_PLACE {
+            // Padded with spaces over whatever a longer old content left (JSON allows trailing
+            // white space), so no truncate is needed and the file is never half old, half new.
+            body.resize(body.len().max(old), b' ');
+            f.write_all_at(&body, 0)?;
+        } else {
+            drop(f);
+            let tmp = self.root.join(DATA).join(format!("{ino}.meta.tmp"));
+            let mut t = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            io::Write::write_all(&mut t, &body)?;
+            std::fs::rename(tmp, path)?;
+        }
+        written.insert(ino, sidecar.clone());
+        Ok(())
     }
 
     pub fn read_sidecar(&self, ino: u64) -> io::Result<Sidecar> {
@@ -281,6 +321,8 @@ impl DataStore {
     }
 
     pub fn remove_sidecar(&self, ino: u64) {
+        let mut written = crate::locks::lock(&self.sidecars);
+        written.remove(&ino);
         let _ = std::fs::remove_file(self.sidecar_path(ino));
     }
 
@@ -478,13 +520,66 @@ mod tests {
             gid: None,
             mtime_ns: 5,
         };
-        store.write_sidecar(3, &car).unwrap();
-        assert_eq!(store.read_sidecar(3).unwrap(), car);
+        let with_path = |path: String| Sidecar {
+            path,
+            ..car.clone()
+        };
+        // A shorter content written in place over a longer one reads back as itself; so does
+        // one too long to be written in place, and a short one after it.
+        for s in [
+            car.clone(),
+            with_path("a/".repeat(300) + "b"),
+            car.clone(),
+            with_path("c/".repeat(3000) + "d"),
+            car.clone(),
+        ] {
+            store.write_sidecar(3, &s).unwrap();
+            assert_eq!(store.read_sidecar(3).unwrap(), s);
+        }
         store.create_empty(3).unwrap();
         let mode = std::fs::metadata(store.data_path(3))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let sidecar_mode = std::fs::metadata(dir.path().join("data/3.meta"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(sidecar_mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_sidecar_is_written_only_when_its_content_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DataStore::open(dir.path()).unwrap();
+        let car = Sidecar {
+            vault: "v".into(),
+            path: "a".into(),
+            mode: None,
+            uid: None,
+            gid: None,
+            mtime_ns: 5,
+        };
+        let path = dir.path().join("data/9.meta");
+        store.write_sidecar(9, &car).unwrap();
+        // Changed behind the store's back: an equal content is not written again...
+        std::fs::write(&path, b"marker").unwrap();
+        store.write_sidecar(9, &car).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"marker");
+        // ...a new one is, and a removed sidecar is written again even with the old content.
+        let moved = Sidecar {
+            path: "b".into(),
+            ..car.clone()
+        };
+        store.write_sidecar(9, &moved).unwrap();
+        assert_eq!(store.read_sidecar(9).unwrap(), moved);
+        store.remove_sidecar(9);
+        store.write_sidecar(9, &moved).unwrap();
+        assert_eq!(store.read_sidecar(9).unwrap(), moved);
+        store.remove(9);
+        assert!(!path.exists());
+        store.write_sidecar(9, &moved).unwrap();
+        assert_eq!(store.read_sidecar(9).unwrap(), moved);
     }
 }
