@@ -148,3 +148,78 @@ fn a_writer_during_an_upload_through_passthrough_does_not_restart_it() {
         "the mount ran without passthrough, so this test proved nothing: {log}"
     );
 }
+
+/// A snapshot changed by something outside glacierfs (here, bytes appended to it in the cache
+/// directory) cannot be uploaded: the upload is dropped and its multipart upload aborted at
+/// Glacier, not left open there, and the next round uploads the file as it is now.
+#[test]
+fn an_upload_whose_snapshot_changed_outside_is_aborted_at_glacier() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let mount = Mount::start(
+        &emu.endpoint(),
+        cache.path(),
+        &[
+            "--part-size",
+            "1MiB",
+            "--upload-concurrency",
+            "1",
+            "--write-back-delay",
+            "1s",
+        ],
+    );
+    emu.set_link(Link {
+        latency: Duration::ZERO,
+        bandwidth: Some(MIB as u64),
+    });
+    let file = mount.path(VAULT).join("big.bin");
+    std::fs::write(&file, pattern(4 * MIB, 5)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || emu
+            .stats()
+            .requests_for(Op::UploadPart)
+            >= 1),
+        "the upload did not start"
+    );
+    let snapshots: Vec<_> = std::fs::read_dir(cache.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let mut outside = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&snapshots[0])
+        .unwrap();
+    outside
+        .write_all(b"changed behind glacierfs' back")
+        .unwrap();
+    drop(outside);
+    assert!(
+        wait_until(Duration::from_secs(60), || mount
+            .log_text()
+            .contains("changed while it was going up")),
+        "the change went unnoticed: {}",
+        mount.log_text()
+    );
+    emu.set_link(Link::default());
+    assert!(
+        wait_until(Duration::from_secs(30), || emu
+            .stats()
+            .requests_for(Op::AbortMultipartUpload)
+            >= 1),
+        "the dropped upload was left open at Glacier"
+    );
+    let now = std::fs::read(&file).unwrap();
+    sync_wait(&file);
+    let archives = emu.archives(VAULT);
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    assert!(
+        emu.archive_data(VAULT, &archives[0].id).unwrap() == now,
+        "the archive does not hold the file as it is now"
+    );
+    mount.unmount();
+}

@@ -164,8 +164,13 @@ impl WriteBack {
             Err(UploadError::Changed { .. }) => {
                 // The frozen copy changed under the upload. A writer never shares it (its open
                 // gives the snapshot a copy first), so something outside glacierfs did: drop
-                // it and the row; the next round freezes the file again.
-                self.discard(&row, &spec.vault).await?;
+                // it and the row; the next round freezes the file again. The row as the
+                // journal has it now: `row` was read before Initiate recorded the multipart
+                // upload this must abort, which Glacier would otherwise keep open.
+                let ino = row.ino;
+                let now = self.catalog.read(move |c| uploads::get(c, ino))?;
+                self.discard(now.as_ref().unwrap_or(&row), &spec.vault)
+                    .await?;
                 Err(WriteBackError::Changed {
                     description: row.description,
                 })
