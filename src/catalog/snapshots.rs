@@ -95,14 +95,17 @@ fn select(
 // ---------------------------------------------------------------------------------------------
 // Reading the tree
 
+/// The rows of a vault's entries, in inode order, as [`vault_entries`] and [`tree_digest`] read
+/// them.
+const ENTRY_ROWS: &str = "SELECT ino, parent, name, kind, mode, uid, gid, mtime_ns, ctime_ns, \
+    size, archive_id, tree_hash, target, rdev, atime_ns FROM nodes \
+    WHERE vault = ?1 AND ino != ?1 ORDER BY ino";
+
 /// Every entry below `vault` (directories, files and, once joined, symlinks and special
 /// files), parents before children, with paths relative to the vault; and the vault's change
 /// mark, the newest ctime among them. The one function that reads nodes for a snapshot.
 pub fn vault_entries(conn: &Connection, vault: u64) -> Result<(Vec<Entry>, i64), CatalogError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT ino, parent, name, kind, mode, uid, gid, mtime_ns, ctime_ns, size, archive_id, \
-         tree_hash, target, rdev, atime_ns FROM nodes WHERE vault = ?1 AND ino != ?1 ORDER BY ino",
-    )?;
+    let mut stmt = conn.prepare_cached(ENTRY_ROWS)?;
     struct Raw {
         ino: u64,
         parent: u64,
@@ -186,10 +189,7 @@ pub fn holds_entries(conn: &Connection, vault: u64) -> Result<bool, CatalogError
 /// what moved, which is enough to tell a change. The ctimes are left out: they move on a no-op
 /// touch, and the fields they guard are in it.
 pub fn tree_digest(conn: &Connection, vault: u64) -> Result<String, CatalogError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT ino, parent, name, kind, mode, uid, gid, mtime_ns, atime_ns, size, archive_id, \
-         target, rdev FROM nodes WHERE vault = ?1 AND ino != ?1 ORDER BY ino",
-    )?;
+    let mut stmt = conn.prepare_cached(ENTRY_ROWS)?;
     let mut rows = stmt.query([vault as i64])?;
     let mut h = Sha256::new();
     let opt = |v: Option<i64>| {
@@ -210,10 +210,9 @@ pub fn tree_digest(conn: &Connection, vault: u64) -> Result<String, CatalogError
                 .as_bytes(),
         );
         h.update([0]);
-        for i in [3, 4, 5, 6] {
-            h.update(opt(r.get(i)?));
-        }
-        for i in [7, 8, 9] {
+        // Kind, mode, owner, mtime, atime and size; the ctime (8) and the tree hash (11,
+        // which goes with the archive id) are left out.
+        for i in [3, 4, 5, 6, 7, 14, 9] {
             h.update(opt(r.get(i)?));
         }
         h.update(
@@ -223,9 +222,9 @@ pub fn tree_digest(conn: &Connection, vault: u64) -> Result<String, CatalogError
                 .as_bytes(),
         );
         h.update([0]);
-        h.update(r.get::<_, Option<Vec<u8>>>(11)?.as_deref().unwrap_or(b"-"));
+        h.update(r.get::<_, Option<Vec<u8>>>(12)?.as_deref().unwrap_or(b"-"));
         h.update([0]);
-        h.update(opt(r.get(12)?));
+        h.update(opt(r.get(13)?));
     }
     Ok(hex::encode(h.finalize()))
 }

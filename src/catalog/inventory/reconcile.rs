@@ -53,7 +53,8 @@ pub(super) fn is_fresh(c: &Connection, vault: u64) -> Result<bool, CatalogError>
     let mut pending = c.prepare_cached(&format!(
         "SELECT EXISTS (SELECT 1 FROM tombstones WHERE vault = ?1) \
              OR EXISTS (SELECT 1 FROM unconfirmed WHERE vault = ?1) \
-             OR EXISTS (SELECT 1 FROM uploads u WHERE u.vault = ?1 AND {ARCHIVE_MAY_EXIST})"
+             OR EXISTS (SELECT 1 FROM uploads u WHERE u.vault = ?1 AND {})",
+        archive_may_exist()
     ))?;
     Ok(!pending.query_row([vault as i64], |r| r.get::<_, bool>(0))?)
 }
@@ -212,9 +213,12 @@ const NEW_ROW: &str = "vault = ?1 \
                     AND n.archive_id = i.archive_id AND n.vault = ?1) \
     AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.vault = ?1 AND t.archive_id = i.archive_id)";
 
-/// The uploads whose archive may exist unrecorded: [`crate::catalog::uploads::UploadState`]'s
-/// `Single`, `Completing` and `Created`, as the table spells them.
-const ARCHIVE_MAY_EXIST: &str = "u.state IN ('single', 'completing', 'created')";
+/// The uploads whose archive may exist unrecorded: UploadArchive or Complete sent, or the
+/// archive created but not yet on its node.
+fn archive_may_exist() -> String {
+    use crate::catalog::uploads::UploadState::{Completing, Created, Single};
+    format!("u.state IN ('{Single}', '{Completing}', '{Created}')")
+}
 
 /// The condition for a staged row that is not the archive of one of this mount's own uploads
 /// still being settled. Such an archive is placed by nobody now: the upload records it on its
@@ -233,10 +237,11 @@ fn not_awaited() -> String {
         "NOT EXISTS (SELECT 1 FROM uploads u WHERE u.vault = ?1 \
              AND (u.archive_id = i.archive_id \
                   OR (u.description = i.description AND u.size = i.size \
-                      AND {ARCHIVE_MAY_EXIST}))) \
+                      AND {}))) \
          AND NOT EXISTS (SELECT 1 FROM unconfirmed c WHERE c.vault = ?1 \
              AND c.description = i.description AND c.size = i.size \
-             AND c.tree_hash = i.tree_hash)"
+             AND c.tree_hash = i.tree_hash)",
+        archive_may_exist()
     )
 }
 
