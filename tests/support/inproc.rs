@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use glacierfs::catalog::{vaults, ROOT_INO};
 use glacierfs::config::{Cli, Command, MountArgs};
-use glacierfs::daemon::Stack;
+use glacierfs::daemon::{MountError, Stack};
 use glacierfs::fs::files::SetAttr;
 use glacierfs::fs::{Attr, Done, FileKind, FsError, FsResult, GlacierFs};
 
@@ -323,8 +323,26 @@ impl InProc {
         if let Some(s) = self.stack.take() {
             s.stop(clean);
         }
-        let stack = Stack::start(&self.args, self.cache.path())
-            .unwrap_or_else(|e| panic!("in-process restart failed: {e}\n{}", log_tail(40)));
+        // The cache lock is an flock on an open file. A process another test thread is
+        // spawning at the moment of the stop holds a copy of that file until its exec closes
+        // it, so the lock can stay ours for a few milliseconds after the stack let it go.
+        // Only that case is waited for: a lock held by another pid fails at once.
+        let start = Instant::now();
+        let stack = loop {
+            match Stack::start(&self.args, self.cache.path()) {
+                Err(MountError::Locked { pid, .. })
+                    if pid == Some(std::process::id())
+                        && start.elapsed() < Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                started => {
+                    break started.unwrap_or_else(|e| {
+                        panic!("in-process restart failed: {e}\n{}", log_tail(40))
+                    })
+                }
+            }
+        };
         self.stack = Some(stack);
     }
 
