@@ -2,6 +2,7 @@
 //! emulator: the cache directory stays private (0700 directories, 0600 files) whatever the
 //! umask; credentials never reach the logs at any level; the mount is private unless
 //! `--allow-other`, which brings `default_permissions` and keeps `.lock` writes for the owner;
+//! set-user-ID and set-group-ID go on writes, truncations and chowns as SEMANTICS.md says;
 //! and staging paths never come from user input.
 //!
 //! tests/cli.rs checks the cache modes under the default umask; these run every glacierfs
@@ -430,6 +431,16 @@ try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
     elif op == "mkdir":
         os.mkdir(path)
+    elif op == "truncate":
+        os.truncate(path, 0)
+    elif op == "create-setuid":
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o4755)
+        try:
+            os.write(fd, sys.argv[3].encode())
+        finally:
+            os.close(fd)
+    elif op == "open-for-writing":
+        os.close(os.open(path, os.O_WRONLY))
     elif op == "write":
         fd = os.open(path, os.O_WRONLY)
         try:
@@ -727,5 +738,138 @@ fn staging_paths_never_come_from_user_input() {
     assert!(
         !marked_in_tmp,
         "a hostile name appeared in the temp directory"
+    );
+}
+
+/// The permission bits of `path`, once they are `want` (the kernel hears of a mode the daemon
+/// changed at an open by an invalidation, a moment later).
+fn settled_perm(path: &Path, want: u32) -> u32 {
+    let perm = || std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    wait_until(Duration::from_secs(10), || perm() == want);
+    perm()
+}
+
+#[test]
+fn writing_or_truncating_takes_set_user_id_away_as_linux_does() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mount::start(&emu.endpoint(), cache.path(), &["--allow-other"]);
+    let shared = m.path(VAULT).join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = |name: &str, perm: u32| {
+        let path = shared.join(name);
+        std::fs::write(&path, b"before\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(perm)).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            perm
+        );
+        path
+    };
+
+    // Another user's write takes set-user-ID away, and set-group-ID with group execute; the
+    // kernel leaves this to the daemon, and passthrough writes never reach it.
+    let setuid = file("setuid", 0o4757);
+    assert_eq!(as_other("write", &setuid, "theirs\n"), "ok");
+    assert_eq!(settled_perm(&setuid, 0o0757), 0o0757);
+    assert_eq!(std::fs::read(&setuid).unwrap(), b"theirs\n");
+    let setgid = file("setgid", 0o6777);
+    assert_eq!(as_other("write", &setgid, "theirs\n"), "ok");
+    assert_eq!(settled_perm(&setgid, 0o0777), 0o0777);
+    // Without group execute, set-group-ID marks mandatory locking and stays.
+    let locking = file("locking", 0o2767);
+    assert_eq!(as_other("write", &locking, "theirs\n"), "ok");
+    assert_eq!(settled_perm(&locking, 0o2767), 0o2767);
+    // An open for writing is enough (SEMANTICS.md): the daemon never sees passthrough writes.
+    let opened = file("opened", 0o4757);
+    assert_eq!(as_other("open-for-writing", &opened, ""), "ok");
+    assert_eq!(settled_perm(&opened, 0o0757), 0o0757);
+    // A truncation.
+    let truncated = file("truncated", 0o4757);
+    assert_eq!(as_other("truncate", &truncated, ""), "ok");
+    assert_eq!(settled_perm(&truncated, 0o0757), 0o0757);
+    assert_eq!(std::fs::metadata(&truncated).unwrap().len(), 0);
+    // Another user creating a set-user-ID file writes it through a handle the daemon may
+    // never see a write on.
+    let created = shared.join("created");
+    assert_eq!(as_other("create-setuid", &created, "theirs\n"), "ok");
+    assert_eq!(settled_perm(&created, 0o0755), 0o0755);
+
+    // Root keeps the bits when it writes or truncates (it holds CAP_FSETID)...
+    let roots = file("roots", 0o4757);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&roots)
+        .and_then(|mut f| f.write_all(b"root's\n"))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&roots)
+        .and_then(|f| f.set_len(3))
+        .unwrap();
+    assert_eq!(settled_perm(&roots, 0o4757), 0o4757);
+    // ... but not when it gives the file away.
+    std::os::unix::fs::chown(&roots, Some(OTHER), None).unwrap();
+    assert_eq!(settled_perm(&roots, 0o0757), 0o0757);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&roots).unwrap()),
+        OTHER
+    );
+    // The catalog has the new modes too: a new mount shows them.
+    drop(m);
+    let m = Mount::start(&emu.endpoint(), cache.path(), &["--allow-other"]);
+    let shared = m.path(VAULT).join("shared");
+    for (name, perm) in [("setuid", 0o0757), ("locking", 0o2767), ("roots", 0o0757)] {
+        let mode = std::fs::metadata(shared.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, perm, "{name}");
+    }
+}
+
+#[test]
+fn a_write_is_not_preceded_by_a_question_about_security_capability() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mount::start_with_log(
+        &emu.endpoint(),
+        cache.path(),
+        &[],
+        "info,fuser::request=debug",
+    );
+    let file = m.path(VAULT).join("dd.bin");
+    let dd = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .args(["bs=64k", "count=64", "status=none"])
+        .status()
+        .unwrap();
+    assert!(dd.success());
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 64 * 65536);
+    // Left to the kernel, each of the 64 write(2) calls would first ask for the file's
+    // security.capability; the daemon clears set-user-ID itself, so the kernel asks at most
+    // once for a file it has not seen before.
+    let log = m.log_text();
+    let asked = log
+        .lines()
+        .filter(|l| l.contains("GETXATTR name \"security.capability\""))
+        .count();
+    assert!(
+        log.contains("CREATE"),
+        "the log filter did not show the requests"
+    );
+    assert!(
+        asked <= 2,
+        "security.capability asked {asked} times for 64 writes"
     );
 }

@@ -22,6 +22,7 @@ use fuser::BackingId;
 use crate::fs::files::SetAttr;
 use crate::fs::passthrough;
 use crate::fs::peek::Caller;
+use crate::fs::privileges::creation_mode;
 use crate::fs::{Attr, FileKind, FsError, GlacierFs, Op};
 
 /// How long the kernel may keep names and attributes. Every change made behind the kernel's
@@ -36,11 +37,22 @@ const NAME_MAX: u32 = 255;
 
 pub struct FuseAdapter {
     fs: GlacierFs,
+    /// The kernel left clearing set-user-ID and set-group-ID bits to the daemon
+    /// (`fs::privileges`); set at INIT.
+    clears_privileges: bool,
 }
 
 impl FuseAdapter {
     pub fn new(fs: GlacierFs) -> Self {
-        FuseAdapter { fs }
+        FuseAdapter {
+            fs,
+            clears_privileges: false,
+        }
+    }
+
+    /// Whether an open with `flags` may write.
+    fn opens_for_writing(flags: i32) -> bool {
+        flags & libc::O_ACCMODE != libc::O_RDONLY
     }
 }
 
@@ -183,6 +195,12 @@ impl Filesystem for FuseAdapter {
             log::warn!("kernel lacks {missing:?}; overwriting an archived file needs its data");
         }
         let _ = config.set_max_write(1 << 20);
+        // The daemon clears set-user-ID and set-group-ID bits itself (`fs::privileges`), so
+        // the kernel stops asking for `security.capability` before every write(2).
+        match config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2) {
+            Ok(()) => self.clears_privileges = true,
+            Err(missing) => log::info!("kernel lacks {missing:?}; it asks before each write"),
+        }
         // Without passthrough, opens keep the page cache (FOPEN_KEEP_CACHE below); the kernel
         // still drops it when a file's size or mtime changes behind its back.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
@@ -285,6 +303,11 @@ impl Filesystem for FuseAdapter {
                 }),
             );
         }
+        if self.clears_privileges && Self::opens_for_writing(flags.0) {
+            if let Err(e) = self.fs.clear_privileges_for_writer(ino.0, req.uid()) {
+                return reply.error(errno(Op::new("open").ino(ino.0), &e));
+            }
+        }
         // The caller's pid: a program that only peeks starts no retrieval (`peek`).
         // The backing is registered under the data file's lock, with the open (`open_then`).
         let opened = self
@@ -314,10 +337,11 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match self
-            .fs
-            .create(parent.0, name, mode & !umask, req.uid(), req.gid())
-        {
+        let mut mode = mode & !umask;
+        if self.clears_privileges {
+            mode = creation_mode(mode, req.uid());
+        }
+        match self.fs.create(parent.0, name, mode, req.uid(), req.gid()) {
             Ok((a, fh)) => {
                 // The creator's handle must be passthrough too: the kernel refuses to mix
                 // passthrough and cached opens of one inode.
@@ -364,7 +388,7 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -380,6 +404,13 @@ impl Filesystem for FuseAdapter {
                     Err(e) => reply.error(errno(Op::new("write").ino(ino.0).fh(fh.0), &e)),
                 }),
             );
+        }
+        // The kernel marks a write whose writer may not keep the bits (it knows the caller's
+        // capabilities; its uid alone would not tell in a user namespace).
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = self.fs.clear_privileges(ino.0) {
+                return reply.error(errno(Op::new("write").ino(ino.0).fh(fh.0), &e));
+            }
         }
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
@@ -434,7 +465,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -450,7 +481,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let change = SetAttr {
+        let mut change = SetAttr {
             mode,
             uid,
             gid,
@@ -458,6 +489,11 @@ impl Filesystem for FuseAdapter {
             mtime_ns: mtime.map(time_ns),
             atime_ns: atime.map(time_ns),
         };
+        if self.clears_privileges {
+            if let Err(e) = self.fs.clear_privileges_in(ino.0, req.uid(), &mut change) {
+                return reply.error(errno(Op::new("setattr").ino(ino.0), &e));
+            }
+        }
         match self.fs.setattr(ino.0, fh.map(|f| f.0), change) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(errno(Op::new("setattr").ino(ino.0), &e)),

@@ -16,6 +16,7 @@ mod lock_file;
 pub mod namespace;
 pub mod passthrough;
 pub mod peek;
+pub mod privileges;
 mod vaults;
 mod xattr;
 

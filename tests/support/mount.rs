@@ -89,6 +89,7 @@ fn spawn_daemon(
     mountpoint: &Path,
     extra: &[&str],
     log: &tempfile::NamedTempFile,
+    log_filter: Option<&str>,
 ) -> Result<Child, String> {
     // Appended, so a remount's log follows the killed daemon's instead of overwriting it.
     let log_out = std::fs::OpenOptions::new()
@@ -111,7 +112,9 @@ fn spawn_daemon(
         .arg(mountpoint)
         .env(
             "RUST_LOG",
-            std::env::var("GLACIERFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            log_filter.map(str::to_owned).unwrap_or_else(|| {
+                std::env::var("GLACIERFS_TEST_LOG").unwrap_or_else(|_| "info".into())
+            }),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_out));
@@ -152,6 +155,8 @@ pub struct Mount {
     child: Option<Child>,
     /// The daemon's stderr; a file, not a pipe, so a chatty daemon can never block on it.
     log: tempfile::NamedTempFile,
+    /// The daemon's RUST_LOG, when a test chose it.
+    log_filter: Option<String>,
     _mnt_dir: tempfile::TempDir,
 }
 
@@ -163,18 +168,34 @@ impl Mount {
     }
 
     pub fn try_start(endpoint: &str, cache_dir: &Path, extra: &[&str]) -> Result<Mount, String> {
+        Self::start_logging(endpoint, cache_dir, extra, None)
+    }
+
+    /// As [`Mount::start`], with the daemon's log filter (RUST_LOG) set to `filter`.
+    pub fn start_with_log(endpoint: &str, cache_dir: &Path, extra: &[&str], filter: &str) -> Mount {
+        Self::start_logging(endpoint, cache_dir, extra, Some(filter))
+            .unwrap_or_else(|e| panic!("mount failed: {e}"))
+    }
+
+    fn start_logging(
+        endpoint: &str,
+        cache_dir: &Path,
+        extra: &[&str],
+        log_filter: Option<&str>,
+    ) -> Result<Mount, String> {
         let mnt_dir = tempfile::Builder::new()
             .prefix("glacierfs-mnt")
             .tempdir()
             .map_err(|e| e.to_string())?;
         let mountpoint = mnt_dir.path().to_path_buf();
         let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        let child = spawn_daemon(endpoint, cache_dir, &mountpoint, extra, &log)?;
+        let child = spawn_daemon(endpoint, cache_dir, &mountpoint, extra, &log, log_filter)?;
         Ok(Mount {
             mountpoint,
             cache_dir: cache_dir.to_owned(),
             child: Some(child),
             log,
+            log_filter: log_filter.map(str::to_owned),
             _mnt_dir: mnt_dir,
         })
     }
@@ -192,6 +213,7 @@ impl Mount {
             &self.mountpoint,
             extra,
             &self.log,
+            self.log_filter.as_deref(),
         )
         .unwrap_or_else(|e| panic!("remount failed: {e}"));
         self.child = Some(child);
