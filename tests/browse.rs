@@ -554,3 +554,65 @@ fn an_archive_dropped_by_a_newer_inventory_vanishes_from_the_kernel_cache() {
     );
     assert!(vault.join("kept.txt").exists());
 }
+
+/// The kernel keeps a directory's listing, so listing it again asks the daemon nothing; an
+/// archive a newer inventory adds behind its back still shows in the next listing.
+#[test]
+fn a_repeated_listing_is_the_kernels_and_an_archive_added_upstream_still_shows() {
+    if !fuse_available() {
+        return;
+    }
+    let emu = Emulator::start();
+    emu.create_vault(VAULT);
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        emu.put_archive(VAULT, &mt2(name, 1_600_000_000), name.as_bytes(), None);
+    }
+    emu.take_inventory(VAULT);
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mount::start_with_log(
+        &emu.endpoint(),
+        cache.path(),
+        &["--inventory-max-age", "1s"],
+        "info,fuser::request=debug",
+    );
+    load_vault(&emu, &m, 3);
+    let vault = m.path(VAULT);
+    let names = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&vault)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let listings_asked = || m.log_text().matches("READDIR").count();
+    // Once read after the last change, a listing stays with the kernel.
+    names();
+    let asked = listings_asked();
+    assert_eq!(names(), ["a.txt", "b.txt", "c.txt"]);
+    assert_eq!(names(), ["a.txt", "b.txt", "c.txt"]);
+    assert!(asked > 0, "the log filter did not show the requests");
+    assert_eq!(
+        listings_asked(),
+        asked,
+        "a cached listing was asked for again"
+    );
+
+    emu.put_archive(VAULT, &mt2("new.txt", 1_600_000_000), b"new", None);
+    emu.advance(std::time::Duration::from_secs(2 * 86_400));
+    emu.take_inventory(VAULT);
+    std::fs::write(vault.join(".jobs"), "inventory\n").unwrap();
+    let shown = wait_until(std::time::Duration::from_secs(60), || {
+        emu.complete_all_jobs();
+        names().contains(&"new.txt".to_owned())
+    });
+    assert!(
+        shown,
+        "the added archive never showed; log:\n{}",
+        m.log_text()
+    );
+    names();
+    let asked = listings_asked();
+    assert_eq!(names(), ["a.txt", "b.txt", "c.txt", "new.txt"]);
+    assert_eq!(listings_asked(), asked, "the new listing was not kept");
+}

@@ -95,7 +95,8 @@ struct Inner {
     /// Set by [`Catalog::abandon`]: the writer commits nothing more.
     abandoned: Arc<std::sync::atomic::AtomicBool>,
     readers: Mutex<Vec<Connection>>,
-    changes: Mutex<Option<mpsc::Sender<changes::Change>>>,
+    /// The feed [`Catalog::watch`] starts; the writer sends the listings each commit changed.
+    changes: Arc<changes::Feed>,
 }
 
 impl Catalog {

@@ -10,6 +10,7 @@ use std::thread;
 
 use rusqlite::{Connection, Transaction};
 
+use super::changes::{self, Feed};
 use super::reserve;
 use super::{Catalog, CatalogError};
 
@@ -26,11 +27,12 @@ pub(super) fn spawn(
     conn: Connection,
     reserve: PathBuf,
     abandoned: Arc<AtomicBool>,
+    feed: Arc<Feed>,
 ) -> std::io::Result<(mpsc::Sender<WriteOp>, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<WriteOp>();
     let handle = thread::Builder::new()
         .name("catalog-writer".into())
-        .spawn(move || writer_loop(conn, rx, &reserve, &abandoned))?;
+        .spawn(move || writer_loop(conn, rx, &reserve, &abandoned, &feed))?;
     Ok((tx, handle))
 }
 
@@ -92,6 +94,7 @@ fn writer_loop(
     rx: mpsc::Receiver<WriteOp>,
     reserve: &Path,
     abandoned: &AtomicBool,
+    feed: &Feed,
 ) {
     while let Ok(first) = rx.recv() {
         if abandoned.load(Ordering::SeqCst) {
@@ -121,6 +124,9 @@ fn writer_loop(
                     if is_disk_full(e) {
                         reserve::release(reserve);
                     }
+                }
+                if committed.is_ok() {
+                    changes::send_changed_listings(&tx, feed);
                 }
                 for reply in replies {
                     reply(committed.as_ref().err());

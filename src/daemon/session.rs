@@ -38,9 +38,12 @@ pub fn run(
 ) -> Result<(), MountError> {
     crate::engine::transfer::return_large_buffers_at_once();
     let (fs, base) = Stack::start(args, cache_dir)?.into_parts();
+    // Started before the kernel can cache anything: its long TTLs and cached listings rely on
+    // hearing of every change made behind its back.
+    let feed = base.catalog().watch()?;
     let (session, mut unmounter) = open_session(FuseAdapter::new(fs), args, flags, mountpoint)?;
     log::info!("mounted at {}", mountpoint.display());
-    crate::fs::invalidate::spawn(base.catalog().watch(), session.notifier());
+    crate::fs::invalidate::spawn(feed, session.notifier());
     let mountpoint_owned = mountpoint.to_owned();
     base.runtime().spawn(async move {
         wait_for_stop_signal().await;

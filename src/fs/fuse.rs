@@ -15,10 +15,12 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use fuser::BackingId;
 
+use crate::catalog::ROOT_INO;
 use crate::fs::files::SetAttr;
 use crate::fs::passthrough;
 use crate::fs::peek::Caller;
@@ -37,6 +39,11 @@ const NAME_MAX: u32 = 255;
 
 pub struct FuseAdapter {
     fs: GlacierFs,
+    /// Each directory's [`Catalog::listings_epoch`] when it was last opened: the kernel may
+    /// keep a listing only while no listing has changed since it was read.
+    ///
+    /// [`Catalog::listings_epoch`]: crate::catalog::Catalog::listings_epoch
+    listed_at: Mutex<HashMap<u64, u64>>,
     /// The kernel left clearing set-user-ID and set-group-ID bits to the daemon
     /// (`fs::privileges`); set at INIT.
     clears_privileges: bool,
@@ -46,6 +53,7 @@ impl FuseAdapter {
     pub fn new(fs: GlacierFs) -> Self {
         FuseAdapter {
             fs,
+            listed_at: Mutex::default(),
             clears_privileges: false,
         }
     }
@@ -533,6 +541,23 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
+            // The kernel keeps a directory's listing and serves the next one itself, so a
+            // repeated `find` or `ls -l` costs the daemon nothing. It may keep what it has
+            // only if no listing changed since this directory was last opened (a change while
+            // it was being read could otherwise leave the old listing cached for good); a
+            // change also drops the listing at once (`catalog::changes`), for a program that
+            // keeps the directory open and reads it again. The root is left out: its entries
+            // are the vaults, whose state can hide them without an entry changing.
+            Ok(a) if a.kind == FileKind::Directory && ino.0 != ROOT_INO => {
+                let epoch = self.fs.catalog().listings_epoch();
+                let before = crate::locks::lock(&self.listed_at).insert(ino.0, epoch);
+                let keep = if before == Some(epoch) {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | keep)
+            }
             Ok(a) if a.kind == FileKind::Directory => {
                 reply.opened(FileHandle(0), FopenFlags::empty())
             }
