@@ -662,6 +662,52 @@ pub(super) mod tests {
         r.expect_err("the call should fail").errno()
     }
 
+    /// The sidecar is what recovers a staged file without the catalog: each change to its name
+    /// or attributes is in it once the call returns, read in the change's own write.
+    #[test]
+    fn a_staged_files_sidecar_follows_each_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (fs, vault) = fs(dir.path(), &runtime);
+        let (attr, fh) = fs.create(vault, OsStr::new("a"), 0o640, 0, 0).unwrap();
+        let ino = attr.ino;
+        let sidecar = || fs.data.read_sidecar(ino).unwrap();
+        let s = sidecar();
+        assert_eq!((s.vault.as_str(), s.path.as_str()), ("v", "a"));
+        assert_eq!(s.mode, Some(0o640));
+        fs.write(fh, 0, b"data").unwrap();
+        fs.release(fh).unwrap();
+        let written = fs.getattr(ino).unwrap().mtime;
+        assert_eq!(super::super::time_from_ns(sidecar().mtime_ns), written);
+
+        let old = 1_600_000_000_123_456_789;
+        let change = SetAttr {
+            mode: Some(0o600),
+            mtime_ns: Some(old),
+            ..Default::default()
+        };
+        fs.setattr(ino, None, change).unwrap();
+        let s = sidecar();
+        assert_eq!((s.mode, s.mtime_ns), (Some(0o600), old));
+
+        fs.rename(vault, OsStr::new("a"), vault, OsStr::new("b"), 0)
+            .unwrap();
+        assert_eq!(sidecar().path, "b");
+
+        // Truncated with no writer open: still staged, still described.
+        let change = SetAttr {
+            size: Some(1),
+            mode: Some(0o644),
+            ..Default::default()
+        };
+        fs.setattr(ino, None, change).unwrap();
+        let s = sidecar();
+        assert_eq!((s.path.as_str(), s.mode), ("b", Some(0o644)));
+    }
+
     #[test]
     fn unknown_and_released_handles_are_ebadf() {
         let dir = tempfile::tempdir().unwrap();
