@@ -658,6 +658,15 @@ pub(super) mod tests {
         (fs, vault)
     }
 
+    /// A scratch directory and a runtime for [`fs`].
+    fn scratch() -> (tempfile::TempDir, tokio::runtime::Runtime) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (tempfile::tempdir().unwrap(), runtime)
+    }
+
     fn errno<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
         r.expect_err("the call should fail").errno()
     }
@@ -666,11 +675,7 @@ pub(super) mod tests {
     /// or attributes is in it once the call returns, read in the change's own write.
     #[test]
     fn a_staged_files_sidecar_follows_each_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, runtime) = scratch();
         let (fs, vault) = fs(dir.path(), &runtime);
         let (attr, fh) = fs.create(vault, OsStr::new("a"), 0o640, 0, 0).unwrap();
         let ino = attr.ino;
@@ -710,11 +715,7 @@ pub(super) mod tests {
 
     #[test]
     fn unknown_and_released_handles_are_ebadf() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, runtime) = scratch();
         let (fs, vault) = fs(dir.path(), &runtime);
         let (attr, fh) = fs.create(vault, OsStr::new("f"), 0o644, 0, 0).unwrap();
         assert_eq!(fs.write(fh, 0, b"data").unwrap(), 4);
