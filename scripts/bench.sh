@@ -21,7 +21,8 @@
 #                `ls -l` of one such directory; each size imported once (they take minutes)
 #   --baseline BIN  also import each inventory with BIN (another build of glacierfs), taking
 #                turns with this build in each repetition, so that the two meet the same load;
-#                the import rows then show both, and their ratio
+#                the import rows then show both, and their ratio; smallfiles mounts BIN
+#                beside this build and copies into both in turns in each repetition
 #
 # Measurements (sizes in quick mode in brackets):
 #   - staged write of 1 GiB [128 MiB] with `dd bs=1M` and with fio (sequential, psync, 1 MiB);
@@ -167,7 +168,7 @@ fi
 work=$(mktemp -d "$parent/glacierfs-bench.XXXXXX")
 moto_pid="" emu_pid=""
 cleanup() {
-  for m in "$work"/mnt "$work"/mnt-ready "$work"/mnt-scale "$work"/mnt-small "$work"/mnt-lat-* "$work"/rclone-*; do
+  for m in "$work"/mnt "$work"/mnt-ready "$work"/mnt-scale "$work"/mnt-small "$work"/mnt-small-base "$work"/mnt-lat-* "$work"/rclone-*; do
     if mountpoint -q "$m" 2>/dev/null; then umount "$m" || umount -l "$m" || true; fi
   done
   if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
@@ -353,6 +354,14 @@ if want smallfiles; then
   "$bin" inventory import --cache-dir "$work/cache-small" bench "$work/inv-one.json" >/dev/null
   mount_glacierfs "$work/cache-small" "$work/mnt-small"
   small_dirs=("$work/native-small" native "$work/mnt-small/bench" glacierfs)
+  if [ -n "$baseline" ]; then
+    # The build before a change, on a catalog of its own, measured in the same rounds.
+    "$baseline" inventory import --cache-dir "$work/cache-small-base" bench "$work/inv-one.json" >/dev/null
+    mkdir -p "$work/mnt-small-base"
+    "$baseline" mount --endpoint-url "$endpoint" --cache-dir "$work/cache-small-base" \
+      --write-back-delay 1h "$work/mnt-small-base"
+    small_dirs+=("$work/mnt-small-base/bench" baseline)
+  fi
   mkdir -p "$work/native-small" "$work/rclone-small-src"
   if command -v rclone >/dev/null && mount_rclone "$work/rclone-small-src" "$work/rclone-small" "$work/rclone-cache-small"; then
     small_dirs+=("$work/rclone-small" rclone)
@@ -374,6 +383,7 @@ if want smallfiles; then
     done
   done
   umount "$work/mnt-small"
+  if [ -n "$baseline" ]; then umount "$work/mnt-small-base"; fi
   if mountpoint -q "$work/rclone-small" 2>/dev/null; then umount "$work/rclone-small" || umount -l "$work/rclone-small"; fi
 fi
 
@@ -629,8 +639,8 @@ rows = [
     ("read_dd_unpriv", "  the same read without passthrough", "MB/s", True, ">= 0.7x native", 0.7),
     ("ls", "ls -l of $ls_count archives", "s", False, "<= 1.0x native", 1.0),
     ("find", "find over $ls_count archives", "s", False, "<= 1.5x native", 1.5),
-    ("cp_small", "cp -r of $small_files small files", "s", False, "", None),
-    ("rsync_small", "rsync -a of $small_files small files", "s", False, "", None),
+    ("cp_small", "cp -r of $small_files small files", "s", False, "<= 3x native", 3),
+    ("rsync_small", "rsync -a of $small_files small files", "s", False, "<= 4x native", 4),
     ("treehash", "tree hash of $th_mib MiB (native: openssl)", "s", False, "<= 0.55x openssl", 0.55),
     ("import_time", "import of $inv_count-archive inventory", "s", False, "<= 3 s", None),
     ("import_rss", "  its peak RSS", "MiB", False, "<= 150 MB", None),

@@ -13,6 +13,27 @@ use super::nodes::{self, Kind, NewNode, Node};
 use super::{now_ns, vaults, CatalogError};
 use crate::codec::names;
 
+/// A staged file's node, its vault's name and its path in the vault: what its sidecar says.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub node: Node,
+    pub vault: String,
+    pub path: String,
+}
+
+/// What the sidecar of `ino` should say, if it is staged. Called inside the write that changed
+/// the file, on the writer's connection, so a sidecar costs no read transaction of its own.
+pub fn staged(conn: &Connection, ino: u64) -> Result<Option<Staged>, CatalogError> {
+    let Some(node) = nodes::get(conn, ino)?.filter(|n| n.dirty > 0) else {
+        return Ok(None);
+    };
+    let vault = vaults::by_ino(conn, node.vault_ino())?
+        .ok_or(CatalogError::NotFound)?
+        .name;
+    let path = nodes::vault_relative_path(conn, ino)?;
+    Ok(Some(Staged { node, vault, path }))
+}
+
 /// A file just created: local, staged as generation `gen`, and open (no close recorded).
 pub fn stage_created(conn: &Connection, ino: u64, gen: i64) -> Result<(), CatalogError> {
     conn.execute(

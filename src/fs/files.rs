@@ -14,7 +14,7 @@ use super::control_files;
 use super::error::{Missing, Op};
 use super::peek::{Caller, Process};
 use super::{checked_name, Attr, FsError, FsResult, GlacierFs};
-use crate::catalog::{self, nodes, vaults, CatalogError, Kind, Node};
+use crate::catalog::{self, nodes, CatalogError, Kind, Node};
 use crate::codec::names;
 use crate::store::cache::Sidecar;
 use crate::store::handles::Handle;
@@ -62,35 +62,36 @@ impl GlacierFs {
         a
     }
 
-    /// What the sidecar of `ino` should say, if it is staged; read in one go from the catalog.
-    fn sidecar(&self, ino: u64) -> FsResult<Option<(String, Sidecar)>> {
-        Ok(self.catalog.read(move |c| {
-            let Some(n) = nodes::get(c, ino)?.filter(|n| n.dirty > 0) else {
-                return Ok(None);
-            };
-            let v = vaults::by_ino(c, n.vault_ino())?.ok_or(CatalogError::NotFound)?;
-            let sidecar = Sidecar {
-                vault: v.name,
-                path: nodes::vault_relative_path(c, n.ino)?,
-                mode: n.mode,
-                uid: n.uid,
-                gid: n.gid,
-                mtime_ns: n.mtime_ns,
-            };
-            Ok(Some((n.name, sidecar)))
-        })?)
+    /// Rewrites the sidecar of a staged file after its path or attributes changed, reading
+    /// what it says from the catalog.
+    pub(super) fn refresh_sidecar(&self, ino: u64) {
+        match self.catalog.read(move |c| catalog::files::staged(c, ino)) {
+            Ok(staged) => self.write_sidecar(staged),
+            Err(e) => FsError::from(e).log(Op::new("sidecar").ino(ino)),
+        }
     }
 
-    /// Rewrites the sidecar of a staged file after its path or attributes changed.
-    pub(super) fn refresh_sidecar(&self, ino: u64) {
-        match self.sidecar(ino) {
-            Ok(Some((name, s))) => {
-                if let Err(e) = self.data.write_sidecar(ino, &s) {
-                    log::warn!("sidecar of {name}: {e}");
-                }
-            }
-            Ok(None) => {}
-            Err(e) => e.log(Op::new("sidecar").ino(ino)),
+    /// Writes the sidecar a staged file's write read in its own transaction
+    /// ([`catalog::files::staged`]); nothing for a file that is not staged.
+    pub(super) fn write_sidecar(&self, staged: Option<catalog::files::Staged>) {
+        let Some(catalog::files::Staged {
+            node: n,
+            vault,
+            path,
+        }) = staged
+        else {
+            return;
+        };
+        let sidecar = Sidecar {
+            vault,
+            path,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            mtime_ns: n.mtime_ns,
+        };
+        if let Err(e) = self.data.write_sidecar(n.ino, &sidecar) {
+            log::warn!("sidecar of {}: {e}", n.name);
         }
     }
 
@@ -144,7 +145,7 @@ impl GlacierFs {
         let (uid, gid) = self.owner(uid, gid);
         let vault = p.vault_ino();
         let now = catalog::now_ns();
-        let node = self.catalog.write(move |tx| {
+        let staged = self.catalog.write(move |tx| {
             let ino = nodes::insert(
                 tx,
                 Kind::File,
@@ -161,13 +162,14 @@ impl GlacierFs {
             )?;
             catalog::files::stage_created(tx, ino, now)?;
             nodes::entries_changed(tx, p.ino, now)?;
-            nodes::get(tx, ino)?.ok_or(CatalogError::NotFound)
+            catalog::files::staged(tx, ino)?.ok_or(CatalogError::NotFound)
         })?;
+        let node = staged.node.clone();
         let file = self
             .data
             .create_empty(node.ino)
             .map_err(data_err(node.ino))?;
-        self.refresh_sidecar(node.ino);
+        self.write_sidecar(Some(staged));
         let fh = self.open_handle(node.ino, file, true, true);
         Ok((self.attr_of(&node), fh))
     }
@@ -264,11 +266,16 @@ impl GlacierFs {
         // other trace). A close without writes puts it back.
         let gen = catalog::now_ns();
         let emptied = !n.local || truncate;
-        self.catalog
-            .write(move |tx| catalog::files::open_for_write(tx, ino, gen, emptied))?;
-        if !n.local || truncate || n.dirty == 0 {
-            self.refresh_sidecar(ino);
-        }
+        let sidecar_changes = !n.local || truncate || n.dirty == 0;
+        let staged = self.catalog.write(move |tx| {
+            catalog::files::open_for_write(tx, ino, gen, emptied)?;
+            if sidecar_changes {
+                catalog::files::staged(tx, ino)
+            } else {
+                Ok(None)
+            }
+        })?;
+        self.write_sidecar(staged);
         let fh = self.open_handle(ino, file, true, truncate);
         if n.local && !truncate && n.dirty == 0 {
             if let Some(h) = self.handles.get(fh) {
@@ -359,7 +366,7 @@ impl GlacierFs {
             Err(e) => Err(e),
         };
         if self.open_files.remove_writer(ino) == 0 {
-            self.open_files.wake.notify_one();
+            self.services.writeback.closed(ino);
         }
         result
     }
@@ -380,7 +387,7 @@ impl GlacierFs {
         // deciding before queueing let the last write's time overwrite an mtime just set.
         let now_ns = catalog::now_ns();
         let open_files = Arc::clone(&self.open_files);
-        self.catalog.write_twice(|| {
+        let staged = self.catalog.write_twice(|| {
             let open_files = Arc::clone(&open_files);
             move |tx| {
                 let mtime_ns = match open_files.mtime_set_at(ino) {
@@ -394,10 +401,11 @@ impl GlacierFs {
                     now_ns,
                     closing,
                 };
-                catalog::files::record_written(tx, ino, &written)
+                catalog::files::record_written(tx, ino, &written)?;
+                catalog::files::staged(tx, ino)
             }
         })?;
-        self.refresh_sidecar(ino);
+        self.write_sidecar(staged);
         Ok(())
     }
 
@@ -452,10 +460,19 @@ impl GlacierFs {
             mtime_ns: change.mtime_ns,
             atime_ns: change.atime_ns,
         };
-        self.catalog
-            .write(move |tx| nodes::set_attrs(tx, ino, attrs))?;
-        self.refresh_sidecar(ino);
-        let n = self.node(ino)?;
+        // The node comes back from the write itself, and the sidecar's fields with it: no read
+        // transaction after the commit.
+        let (n, staged) = self.catalog.write(move |tx| {
+            nodes::set_attrs(tx, ino, attrs)?;
+            let n = nodes::get(tx, ino)?.ok_or(CatalogError::NotFound)?;
+            let staged = if n.dirty > 0 {
+                catalog::files::staged(tx, ino)?
+            } else {
+                None
+            };
+            Ok((n, staged))
+        })?;
+        self.write_sidecar(staged);
         Ok(self.file_attr(&n))
     }
 
@@ -525,11 +542,13 @@ impl GlacierFs {
                 file.set_len(size).map_err(data_err(ino))?;
                 let now = catalog::now_ns();
                 let writers = self.open_files.writers(ino);
-                self.catalog
-                    .write(move |tx| catalog::files::truncated(tx, ino, size, now, writers == 0))?;
-                self.refresh_sidecar(ino);
+                let staged = self.catalog.write(move |tx| {
+                    catalog::files::truncated(tx, ino, size, now, writers == 0)?;
+                    catalog::files::staged(tx, ino)
+                })?;
+                self.write_sidecar(staged);
                 if writers == 0 {
-                    self.open_files.wake.notify_one();
+                    self.services.writeback.closed(ino);
                 }
             }
         }
@@ -563,7 +582,7 @@ pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::catalog::Catalog;
+    use crate::catalog::{vaults, Catalog};
     use crate::engine::inventory::InventoryHandle;
     use crate::engine::retrieve::{RetrieveOptions, Retriever};
     use crate::engine::writeback::{WriteBack, WriteBackOptions};
@@ -639,17 +658,64 @@ pub(super) mod tests {
         (fs, vault)
     }
 
-    fn errno<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
-        r.expect_err("the call should fail").errno()
-    }
-
-    #[test]
-    fn unknown_and_released_handles_are_ebadf() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A scratch directory and a runtime for [`fs`].
+    fn scratch() -> (tempfile::TempDir, tokio::runtime::Runtime) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        (tempfile::tempdir().unwrap(), runtime)
+    }
+
+    fn errno<T: std::fmt::Debug>(r: FsResult<T>) -> i32 {
+        r.expect_err("the call should fail").errno()
+    }
+
+    /// The sidecar is what recovers a staged file without the catalog: each change to its name
+    /// or attributes is in it once the call returns, read in the change's own write.
+    #[test]
+    fn a_staged_files_sidecar_follows_each_change() {
+        let (dir, runtime) = scratch();
+        let (fs, vault) = fs(dir.path(), &runtime);
+        let (attr, fh) = fs.create(vault, OsStr::new("a"), 0o640, 0, 0).unwrap();
+        let ino = attr.ino;
+        let sidecar = || fs.data.read_sidecar(ino).unwrap();
+        let s = sidecar();
+        assert_eq!((s.vault.as_str(), s.path.as_str()), ("v", "a"));
+        assert_eq!(s.mode, Some(0o640));
+        fs.write(fh, 0, b"data").unwrap();
+        fs.release(fh).unwrap();
+        let written = fs.getattr(ino).unwrap().mtime;
+        assert_eq!(super::super::time_from_ns(sidecar().mtime_ns), written);
+
+        let old = 1_600_000_000_123_456_789;
+        let change = SetAttr {
+            mode: Some(0o600),
+            mtime_ns: Some(old),
+            ..Default::default()
+        };
+        fs.setattr(ino, None, change).unwrap();
+        let s = sidecar();
+        assert_eq!((s.mode, s.mtime_ns), (Some(0o600), old));
+
+        fs.rename(vault, OsStr::new("a"), vault, OsStr::new("b"), 0)
+            .unwrap();
+        assert_eq!(sidecar().path, "b");
+
+        // Truncated with no writer open: still staged, still described.
+        let change = SetAttr {
+            size: Some(1),
+            mode: Some(0o644),
+            ..Default::default()
+        };
+        fs.setattr(ino, None, change).unwrap();
+        let s = sidecar();
+        assert_eq!((s.path.as_str(), s.mode), ("b", Some(0o644)));
+    }
+
+    #[test]
+    fn unknown_and_released_handles_are_ebadf() {
+        let (dir, runtime) = scratch();
         let (fs, vault) = fs(dir.path(), &runtime);
         let (attr, fh) = fs.create(vault, OsStr::new("f"), 0o644, 0, 0).unwrap();
         assert_eq!(fs.write(fh, 0, b"data").unwrap(), 4);

@@ -218,17 +218,27 @@ impl GlacierFs {
         };
         let src_c = src.clone();
         let now = catalog::now_ns();
-        self.catalog.write(move |tx| {
+        let staged = self.catalog.write(move |tx| {
             let replaced = replaced.as_ref().map(|(e, path)| (e, path.as_str()));
             catalog::files::rename_replacing(tx, &src_c, replaced, new_parent, &new_name, delay)?;
             nodes::entries_changed(tx, src_c.parent, now)?;
-            nodes::entries_changed(tx, new_parent, now)
+            nodes::entries_changed(tx, new_parent, now)?;
+            // A file's new sidecar is read in the same write; a directory's files below it are
+            // listed afterwards.
+            match src_c.kind {
+                Kind::File => catalog::files::staged(tx, src_c.ino),
+                _ => Ok(None),
+            }
         })?;
         if let Some(e) = existing.filter(|e| e.kind == Kind::File) {
             self.data.remove(e.ino);
             self.services.writeback.cancel(e.ino);
         }
-        self.refresh_sidecars_under(&src);
+        if src.kind == Kind::File {
+            self.write_sidecar(staged);
+        } else {
+            self.refresh_sidecars_under(&src);
+        }
         Ok(())
     }
 

@@ -33,6 +33,9 @@ use crate::store::handles::OpenFiles;
 
 use queue::QueueState;
 
+/// How often the queue looks for due files when nothing wakes it.
+const TICK: Duration = Duration::from_millis(500);
+
 /// Settings of the queue.
 #[derive(Debug, Clone)]
 pub struct WriteBackOptions {
@@ -140,6 +143,17 @@ impl WriteBack {
         self.open_files.wake.notify_one();
     }
 
+    /// A writer's last close of `ino` (or a truncate with no writer) was recorded. The queue is
+    /// woken only when that can make something due before its next tick: the file is forced
+    /// by `sync`, or the write-back delay is shorter than a tick. Otherwise the file cannot be
+    /// due before the delay has passed, and waking the queue at every close of a copy of many
+    /// small files cost a catalog read per file for nothing.
+    pub fn closed(&self, ino: u64) {
+        if self.options.delay < TICK || lock(&self.state).forced.contains(&ino) {
+            self.open_files.wake.notify_one();
+        }
+    }
+
     /// Why the last attempt to upload `ino` failed, while it has not succeeded since.
     pub fn last_error(&self, ino: u64) -> Option<String> {
         lock(&self.state).last_error.get(&ino).cloned()
@@ -184,9 +198,77 @@ impl WriteBack {
                 }
                 tokio::select! {
                     _ = me.open_files.wake.notified() => {},
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {},
+                    _ = tokio::time::sleep(TICK) => {},
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::glacier::aws::AwsGlacier;
+
+    /// A queue over a fresh catalog with write-back delay `delay`; nothing reaches Glacier.
+    fn queue(dir: &std::path::Path, delay: Duration) -> Arc<WriteBack> {
+        let conf = aws_sdk_glacier::Config::builder()
+            .behavior_version(aws_sdk_glacier::config::BehaviorVersion::latest())
+            .region(aws_sdk_glacier::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build();
+        WriteBack::new(
+            Catalog::open(dir).unwrap(),
+            Arc::new(AwsGlacier::from_conf(conf, "-")),
+            DataStore::open(dir).unwrap(),
+            Arc::new(OpenFiles::default()),
+            WriteBackOptions {
+                delay,
+                part_size: 1 << 20,
+                concurrency: 1,
+                memory_budget: 1 << 24,
+                delete_delay: Duration::ZERO,
+            },
+        )
+    }
+
+    /// Whether the queue has a wake waiting for it (taking it).
+    fn woken(wb: &WriteBack, rt: &tokio::runtime::Runtime) -> bool {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::ZERO, wb.open_files.wake.notified()).await
+        })
+        .is_ok()
+    }
+
+    #[test]
+    fn a_close_wakes_the_queue_only_when_it_can_make_a_file_due_before_the_next_tick() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let slow = queue(dirs[0].path(), Duration::from_secs(3600));
+        slow.closed(7);
+        assert!(
+            !woken(&slow, &rt),
+            "a close an hour before it is due woke the queue"
+        );
+        // A file `sync` asked for is uploaded at its close, whatever the delay.
+        slow.force([7]);
+        assert!(woken(&slow, &rt));
+        slow.closed(7);
+        assert!(
+            woken(&slow, &rt),
+            "the close of a forced file did not wake the queue"
+        );
+        slow.closed(8);
+        assert!(!woken(&slow, &rt));
+
+        let prompt = queue(dirs[1].path(), Duration::ZERO);
+        prompt.closed(7);
+        assert!(
+            woken(&prompt, &rt),
+            "with no delay, a close did not wake the queue"
+        );
     }
 }
