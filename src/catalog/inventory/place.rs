@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::sort::Staged;
 use super::{Settings, SHARED_ROWS};
@@ -50,11 +50,12 @@ pub(super) enum Dedup {
 pub(super) struct Place {
     pub(super) dirs: HashMap<String, u64>,
     pub(super) dedup: Dedup,
-    /// Drop the archive index before placing and build it again after, in the same
-    /// transaction: one sorted build costs a fraction of a million scattered inserts. Only for
-    /// [`Sharing::Exclusive`], where placing is one transaction, so the index is never missing
-    /// for anyone, even after a crash.
-    pub(super) rebuild_archive_index: bool,
+    /// Place everything in one transaction with a rollback journal ([`in_rollback_journal`]),
+    /// dropping the archive index before and building it again after: one sorted build costs
+    /// a fraction of a million scattered inserts. Only for [`Sharing::Exclusive`] (nothing
+    /// else reads or writes), into a vault with no archive yet; the index is never missing for
+    /// anyone, even after a crash, since it goes and comes back in the same transaction.
+    pub(super) bulk: bool,
 }
 
 /// A row to place, and whether its archive may have a node already (so must be checked).
@@ -121,21 +122,64 @@ pub(super) fn place_stream(
             added: 0,
             done: false,
         };
-        while !state.done {
-            state = catalog.write(move |tx| {
-                let rebuild = state.place.rebuild_archive_index;
-                if rebuild {
+        if state.place.bulk {
+            // The journal mode changes only with no other connection open.
+            crate::locks::lock(&catalog.inner.readers).clear();
+            return catalog.with_connection(move |conn| {
+                in_rollback_journal(conn, move |tx| {
                     tx.execute_batch("DROP INDEX IF EXISTS nodes_by_archive")?;
-                }
-                let state = place_chunk(tx, vault, state, max_rows, max_hold)?;
-                if rebuild {
+                    while !state.done {
+                        state = place_chunk(tx, vault, state, usize::MAX, Duration::MAX)?;
+                    }
                     schema::create_archive_index(tx)?;
-                }
-                Ok(state)
-            })?;
+                    Ok(state.added)
+                })
+            });
+        }
+        while !state.done {
+            state = catalog.write(move |tx| place_chunk(tx, vault, state, max_rows, max_hold))?;
         }
         Ok(state.added)
     })
+}
+
+/// Runs `f` in one transaction with a rollback journal instead of the write-ahead log, then
+/// goes back to the log. Through the log every page is written twice, into the log and then by
+/// the checkpoint into the database; a rollback journal takes only the original of each page
+/// the transaction changes, and a page beyond the file's old end has none, so the rows of a
+/// bulk import are written once. A crash leaves the journal behind, and the next open rolls the
+/// database back from it: the import is there whole or not at all, as through the log.
+/// The journal mode cannot change while another connection has the database open: then `f`
+/// runs through the log as usual.
+fn in_rollback_journal<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
+) -> Result<T, CatalogError> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+    if mode != "delete" {
+        log::debug!("the catalog stays in journal mode {mode} for the import");
+    }
+    // NORMAL leaves a rollback journal unsynced at moments a power cut could then damage the
+    // database; FULL syncs it before every write that overwrites a page.
+    conn.execute_batch("PRAGMA synchronous = FULL")?;
+    let result = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(CatalogError::from)
+        .and_then(|tx| {
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        });
+    // Back to the log even after a failure: the mount reads beside the writer through it.
+    let back = conn
+        .execute_batch("PRAGMA synchronous = NORMAL")
+        .and_then(|()| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)));
+    match back {
+        Ok(mode) if mode == "wal" => {}
+        Ok(mode) => log::warn!("the catalog stayed in journal mode {mode} after the import"),
+        Err(e) => log::warn!("the catalog could not go back to its write-ahead log: {e}"),
+    }
+    result
 }
 
 /// Places rows until the stream ends or the chunk is full (in rows or in time).
