@@ -192,6 +192,8 @@ fn place_chunk(
 ) -> Result<PlaceState, CatalogError> {
     let started = Instant::now();
     let mut n = 0usize;
+    // Rows not placed yet whose names are not reserved, in order.
+    let mut free_names = Vec::with_capacity(ROWS_PER_INSERT);
     while n < max_rows {
         // Checking the clock every row would cost more than it saves.
         if n % 1024 == 1023 && started.elapsed() >= max_hold {
@@ -217,7 +219,11 @@ fn place_chunk(
         // An inventory may list one archive twice; the first placement wins.
         let already = may_be_placed
             && match &mut place.dedup {
-                Dedup::Catalog => nodes::archive_in_use(tx, vault, &row.archive_id)?,
+                Dedup::Catalog => {
+                    // The catalog answers only for the rows already in it.
+                    place_files(tx, vault, &mut free_names, &place.dirs)?;
+                    nodes::archive_in_use(tx, vault, &row.archive_id)?
+                }
                 Dedup::Memory(placed) => {
                     let ids = placed
                         .entry(nodes::archive_key(&row.archive_id))
@@ -231,11 +237,123 @@ fn place_chunk(
                 }
             };
         if !already {
-            place_file(tx, vault, &row, &place.dirs)?;
+            if is_reserved_at_top(&row) {
+                place_files(tx, vault, &mut free_names, &place.dirs)?;
+                place_file(tx, vault, &row, &place.dirs)?;
+            } else {
+                free_names.push(row);
+                if free_names.len() == ROWS_PER_INSERT {
+                    place_files(tx, vault, &mut free_names, &place.dirs)?;
+                }
+            }
             state.added += 1;
         }
     }
+    place_files(tx, vault, &mut free_names, &state.place.dirs)?;
     Ok(state)
+}
+
+/// Rows one statement inserts: each statement costs about as much again as the row it
+/// inserts (binding, opening and closing its cursors, ending it), and most names are free.
+/// The tests' inventories are small: a few rows a statement lets them reach every path.
+const ROWS_PER_INSERT: usize = if cfg!(test) { 3 } else { 32 };
+
+/// Places `rows` (none under a reserved name, in naming order) and empties it: a full set in
+/// one statement, anything less, and whatever follows a taken name, a row at a time. An
+/// `INSERT OR FAIL` stops at the first taken name and keeps the rows before it, so that row
+/// takes a suffixed name by [`place_file`] and the others follow it: each row gets the name and
+/// the ino it would get placed alone.
+fn place_files(
+    tx: &Connection,
+    vault: u64,
+    rows: &mut Vec<Staged>,
+    dirs: &HashMap<String, u64>,
+) -> Result<(), CatalogError> {
+    let mut rest = &rows[..];
+    if rest.len() == ROWS_PER_INSERT {
+        match insert_files(tx, vault, rest, dirs) {
+            Ok(()) => rest = &[],
+            Err(CatalogError::Exists) => {
+                let placed = usize::try_from(tx.changes()).unwrap_or(usize::MAX);
+                let taken = rest.get(placed).ok_or(CatalogError::Exists)?;
+                place_file(tx, vault, taken, dirs)?;
+                rest = &rest[placed + 1..];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for row in rest {
+        place_file(tx, vault, row, dirs)?;
+    }
+    rows.clear();
+    Ok(())
+}
+
+/// The columns of an archive's file, in the order [`insert_files`] binds them.
+const FILE_COLUMNS: &str = "parent, name, kind, vault, size, mtime_ns, ctime_ns, archive_id, \
+    tree_hash, description, created_s, archive_key";
+const FILE_VALUES: usize = 12;
+
+/// Inserts [`ROWS_PER_INSERT`] files in one `INSERT OR FAIL`; [`CatalogError::Exists`] when a
+/// name is taken, with the rows before it inserted.
+fn insert_files(
+    tx: &Connection,
+    vault: u64,
+    rows: &[Staged],
+    dirs: &HashMap<String, u64>,
+) -> Result<(), CatalogError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let row = format!("({})", vec!["?"; FILE_VALUES].join(", "));
+        format!(
+            "INSERT OR FAIL INTO nodes ({FILE_COLUMNS}) VALUES {}",
+            vec![row; ROWS_PER_INSERT].join(", ")
+        )
+    });
+    let mut stmt = tx.prepare_cached(sql)?;
+    for (i, row) in rows.iter().enumerate() {
+        let (parent, name) = parent_and_name(vault, row, dirs)?;
+        let mtime_ns = row.mtime_s.saturating_mul(1_000_000_000);
+        let at = i * FILE_VALUES;
+        stmt.raw_bind_parameter(at + 1, parent as i64)?;
+        stmt.raw_bind_parameter(at + 2, name)?;
+        stmt.raw_bind_parameter(at + 3, Kind::File)?;
+        stmt.raw_bind_parameter(at + 4, vault as i64)?;
+        stmt.raw_bind_parameter(at + 5, row.size as i64)?;
+        stmt.raw_bind_parameter(at + 6, mtime_ns)?;
+        stmt.raw_bind_parameter(at + 7, mtime_ns)?;
+        stmt.raw_bind_parameter(at + 8, &row.archive_id)?;
+        stmt.raw_bind_parameter(at + 9, &row.tree_hash)?;
+        stmt.raw_bind_parameter(at + 10, &row.description)?;
+        stmt.raw_bind_parameter(at + 11, row.created_s)?;
+        stmt.raw_bind_parameter(at + 12, nodes::archive_key(&row.archive_id))?;
+    }
+    match stmt.raw_execute() {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(CatalogError::Exists)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a row's name is reserved where it goes (`.jobs` or `.lock` at the vault's top).
+fn is_reserved_at_top(row: &Staged) -> bool {
+    !row.path.contains('/') && names::is_reserved(&row.path)
+}
+
+/// The directory a row goes into, and its name there.
+fn parent_and_name<'r>(
+    vault: u64,
+    row: &'r Staged,
+    dirs: &HashMap<String, u64>,
+) -> Result<(u64, &'r str), CatalogError> {
+    Ok(match row.path.rsplit_once('/') {
+        Some((p, n)) => (*dirs.get(p).ok_or(CatalogError::NotFound)?, n),
+        None => (vault, row.path.as_str()),
+    })
 }
 
 /// The ino of directory `path` (relative to the vault), creating the missing ones.
@@ -288,10 +406,7 @@ fn place_file(
     row: &Staged,
     dirs: &HashMap<String, u64>,
 ) -> Result<(), CatalogError> {
-    let (parent, name) = match row.path.rsplit_once('/') {
-        Some((p, n)) => (*dirs.get(p).ok_or(CatalogError::NotFound)?, n),
-        None => (vault, row.path.as_str()),
-    };
+    let (parent, name) = parent_and_name(vault, row, dirs)?;
     let node = |name| nodes::NewNode {
         parent,
         name,
