@@ -304,7 +304,7 @@ fn insert_files(
 ) -> Result<(), CatalogError> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
-        let row = format!("({})", vec!["?"; FILE_VALUES].join(", "));
+        let row = format!("({})", ["?"; FILE_VALUES].join(", "));
         format!(
             "INSERT OR FAIL INTO nodes ({FILE_COLUMNS}) VALUES {}",
             vec![row; ROWS_PER_INSERT].join(", ")
