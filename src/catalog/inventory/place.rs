@@ -155,6 +155,10 @@ fn in_rollback_journal<T>(
     conn: &mut Connection,
     f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
 ) -> Result<T, CatalogError> {
+    let (was_mode, was_sync): (String, i64) = (
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+    );
     let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
     if mode != "delete" {
         log::debug!("the catalog stays in journal mode {mode} for the import");
@@ -170,14 +174,18 @@ fn in_rollback_journal<T>(
             tx.commit()?;
             Ok(v)
         });
-    // Back to the log even after a failure: the mount reads beside the writer through it.
+    // Back as it was even after a failure: the mount reads beside the writer through the log.
     let back = conn
-        .execute_batch("PRAGMA synchronous = NORMAL")
-        .and_then(|()| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)));
+        .execute_batch(&format!("PRAGMA synchronous = {was_sync}"))
+        .and_then(|()| {
+            conn.query_row(&format!("PRAGMA journal_mode = {was_mode}"), [], |r| {
+                r.get::<_, String>(0)
+            })
+        });
     match back {
-        Ok(mode) if mode == "wal" => {}
+        Ok(mode) if mode == was_mode => {}
         Ok(mode) => log::warn!("the catalog stayed in journal mode {mode} after the import"),
-        Err(e) => log::warn!("the catalog could not go back to its write-ahead log: {e}"),
+        Err(e) => log::warn!("the catalog's journal mode could not go back to {was_mode}: {e}"),
     }
     result
 }
