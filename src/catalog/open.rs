@@ -127,13 +127,16 @@ impl Catalog {
 /// A catalog file shorter than its own header says was cut short (a full disk, a bad copy):
 /// SQLite would only notice when a query reaches the missing pages. Only meaningful with no
 /// write-ahead log to replay: a checkpoint cut off by a crash can leave the file short of its
-/// header, and the WAL completes it on open (the crash suite found this).
+/// header, and the WAL completes it on open (the crash suite found this). Nor with a rollback
+/// journal left by a bulk import that died: the database rolls back from it on open.
 fn check_length(path: &Path) -> Result<(), CatalogError> {
     use std::io::Read;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
-        return Ok(());
+    for suffix in ["-wal", "-journal"] {
+        let mut log = path.as_os_str().to_owned();
+        log.push(suffix);
+        if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+            return Ok(());
+        }
     }
     let mut header = [0u8; 100];
     let len = std::fs::metadata(path)?.len();

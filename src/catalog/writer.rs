@@ -16,7 +16,16 @@ use super::{Catalog, CatalogError};
 
 /// What an operation leaves to do once its transaction has committed (or failed to).
 type Reply = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
-pub(super) type WriteOp = Box<dyn FnOnce(&Transaction<'_>) -> Reply + Send>;
+type TxOp = Box<dyn FnOnce(&Transaction<'_>) -> Reply + Send>;
+
+/// What the writer thread is asked to run.
+pub(super) enum WriteOp {
+    /// An operation in a batched transaction (almost all of them).
+    Tx(TxOp),
+    /// An operation on the connection itself, between transactions (see
+    /// [`Catalog::with_connection`]).
+    Connection(Box<dyn FnOnce(&mut Connection) + Send>),
+}
 
 /// Operations run per transaction at most; bounds how long one commit holds the writer.
 const MAX_BATCH: usize = 256;
@@ -43,7 +52,7 @@ impl Catalog {
         F: FnOnce(&Transaction<'_>) -> Result<T, CatalogError> + Send + 'static,
         R: FnOnce(Result<T, CatalogError>) + Send + 'static,
     {
-        let op: WriteOp = Box::new(move |tx: &Transaction<'_>| {
+        let op: TxOp = Box::new(move |tx: &Transaction<'_>| {
             // SQLITE_FULL or an I/O error can roll the whole transaction back; what follows
             // must not run (and commit statement by statement) outside it.
             let result = if tx.is_autocommit() {
@@ -61,12 +70,32 @@ impl Catalog {
                 },
             ) as Reply
         });
+        self.send(WriteOp::Tx(op))
+    }
+
+    fn send(&self, op: WriteOp) -> Result<(), CatalogError> {
         let guard = crate::locks::lock(&self.inner.writer);
         guard
             .as_ref()
             .ok_or(CatalogError::WriterGone)?
             .send(op)
             .map_err(|_| CatalogError::WriterGone)
+    }
+
+    /// Runs `f` on the write connection itself, outside any transaction, after the operations
+    /// queued before it have committed, and waits for its result. For what a transaction
+    /// forbids, such as changing the journal mode for a bulk import; `f` must leave no
+    /// transaction open.
+    pub(super) fn with_connection<T, F>(&self, f: F) -> Result<T, CatalogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, CatalogError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.send(WriteOp::Connection(Box::new(move |conn| {
+            let _ = reply_tx.send(f(conn));
+        })))?;
+        reply_rx.recv().map_err(|_| CatalogError::WriterGone)?
     }
 }
 
@@ -96,15 +125,30 @@ fn writer_loop(
     abandoned: &AtomicBool,
     feed: &Feed,
 ) {
-    while let Ok(first) = rx.recv() {
+    // An operation on the connection that ended the last batch, to run before the next one.
+    let mut next = None;
+    while let Some(first) = next.take().or_else(|| rx.recv().ok()) {
         if abandoned.load(Ordering::SeqCst) {
             // Dropped uncommitted, replies and all, as a killed process drops them.
             return;
         }
+        let first = match first {
+            WriteOp::Tx(op) => op,
+            WriteOp::Connection(op) => {
+                op(&mut conn);
+                // It may have committed changes to listings of its own.
+                changes::send_changed_listings(&conn, feed);
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(WriteOp::Tx(op)) => batch.push(op),
+                Ok(op) => {
+                    next = Some(op);
+                    break;
+                }
                 Err(_) => break,
             }
         }

@@ -113,7 +113,7 @@ pub(super) fn place_sorted(
     let place = Place {
         dirs,
         dedup,
-        rebuild_archive_index: settings.sharing == Sharing::Exclusive,
+        bulk: settings.sharing == Sharing::Exclusive,
     };
     let (rows, repeated) = (sorted.rows, sorted.repeated);
     let added = place::place_stream(catalog, vault, place, settings, |out| {

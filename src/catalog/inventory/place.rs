@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::sort::Staged;
 use super::{Settings, SHARED_ROWS};
@@ -50,11 +50,12 @@ pub(super) enum Dedup {
 pub(super) struct Place {
     pub(super) dirs: HashMap<String, u64>,
     pub(super) dedup: Dedup,
-    /// Drop the archive index before placing and build it again after, in the same
-    /// transaction: one sorted build costs a fraction of a million scattered inserts. Only for
-    /// [`Sharing::Exclusive`], where placing is one transaction, so the index is never missing
-    /// for anyone, even after a crash.
-    pub(super) rebuild_archive_index: bool,
+    /// Place everything in one transaction with a rollback journal ([`in_rollback_journal`]),
+    /// dropping the archive index before and building it again after: one sorted build costs
+    /// a fraction of a million scattered inserts. Only for [`Sharing::Exclusive`] (nothing
+    /// else reads or writes), into a vault with no archive yet; the index is never missing for
+    /// anyone, even after a crash, since it goes and comes back in the same transaction.
+    pub(super) bulk: bool,
 }
 
 /// A row to place, and whether its archive may have a node already (so must be checked).
@@ -121,21 +122,72 @@ pub(super) fn place_stream(
             added: 0,
             done: false,
         };
-        while !state.done {
-            state = catalog.write(move |tx| {
-                let rebuild = state.place.rebuild_archive_index;
-                if rebuild {
+        if state.place.bulk {
+            // The journal mode changes only with no other connection open.
+            crate::locks::lock(&catalog.inner.readers).clear();
+            return catalog.with_connection(move |conn| {
+                in_rollback_journal(conn, move |tx| {
                     tx.execute_batch("DROP INDEX IF EXISTS nodes_by_archive")?;
-                }
-                let state = place_chunk(tx, vault, state, max_rows, max_hold)?;
-                if rebuild {
+                    while !state.done {
+                        state = place_chunk(tx, vault, state, usize::MAX, Duration::MAX)?;
+                    }
                     schema::create_archive_index(tx)?;
-                }
-                Ok(state)
-            })?;
+                    Ok(state.added)
+                })
+            });
+        }
+        while !state.done {
+            state = catalog.write(move |tx| place_chunk(tx, vault, state, max_rows, max_hold))?;
         }
         Ok(state.added)
     })
+}
+
+/// Runs `f` in one transaction with a rollback journal instead of the write-ahead log, then
+/// goes back to the log. Through the log every page is written twice, into the log and then by
+/// the checkpoint into the database; a rollback journal takes only the original of each page
+/// the transaction changes, and a page beyond the file's old end has none, so the rows of a
+/// bulk import are written once. A crash leaves the journal behind, and the next open rolls the
+/// database back from it: the import is there whole or not at all, as through the log.
+/// The journal mode cannot change while another connection has the database open: then `f`
+/// runs through the log as usual.
+fn in_rollback_journal<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, CatalogError>,
+) -> Result<T, CatalogError> {
+    let (was_mode, was_sync): (String, i64) = (
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+    );
+    let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
+    if mode != "delete" {
+        log::debug!("the catalog stays in journal mode {mode} for the import");
+    }
+    // NORMAL leaves a rollback journal unsynced at moments a power cut could then damage the
+    // database; FULL syncs it before every write that overwrites a page.
+    conn.execute_batch("PRAGMA synchronous = FULL")?;
+    let result = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(CatalogError::from)
+        .and_then(|tx| {
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        });
+    // Back as it was even after a failure: the mount reads beside the writer through the log.
+    let back = conn
+        .execute_batch(&format!("PRAGMA synchronous = {was_sync}"))
+        .and_then(|()| {
+            conn.query_row(&format!("PRAGMA journal_mode = {was_mode}"), [], |r| {
+                r.get::<_, String>(0)
+            })
+        });
+    match back {
+        Ok(mode) if mode == was_mode => {}
+        Ok(mode) => log::warn!("the catalog stayed in journal mode {mode} after the import"),
+        Err(e) => log::warn!("the catalog's journal mode could not go back to {was_mode}: {e}"),
+    }
+    result
 }
 
 /// Places rows until the stream ends or the chunk is full (in rows or in time).
@@ -148,6 +200,8 @@ fn place_chunk(
 ) -> Result<PlaceState, CatalogError> {
     let started = Instant::now();
     let mut n = 0usize;
+    // Rows not placed yet whose names are not reserved, in order.
+    let mut free_names = Vec::with_capacity(ROWS_PER_INSERT);
     while n < max_rows {
         // Checking the clock every row would cost more than it saves.
         if n % 1024 == 1023 && started.elapsed() >= max_hold {
@@ -173,7 +227,11 @@ fn place_chunk(
         // An inventory may list one archive twice; the first placement wins.
         let already = may_be_placed
             && match &mut place.dedup {
-                Dedup::Catalog => nodes::archive_in_use(tx, vault, &row.archive_id)?,
+                Dedup::Catalog => {
+                    // The catalog answers only for the rows already in it.
+                    place_files(tx, vault, &mut free_names, &place.dirs)?;
+                    nodes::archive_in_use(tx, vault, &row.archive_id)?
+                }
                 Dedup::Memory(placed) => {
                     let ids = placed
                         .entry(nodes::archive_key(&row.archive_id))
@@ -187,11 +245,123 @@ fn place_chunk(
                 }
             };
         if !already {
-            place_file(tx, vault, &row, &place.dirs)?;
+            if is_reserved_at_top(&row) {
+                place_files(tx, vault, &mut free_names, &place.dirs)?;
+                place_file(tx, vault, &row, &place.dirs)?;
+            } else {
+                free_names.push(row);
+                if free_names.len() == ROWS_PER_INSERT {
+                    place_files(tx, vault, &mut free_names, &place.dirs)?;
+                }
+            }
             state.added += 1;
         }
     }
+    place_files(tx, vault, &mut free_names, &state.place.dirs)?;
     Ok(state)
+}
+
+/// Rows one statement inserts: each statement costs about as much again as the row it
+/// inserts (binding, opening and closing its cursors, ending it), and most names are free.
+/// The tests' inventories are small: a few rows a statement lets them reach every path.
+const ROWS_PER_INSERT: usize = if cfg!(test) { 3 } else { 32 };
+
+/// Places `rows` (none under a reserved name, in naming order) and empties it: a full set in
+/// one statement, anything less, and whatever follows a taken name, a row at a time. An
+/// `INSERT OR FAIL` stops at the first taken name and keeps the rows before it, so that row
+/// takes a suffixed name by [`place_file`] and the others follow it: each row gets the name and
+/// the ino it would get placed alone.
+fn place_files(
+    tx: &Connection,
+    vault: u64,
+    rows: &mut Vec<Staged>,
+    dirs: &HashMap<String, u64>,
+) -> Result<(), CatalogError> {
+    let mut rest = &rows[..];
+    if rest.len() == ROWS_PER_INSERT {
+        match insert_files(tx, vault, rest, dirs) {
+            Ok(()) => rest = &[],
+            Err(CatalogError::Exists) => {
+                let placed = usize::try_from(tx.changes()).unwrap_or(usize::MAX);
+                let taken = rest.get(placed).ok_or(CatalogError::Exists)?;
+                place_file(tx, vault, taken, dirs)?;
+                rest = &rest[placed + 1..];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for row in rest {
+        place_file(tx, vault, row, dirs)?;
+    }
+    rows.clear();
+    Ok(())
+}
+
+/// The columns of an archive's file, in the order [`insert_files`] binds them.
+const FILE_COLUMNS: &str = "parent, name, kind, vault, size, mtime_ns, ctime_ns, archive_id, \
+    tree_hash, description, created_s, archive_key";
+const FILE_VALUES: usize = 12;
+
+/// Inserts [`ROWS_PER_INSERT`] files in one `INSERT OR FAIL`; [`CatalogError::Exists`] when a
+/// name is taken, with the rows before it inserted.
+fn insert_files(
+    tx: &Connection,
+    vault: u64,
+    rows: &[Staged],
+    dirs: &HashMap<String, u64>,
+) -> Result<(), CatalogError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let row = format!("({})", ["?"; FILE_VALUES].join(", "));
+        format!(
+            "INSERT OR FAIL INTO nodes ({FILE_COLUMNS}) VALUES {}",
+            vec![row; ROWS_PER_INSERT].join(", ")
+        )
+    });
+    let mut stmt = tx.prepare_cached(sql)?;
+    for (i, row) in rows.iter().enumerate() {
+        let (parent, name) = parent_and_name(vault, row, dirs)?;
+        let mtime_ns = row.mtime_s.saturating_mul(1_000_000_000);
+        let at = i * FILE_VALUES;
+        stmt.raw_bind_parameter(at + 1, parent as i64)?;
+        stmt.raw_bind_parameter(at + 2, name)?;
+        stmt.raw_bind_parameter(at + 3, Kind::File)?;
+        stmt.raw_bind_parameter(at + 4, vault as i64)?;
+        stmt.raw_bind_parameter(at + 5, row.size as i64)?;
+        stmt.raw_bind_parameter(at + 6, mtime_ns)?;
+        stmt.raw_bind_parameter(at + 7, mtime_ns)?;
+        stmt.raw_bind_parameter(at + 8, &row.archive_id)?;
+        stmt.raw_bind_parameter(at + 9, &row.tree_hash)?;
+        stmt.raw_bind_parameter(at + 10, &row.description)?;
+        stmt.raw_bind_parameter(at + 11, row.created_s)?;
+        stmt.raw_bind_parameter(at + 12, nodes::archive_key(&row.archive_id))?;
+    }
+    match stmt.raw_execute() {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(CatalogError::Exists)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a row's name is reserved where it goes (`.jobs` or `.lock` at the vault's top).
+fn is_reserved_at_top(row: &Staged) -> bool {
+    !row.path.contains('/') && names::is_reserved(&row.path)
+}
+
+/// The directory a row goes into, and its name there.
+fn parent_and_name<'r>(
+    vault: u64,
+    row: &'r Staged,
+    dirs: &HashMap<String, u64>,
+) -> Result<(u64, &'r str), CatalogError> {
+    Ok(match row.path.rsplit_once('/') {
+        Some((p, n)) => (*dirs.get(p).ok_or(CatalogError::NotFound)?, n),
+        None => (vault, row.path.as_str()),
+    })
 }
 
 /// The ino of directory `path` (relative to the vault), creating the missing ones.
@@ -244,10 +414,7 @@ fn place_file(
     row: &Staged,
     dirs: &HashMap<String, u64>,
 ) -> Result<(), CatalogError> {
-    let (parent, name) = match row.path.rsplit_once('/') {
-        Some((p, n)) => (*dirs.get(p).ok_or(CatalogError::NotFound)?, n),
-        None => (vault, row.path.as_str()),
-    };
+    let (parent, name) = parent_and_name(vault, row, dirs)?;
     let node = |name| nodes::NewNode {
         parent,
         name,

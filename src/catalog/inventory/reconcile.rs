@@ -116,7 +116,7 @@ pub(super) fn merge(
     let place = Place {
         dirs,
         dedup: Dedup::Catalog,
-        rebuild_archive_index: false,
+        bulk: false,
     };
     let added = place::place_stream(catalog, vault, place, settings, |out| {
         if let Err(e) = catalog.read(|c| read_new_rows(c, vault, out)) {

@@ -463,3 +463,36 @@ fn an_uploads_own_archive_is_never_placed_as_a_new_file() {
         .collect();
     assert_eq!(queued, vec!["twin".to_owned()]);
 }
+
+/// The exclusive first import writes its rows once, through a rollback journal, not into the
+/// write-ahead log and again into the database; after it the catalog is back on its log, and
+/// its readers see the whole tree.
+#[test]
+fn an_exclusive_first_import_bypasses_the_log_and_goes_back_to_it() {
+    let (_d, cat, v) = setup();
+    let list: Vec<(String, String)> = (0..4000)
+        .map(|i| (format!("id-{i}"), format!("d{}/f{i}", i % 10)))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = list
+        .iter()
+        .map(|(id, path)| (id.as_str(), path.as_str(), "2020-01-01T00:00:00Z"))
+        .collect();
+    let report = import(&cat, v, &inventory(&refs), None).unwrap();
+    assert_eq!(report.added, 4000);
+    let len = |suffix: &str| {
+        let mut p = cat.path().as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::metadata(p).map_or(0, |m| m.len())
+    };
+    let (db, wal) = (len(""), len("-wal"));
+    assert!(
+        wal < db / 4,
+        "the log holds {wal} bytes beside a database of {db}: the rows went through it"
+    );
+    assert_eq!(len("-journal"), 0, "the rollback journal was left behind");
+    let mode: String = cat
+        .with_connection(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(sorted_tree(&cat, v).len(), 4010);
+}
