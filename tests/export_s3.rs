@@ -439,7 +439,7 @@ fn the_next_parts_are_fetched_while_the_last_are_sent_and_no_more() {
     let fetched = || emu.stats().requests_for(Op::GetJobOutput);
     // With every UploadPart held, the export fetches until each task has a part on its way to
     // S3 and the next one in memory: 4 sent, 4 more fetched meanwhile. Then it waits.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while gate.held.load(Ordering::SeqCst) < 4 || fetched() < 8 {
         assert!(fetched() <= 8, "{} parts fetched", fetched());
         assert!(export.exited().is_none(), "{}", export.stderr());
