@@ -475,6 +475,16 @@ mod tests {
     }
 
     #[test]
+    fn bodies_are_two_per_connection_within_the_budget() {
+        let counts = |l: UploadLimits| (l.permits(), l.bodies());
+        assert_eq!(counts(UploadLimits::new(4, 512 * MIB, 16 * MIB)), (4, 8));
+        assert_eq!(counts(UploadLimits::new(4, 96 * MIB, 16 * MIB)), (4, 6));
+        assert_eq!(counts(UploadLimits::new(8, 64 * MIB, 16 * MIB)), (4, 4));
+        assert_eq!(counts(UploadLimits::new(8, 20 * MIB, 16 * MIB)), (1, 1));
+        assert_eq!(counts(UploadLimits::new(8, 0, 16 * MIB)), (1, 1));
+    }
+
+    #[test]
     fn a_body_takes_a_permit_per_started_unit() {
         let limits = UploadLimits::new(8, 128 * MIB, 16 * MIB);
         assert_eq!(limits.permits_for(1), 1);
