@@ -486,16 +486,21 @@ for _ in $(seq 1 100); do [ -s "$work/emu.url" ] && break; sleep 0.1; done
 emu_endpoint=$(head -1 "$work/emu.url")
 # The emulator's one key pair, for every command of this part.
 lat_env=(env AWS_ACCESS_KEY_ID=AKIDEMULATOR AWS_SECRET_ACCESS_KEY=emulator-secret AWS_REGION=us-east-1)
-# Mounts the emulator's vaults on $work/mnt-lat-$1 with its catalog in $work/cache-lat-$1.
+# The build whose turn it is: this one ("$bin", its samples under "glacierfs") or, with
+# --baseline, the other one (its samples under "baseline"), each with a vault of its own.
+lat_builds=("$bin:glacierfs:lat")
+if [ -n "$baseline" ]; then lat_builds+=("$baseline:baseline:latb"); fi
+# Mounts the emulator's vaults on $work/mnt-lat-$1 with its catalog in $work/cache-lat-$1, by
+# build $lbin.
 mount_lat() {
   mkdir -p "$work/mnt-lat-$1"
-  "${lat_env[@]}" "$bin" mount --endpoint-url "$emu_endpoint" --cache-dir "$work/cache-lat-$1" \
+  "${lat_env[@]}" "$lbin" mount --endpoint-url "$emu_endpoint" --cache-dir "$work/cache-lat-$1" \
     --write-back-delay 1h --poll-interval 1s "$work/mnt-lat-$1"
 }
 # Unmounts $work/mnt-lat-$1 and waits for its daemon to exit, so its cache is free again.
 unmount_lat() {
   local pid
-  pid=$("$bin" status --cache-dir "$work/cache-lat-$1" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("Pid") or "")')
+  pid=$("$lbin" status --cache-dir "$work/cache-lat-$1" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("Pid") or "")')
   umount "$work/mnt-lat-$1"
   for _ in $(seq 1 300); do [ -n "$pid" ] && alive "$pid" || break; sleep 0.1; done
 }
@@ -503,22 +508,31 @@ unmount_lat() {
 timed() { measure "${lat_env[@]}" "$@" 2>>"$work/lat.log" | cut -d' ' -f1; }
 # MB/s of $1 MiB taking $2 seconds more than the 1 MiB baseline's $3.
 lat_rate() { awk -v m="$1" -v b="$2" -v s="$3" 'BEGIN { d = b - s; if (d <= 0) d = b; printf "%.1f", (m - 1) * 1.048576 / d }'; }
-mount_lat up
-mkdir "$work/mnt-lat-up/lat"
-mkdir -p "$work/mnt-lat-up/lat/big" "$work/mnt-lat-up/lat/small"
-for run in $(seq "$runs"); do
-  # New content each run, uploaded anew (the last run's archive is deleted as it is replaced).
-  head -c 1M /dev/urandom >"$work/mnt-lat-up/lat/small/f"
-  head -c "${lat_mib}M" /dev/urandom >"$work/mnt-lat-up/lat/big/f"
-  small=$(timed "$bin" sync --wait "$work/mnt-lat-up/lat/small/f")
-  big=$(timed "$bin" sync --wait "$work/mnt-lat-up/lat/big/f")
-  record lat_upload glacierfs "$(lat_rate "$lat_mib" "$big" "$small")"
+for build in "${lat_builds[@]}"; do
+  IFS=: read -r lbin label v <<<"$build"
+  mount_lat "up-$v"
+  mkdir -p "$work/mnt-lat-up-$v/$v/big" "$work/mnt-lat-up-$v/$v/small"
 done
-# A second mount, with a catalog of its own, knows the archives from an inventory (the first
-# mount's catalog, written in Glacier's inventory format) and has none of their data: its
-# reads are real retrievals.
-"$bin" inventory export --cache-dir "$work/cache-lat-up" lat "$work/lat-files.json"
-python3 - "$work/lat-files.json" "$work/lat-inventory.json" <<'PY'
+for run in $(seq "$runs"); do
+  # The builds take turns, run by run, so that both see the same load.
+  for build in "${lat_builds[@]}"; do
+    IFS=: read -r lbin label v <<<"$build"
+    up="$work/mnt-lat-up-$v/$v"
+    # New content each run, uploaded anew (the last run's archive is deleted as it is replaced).
+    head -c 1M /dev/urandom >"$up/small/f"
+    head -c "${lat_mib}M" /dev/urandom >"$up/big/f"
+    small=$(timed "$lbin" sync --wait "$up/small/f")
+    big=$(timed "$lbin" sync --wait "$up/big/f")
+    record lat_upload "$label" "$(lat_rate "$lat_mib" "$big" "$small")"
+  done
+done
+for build in "${lat_builds[@]}"; do
+  IFS=: read -r lbin label v <<<"$build"
+  # A second mount, with a catalog of its own, knows the archives from an inventory (the
+  # first mount's catalog, written in Glacier's inventory format) and has none of their data:
+  # its reads are real retrievals.
+  "$lbin" inventory export --cache-dir "$work/cache-lat-up-$v" "$v" "$work/$v-files.json"
+  python3 - "$work/$v-files.json" "$work/$v-inventory.json" <<'PY'
 import json, sys
 src = json.load(open(sys.argv[1]))
 json.dump({
@@ -529,18 +543,23 @@ json.dump({
                      "SHA256TreeHash": f["tree_hash"]} for f in src["files"]],
 }, open(sys.argv[2], "w"))
 PY
+done
 for run in $(seq "$runs"); do
-  # Cold each run: a fresh catalog and cache.
-  if [ "$run" -gt 1 ]; then unmount_lat down; fi
-  rm -rf "$work/cache-lat-down"
-  "$bin" inventory import --cache-dir "$work/cache-lat-down" lat "$work/lat-inventory.json" >/dev/null
-  mount_lat down
-  small=$(timed "$bin" retrieve --wait "$work/mnt-lat-down/lat/small/f")
-  big=$(timed "$bin" retrieve --wait "$work/mnt-lat-down/lat/big/f")
-  record lat_download glacierfs "$(lat_rate "$lat_mib" "$big" "$small")"
-  small=$(timed "$bin" export --s3-endpoint-url "$emu_endpoint" "$work/mnt-lat-down/lat/small" "s3://bench-lat/run-$run/small")
-  big=$(timed "$bin" export --s3-endpoint-url "$emu_endpoint" "$work/mnt-lat-down/lat/big" "s3://bench-lat/run-$run/big")
-  record lat_export glacierfs "$(lat_rate "$lat_mib" "$big" "$small")"
+  for build in "${lat_builds[@]}"; do
+    IFS=: read -r lbin label v <<<"$build"
+    # Cold each run: a fresh catalog and cache.
+    if [ "$run" -gt 1 ]; then unmount_lat "down-$v"; fi
+    rm -rf "$work/cache-lat-down-$v"
+    "$lbin" inventory import --cache-dir "$work/cache-lat-down-$v" "$v" "$work/$v-inventory.json" >/dev/null
+    mount_lat "down-$v"
+    down="$work/mnt-lat-down-$v/$v"
+    small=$(timed "$lbin" retrieve --wait "$down/small/f")
+    big=$(timed "$lbin" retrieve --wait "$down/big/f")
+    record lat_download "$label" "$(lat_rate "$lat_mib" "$big" "$small")"
+    small=$(timed "$lbin" export --s3-endpoint-url "$emu_endpoint" "$down/small" "s3://bench-lat/$v-$run/small")
+    big=$(timed "$lbin" export --s3-endpoint-url "$emu_endpoint" "$down/big" "s3://bench-lat/$v-$run/big")
+    record lat_export "$label" "$(lat_rate "$lat_mib" "$big" "$small")"
+  done
 done
 # One connection, one request of $one_mib MiB, each way: what the link gives a single stream.
 "${lat_env[@]}" "$venv/bin/python" - "$emu_endpoint" "$one_mib" "$runs" "$work/res" <<'PY'
@@ -576,19 +595,23 @@ for _ in range(runs):
     record("lat_download", rate(down))
     record("lat_export", rate(put))
 PY
-unmount_lat up
-unmount_lat down
+for build in "${lat_builds[@]}"; do
+  IFS=: read -r lbin label v <<<"$build"
+  unmount_lat "up-$v"
+  unmount_lat "down-$v"
+done
 kill "$emu_pid" 2>/dev/null || true
 emu_pid=""
 # What each default concurrency allows: connections in flight × the link's rate.
 lat_upload_conns=$("$bin" mount --help | sed -n 's/.*--upload-concurrency <N>.*default: \([0-9]*\).*/\1/p')
 lat_upload_conns=${lat_upload_conns:-4}
 # The retrieval fetches PARALLEL_CHUNKS (src/engine/retrieve/fetch.rs) chunks at once. The
-# export to S3 runs PART_TASKS (src/engine/export/s3/stream.rs) part tasks, each fetching its
-# part from Glacier and then sending it to S3 over one connection at a time: every byte
-# crosses the link twice, so those tasks allow half their connections' rate end to end.
+# export to S3 runs PART_TASKS (src/engine/export/s3/stream.rs) part tasks, each sending one
+# part to S3 while it fetches the next from Glacier: two connections each, and every byte
+# crosses the link twice, so the export allows half its connections' rate end to end.
 lat_download_conns=$(sed -n 's/^const PARALLEL_CHUNKS: usize = \([0-9]*\);/\1/p' src/engine/retrieve/fetch.rs)
-lat_export_conns=$(sed -n 's/^const PART_TASKS: usize = \([0-9]*\);/\1/p' src/engine/export/s3/stream.rs)
+lat_export_tasks=$(sed -n 's/^const PART_TASKS: usize = \([0-9]*\);/\1/p' src/engine/export/s3/stream.rs)
+lat_export_conns=$((2 * ${lat_export_tasks:-0}))
 fi
 
 # --- report ------------------------------------------------------------------------------------
@@ -728,7 +751,7 @@ lat_rows = [
     ("lat_download", f"retrieval download of $lat_mib MiB", int("${lat_download_conns:-0}" or 0)),
     ("lat_export", f"export of $lat_mib MiB to S3", int("${lat_export_conns:-0}" or 0)),
 ]
-# Each export task's bytes go in and then out: two link crossings per byte.
+# Each byte an export moves comes in from Glacier and goes out to S3: two link crossings.
 crossings = {"lat_export": 2}
 print()
 head = (f"{f'behind {lat_ms} ms, {lat_mb} MB/s a connection':<46} {'1 connection':>14} "
@@ -751,6 +774,15 @@ for key, label, conns in lat_rows:
         "ratio_to_allowed": ratio, "target": ">= 0.8x allowed", "verdict": verdict or None,
         "samples": {"single_connection": single, "glacierfs": glacierfs},
     })
+    # The same beside another build, run by run in turns with this one.
+    before = samples(key, "baseline")
+    if before:
+        b = med(before)
+        speedup = g / b if (g is not None and b) else None
+        print(f"{'  the same, by the baseline build':<46} {'':>14} {'':>14} {fmt(b, 'MB/s'):>14} "
+              f"{(f'{speedup:.2f}x' if speedup is not None else '—'):>7}  this build / baseline")
+        lat_results[-1]["baseline"] = {"binary": baseline, "median": b, "ratio": speedup,
+                                       "samples": before}
 doc["latency"] = {"latency_ms": lat_ms, "bandwidth_mb_s": lat_mb, "results": lat_results}
 
 # The scale rows, one column per inventory size (each measured once).

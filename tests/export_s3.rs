@@ -381,6 +381,89 @@ fn a_256_mib_archive_streams_within_the_memory_budget_and_touches_no_disk() {
     assert_eq!(data_before, data_after, "the mount's cache gained no data");
 }
 
+/// Holds every UploadPart that reaches it until opened, and counts them.
+#[derive(Default)]
+struct PartGate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    held: AtomicUsize,
+}
+
+impl PartGate {
+    fn hold(&self) {
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// Opens the gate when dropped.
+struct Release(Arc<PartGate>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+#[test]
+fn the_next_parts_are_fetched_while_the_last_are_sent_and_no_more() {
+    if !fuse_available() {
+        return;
+    }
+    // 12 parts of 8 MiB; each of the 4 part tasks sends one part and fetches the next.
+    let parts = 12;
+    let big = pattern(parts * 8 * MIB, 11);
+    let vault = Vault::new(&[plain("big.bin", big.clone(), 0)]);
+    let emu = &vault.emu;
+    emu.s3_create_bucket(BUCKET);
+    let gate = Arc::new(PartGate::default());
+    let hook_gate = gate.clone();
+    emu.s3_set_hook(Some(Arc::new(move |e: &S3Event| {
+        if e.op == S3Op::UploadPart && e.stage == Stage::Before {
+            hook_gate.hold();
+        }
+    })));
+    // Whatever fails, the held requests go on, so the emulator can stop.
+    let _release = Release(gate.clone());
+    let state = tempfile::tempdir().unwrap();
+    emu.reset_stats();
+    let mut export = start_emu(&vault, "ahead", &[], &state);
+    let fetched = || emu.stats().requests_for(Op::GetJobOutput);
+    // With every UploadPart held, the export fetches until each task has a part on its way to
+    // S3 and the next one in memory: 4 sent, 4 more fetched meanwhile. Then it waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while gate.held.load(Ordering::SeqCst) < 4 || fetched() < 8 {
+        assert!(fetched() <= 8, "{} parts fetched", fetched());
+        assert!(export.exited().is_none(), "{}", export.stderr());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never 4 parts sent and 4 more fetched: {} sent, {} fetched",
+            gate.held.load(Ordering::SeqCst),
+            fetched()
+        );
+        emu.complete_all_jobs();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // No further part comes while none has gone: the bound holds.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fetched(), 8, "parts fetched while 4 were held");
+    assert_eq!(gate.held.load(Ordering::SeqCst), 4, "parts sent at once");
+    gate.release();
+    let status = export.drive(emu, |_| {});
+    emu.s3_set_hook(None);
+    assert!(status.success(), "export failed: {}", export.stderr());
+    assert!(emu.s3_object(BUCKET, "ahead/big.bin").unwrap().data == big);
+    assert_eq!(fetched(), parts as u64, "each part fetched once");
+}
+
 /// Bytes of job output served for `archive` since the last reset, and the ranges served.
 fn served_for(emu: &Emulator, archive: &str) -> (u64, Vec<(u64, u64)>) {
     let stats = emu.stats();

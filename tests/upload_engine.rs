@@ -23,7 +23,7 @@ use aws_smithy_runtime_api::client::orchestrator::LoadedRequestBody;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
-use glacierfs::codec::treehash::{self, to_hex, Digest, MIB};
+use glacierfs::codec::treehash::{self, to_hex, BodyHashes, Digest, MIB};
 use glacierfs::engine::transfer::upload::{
     upload, JournalError, Resume, UploadError, UploadJournal, UploadLimits, UploadSpec, Uploaded,
 };
@@ -54,6 +54,35 @@ enum Act {
     Garble,
     /// Waits, then sends: makes overlapping calls observable.
     Delay(Duration),
+    /// Waits until the gate opens, then sends.
+    Hold(Arc<Gate>),
+}
+
+/// Holds the calls that wait on it until it is opened, and counts them.
+#[derive(Default)]
+struct Gate {
+    open: tokio::sync::Notify,
+    opened: std::sync::atomic::AtomicBool,
+    waiting: AtomicUsize,
+}
+
+impl Gate {
+    async fn wait(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let notified = self.open.notified();
+        if !self.opened.load(Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+
+    fn open(&self) {
+        self.opened.store(true, Ordering::SeqCst);
+        self.open.notify_waiters();
+    }
+
+    fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
 }
 
 /// A tree hash no part of these tests has.
@@ -107,6 +136,8 @@ struct Hooked {
     max_in_flight: AtomicUsize,
     /// (start, tree hash) of each UploadPart, in call order.
     part_hashes: Mutex<Vec<(u64, Option<Digest>)>>,
+    /// Each UploadPart the engine handed both hashes (tree and linear), in call order.
+    part_bodies: Mutex<Vec<(u64, Option<BodyHashes>)>>,
     archive_hashes: Mutex<Vec<Option<Digest>>>,
 }
 
@@ -132,6 +163,7 @@ impl Hooked {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             part_hashes: Mutex::new(Vec::new()),
+            part_bodies: Mutex::new(Vec::new()),
             archive_hashes: Mutex::new(Vec::new()),
         })
     }
@@ -148,9 +180,12 @@ impl Hooked {
         self.archive_hashes.lock().expect("lock").clone()
     }
 
-    /// Every UploadPart and UploadArchive went without a hash of the engine's own.
-    fn sent_no_hashes(&self) -> bool {
-        self.part_hashes().iter().all(|(_, h)| h.is_none())
+    /// Every UploadPart went with both hashes, computed by the engine as it read the part, and
+    /// every UploadArchive without a hash of the engine's own (the client computes it).
+    fn parts_came_hashed(&self) -> bool {
+        let bodies = self.part_bodies.lock().expect("lock").clone();
+        !bodies.is_empty()
+            && bodies.iter().all(|(_, h)| h.is_some())
             && self.archive_hashes().iter().all(Option::is_none)
     }
 }
@@ -164,6 +199,66 @@ impl Drop for InFlight<'_> {
     }
 }
 
+impl Hooked {
+    /// One UploadPart through the hook: with the tree hash only (or none), as `upload_part`
+    /// takes it, or with both hashes, as `upload_part_hashed` does.
+    async fn part(
+        &self,
+        vault: &str,
+        upload_id: &str,
+        start: u64,
+        body: Bytes,
+        given: Result<BodyHashes, Option<Digest>>,
+    ) -> Result<Option<String>, GlacierError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let tree_hash = match given {
+            Ok(h) => Some(h.tree),
+            Err(tree) => tree,
+        };
+        self.part_hashes
+            .lock()
+            .expect("lock")
+            .push((start, tree_hash));
+        self.part_bodies
+            .lock()
+            .expect("lock")
+            .push((start, given.ok()));
+        let act = (self.hook)(&Call {
+            n,
+            start,
+            upload_id,
+        });
+        if let Act::Fail = act {
+            return Err(GlacierError::new(
+                "UploadMultipartPart",
+                ErrorKind::Other,
+                "injected permanent failure",
+            ));
+        }
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = InFlight(&self.in_flight);
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        match &act {
+            Act::Delay(d) => tokio::time::sleep(*d).await,
+            Act::Hold(gate) => gate.wait().await,
+            _ => {}
+        }
+        let echoed = match given {
+            Ok(hashes) => {
+                self.inner
+                    .upload_part_hashed(vault, upload_id, start, body, hashes)
+                    .await?
+            }
+            Err(tree_hash) => {
+                self.inner
+                    .upload_part(vault, upload_id, start, body, tree_hash)
+                    .await?
+            }
+        };
+        Ok(act.echo(echoed))
+    }
+}
+
 impl GlacierClient for Hooked {
     fn upload_part<'a>(
         &'a self,
@@ -173,36 +268,18 @@ impl GlacierClient for Hooked {
         body: Bytes,
         tree_hash: Option<Digest>,
     ) -> BoxFut<'a, Option<String>> {
-        Box::pin(async move {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            self.part_hashes
-                .lock()
-                .expect("lock")
-                .push((start, tree_hash));
-            let act = (self.hook)(&Call {
-                n,
-                start,
-                upload_id,
-            });
-            if let Act::Fail = act {
-                return Err(GlacierError::new(
-                    "UploadMultipartPart",
-                    ErrorKind::Other,
-                    "injected permanent failure",
-                ));
-            }
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            let _guard = InFlight(&self.in_flight);
-            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            if let Act::Delay(d) = act {
-                tokio::time::sleep(d).await;
-            }
-            let echoed = self
-                .inner
-                .upload_part(vault, upload_id, start, body, tree_hash)
-                .await?;
-            Ok(act.echo(echoed))
-        })
+        Box::pin(self.part(vault, upload_id, start, body, Err(tree_hash)))
+    }
+
+    fn upload_part_hashed<'a>(
+        &'a self,
+        vault: &'a str,
+        upload_id: &'a str,
+        start: u64,
+        body: Bytes,
+        hashes: BodyHashes,
+    ) -> BoxFut<'a, Option<String>> {
+        Box::pin(self.part(vault, upload_id, start, body, Ok(hashes)))
     }
 
     fn list_vaults(&self) -> BoxFut<'_, Vec<VaultDesc>> {
@@ -695,6 +772,84 @@ async fn parts_go_in_parallel_within_the_memory_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_parts_are_read_and_hashed_while_the_last_are_sent_and_no_more() {
+    let t = Setup::new("ahead").await;
+    // 2 connections and 4 bodies: 2 parts sent, 2 more read and hashed meanwhile.
+    let limits = UploadLimits::new(2, 64 * MIB, MIB);
+    assert_eq!((limits.permits(), limits.bodies()), (2, 4));
+    let parts = 10;
+    let old = data(parts * MIB, 95);
+    let path = t.file("ten", &old);
+    let gate = Arc::new(Gate::default());
+    let held = gate.clone();
+    let hooked = Hooked::new(&t.client, move |_| Act::Hold(held.clone()));
+    let client: Arc<dyn GlacierClient> = hooked.clone();
+    let spec = t.spec("ahead/ten", path.clone(), parts * MIB, MIB);
+    let journal = t.journal();
+    let engine_limits = limits.clone();
+    let upload = tokio::spawn(async move {
+        run(&client, &spec, Resume::Fresh, &engine_limits, &journal)
+            .await
+            .0
+    });
+    // Every send is held: the pipeline fills up to its bound and stops there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(limits.bodies_held() <= 4, "{} bodies", limits.bodies_held());
+        assert!(
+            limits.bodies_ready() <= 4,
+            "{} ready",
+            limits.bodies_ready()
+        );
+        if gate.waiting() == 2 && limits.bodies_ready() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never 2 parts sent and 2 more ready: {} sent, {} ready",
+            gate.waiting(),
+            limits.bodies_ready()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Now the file changes under the upload (in place, its size kept): the parts read before
+    // carry the old bytes, every other part the new ones. Nothing can be read until a send
+    // ends, and none can until the gate opens.
+    let new = data(parts * MIB, 96);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open the snapshot");
+        f.write_all_at(&new, 0).expect("rewrite the snapshot");
+    }
+    assert_eq!((gate.waiting(), limits.bodies_ready()), (2, 4));
+    gate.open();
+    let up = upload.await.expect("the upload task").expect("upload");
+    let stored = t
+        .emu
+        .archive_data(&t.vault, &up.archive_id)
+        .expect("the archive");
+    assert_eq!(to_hex(&up.tree_hash), to_hex(&treehash::tree_hash(&stored)));
+    let part = |b: &[u8], i: u64| b[(i * MIB) as usize..((i + 1) * MIB) as usize].to_vec();
+    let mut read_ahead = 0;
+    for i in 0..parts {
+        let got = part(&stored, i);
+        if got == part(&old, i) {
+            read_ahead += 1;
+        } else {
+            assert!(got == part(&new, i), "part {i} is neither version");
+        }
+    }
+    // Exactly the 4 bodies the bound allows were read while the first 2 were being sent.
+    assert_eq!(read_ahead, 4);
+    assert_eq!(hooked.max_in_flight(), 2);
+    assert!(hooked.parts_came_hashed());
+    t.no_uploads_left();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_sends_only_the_missing_parts() {
     let t = Setup::new("resume").await;
     let bytes = data(8 * MIB, 21);
@@ -800,14 +955,16 @@ async fn resume_checks_the_parts_glacier_has_against_the_snapshot() {
     let (up, _) = run(&watched, &spec, journal.resume(), &limits(4), &t.journal()).await;
     t.check_archive(&up.expect("resumed upload"), &second, "verify/eight");
     assert_eq!(t.count(Op::UploadPart) - parts_before, 4 + 1);
-    // The part checked against the snapshot goes with the hash computed for that check; the
-    // parts never sent go without one.
+    // Every part sent goes with the hashes computed as it was read: the part checked against
+    // the snapshot, and the parts never sent.
     let mut sent = hooked.part_hashes();
     sent.sort_by_key(|&(start, _)| start);
-    let changed = treehash::tree_hash(&second[MIB as usize..2 * MIB as usize]);
-    let mut expected = vec![(MIB, Some(changed))];
-    expected.extend((4..8).map(|i| (i * MIB, None)));
+    let part_hash =
+        |i: u64| treehash::tree_hash(&second[(i * MIB) as usize..((i + 1) * MIB) as usize]);
+    let mut expected = vec![(MIB, Some(part_hash(1)))];
+    expected.extend((4..8).map(|i| (i * MIB, Some(part_hash(i)))));
     assert_eq!(sent, expected);
+    assert!(hooked.parts_came_hashed());
     t.no_uploads_left();
 }
 
@@ -887,7 +1044,7 @@ async fn a_reclaimed_upload_is_started_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_engine_leaves_hashing_to_the_client() {
+async fn parts_are_hashed_once_by_the_engine_and_bodies_by_the_client() {
     let t = Setup::new("nohash").await;
     let hooked = Hooked::new(&t.client, |_| Act::Pass);
     let client: Arc<dyn GlacierClient> = hooked.clone();
@@ -898,11 +1055,13 @@ async fn the_engine_leaves_hashing_to_the_client() {
         let (up, _) = run(&client, &spec, Resume::Fresh, &limits(4), &t.journal()).await;
         t.check_archive(&up.expect("upload"), &bytes, &description);
     }
-    // The client hashes each body (see the next test); the archive hash comes from Glacier's
-    // echoes, and Complete accepts it the first time.
+    // The client hashes each UploadArchive body (see the next test); each part is hashed by
+    // the engine as it is read and handed over with both hashes, so the client hashes it no
+    // more. The archive hash comes from Glacier's echoes, and Complete accepts it the first
+    // time.
     assert_eq!(hooked.archive_hashes(), vec![None, None]);
     assert_eq!(hooked.part_hashes().len(), 5);
-    assert!(hooked.sent_no_hashes());
+    assert!(hooked.parts_came_hashed());
     assert_eq!(t.count(Op::ListParts), 0);
     assert_eq!(t.count(Op::CompleteMultipartUpload), 1);
 }
@@ -1208,11 +1367,12 @@ async fn missing_or_malformed_echoes_are_made_good_here() {
     let (up, progress) = run(&client, &spec, Resume::Fresh, &limits(1), &t.journal()).await;
     t.check_archive(&up.expect("upload"), &bytes, "noecho/four");
     assert_eq!(progress, 4 * MIB);
-    // Those two parts were hashed after they were sent: nothing is sent twice, nothing listed.
+    // Those two parts were hashed as they were read, so ours stand in for the echo: nothing
+    // is sent twice, nothing listed.
     assert_eq!(t.count(Op::UploadPart), 4);
     assert_eq!(t.count(Op::CompleteMultipartUpload), 1);
     assert_eq!(t.count(Op::ListParts), 0);
-    assert!(hooked.sent_no_hashes());
+    assert!(hooked.parts_came_hashed());
 
     // The same for UploadArchive: its archive hash is then the body's, computed here.
     for (i, act) in [Act::NoEcho, Act::Garble].into_iter().enumerate() {
@@ -1266,7 +1426,7 @@ async fn a_lying_part_echo_is_caught_at_complete_and_the_parts_checked_here() {
         assert_eq!(delta(Op::UploadPart), 4, "{name}");
         assert_eq!(delta(Op::ListParts), 1, "{name}");
         assert_eq!(delta(Op::CompleteMultipartUpload), 2, "{name}");
-        assert!(hooked.sent_no_hashes(), "{name}");
+        assert!(hooked.parts_came_hashed(), "{name}");
         let id = journal.upload_id();
         assert_eq!(
             journal.events()[2..],

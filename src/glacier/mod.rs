@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
-use crate::codec::treehash::Digest;
+use crate::codec::treehash::{BodyHashes, Digest};
 
 /// A boxed, sendable future of a Glacier call.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GlacierError>> + Send + 'a>>;
@@ -409,6 +409,20 @@ pub trait GlacierClient: Send + Sync {
         body: Bytes,
         tree_hash: Option<Digest>,
     ) -> BoxFut<'a, Option<String>>;
+    /// [`GlacierClient::upload_part`] of a body whose two hashes the caller computed, in one
+    /// pass ([`crate::codec::treehash::body_hashes`]), before it needed a connection: the
+    /// client sends them as they are and hashes nothing. A client that cannot take the linear
+    /// hash (a test's wrapper) computes it itself, as `upload_part` with the tree hash does.
+    fn upload_part_hashed<'a>(
+        &'a self,
+        vault: &'a str,
+        upload_id: &'a str,
+        start: u64,
+        body: Bytes,
+        hashes: BodyHashes,
+    ) -> BoxFut<'a, Option<String>> {
+        self.upload_part(vault, upload_id, start, body, Some(hashes.tree))
+    }
     fn complete_multipart<'a>(
         &'a self,
         vault: &'a str,

@@ -17,7 +17,7 @@ use super::{
     JobOutput, JobRequest, LockDesc, Notifications, PartsListing, RetrievalPolicy, UploadDesc,
     VaultDesc,
 };
-use crate::codec::treehash::Digest;
+use crate::codec::treehash::{BodyHashes, Digest};
 
 /// How hard to try.
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +150,19 @@ impl GlacierClient for Retrying {
         Box::pin(self.run(move || {
             self.inner
                 .upload_part(vault, upload_id, start, body.clone(), tree_hash)
+        }))
+    }
+    fn upload_part_hashed<'a>(
+        &'a self,
+        vault: &'a str,
+        upload_id: &'a str,
+        start: u64,
+        body: Bytes,
+        hashes: BodyHashes,
+    ) -> BoxFut<'a, Option<String>> {
+        Box::pin(self.run(move || {
+            self.inner
+                .upload_part_hashed(vault, upload_id, start, body.clone(), hashes)
         }))
     }
     fn complete_multipart<'a>(

@@ -9,7 +9,7 @@ use aws_sdk_glacier::types::{
 };
 use bytes::Bytes;
 
-use crate::codec::treehash::{to_hex, Digest};
+use crate::codec::treehash::{to_hex, BodyHashes, Digest};
 use crate::glacier::{
     parse_range, ArchiveCreated, BoxFut, CapacityUnit, ErrorKind, GlacierClient, JobDesc,
     JobFilter, JobOutput, JobRequest, LockDesc, Notifications, PartDesc, PartsListing,
@@ -177,8 +177,22 @@ impl GlacierClient for AwsGlacier {
         tree_hash: Option<Digest>,
     ) -> BoxFut<'a, Option<String>> {
         Box::pin(async move {
-            let end = start + body.len() as u64 - 1;
             let hashes = upload_hashes("UploadMultipartPart", &body, tree_hash).await?;
+            self.upload_part_hashed(vault, upload_id, start, body, hashes)
+                .await
+        })
+    }
+
+    fn upload_part_hashed<'a>(
+        &'a self,
+        vault: &'a str,
+        upload_id: &'a str,
+        start: u64,
+        body: Bytes,
+        hashes: BodyHashes,
+    ) -> BoxFut<'a, Option<String>> {
+        Box::pin(async move {
+            let end = start + body.len() as u64 - 1;
             let precomputed = PrecomputedHashes::new(body.len(), &hashes);
             let out = self
                 .client

@@ -1,6 +1,7 @@
-//! Upload bodies hashed once, here, and handed to the SDK so it hashes nothing: the tree hash
-//! and the linear SHA-256 of each body come from one pass ([`treehash::body_hashes`]), and the
-//! `PrecomputedHashes` interceptor gives them to the request right before it is signed.
+//! Upload bodies hashed once and handed to the SDK so it hashes nothing: the tree hash and the
+//! linear SHA-256 of each body come from one pass ([`treehash::body_hashes`]), here, or by the
+//! caller of `upload_part_hashed`, and the `PrecomputedHashes` interceptor gives them to the
+//! request right before it is signed.
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{

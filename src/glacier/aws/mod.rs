@@ -4,11 +4,12 @@
 //! classification in [`super::ErrorKind`] applies (the SDK would, for one, keep retrying
 //! LimitExceededException as if it were throttling).
 //!
-//! Upload bodies are hashed here, once, and not by the SDK. Its Glacier customisation hashes
+//! Upload bodies are hashed once, and not by the SDK. Its Glacier customisation hashes
 //! every body twice over (each MiB for the tree hash, the whole for the linear SHA-256 that
 //! SigV4 signs), even when the tree-hash header is given; that was most of an upload's CPU.
-//! Here both hashes come from one pass ([`treehash::body_hashes`]) on the blocking pool, and
-//! an interceptor, `PrecomputedHashes`, hands them to the SDK so that it has nothing left to
+//! Here both hashes come from one pass ([`treehash::body_hashes`]) on the blocking pool (or
+//! from the caller, who computed them the same way, for `upload_part_hashed`), and an
+//! interceptor, `PrecomputedHashes`, hands them to the SDK so that it has nothing left to
 //! hash. The request is the one the SDK would have sent: the same headers, signed the same way.
 
 mod calls;

@@ -6,7 +6,8 @@
 //! retry, and every body sent is an in-memory buffer the SDK can send again. The SDK computes
 //! no checksum of its own: each body's SHA-256 is computed once, by the caller, from the bytes
 //! it verified, and sent as `x-amz-checksum-sha256` so that S3 checks what it stores against
-//! what glacierfs checked.
+//! what glacierfs checked. That SHA-256 is also the payload hash SigV4 signs
+//! ([`SignedPayload`]), so the SDK does not hash a body a second time to sign it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +23,12 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use base64::Engine as _;
 use bytes::Bytes;
 
 /// How an S3 call failed, as far as the export cares.
@@ -251,6 +258,8 @@ impl Bucket {
             .storage_class(StorageClass::from(meta.storage_class))
             .set_metadata(Some(meta.user.clone().into_iter().collect()))
             .body(ByteStream::from(body))
+            .customize()
+            .interceptor(SignedPayload::of(sha256))
             .send()
             .await
             .map(|_| ())
@@ -296,6 +305,8 @@ impl Bucket {
             .content_length(body.len() as i64)
             .checksum_sha256(sha256)
             .body(ByteStream::from(body))
+            .customize()
+            .interceptor(SignedPayload::of(sha256))
             .send()
             .await
             .map_err(|e| S3Error::of("UploadPart", e))?;
@@ -448,6 +459,55 @@ fn copy_source(bucket: &str, key: &str) -> String {
         }
     }
     out
+}
+
+/// Gives SigV4 the body's SHA-256, which the caller computed from the bytes it verified (and
+/// sends as `x-amz-checksum-sha256`), as the payload hash to sign: left alone, the SDK would
+/// hash every body again to sign it, a whole pass over each part on the send's critical path.
+#[derive(Debug)]
+struct SignedPayload {
+    /// Hex; `None` when the checksum given is not base64 of 32 bytes (the SDK then hashes the
+    /// body itself, and S3 refuses the checksum anyway).
+    hex: Option<String>,
+}
+
+impl SignedPayload {
+    /// From the base64 SHA-256 sent as the body's checksum.
+    fn of(sha256_b64: &str) -> SignedPayload {
+        let hex = base64::engine::general_purpose::STANDARD
+            .decode(sha256_b64)
+            .ok()
+            .filter(|raw| raw.len() == 32)
+            .map(hex::encode);
+        SignedPayload { hex }
+    }
+}
+
+/// The header of the payload hash S3 requires with a SigV4 signature.
+const CONTENT_SHA256: &str = "x-amz-content-sha256";
+
+impl Intercept for SignedPayload {
+    fn name(&self) -> &'static str {
+        "glacierfs::SignedPayload"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(hex) = &self.hex {
+            context
+                .request_mut()
+                .headers_mut()
+                .insert(CONTENT_SHA256, hex.clone());
+            cfg.interceptor_state().store_put(
+                aws_runtime::auth::PayloadSigningOverride::Precomputed(hex.clone()),
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@
 //!   archive's tree hash, and sent with one PutObject.
 //! - **Multipart.** Parts are fetched as ranged reads, each a whole node of the archive's
 //!   tree checked against the tree hash Glacier sends for it, a few at a time under the memory
-//!   budget; each is journalled, then sent with UploadPart. When every part is in S3, their
-//!   tree hashes are combined and compared with the archive's; only then is the upload
-//!   completed. An upload whose data does not verify is aborted, never completed.
+//!   budget; each is journalled, then sent with UploadPart. The two legs overlap: up to
+//!   [`PART_TASKS`] parts are fetched and up to [`PART_TASKS`] sent at once, so the next part
+//!   comes from Glacier while the last goes to S3, and no more than [`HELD_PARTS`] parts of an
+//!   object are in memory. When every part is in S3, their tree hashes are combined and
+//!   compared with the archive's; only then is the upload completed. An upload whose data does
+//!   not verify is aborted, never completed.
 //! - **Resuming.** A multipart upload a previous attempt opened is continued: ListParts says
 //!   which parts S3 holds, the journal says what each was; a part whose SHA-256 matches its
 //!   journal line is trusted and not fetched again.
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::bucket::{Bucket, ObjectMeta, PartInfo, S3Error, S3ErrorKind};
@@ -37,8 +40,13 @@ use crate::engine::transfer::download::memory::{
 };
 use crate::engine::transfer::download::{DownloadError, ATTEMPTS};
 
-/// Parts of one object fetched and sent at once.
+/// Parts of one object fetched at once, and parts sent at once: each of these part tasks has
+/// one part on its way to S3 and fetches the next meanwhile, so its two connections, one to
+/// Glacier and one to S3, both carry data.
 const PART_TASKS: usize = 4;
+/// Parts of one object in memory at once (within the memory budget too): one being sent and
+/// one fetched per part task.
+pub const HELD_PARTS: usize = 2 * PART_TASKS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -225,6 +233,11 @@ fn mismatch(src: &Source, ours: &Digest, theirs: &Digest) -> StreamError {
     }
 }
 
+/// A part task's semaphore closed under it; never closed, so only if the export is torn down.
+fn closed(_: tokio::sync::AcquireError) -> StreamError {
+    StreamError::Task("the export is stopping".into())
+}
+
 fn b64(d: &Digest) -> String {
     base64::engine::general_purpose::STANDARD.encode(d)
 }
@@ -371,6 +384,7 @@ async fn send_parts(
         upload_id: upload_id.to_owned(),
         tasks: JoinSet::new(),
         fetched: 0,
+        sends: Arc::new(Semaphore::new(PART_TASKS)),
     };
     // The first part alone: its answer says whether the endpoint honours ranges.
     let (start, end) = part_range(first, part, size);
@@ -392,8 +406,12 @@ async fn send_parts(
             sending.send(first, c, room);
         }
     }
+    // One task per part, at most HELD_PARTS of them: each waits for room in the budget, then
+    // for one of PART_TASKS fetches, then (its fetch slot free for the next part) for one of
+    // PART_TASKS sends.
+    let fetches = Arc::new(Semaphore::new(PART_TASKS));
     for &n in &missing[1..] {
-        while sending.tasks.len() >= PART_TASKS {
+        while sending.tasks.len() >= HELD_PARTS {
             sending.settle_one(held, progress).await?;
         }
         let (start, end) = part_range(n, part, size);
@@ -401,10 +419,14 @@ async fn send_parts(
         let memory = ctx.memory.clone();
         let ctx2 = ctx.clone();
         let (key, id) = (t.key.clone(), upload_id.to_owned());
+        let (fetches, sends) = (fetches.clone(), sending.sends.clone());
         sending.tasks.spawn(async move {
             let room = memory.reserve(end - start).await;
-            let c = read_range(&src, start, end, size).await?;
-            let held = send_part(&ctx2, &key, &id, n, c, room).await?;
+            let c = {
+                let _fetch = fetches.acquire().await.map_err(closed)?;
+                read_range(&src, start, end, size).await?
+            };
+            let held = send_part(&ctx2, &sends, &key, &id, n, c, room).await?;
             Ok((held, end - start))
         });
     }
@@ -422,14 +444,17 @@ struct Sending {
     /// Each ends with the part it sent and the bytes it read.
     tasks: JoinSet<Result<(Held, u64), StreamError>>,
     fetched: u64,
+    /// One permit per UploadPart in flight.
+    sends: Arc<Semaphore>,
 }
 
 impl Sending {
     /// Sends a part already read.
     fn send(&mut self, n: u32, c: Checked, room: Option<OwnedSemaphorePermit>) {
         let (ctx, key, id) = (self.ctx.clone(), self.key.clone(), self.upload_id.clone());
+        let sends = self.sends.clone();
         self.tasks.spawn(async move {
-            let held = send_part(&ctx, &key, &id, n, c, room).await?;
+            let held = send_part(&ctx, &sends, &key, &id, n, c, room).await?;
             Ok((held, 0))
         });
     }
@@ -451,9 +476,11 @@ impl Sending {
     }
 }
 
-/// Journals a verified part, then sends it; its memory is free once S3 has it.
+/// Journals a verified part, then sends it once one of `sends` is free; its memory is free
+/// once S3 has it.
 async fn send_part(
     ctx: &Ctx,
+    sends: &Semaphore,
     key: &str,
     upload_id: &str,
     n: u32,
@@ -464,10 +491,12 @@ async fn send_part(
     let size = c.data.len() as u64;
     ctx.journal
         .part_sending(upload_id, n, &to_hex(&c.tree), &sha)?;
+    let send = sends.acquire().await.map_err(closed)?;
     let etag = ctx
         .bucket
         .upload_part(key, upload_id, n, c.data, &sha)
         .await?;
+    drop(send);
     drop(room);
     Ok(Held {
         info: PartInfo {

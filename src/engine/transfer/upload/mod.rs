@@ -10,20 +10,23 @@
 //!   leaves a record the caller can settle on the next start. Parts need no intents: ListParts
 //!   finds them, and re-sending one overwrites it.
 //! - **Bounded memory, real parallelism.** The SDK holds each body in memory, so every body
-//!   read takes permits from [`UploadLimits`], shared by all uploads of a mount; parts run as
-//!   tokio tasks, so the client's hashing of each body (on the blocking pool) spreads over the
-//!   cores, and files are read with `pread` on the blocking pool, never on a worker.
-//! - **No second hashing pass.** The client hashes every body it sends, once
-//!   (the tree hash for its header and the linear SHA-256 it signs with, in one pass; the SDK
-//!   hashes nothing, see [`crate::glacier::aws`]), and Glacier checks the body against that
-//!   tree hash, so the engine hashes nothing it sends. A part's
-//!   hash is the one Glacier echoes for it, the archive's is combined from those, and Complete,
-//!   which Glacier checks against the parts it holds, confirms the lot; an UploadArchive's is
-//!   its echo. The snapshot is hashed here only where nothing else can vouch for it: parts an
-//!   earlier attempt left are checked against it on resume; a body whose echo is missing or
-//!   malformed is hashed after the fact; and when Complete refuses the combined hash (an echo
-//!   that lied or was corrupted), every part is checked, once, as on resume, and the upload
-//!   completed with the hashes verified here.
+//!   read takes body permits from [`UploadLimits`], shared by all uploads of a mount, and every
+//!   request a connection permit; parts run as tokio tasks, so hashing (on the blocking pool)
+//!   spreads over the cores, and files are read with `pread` on the blocking pool, never on a
+//!   worker. There are up to twice as many bodies as connections: a part is read and hashed
+//!   while the parts before it are sent, and takes a connection only once it is ready.
+//! - **No second hashing pass.** Each part is hashed once, here, in the pass that reads it
+//!   (the tree hash for its header and the linear SHA-256 it is signed with), and handed to the
+//!   client with both, so the client hashes nothing (and the SDK nothing, see
+//!   [`crate::glacier::aws`]); an UploadArchive body is hashed the same way by the client.
+//!   Glacier checks each body against that tree hash. A part's hash is the one Glacier echoes
+//!   for it, the archive's is combined from those, and Complete, which Glacier checks against
+//!   the parts it holds, confirms the lot; an UploadArchive's is its echo. The snapshot is
+//!   hashed again only where nothing else can vouch for it: parts an earlier attempt left are
+//!   checked against it on resume; an UploadArchive whose echo is missing or malformed is
+//!   hashed after the fact; and when Complete refuses the combined hash (an echo that lied or
+//!   was corrupted), every part is checked, once, as on resume, and the upload completed with
+//!   the hashes verified here.
 //! - **Resumable.** A recorded multipart upload is resumed from ListParts: parts Glacier has
 //!   are checked against the snapshot, the rest are sent. An upload Glacier no longer knows
 //!   (404) is started again from scratch.
@@ -469,6 +472,16 @@ mod tests {
         assert_eq!(UploadLimits::new(8, 0, 16 * MIB).permits(), 1);
         assert_eq!(UploadLimits::new(0, 512 * MIB, 16 * MIB).permits(), 1);
         assert_eq!(UploadLimits::new(4, 512 * MIB, 0).permits(), 4);
+    }
+
+    #[test]
+    fn bodies_are_two_per_connection_within_the_budget() {
+        let counts = |l: UploadLimits| (l.permits(), l.bodies());
+        assert_eq!(counts(UploadLimits::new(4, 512 * MIB, 16 * MIB)), (4, 8));
+        assert_eq!(counts(UploadLimits::new(4, 96 * MIB, 16 * MIB)), (4, 6));
+        assert_eq!(counts(UploadLimits::new(8, 64 * MIB, 16 * MIB)), (4, 4));
+        assert_eq!(counts(UploadLimits::new(8, 20 * MIB, 16 * MIB)), (1, 1));
+        assert_eq!(counts(UploadLimits::new(8, 0, 16 * MIB)), (1, 1));
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Sending the parts of a multipart upload in parallel: one task per part, started in order
-//! as the memory budget frees permits, each reading its bytes with `pread` on the blocking pool
-//! and sending them unless Glacier already holds exactly those bytes.
+//! as the memory budget frees body permits, each reading its bytes with `pread` on the blocking
+//! pool and hashing them there (the tree hash and the SHA-256 in one pass), then taking a
+//! connection and sending them unless Glacier already holds exactly those bytes.
+//!
+//! Reading and hashing come before the connection, and [`super::UploadLimits`] gives twice as
+//! many bodies as connections: while the parts before it are sent, the next one is read and
+//! hashed, so a connection goes from one part to the next without waiting for either.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -10,15 +15,16 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
+use super::limits::UploadLimits;
 use super::limits::{permit_now, permit_of, Acquire};
 use super::snapshot::Snapshot;
-use super::{echo_matches, echoed_or_hashed, joined, mismatch, Stop, Upload, UploadError};
-use crate::codec::treehash::{self, to_hex, Digest};
+use super::{echo_matches, joined, mismatch, Stop, Upload, UploadError};
+use crate::codec::treehash::{self, to_hex, BodyHashes, Digest};
 use crate::glacier::{ErrorKind, GlacierClient};
 
 impl Upload<'_> {
-    /// Runs one task per part, started in order as permits come free, and returns the part
-    /// hashes in order. The first failure returns at once; dropping the set aborts the rest.
+    /// Runs one task per part, started in order as body permits come free, and returns the
+    /// part hashes in order. The first failure returns at once; dropping the set aborts the rest.
     ///
     /// `listed` holds the hashes Glacier lists for parts it has: those parts are checked
     /// against the snapshot. The others are sent and take Glacier's echo as their hash
@@ -39,6 +45,7 @@ impl Upload<'_> {
             vault: self.spec.vault.clone(),
             upload_id: upload_id.to_owned(),
             snapshot: self.snapshot.clone(),
+            limits: self.limits.clone(),
         });
         let part = |index: usize| {
             let start = index as u64 * part_size;
@@ -109,6 +116,8 @@ struct PartCtx {
     vault: String,
     upload_id: String,
     snapshot: Arc<Snapshot>,
+    /// For a connection per request.
+    limits: UploadLimits,
 }
 
 struct PartJob {
@@ -132,7 +141,9 @@ enum Check {
     /// Glacier lists the part with this hash: it is checked against the snapshot, and sent
     /// again (with our hash) if they differ.
     Listed(Digest),
-    /// The part is sent without a hash (the client computes one) and Glacier's echo is its hash.
+    /// The part is sent with the hashes computed as it was read, and Glacier's echo is its
+    /// hash (Glacier checked the body against ours; an echo that says otherwise shows when
+    /// Complete refuses the combined hash).
     Echo,
     /// The part is hashed here and sent with that hash, which Glacier must echo.
     Missing,
@@ -155,10 +166,9 @@ struct PartDone {
     len: u64,
 }
 
-/// Reads one part (into `buffer`, when a finished part left one), then sends it unless
-/// Glacier already has exactly these bytes. A part is hashed here only when it must be checked
-/// against what Glacier lists or has said; the normal path leaves hashing to the client and
-/// takes Glacier's echo.
+/// Reads one part (into `buffer`, when a finished part left one) and hashes it, then sends it
+/// unless Glacier already has exactly these bytes. Every body is hashed here, once, in the
+/// pass that reads it, before it takes a connection; the client hashes nothing again.
 ///
 /// The permit travels with the body: into the blocking read (so an aborted task still counts
 /// the buffer being filled), and back out with the outcome, so it is released only once
@@ -172,11 +182,10 @@ async fn run_part(
 ) -> PartOutcome {
     let snapshot = ctx.snapshot.clone();
     let (start, len) = (job.start, job.len);
-    let hash_here = !matches!(job.check, Check::Echo);
     let read = tokio::task::spawn_blocking(move || {
         let body = snapshot.read(start, len, buffer).map(|data| {
-            let digest = hash_here.then(|| treehash::tree_hash(&data));
-            (data.freeze(), digest)
+            let hashes = treehash::body_hashes(&data);
+            (data.freeze(), hashes)
         });
         (body, permit)
     })
@@ -189,26 +198,30 @@ async fn run_part(
         Ok(read) => read,
         Err(e) => return (Err(e.into()), Some(permit), None),
     };
+    log::trace!(
+        "upload {}: the part at {start} is read and hashed",
+        ctx.upload_id
+    );
+    let ready = ctx.limits.ready();
     let outcome = async {
-        let digest = match (job.check, ours) {
-            (Check::Listed(theirs), Some(ours)) if theirs == ours => ours,
-            (Check::Listed(theirs), Some(ours)) => {
+        let digest = match job.check {
+            Check::Listed(theirs) if theirs == ours.tree => ours.tree,
+            Check::Listed(theirs) => {
                 log::warn!(
                     "upload {}: the part at {start} differs from the snapshot ({} there, {} \
                      here); sending it again",
                     ctx.upload_id,
                     to_hex(&theirs),
-                    to_hex(&ours)
+                    to_hex(&ours.tree)
                 );
-                send_checked(&ctx, start, &body, &ours).await?;
-                ours
+                send_checked(&ctx, start, &body, ours).await?;
+                ours.tree
             }
-            (Check::Missing, Some(ours)) => {
-                send_checked(&ctx, start, &body, &ours).await?;
-                ours
+            Check::Missing => {
+                send_checked(&ctx, start, &body, ours).await?;
+                ours.tree
             }
-            // (Nothing hashed here only for `Check::Echo`.)
-            (Check::Echo, _) | (_, None) => send_trusting_echo(&ctx, start, &body).await?,
+            Check::Echo => send_trusting_echo(&ctx, start, &body, ours).await?,
         };
         Ok(PartDone {
             index: job.index,
@@ -217,6 +230,7 @@ async fn run_part(
         })
     }
     .await;
+    drop(ready);
     // The client has dropped its copies of the body by now; if it kept one, no reuse.
     (outcome, Some(permit), body.try_into_mut().ok())
 }
@@ -228,17 +242,23 @@ type PartOutcome = (
     Option<BytesMut>,
 );
 
-/// One UploadPart; `digest` `None` lets the client compute the tree-hash header. Returns the
+/// One UploadPart with the body's hashes, over a connection taken for it alone. Returns the
 /// echo.
 async fn send_part(
     ctx: &PartCtx,
     start: u64,
     body: Bytes,
-    digest: Option<Digest>,
+    hashes: BodyHashes,
 ) -> Result<Option<String>, Stop> {
+    let _connection = ctx
+        .limits
+        .connection()
+        .await
+        .map_err(|_| UploadError::Cancelled)?;
+    log::trace!("upload {}: sending the part at {start}", ctx.upload_id);
     match ctx
         .client
-        .upload_part(&ctx.vault, &ctx.upload_id, start, body, digest)
+        .upload_part_hashed(&ctx.vault, &ctx.upload_id, start, body, hashes)
         .await
     {
         Ok(echoed) => Ok(echoed),
@@ -247,25 +267,40 @@ async fn send_part(
     }
 }
 
-/// Sends one part without hashing it, and returns the hash Glacier echoes (checked by Glacier
-/// against the body). A wrong echo shows later, when Complete refuses the combined hash.
-async fn send_trusting_echo(ctx: &PartCtx, start: u64, body: &Bytes) -> Result<Digest, Stop> {
-    let echoed = send_part(ctx, start, body.clone(), None).await?;
-    let what = || format!("upload {}, part at {start}", ctx.upload_id);
-    Ok(echoed_or_hashed(echoed.as_deref(), body.clone(), what).await?)
+/// Sends one part and returns the hash Glacier echoes (checked by Glacier against the body),
+/// or ours when the echo is missing or malformed. A wrong echo shows later, when Complete
+/// refuses the combined hash.
+async fn send_trusting_echo(
+    ctx: &PartCtx,
+    start: u64,
+    body: &Bytes,
+    ours: BodyHashes,
+) -> Result<Digest, Stop> {
+    let echoed = send_part(ctx, start, body.clone(), ours).await?;
+    match echoed.as_deref().and_then(treehash::from_hex) {
+        Some(digest) => Ok(digest),
+        None => {
+            log::debug!(
+                "upload {}, part at {start}: no usable tree hash echoed ({echoed:?}); using ours",
+                ctx.upload_id
+            );
+            Ok(ours.tree)
+        }
+    }
 }
 
-/// Sends one part with our hash of it, and once more if Glacier echoes another (re-sending a
-/// range overwrites it).
+/// Sends one part with our hashes of it, and once more if Glacier echoes another tree hash
+/// (re-sending a range overwrites it).
 async fn send_checked(
     ctx: &PartCtx,
     start: u64,
     body: &Bytes,
-    digest: &Digest,
+    ours: BodyHashes,
 ) -> Result<(), Stop> {
+    let digest = &ours.tree;
     let mut first_echo = None;
     for _ in 0..2 {
-        let echoed = send_part(ctx, start, body.clone(), Some(*digest)).await?;
+        let echoed = send_part(ctx, start, body.clone(), ours).await?;
         if echo_matches(echoed.as_deref(), digest) {
             return Ok(());
         }

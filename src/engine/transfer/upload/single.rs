@@ -21,6 +21,11 @@ impl Upload<'_> {
         })
         .await?;
         record("before UploadArchive", || self.journal.before_single())?;
+        let connection = self
+            .limits
+            .connection()
+            .await
+            .map_err(|_| UploadError::Cancelled)?;
         let created = self
             .client
             .upload_archive(&spec.vault, &spec.description, body.clone(), None)
@@ -30,7 +35,8 @@ impl Upload<'_> {
         // inventory.
         let what = || format!("archive {}", created.archive_id);
         let digest = echoed_or_hashed(created.tree_hash.as_deref(), body, what).await?;
-        // The SDK has let go of the body, and so have we.
+        // The SDK has let go of the body and the connection, and so have we.
+        drop(connection);
         drop(permit);
         record("archive created", || {
             self.journal.created(&created.archive_id, &digest)
