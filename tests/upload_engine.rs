@@ -651,6 +651,13 @@ fn limits(permits: usize) -> UploadLimits {
     UploadLimits::new(permits, 1024 * MIB, MIB)
 }
 
+/// One connection and room for one body: each part is read only once the last one is sent, so
+/// parts go in order (with more bodies the next ones are read ahead, and whichever is hashed
+/// first is sent first), and a failure at the n-th call leaves exactly the parts before it.
+fn in_order() -> UploadLimits {
+    UploadLimits::new(1, MIB, MIB)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests.
 
@@ -855,11 +862,11 @@ async fn resume_sends_only_the_missing_parts() {
     let bytes = data(8 * MIB, 21);
     let spec = t.spec("resume/eight", t.file("eight", &bytes), 8 * MIB, MIB);
 
-    // One permit, so parts go in order: three arrive, the fourth fails for good.
+    // Parts go in order: three arrive, the fourth fails for good.
     let hooked = Hooked::new(&t.client, |c| if c.n == 4 { Act::Fail } else { Act::Pass });
     let failing: Arc<dyn GlacierClient> = hooked;
     let journal = t.journal();
-    let (first, progress) = run(&failing, &spec, Resume::Fresh, &limits(1), &journal).await;
+    let (first, progress) = run(&failing, &spec, Resume::Fresh, &in_order(), &journal).await;
     let err = first.expect_err("the fourth part fails");
     assert!(
         matches!(err, UploadError::Glacier(_)) && !err.is_transient(),
@@ -939,7 +946,7 @@ async fn resume_checks_the_parts_glacier_has_against_the_snapshot() {
     let hooked = Hooked::new(&t.client, |c| if c.n == 5 { Act::Fail } else { Act::Pass });
     let failing: Arc<dyn GlacierClient> = hooked;
     let journal = t.journal();
-    let (r, _) = run(&failing, &spec, Resume::Fresh, &limits(1), &journal).await;
+    let (r, _) = run(&failing, &spec, Resume::Fresh, &in_order(), &journal).await;
     r.expect_err("the fifth part fails");
 
     // The snapshot the upload resumes from differs in its second part: that part goes again.
@@ -976,7 +983,7 @@ async fn a_reclaimed_upload_is_started_again() {
     let hooked = Hooked::new(&t.client, |c| if c.n == 3 { Act::Fail } else { Act::Pass });
     let failing: Arc<dyn GlacierClient> = hooked;
     let journal = t.journal();
-    let (r, _) = run(&failing, &spec, Resume::Fresh, &limits(1), &journal).await;
+    let (r, _) = run(&failing, &spec, Resume::Fresh, &in_order(), &journal).await;
     r.expect_err("the third part fails");
     let old = journal.upload_id();
     t.emu.drop_upload(&t.vault, &old);
@@ -1023,7 +1030,7 @@ async fn a_reclaimed_upload_is_started_again() {
     let hooked = Hooked::new(&t.client, |c| if c.n == 2 { Act::Fail } else { Act::Pass });
     let failing: Arc<dyn GlacierClient> = hooked;
     let first = t.journal();
-    let (r, _) = run(&failing, &spec, Resume::Fresh, &limits(1), &first).await;
+    let (r, _) = run(&failing, &spec, Resume::Fresh, &in_order(), &first).await;
     r.expect_err("the second part fails");
     let emu = t.emu.clone();
     let vault = t.vault.clone();
@@ -1417,7 +1424,7 @@ async fn a_lying_part_echo_is_caught_at_complete_and_the_parts_checked_here() {
         let spec = t.spec(&description, path.clone(), 4 * MIB, MIB);
         let before = t.emu.stats();
         let journal = t.journal();
-        let (up, progress) = run(&lying, &spec, Resume::Fresh, &limits(1), &journal).await;
+        let (up, progress) = run(&lying, &spec, Resume::Fresh, &in_order(), &journal).await;
         let up = up.unwrap_or_else(|e| panic!("{name}: {e}"));
         t.check_archive(&up, &bytes, &description);
         assert_eq!(progress, 4 * MIB, "{name}: each part counts once");
@@ -1577,7 +1584,7 @@ async fn a_changed_snapshot_is_refused() {
     });
     let cutting: Arc<dyn GlacierClient> = hooked;
     let spec = t.spec("changed/during", path, 4 * MIB, MIB);
-    let (r, _) = run(&cutting, &spec, Resume::Fresh, &limits(1), &t.journal()).await;
+    let (r, _) = run(&cutting, &spec, Resume::Fresh, &in_order(), &t.journal()).await;
     assert!(matches!(r, Err(UploadError::Changed { .. })), "{r:?}");
     assert_eq!(t.count(Op::CompleteMultipartUpload), 0);
     assert_eq!(t.emu.archives(&t.vault).len(), 0);
