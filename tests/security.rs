@@ -781,21 +781,26 @@ fn writing_or_truncating_takes_set_user_id_away_as_linux_does() {
     let setgid = file("setgid", 0o6777);
     assert_eq!(as_other("write", &setgid, "theirs\n"), "ok");
     assert_eq!(settled_perm(&setgid, 0o0777), 0o0777);
-    // Without group execute, set-group-ID marks mandatory locking and stays.
+    // Without group execute, set-group-ID marks mandatory locking: it stays for a writer in
+    // the file's group, and goes for one outside it.
     let locking = file("locking", 0o2767);
+    std::os::unix::fs::chown(&locking, None, Some(OTHER)).unwrap();
+    assert_eq!(settled_perm(&locking, 0o2767), 0o2767, "a chown took it");
     assert_eq!(as_other("write", &locking, "theirs\n"), "ok");
     assert_eq!(settled_perm(&locking, 0o2767), 0o2767);
-    // An open for writing is enough (SEMANTICS.md): the daemon never sees passthrough writes.
+    let outside = file("outside", 0o2767);
+    assert_eq!(as_other("write", &outside, "theirs\n"), "ok");
+    assert_eq!(settled_perm(&outside, 0o0767), 0o0767);
+    // An open for writing without a write changes nothing.
     let opened = file("opened", 0o4757);
     assert_eq!(as_other("open-for-writing", &opened, ""), "ok");
-    assert_eq!(settled_perm(&opened, 0o0757), 0o0757);
+    assert_eq!(settled_perm(&opened, 0o4757), 0o4757);
     // A truncation.
     let truncated = file("truncated", 0o4757);
     assert_eq!(as_other("truncate", &truncated, ""), "ok");
     assert_eq!(settled_perm(&truncated, 0o0757), 0o0757);
     assert_eq!(std::fs::metadata(&truncated).unwrap().len(), 0);
-    // Another user creating a set-user-ID file writes it through a handle the daemon may
-    // never see a write on.
+    // Another user creating a set-user-ID file loses the bit at its first write.
     let created = shared.join("created");
     assert_eq!(as_other("create-setuid", &created, "theirs\n"), "ok");
     assert_eq!(settled_perm(&created, 0o0755), 0o0755);
@@ -824,7 +829,12 @@ fn writing_or_truncating_takes_set_user_id_away_as_linux_does() {
     drop(m);
     let m = Mount::start(&emu.endpoint(), cache.path(), &["--allow-other"]);
     let shared = m.path(VAULT).join("shared");
-    for (name, perm) in [("setuid", 0o0757), ("locking", 0o2767), ("roots", 0o0757)] {
+    for (name, perm) in [
+        ("setuid", 0o0757),
+        ("locking", 0o2767),
+        ("opened", 0o4757),
+        ("roots", 0o0757),
+    ] {
         let mode = std::fs::metadata(shared.join(name))
             .unwrap()
             .permissions()

@@ -416,6 +416,11 @@ pub struct AttrChange {
     pub gid: Option<u32>,
     pub mtime_ns: Option<i64>,
     pub atime_ns: Option<i64>,
+    /// Takes set-user-ID away, and set-group-ID too when the group may execute or when
+    /// `clear_set_gid` says so, from the mode as it is when the write runs (a chmod queued
+    /// just before is not undone). Ignored when `mode` is given.
+    pub clear_set_id: bool,
+    pub clear_set_gid: bool,
 }
 
 /// Sets what `c` names, and the ctime to now (every attribute change is a status change). An
@@ -423,7 +428,11 @@ pub struct AttrChange {
 /// `touch -m` leaves the access time alone.
 pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), CatalogError> {
     let n = conn.execute(
-        "UPDATE nodes SET mode = COALESCE(?2, mode), uid = COALESCE(?3, uid), \
+        // 2048 is set-user-ID, 1024 set-group-ID, 8 group execute.
+        "UPDATE nodes SET mode = CASE WHEN ?2 IS NOT NULL THEN ?2 \
+             WHEN ?8 THEN mode & ~(2048 | CASE WHEN ?9 OR mode & 8 THEN 1024 ELSE 0 END) \
+             ELSE mode END, \
+         uid = COALESCE(?3, uid), \
          gid = COALESCE(?4, gid), mtime_ns = COALESCE(?5, mtime_ns), ctime_ns = ?6, \
          atime_ns = COALESCE(?7, atime_ns, CASE WHEN ?5 IS NOT NULL THEN mtime_ns END) \
          WHERE ino = ?1",
@@ -435,6 +444,8 @@ pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), Catal
             c.mtime_ns,
             super::now_ns(),
             c.atime_ns,
+            c.clear_set_id,
+            c.clear_set_gid,
         ],
     )?;
     if n == 0 {
@@ -523,6 +534,44 @@ mod tests {
         assert!(matches!(dup, Err(CatalogError::Exists)));
         let busy = cat.write(move |tx| remove(tx, a));
         assert!(matches!(busy, Err(CatalogError::NotEmpty)));
+    }
+
+    #[test]
+    fn clearing_set_id_works_from_the_stored_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(tmp.path()).unwrap();
+        let cases = [
+            // (stored, also without group execute, expected)
+            (0o4755, false, 0o0755),
+            (0o6775, false, 0o0775),
+            (0o2745, false, 0o2745),
+            (0o2745, true, 0o0745),
+            (0o1777, true, 0o1777),
+        ];
+        for (i, (stored, gid, expected)) in cases.into_iter().enumerate() {
+            let got = cat
+                .write(move |tx| {
+                    let v = match lookup(tx, ROOT_INO, "v")? {
+                        Some(v) => v.ino,
+                        None => insert(tx, Kind::Vault, &dir(ROOT_INO, "v", 0))?,
+                    };
+                    let name = format!("f{i}");
+                    let f = insert(tx, Kind::File, &dir(v, &name, v))?;
+                    let set = |c| set_attrs(tx, f, c);
+                    set(AttrChange {
+                        mode: Some(stored),
+                        ..Default::default()
+                    })?;
+                    set(AttrChange {
+                        clear_set_id: true,
+                        clear_set_gid: gid,
+                        ..Default::default()
+                    })?;
+                    Ok(get(tx, f)?.and_then(|n| n.mode))
+                })
+                .unwrap();
+            assert_eq!(got, Some(expected), "{stored:o}");
+        }
     }
 
     #[test]

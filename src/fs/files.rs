@@ -31,6 +31,15 @@ pub struct SetAttr {
     pub atime_ns: Option<i64>,
 }
 
+/// Which of set-user-ID and set-group-ID a setattr takes away besides its own changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClearSetId {
+    /// Set-user-ID, and set-group-ID when the group may execute.
+    pub set_id: bool,
+    /// Set-group-ID even without group execute (with `set_id`).
+    pub set_gid: bool,
+}
+
 /// A failure on the data file of `ino`; a full cache disk is ENOSPC whatever the call was.
 fn data_err(ino: u64) -> impl Fn(std::io::Error) -> FsError {
     move |e| {
@@ -410,6 +419,18 @@ impl GlacierFs {
     }
 
     pub fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> FsResult<Attr> {
+        self.setattr_clearing(ino, fh, change, ClearSetId::default())
+    }
+
+    /// [`GlacierFs::setattr`], also taking set-user-ID and set-group-ID away from a file
+    /// as `clear` says (`fs::privileges`), in the same catalog write as the rest.
+    pub fn setattr_clearing(
+        &self,
+        ino: u64,
+        fh: Option<u64>,
+        change: SetAttr,
+        clear: ClearSetId,
+    ) -> FsResult<Attr> {
         if let Some(a) = self.control_getattr(ino) {
             // Truncating a control file (a shell's `>`) is accepted and changes nothing.
             return a;
@@ -418,7 +439,14 @@ impl GlacierFs {
             Err(FsError::NotFound(_)) => return self.setattr_unlinked(ino, fh, change),
             n => n?,
         };
+        // Only what is not a directory loses the bits, as on Linux.
+        let clear = if n.kind.is_dir() {
+            ClearSetId::default()
+        } else {
+            clear
+        };
         let any = change.mode.is_some()
+            || clear.set_id
             || change.uid.is_some()
             || change.gid.is_some()
             || change.size.is_some()
@@ -459,6 +487,8 @@ impl GlacierFs {
             gid: change.gid,
             mtime_ns: change.mtime_ns,
             atime_ns: change.atime_ns,
+            clear_set_id: clear.set_id,
+            clear_set_gid: clear.set_gid,
         };
         // The node comes back from the write itself, and the sidecar's fields with it: no read
         // transaction after the commit.

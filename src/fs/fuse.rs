@@ -21,16 +21,16 @@ use std::sync::{Arc, Mutex};
 use fuser::BackingId;
 
 use crate::catalog::ROOT_INO;
-use crate::fs::files::SetAttr;
+use crate::fs::files::{ClearSetId, SetAttr};
 use crate::fs::passthrough;
 use crate::fs::peek::Caller;
-use crate::fs::privileges::creation_mode;
 use crate::fs::{Attr, FileKind, FsError, GlacierFs, Op};
 
 /// How long the kernel may keep names and attributes. Every change made behind the kernel's
 /// back (an inventory dropping archives, a vault gone upstream, sizes settled after a crash)
 /// is sent to it as an invalidation (`catalog::changes`, `invalidate`), so this can be long;
-/// names not seen yet need no notice, as listings and failed lookups are not cached.
+/// names not seen yet need no notice, as failed lookups are not cached and cached listings
+/// are told of every change (`opendir`).
 const TTL: Duration = Duration::from_secs(3600);
 /// Catalog rows read at a time to fill a listing reply (`fill_listing`).
 const LISTING_CHUNK: usize = 128;
@@ -39,8 +39,9 @@ const NAME_MAX: u32 = 255;
 
 pub struct FuseAdapter {
     fs: GlacierFs,
-    /// Each directory's [`Catalog::listings_epoch`] when it was last opened: the kernel may
-    /// keep a listing only while no listing has changed since it was read.
+    /// Each directory's [`Catalog::listings_epoch`] when the kernel last started reading its
+    /// listing from the daemon: the kernel may keep a listing only while no listing has
+    /// changed since. One entry per directory listed since the mount started.
     ///
     /// [`Catalog::listings_epoch`]: crate::catalog::Catalog::listings_epoch
     listed_at: Mutex<HashMap<u64, u64>>,
@@ -55,6 +56,14 @@ impl FuseAdapter {
             fs,
             listed_at: Mutex::default(),
             clears_privileges: false,
+        }
+    }
+
+    /// Notes, before a listing's first rows are read, the epoch they are at least as new as.
+    fn listing_starts(&self, dir: u64, offset: u64) {
+        if offset == 0 && dir != ROOT_INO {
+            let epoch = self.fs.catalog().listings_epoch();
+            crate::locks::lock(&self.listed_at).insert(dir, epoch);
         }
     }
 
@@ -311,8 +320,15 @@ impl Filesystem for FuseAdapter {
                 }),
             );
         }
-        if self.clears_privileges && Self::opens_for_writing(flags.0) {
-            if let Err(e) = self.fs.clear_privileges_for_writer(ino.0, req.uid()) {
+        // An open that truncates is a truncation (`fs::privileges`).
+        if self.clears_privileges
+            && flags.0 & libc::O_TRUNC != 0
+            && Self::opens_for_writing(flags.0)
+        {
+            let cleared = self
+                .fs
+                .clear_privileges_for_truncation(ino.0, req.uid(), req.gid());
+            if let Err(e) = cleared {
                 return reply.error(errno(Op::new("open").ino(ino.0), &e));
             }
         }
@@ -345,11 +361,10 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut mode = mode & !umask;
-        if self.clears_privileges {
-            mode = creation_mode(mode, req.uid());
-        }
-        match self.fs.create(parent.0, name, mode, req.uid(), req.gid()) {
+        match self
+            .fs
+            .create(parent.0, name, mode & !umask, req.uid(), req.gid())
+        {
             Ok((a, fh)) => {
                 // The creator's handle must be passthrough too: the kernel refuses to mix
                 // passthrough and cached opens of one inode.
@@ -416,7 +431,7 @@ impl Filesystem for FuseAdapter {
         // The kernel marks a write whose writer may not keep the bits (it knows the caller's
         // capabilities; its uid alone would not tell in a user namespace).
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.fs.clear_privileges(ino.0) {
+            if let Err(e) = self.fs.clear_privileges_for_writer(ino.0, req.gid()) {
                 return reply.error(errno(Op::new("write").ino(ino.0).fh(fh.0), &e));
             }
         }
@@ -489,7 +504,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut change = SetAttr {
+        let change = SetAttr {
             mode,
             uid,
             gid,
@@ -497,12 +512,18 @@ impl Filesystem for FuseAdapter {
             mtime_ns: mtime.map(time_ns),
             atime_ns: atime.map(time_ns),
         };
-        if self.clears_privileges {
-            if let Err(e) = self.fs.clear_privileges_in(ino.0, req.uid(), &mut change) {
-                return reply.error(errno(Op::new("setattr").ino(ino.0), &e));
+        let clear = if self.clears_privileges {
+            match self.fs.clearing_in(ino.0, req.uid(), req.gid(), &change) {
+                Ok(c) => c,
+                Err(e) => return reply.error(errno(Op::new("setattr").ino(ino.0), &e)),
             }
-        }
-        match self.fs.setattr(ino.0, fh.map(|f| f.0), change) {
+        } else {
+            ClearSetId::default()
+        };
+        match self
+            .fs
+            .setattr_clearing(ino.0, fh.map(|f| f.0), change, clear)
+        {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(errno(Op::new("setattr").ino(ino.0), &e)),
         }
@@ -543,15 +564,16 @@ impl Filesystem for FuseAdapter {
         match self.fs.getattr(ino.0) {
             // The kernel keeps a directory's listing and serves the next one itself, so a
             // repeated `find` or `ls -l` costs the daemon nothing. It may keep what it has
-            // only if no listing changed since this directory was last opened (a change while
-            // it was being read could otherwise leave the old listing cached for good); a
-            // change also drops the listing at once (`catalog::changes`), for a program that
-            // keeps the directory open and reads it again. The root is left out: its entries
-            // are the vaults, whose state can hide them without an entry changing.
+            // only if no listing changed since the daemon last began to send it this one (a
+            // change while it was being read, by this opener or a concurrent one, could
+            // otherwise leave the old listing cached for good); a change also drops the
+            // listing at once (`catalog::changes`), for a program that keeps the directory
+            // open and reads it again. The root is left out: its entries are the vaults,
+            // whose state can hide them without an entry changing.
             Ok(a) if a.kind == FileKind::Directory && ino.0 != ROOT_INO => {
                 let epoch = self.fs.catalog().listings_epoch();
-                let before = crate::locks::lock(&self.listed_at).insert(ino.0, epoch);
-                let keep = if before == Some(epoch) {
+                let read_at = crate::locks::lock(&self.listed_at).get(&ino.0).copied();
+                let keep = if read_at == Some(epoch) {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
@@ -574,6 +596,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.listing_starts(ino.0, offset);
         // Names and kinds only: a plain listing's entries carry no attributes.
         let filled = fill_listing(
             offset,
@@ -598,6 +621,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.listing_starts(ino.0, offset);
         let filled = fill_listing(
             offset,
             |after| self.fs.readdir(ino.0, after, LISTING_CHUNK),
