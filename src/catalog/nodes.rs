@@ -416,11 +416,20 @@ pub struct AttrChange {
     pub gid: Option<u32>,
     pub mtime_ns: Option<i64>,
     pub atime_ns: Option<i64>,
-    /// Takes set-user-ID away, and set-group-ID too when the group may execute or when
-    /// `clear_set_gid` says so, from the mode as it is when the write runs (a chmod queued
-    /// just before is not undone). Ignored when `mode` is given.
+    /// Takes set-user-ID away, and set-group-ID too when the group may execute or the file's
+    /// group is not the writer's (when `writer` is given), from the mode and group as they are
+    /// when the write runs (a chmod or chgrp queued just before is not undone). Ignored when
+    /// `mode` is given.
     pub clear_set_id: bool,
-    pub clear_set_gid: bool,
+    pub writer: Option<WriterGroup>,
+}
+
+/// The group of whoever writes a file, to tell whether they are in the file's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterGroup {
+    pub gid: u32,
+    /// The group a node without one of its own shows (the mount's).
+    pub unset_shows: u32,
 }
 
 /// Sets what `c` names, and the ctime to now (every attribute change is a status change). An
@@ -430,7 +439,8 @@ pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), Catal
     let n = conn.execute(
         // 2048 is set-user-ID, 1024 set-group-ID, 8 group execute.
         "UPDATE nodes SET mode = CASE WHEN ?2 IS NOT NULL THEN ?2 \
-             WHEN ?8 THEN mode & ~(2048 | CASE WHEN ?9 OR mode & 8 THEN 1024 ELSE 0 END) \
+             WHEN ?8 THEN mode & ~(2048 | CASE WHEN COALESCE(gid, ?10) != ?9 OR mode & 8 \
+                 THEN 1024 ELSE 0 END) \
              ELSE mode END, \
          uid = COALESCE(?3, uid), \
          gid = COALESCE(?4, gid), mtime_ns = COALESCE(?5, mtime_ns), ctime_ns = ?6, \
@@ -445,7 +455,8 @@ pub fn set_attrs(conn: &Connection, ino: u64, c: AttrChange) -> Result<(), Catal
             super::now_ns(),
             c.atime_ns,
             c.clear_set_id,
-            c.clear_set_gid,
+            c.writer.map(|w| w.gid),
+            c.writer.map(|w| w.unset_shows),
         ],
     )?;
     if n == 0 {
@@ -540,8 +551,9 @@ mod tests {
     fn clearing_set_id_works_from_the_stored_mode() {
         let tmp = tempfile::tempdir().unwrap();
         let cat = Catalog::open(tmp.path()).unwrap();
+        // The file has no group of its own and shows group 0; the writer is of group 0, or 7.
         let cases = [
-            // (stored, also without group execute, expected)
+            // (stored, the writer outside the file's group, expected)
             (0o4755, false, 0o0755),
             (0o6775, false, 0o0775),
             (0o2745, false, 0o2745),
@@ -564,7 +576,10 @@ mod tests {
                     })?;
                     set(AttrChange {
                         clear_set_id: true,
-                        clear_set_gid: gid,
+                        writer: Some(WriterGroup {
+                            gid: if gid { 7 } else { 0 },
+                            unset_shows: 0,
+                        }),
                         ..Default::default()
                     })?;
                     Ok(get(tx, f)?.and_then(|n| n.mode))

@@ -20,7 +20,7 @@ use crate::store::cache::Sidecar;
 use crate::store::handles::Handle;
 
 /// What setattr asks to change.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetAttr {
     pub mode: Option<u32>,
     pub uid: Option<u32>,
@@ -36,8 +36,9 @@ pub struct SetAttr {
 pub struct ClearSetId {
     /// Set-user-ID, and set-group-ID when the group may execute.
     pub set_id: bool,
-    /// Set-group-ID even without group execute (with `set_id`).
-    pub set_gid: bool,
+    /// With `set_id`, the writer's group: set-group-ID without group execute goes too when it
+    /// is not the file's.
+    pub writer_gid: Option<u32>,
 }
 
 /// A failure on the data file of `ino`; a full cache disk is ENOSPC whatever the call was.
@@ -488,7 +489,10 @@ impl GlacierFs {
             mtime_ns: change.mtime_ns,
             atime_ns: change.atime_ns,
             clear_set_id: clear.set_id,
-            clear_set_gid: clear.set_gid,
+            writer: clear.writer_gid.map(|gid| nodes::WriterGroup {
+                gid,
+                unset_shows: self.options.gid,
+            }),
         };
         // The node comes back from the write itself, and the sidecar's fields with it: no read
         // transaction after the commit.

@@ -24,6 +24,7 @@ use crate::catalog::ROOT_INO;
 use crate::fs::files::{ClearSetId, SetAttr};
 use crate::fs::passthrough;
 use crate::fs::peek::Caller;
+use crate::fs::privileges;
 use crate::fs::{Attr, FileKind, FsError, GlacierFs, Op};
 
 /// How long the kernel may keep names and attributes. Every change made behind the kernel's
@@ -513,10 +514,7 @@ impl Filesystem for FuseAdapter {
             atime_ns: atime.map(time_ns),
         };
         let clear = if self.clears_privileges {
-            match self.fs.clearing_in(ino.0, req.uid(), req.gid(), &change) {
-                Ok(c) => c,
-                Err(e) => return reply.error(errno(Op::new("setattr").ino(ino.0), &e)),
-            }
+            privileges::clearing_in(req.uid(), req.gid(), &change)
         } else {
             ClearSetId::default()
         };

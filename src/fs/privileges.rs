@@ -25,38 +25,16 @@ use crate::catalog::changes::Change;
 use crate::fs::files::{ClearSetId, SetAttr};
 use crate::fs::{FsResult, GlacierFs};
 
-/// A setattr that changes nothing itself.
-fn nothing() -> SetAttr {
-    SetAttr {
-        mode: None,
-        uid: None,
-        gid: None,
-        size: None,
-        mtime_ns: None,
-        atime_ns: None,
-    }
-}
-
-fn is_nothing(c: &SetAttr) -> bool {
-    c.mode.is_none()
-        && c.uid.is_none()
-        && c.gid.is_none()
-        && c.size.is_none()
-        && c.mtime_ns.is_none()
-        && c.atime_ns.is_none()
-}
-
 /// Whether a caller keeps the bits when it truncates.
 fn keeps_privileges(uid: u32) -> bool {
     uid == 0
 }
 
 impl GlacierFs {
-    /// A write by a caller who, the kernel says, may not keep the bits; `gid` is its group.
-    /// No reply tells the kernel the new mode, so it is told to forget the old one.
+    /// A write by a caller of group `gid` who, the kernel says, may not keep the bits. No
+    /// reply tells the kernel the new mode, so it is told to forget the old one.
     pub fn clear_privileges_for_writer(&self, ino: u64, gid: u32) -> FsResult<()> {
-        let clear = self.clearing_for(ino, gid)?;
-        self.setattr_clearing(ino, None, nothing(), clear)?;
+        self.setattr_clearing(ino, None, SetAttr::default(), writer_clears(gid))?;
         self.catalog.changed([Change::Node(ino)]);
         Ok(())
     }
@@ -68,39 +46,32 @@ impl GlacierFs {
         }
         self.clear_privileges_for_writer(ino, gid)
     }
+}
 
-    /// What a setattr by `uid` of group `gid` takes away besides `change`: everything the
-    /// kernel's empty SETATTR asks for, a truncation by anyone but root, and a new owner or
-    /// group, unless the mode is being set as well.
-    pub fn clearing_in(
-        &self,
-        ino: u64,
-        uid: u32,
-        gid: u32,
-        change: &SetAttr,
-    ) -> FsResult<ClearSetId> {
-        if is_nothing(change) {
-            return self.clearing_for(ino, gid);
-        }
-        if change.mode.is_some() {
-            return Ok(ClearSetId::default());
-        }
-        if change.size.is_some() && !keeps_privileges(uid) {
-            return self.clearing_for(ino, gid);
-        }
-        Ok(ClearSetId {
-            set_id: change.uid.is_some() || change.gid.is_some(),
-            set_gid: false,
-        })
+/// What a setattr by `uid` of group `gid` takes away besides `change`: everything the kernel's
+/// empty SETATTR asks for, a truncation by anyone but root, and a new owner or group, unless
+/// the mode is being set as well.
+pub fn clearing_in(uid: u32, gid: u32, change: &SetAttr) -> ClearSetId {
+    if *change == SetAttr::default() {
+        return writer_clears(gid);
     }
+    if change.mode.is_some() {
+        return ClearSetId::default();
+    }
+    if change.size.is_some() && !keeps_privileges(uid) {
+        return writer_clears(gid);
+    }
+    ClearSetId {
+        set_id: change.uid.is_some() || change.gid.is_some(),
+        writer_gid: None,
+    }
+}
 
-    /// Set-user-ID, and set-group-ID without group execute only for a caller outside the
-    /// file's group.
-    fn clearing_for(&self, ino: u64, gid: u32) -> FsResult<ClearSetId> {
-        let a = self.getattr(ino)?;
-        Ok(ClearSetId {
-            set_id: true,
-            set_gid: a.gid != gid,
-        })
+/// Set-user-ID, and set-group-ID without group execute only for a writer outside the file's
+/// group (decided in the catalog's write, against the group the file has then).
+fn writer_clears(gid: u32) -> ClearSetId {
+    ClearSetId {
+        set_id: true,
+        writer_gid: Some(gid),
     }
 }
